@@ -1,0 +1,796 @@
+//! One client connection: a reader task that parses and routes, and a writer task that
+//! drains the connection's outbound buffer.
+//!
+//! Buffering policy: publishers append `MSG`s straight into each subscriber's outbound
+//! buffer (under a short lock) and remember which subscribers they touched; when a
+//! publisher has processed everything its last read gave it, it wakes each touched writer
+//! once. So a burst of messages reaches a subscriber in one write, and a publisher never
+//! waits on a subscriber: one whose buffer would pass `max_pending` is closed as a slow
+//! consumer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, BufMut, BytesMut};
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use rnats_protocol::{ClientOp, Limits, Parsed, ProtoError, parse_client_op};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, trace};
+
+use crate::server::ServerShared;
+use crate::sublist::SubResult;
+
+/// Why a connection was closed, with nats-server's wording (shown in monitoring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    ClientClosed,
+    ReadError,
+    WriteError,
+    SlowConsumerPendingBytes,
+    SlowConsumerWriteDeadline,
+    ProtocolViolation,
+    ParseError,
+    AuthenticationTimeout,
+    AuthenticationViolation,
+    MaxPayloadExceeded,
+    MaxControlLineExceeded,
+    MaxConnectionsExceeded,
+    StaleConnection,
+    ServerShutdown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "Client Closed",
+            CloseReason::ReadError => "Read Error",
+            CloseReason::WriteError => "Write Error",
+            CloseReason::SlowConsumerPendingBytes => "Slow Consumer (Pending Bytes)",
+            CloseReason::SlowConsumerWriteDeadline => "Slow Consumer (Write Deadline)",
+            CloseReason::ProtocolViolation => "Protocol Violation",
+            CloseReason::ParseError => "Parse Error",
+            CloseReason::AuthenticationTimeout => "Authentication Timeout",
+            CloseReason::AuthenticationViolation => "Authentication Failure",
+            CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
+            CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
+            CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
+            CloseReason::StaleConnection => "Stale Connection",
+            CloseReason::ServerShutdown => "Server Shutdown",
+        }
+    }
+}
+
+struct OutBuf {
+    data: BytesMut,
+    /// A publisher has queued this connection for a wake-up at the end of its batch.
+    flush_scheduled: bool,
+    closed: bool,
+}
+
+/// Counters of one connection, updated by its reader (in) and by publishers (out).
+#[derive(Default)]
+pub struct ClientStats {
+    pub in_msgs: AtomicU64,
+    pub in_bytes: AtomicU64,
+    pub out_msgs: AtomicU64,
+    pub out_bytes: AtomicU64,
+}
+
+/// What the client told us in CONNECT, kept for monitoring.
+#[derive(Default, Clone)]
+pub struct ConnMeta {
+    pub name: String,
+    pub lang: String,
+    pub version: String,
+    pub user: Option<String>,
+}
+
+/// The part of a connection other tasks touch: its outbound buffer, flags and counters.
+pub struct ClientShared {
+    pub cid: u64,
+    pub addr: SocketAddr,
+    pub started: SystemTime,
+    out: Mutex<OutBuf>,
+    wake: Notify,
+    cancel: CancellationToken,
+    headers: AtomicBool,
+    max_pending: usize,
+    close_reason: Mutex<Option<CloseReason>>,
+    pub stats: ClientStats,
+    pub subs: Mutex<HashMap<Box<[u8]>, Arc<Subscription>>>,
+    pub meta: Mutex<ConnMeta>,
+}
+
+/// Outcome of appending to a connection's outbound buffer.
+enum Enqueued {
+    /// Appended; `true` when the caller must wake the writer at the end of its batch.
+    Yes(bool),
+    Closed,
+    SlowConsumer,
+}
+
+impl ClientShared {
+    fn new(cid: u64, addr: SocketAddr, max_pending: usize) -> Self {
+        ClientShared {
+            cid,
+            addr,
+            started: SystemTime::now(),
+            out: Mutex::new(OutBuf { data: BytesMut::new(), flush_scheduled: false, closed: false }),
+            wake: Notify::new(),
+            cancel: CancellationToken::new(),
+            headers: AtomicBool::new(false),
+            max_pending,
+            close_reason: Mutex::new(None),
+            stats: ClientStats::default(),
+            subs: Mutex::new(HashMap::new()),
+            meta: Mutex::new(ConnMeta::default()),
+        }
+    }
+
+    fn enqueue(&self, len: usize, write: impl FnOnce(&mut BytesMut)) -> Enqueued {
+        let mut out = self.out.lock();
+        if out.closed {
+            return Enqueued::Closed;
+        }
+        if out.data.len() + len > self.max_pending {
+            return Enqueued::SlowConsumer;
+        }
+        write(&mut out.data);
+        let schedule = !out.flush_scheduled;
+        out.flush_scheduled = true;
+        Enqueued::Yes(schedule)
+    }
+
+    /// Closes the connection. With `flush`, what is already queued (an `-ERR`, say) is still
+    /// written before the socket closes; otherwise it is dropped. Returns whether this call
+    /// was the one that closed it.
+    pub fn close(&self, reason: CloseReason, flush: bool) -> bool {
+        {
+            let mut out = self.out.lock();
+            if out.closed {
+                return false;
+            }
+            out.closed = true;
+            if !flush {
+                out.data.clear();
+            }
+        }
+        *self.close_reason.lock() = Some(reason);
+        self.cancel.cancel();
+        true
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        *self.close_reason.lock()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_bytes(&self) -> usize {
+        self.out.lock().data.len()
+    }
+}
+
+/// A client subscription, shared by the sublist, its connection and match caches.
+pub struct Subscription {
+    pub client: Arc<ClientShared>,
+    pub subject: Box<[u8]>,
+    pub queue: Option<Box<[u8]>>,
+    pub sid: Box<[u8]>,
+    /// Auto-unsubscribe after this many deliveries; 0 = never.
+    max: AtomicU64,
+    delivered: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Subscription {
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+}
+
+/// A message being routed, as parsed from the publisher's read buffer.
+struct Msg<'a> {
+    subject: &'a [u8],
+    reply: Option<&'a [u8]>,
+    header_len: Option<usize>,
+    header_token: &'a [u8],
+    size_token: &'a [u8],
+    payload: &'a [u8],
+}
+
+/// Options from CONNECT; absent fields keep the reference's defaults.
+#[derive(Clone, Copy)]
+struct ConnectFlags {
+    verbose: bool,
+    pedantic: bool,
+    echo: bool,
+    headers: bool,
+    no_responders: bool,
+    protocol: i64,
+}
+
+impl Default for ConnectFlags {
+    fn default() -> Self {
+        ConnectFlags {
+            verbose: true,
+            pedantic: true,
+            echo: true,
+            headers: false,
+            no_responders: false,
+            protocol: 0,
+        }
+    }
+}
+
+enum Flow {
+    Continue,
+    Close(CloseReason),
+}
+
+/// Most subjects a connection caches match results for.
+const LOCAL_CACHE_MAX: usize = 512;
+const MIN_READ: usize = 512;
+const MAX_READ: usize = 64 * 1024;
+
+/// The reader side of a connection and everything only it touches.
+struct Conn {
+    srv: Arc<ServerShared>,
+    me: Arc<ClientShared>,
+    flags: ConnectFlags,
+    connected: bool,
+    auth_required: bool,
+    limits: Limits,
+    /// Connections to wake once this read is processed.
+    touched: Vec<Arc<ClientShared>>,
+    cache: HashMap<Box<[u8]>, Arc<SubResult<Subscription>>>,
+    cache_generation: u64,
+    rng: SmallRng,
+    in_msgs: u64,
+    in_bytes: u64,
+    pings_out: u32,
+    active_since_ping: bool,
+    trace: bool,
+}
+
+/// Serves one accepted client connection until it closes.
+pub async fn serve<S>(srv: Arc<ServerShared>, stream: S, addr: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let cid = srv.next_cid();
+    let me = Arc::new(ClientShared::new(cid, addr, srv.opts.max_pending));
+    debug!("{addr} - cid:{cid} - Client connection created");
+    let (mut reader, writer) = tokio::io::split(stream);
+
+    let info = srv.client_info_line(cid, addr);
+    let _ = me.enqueue(info.len(), |b| b.put_slice(&info));
+    let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts.write_deadline));
+    me.wake.notify_one();
+
+    let admitted = srv.register(&me);
+    let mut conn = Conn {
+        auth_required: srv.opts.auth.required(),
+        limits: Limits {
+            max_control_line: srv.opts.max_control_line,
+            max_payload: srv.opts.max_payload,
+        },
+        srv,
+        me: me.clone(),
+        flags: ConnectFlags::default(),
+        connected: false,
+        touched: Vec::new(),
+        cache: HashMap::new(),
+        cache_generation: 0,
+        rng: SmallRng::from_os_rng(),
+        in_msgs: 0,
+        in_bytes: 0,
+        pings_out: 0,
+        active_since_ping: false,
+        trace: tracing::enabled!(tracing::Level::TRACE),
+    };
+    if admitted {
+        conn.read_loop(&mut reader).await;
+    } else {
+        conn.send_err("maximum connections exceeded");
+        me.close(CloseReason::MaxConnectionsExceeded, true);
+    }
+    conn.cleanup();
+    let _ = writer_task.await;
+    let reason = me.close_reason().unwrap_or(CloseReason::ClientClosed);
+    debug!("{addr} - cid:{cid} - Client connection closed: {}", reason.as_str());
+}
+
+async fn write_loop<W: AsyncWrite>(me: Arc<ClientShared>, writer: W, deadline: Duration) {
+    tokio::pin!(writer);
+    let mut chunk = BytesMut::new();
+    loop {
+        let cancelled = tokio::select! {
+            () = me.wake.notified() => false,
+            () = me.cancel.cancelled() => true,
+        };
+        loop {
+            {
+                let mut out = me.out.lock();
+                out.flush_scheduled = false;
+                if out.data.is_empty() {
+                    break;
+                }
+                std::mem::swap(&mut out.data, &mut chunk);
+            }
+            let limit = if cancelled { deadline.min(Duration::from_secs(2)) } else { deadline };
+            match tokio::time::timeout(limit, writer.write_all(&chunk)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    me.close(CloseReason::WriteError, false);
+                    return;
+                }
+                Err(_) => {
+                    if me.close(CloseReason::SlowConsumerWriteDeadline, false) {
+                        debug!("cid:{} - Slow Consumer Detected: WriteDeadline of {deadline:?} exceeded", me.cid);
+                    }
+                    return;
+                }
+            }
+            chunk.clear();
+            // Give back memory after a burst.
+            if chunk.capacity() > 4 * MAX_READ {
+                chunk = BytesMut::new();
+            }
+        }
+        if cancelled {
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+            return;
+        }
+    }
+}
+
+impl Conn {
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, reader: &mut R) {
+        let mut buf = BytesMut::with_capacity(MIN_READ);
+        let mut read_size = MIN_READ;
+        let cancel = self.me.cancel.clone();
+        let shutdown = self.srv.shutdown.clone();
+        let ping_interval = self.srv.opts.ping_interval;
+        let mut next_ping = tokio::time::Instant::now() + ping_interval;
+        let auth_deadline =
+            tokio::time::Instant::now() + self.srv.opts.auth_timeout();
+        loop {
+            if buf.is_empty() && buf.capacity() > 2 * read_size {
+                buf = BytesMut::with_capacity(read_size);
+            }
+            buf.reserve(read_size);
+            let spare = buf.capacity() - buf.len();
+            let auth_pending = self.auth_required && !self.connected;
+            let flow = tokio::select! {
+                () = cancel.cancelled() => return,
+                () = shutdown.cancelled() => Flow::Close(CloseReason::ServerShutdown),
+                res = reader.read_buf(&mut buf) => match res {
+                    Ok(0) => Flow::Close(CloseReason::ClientClosed),
+                    Ok(n) => {
+                        if n == spare && read_size < MAX_READ {
+                            read_size *= 2;
+                        } else if n < read_size / 4 && read_size > MIN_READ {
+                            read_size /= 2;
+                        }
+                        self.process_buffer(&mut buf)
+                    }
+                    Err(_) => Flow::Close(CloseReason::ReadError),
+                },
+                () = tokio::time::sleep_until(next_ping) => {
+                    next_ping = tokio::time::Instant::now() + ping_interval;
+                    self.ping_timer()
+                }
+                () = tokio::time::sleep_until(auth_deadline), if auth_pending => {
+                    self.send_err("Authentication Timeout");
+                    Flow::Close(CloseReason::AuthenticationTimeout)
+                }
+            };
+            self.wake_touched();
+            if let Flow::Close(reason) = flow {
+                self.me.close(reason, true);
+                return;
+            }
+        }
+    }
+
+    /// Runs every complete op in `buf`, then drops the consumed bytes.
+    fn process_buffer(&mut self, buf: &mut BytesMut) -> Flow {
+        let mut pos = 0;
+        let mut flow = Flow::Continue;
+        loop {
+            match parse_client_op(&buf[pos..], &self.limits) {
+                Ok(Parsed::Op(op, used)) => {
+                    pos += used;
+                    flow = self.process_op(op);
+                    if matches!(flow, Flow::Close(_)) {
+                        break;
+                    }
+                }
+                Ok(Parsed::Incomplete { need }) => {
+                    if let Some(need) = need {
+                        buf.reserve(need.saturating_sub(buf.len() - pos));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    flow = self.protocol_error(e);
+                    break;
+                }
+            }
+        }
+        buf.advance(pos);
+        self.flush_counters();
+        flow
+    }
+
+    fn protocol_error(&mut self, e: ProtoError) -> Flow {
+        if let Some(text) = e.err_text() {
+            self.send_err(text);
+        }
+        error!("{} - cid:{} - {}", self.me.addr, self.me.cid, e);
+        Flow::Close(match e {
+            ProtoError::MaxPayload { .. } => CloseReason::MaxPayloadExceeded,
+            ProtoError::MaxControlLine => CloseReason::MaxControlLineExceeded,
+            ProtoError::ClientErr => CloseReason::ClientClosed,
+            ProtoError::UnknownOp | ProtoError::BadArgs { .. } => CloseReason::ProtocolViolation,
+        })
+    }
+
+    fn process_op(&mut self, op: ClientOp<'_>) -> Flow {
+        self.active_since_ping = true;
+        if self.trace {
+            trace_op(&self.me, &op);
+        }
+        if self.auth_required && !self.connected && !matches!(op, ClientOp::Connect(_)) {
+            self.send_err("Authorization Violation");
+            return Flow::Close(CloseReason::AuthenticationViolation);
+        }
+        match op {
+            ClientOp::Connect(json) => self.process_connect(json),
+            ClientOp::Pub { subject, reply, header_len, header_token, size_token, payload } => {
+                self.process_pub(&Msg { subject, reply, header_len, header_token, size_token, payload })
+            }
+            ClientOp::Sub { subject, queue, sid } => self.process_sub(subject, queue, sid),
+            ClientOp::Unsub { sid, max } => self.process_unsub(sid, max),
+            ClientOp::Ping => {
+                self.send_raw(b"PONG\r\n");
+                Flow::Continue
+            }
+            ClientOp::Pong => {
+                self.pings_out = 0;
+                Flow::Continue
+            }
+            ClientOp::Ok => Flow::Continue,
+        }
+    }
+
+    fn process_connect(&mut self, json: &[u8]) -> Flow {
+        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(json) else {
+            error!("{} - cid:{} - invalid CONNECT json", self.me.addr, self.me.cid);
+            return Flow::Close(CloseReason::ProtocolViolation);
+        };
+        let get_bool = |key: &str, default: bool| obj.get(key).and_then(Value::as_bool).unwrap_or(default);
+        let get_str = |key: &str| obj.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+        let defaults = ConnectFlags::default();
+        let flags = ConnectFlags {
+            verbose: get_bool("verbose", defaults.verbose),
+            pedantic: get_bool("pedantic", defaults.pedantic),
+            echo: get_bool("echo", defaults.echo),
+            headers: get_bool("headers", false) && !self.srv.opts.no_header_support,
+            no_responders: get_bool("no_responders", false),
+            protocol: obj.get("protocol").and_then(Value::as_i64).unwrap_or(0),
+        };
+        if !(0..=1).contains(&flags.protocol) {
+            self.send_err("invalid client protocol");
+            return Flow::Close(CloseReason::ProtocolViolation);
+        }
+        if flags.no_responders && !get_bool("headers", false) {
+            self.send_err("no responders requires headers support");
+            return Flow::Close(CloseReason::ProtocolViolation);
+        }
+        let user = obj.get("user").and_then(Value::as_str);
+        if self.auth_required && !self.srv.authenticate(user, obj.get("pass").and_then(Value::as_str), obj.get("auth_token").and_then(Value::as_str)) {
+            self.send_err("Authorization Violation");
+            return Flow::Close(CloseReason::AuthenticationViolation);
+        }
+        *self.me.meta.lock() = ConnMeta {
+            name: get_str("name"),
+            lang: get_str("lang"),
+            version: get_str("version"),
+            user: user.map(str::to_string),
+        };
+        self.flags = flags;
+        self.me.headers.store(flags.headers, Ordering::Relaxed);
+        self.connected = true;
+        self.ok();
+        Flow::Continue
+    }
+
+    fn process_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Flow {
+        if !rnats_protocol::is_valid_subject(subject) {
+            self.send_err("Invalid Subject");
+            return Flow::Continue;
+        }
+        {
+            let mut subs = self.me.subs.lock();
+            if subs.contains_key(sid) {
+                drop(subs);
+                self.ok();
+                return Flow::Continue;
+            }
+            let max_subs = self.srv.opts.max_subs;
+            if max_subs > 0 && subs.len() >= max_subs {
+                drop(subs);
+                self.send_err("maximum subscriptions exceeded");
+                return Flow::Continue;
+            }
+            let sub = Arc::new(Subscription {
+                client: self.me.clone(),
+                subject: subject.into(),
+                queue: queue.map(Into::into),
+                sid: sid.into(),
+                max: AtomicU64::new(0),
+                delivered: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+            });
+            subs.insert(sid.into(), sub.clone());
+            self.srv.sublist.insert(subject, queue, sub);
+        }
+        self.ok();
+        Flow::Continue
+    }
+
+    fn process_unsub(&mut self, sid: &[u8], max: Option<Option<u64>>) -> Flow {
+        let sub = self.me.subs.lock().get(sid).cloned();
+        if let Some(sub) = sub {
+            match max {
+                Some(Some(max)) if max > sub.delivered() => sub.max.store(max, Ordering::Relaxed),
+                _ => self.srv.remove_subscription(&sub),
+            }
+        }
+        self.ok();
+        Flow::Continue
+    }
+
+    fn process_pub(&mut self, msg: &Msg<'_>) -> Flow {
+        if msg.header_len.is_some() && !self.flags.headers {
+            error!("{} - cid:{} - HPUB without headers support", self.me.addr, self.me.cid);
+            return Flow::Close(CloseReason::ProtocolViolation);
+        }
+        self.in_msgs += 1;
+        self.in_bytes += msg.payload.len() as u64;
+        if self.flags.pedantic && !rnats_protocol::is_valid_literal_subject(msg.subject) {
+            self.send_err("Invalid Publish Subject");
+        }
+        self.ok();
+
+        let generation = self.srv.sublist.generation();
+        if generation != self.cache_generation {
+            self.cache.clear();
+            self.cache_generation = generation;
+        }
+        let result = match self.cache.get(msg.subject) {
+            Some(hit) => hit.clone(),
+            None => {
+                let result = self.srv.sublist.matches(msg.subject);
+                if self.cache.len() >= LOCAL_CACHE_MAX {
+                    self.cache.clear();
+                }
+                self.cache.insert(msg.subject.into(), result.clone());
+                result
+            }
+        };
+        let mut delivered = 0usize;
+        for sub in &result.plain {
+            delivered += usize::from(self.deliver(sub, msg));
+        }
+        for group in &result.queues {
+            let n = group.members.len();
+            let start = if n > 1 { self.rng.random_range(0..n) } else { 0 };
+            for i in 0..n {
+                if self.deliver(&group.members[(start + i) % n], msg) {
+                    delivered += 1;
+                    break;
+                }
+            }
+        }
+        if delivered == 0 && self.flags.no_responders {
+            if let Some(reply) = msg.reply {
+                self.no_responders(msg.subject, reply);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Queues `msg` for `sub`; false when it was not delivered (echo off, closed, past max).
+    fn deliver(&mut self, sub: &Arc<Subscription>, msg: &Msg<'_>) -> bool {
+        let client = &sub.client;
+        if (!self.flags.echo && client.cid == self.me.cid) || sub.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let max = sub.max.load(Ordering::Relaxed);
+        let count = sub.delivered.fetch_add(1, Ordering::Relaxed) + 1;
+        if max > 0 && count > max {
+            return false;
+        }
+        let to_headers = client.headers.load(Ordering::Relaxed);
+        let body = match msg.header_len {
+            Some(h) if !to_headers => &msg.payload[h..],
+            _ => msg.payload,
+        };
+        let len = msg.subject.len() + sub.sid.len() + msg.reply.map_or(0, <[u8]>::len) + msg.payload.len() + 40;
+        let enqueued = client.enqueue(len, |out| match msg.header_len {
+            Some(_) if to_headers => rnats_protocol::write_hmsg(
+                out, msg.subject, &sub.sid, msg.reply, msg.header_token, msg.size_token, msg.payload,
+            ),
+            Some(_) => rnats_protocol::write_msg(out, msg.subject, &sub.sid, msg.reply, None, body),
+            None => rnats_protocol::write_msg(out, msg.subject, &sub.sid, msg.reply, Some(msg.size_token), body),
+        });
+        match enqueued {
+            Enqueued::Yes(schedule) => {
+                if schedule {
+                    self.touched.push(client.clone());
+                }
+                client.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
+                client.stats.out_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                self.srv.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
+                self.srv.stats.out_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                if max > 0 && count == max {
+                    self.srv.remove_subscription(sub);
+                }
+                true
+            }
+            Enqueued::Closed => false,
+            Enqueued::SlowConsumer => {
+                if client.close(CloseReason::SlowConsumerPendingBytes, false) {
+                    self.srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "{} - cid:{} - Slow Consumer Detected: MaxPending of {} Exceeded",
+                        client.addr, client.cid, self.srv.opts.max_pending
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Tells a requester nobody is listening: a 503 status on its own reply subscription.
+    fn no_responders(&mut self, subject: &[u8], reply: &[u8]) {
+        let sid = {
+            let subs = self.me.subs.lock();
+            subs.values()
+                .find(|s| s.queue.is_none() && rnats_protocol::subject_matches(&s.subject, reply))
+                .map(|s| s.sid.clone())
+        };
+        let Some(sid) = sid else { return };
+        let mut header = BytesMut::with_capacity(64 + subject.len());
+        header.put_slice(b"NATS/1.0 503\r\nNats-Subject: ");
+        header.put_slice(subject);
+        header.put_slice(b"\r\n\r\n");
+        let mut len_token = BytesMut::new();
+        rnats_protocol::write_u64(&mut len_token, header.len() as u64);
+        self.enqueue_own(header.len() + reply.len() + sid.len() + 32, |out| {
+            rnats_protocol::write_hmsg(out, reply, &sid, None, &len_token, &len_token, &header);
+        });
+    }
+
+    fn ping_timer(&mut self) -> Flow {
+        if self.active_since_ping && self.pings_out == 0 {
+            self.active_since_ping = false;
+            return Flow::Continue;
+        }
+        self.active_since_ping = false;
+        if self.pings_out + 1 > self.srv.opts.ping_max {
+            self.send_err("Stale Connection");
+            return Flow::Close(CloseReason::StaleConnection);
+        }
+        self.pings_out += 1;
+        self.send_raw(b"PING\r\n");
+        Flow::Continue
+    }
+
+    fn enqueue_own(&mut self, len: usize, write: impl FnOnce(&mut BytesMut)) {
+        // Our own replies ignore max_pending: they are tiny and must not be lost.
+        let mut out = self.me.out.lock();
+        if out.closed {
+            return;
+        }
+        out.data.reserve(len);
+        write(&mut out.data);
+        if !out.flush_scheduled {
+            out.flush_scheduled = true;
+            drop(out);
+            self.touched.push(self.me.clone());
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.enqueue_own(bytes.len(), |out| out.put_slice(bytes));
+    }
+
+    fn send_err(&mut self, text: &str) {
+        debug!("{} - cid:{} - Sending -ERR '{text}'", self.me.addr, self.me.cid);
+        self.enqueue_own(text.len() + 9, |out| rnats_protocol::write_err(out, text));
+    }
+
+    fn ok(&mut self) {
+        if self.flags.verbose {
+            self.send_raw(b"+OK\r\n");
+        }
+    }
+
+    fn wake_touched(&mut self) {
+        for client in self.touched.drain(..) {
+            client.wake.notify_one();
+        }
+    }
+
+    fn flush_counters(&mut self) {
+        if self.in_msgs > 0 {
+            let stats = &self.srv.stats;
+            stats.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
+            stats.in_bytes.fetch_add(self.in_bytes, Ordering::Relaxed);
+            self.me.stats.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
+            self.me.stats.in_bytes.fetch_add(self.in_bytes, Ordering::Relaxed);
+            self.in_msgs = 0;
+            self.in_bytes = 0;
+        }
+    }
+
+    fn cleanup(&mut self) {
+        self.wake_touched();
+        let subs: Vec<Arc<Subscription>> = self.me.subs.lock().drain().map(|(_, s)| s).collect();
+        for sub in subs {
+            sub.closed.store(true, Ordering::Relaxed);
+            self.srv.sublist.remove(&sub.subject, sub.queue.as_deref(), &sub);
+        }
+        self.cache.clear();
+        self.srv.unregister(&self.me);
+    }
+}
+
+impl ServerShared {
+    /// Removes a subscription from the index and its connection (UNSUB, auto-unsubscribe).
+    pub fn remove_subscription(&self, sub: &Arc<Subscription>) {
+        if sub.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        sub.client.subs.lock().remove(&sub.sid);
+        self.sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
+    }
+}
+
+fn trace_op(me: &ClientShared, op: &ClientOp<'_>) {
+    let text = match op {
+        ClientOp::Connect(json) => format!("CONNECT {}", String::from_utf8_lossy(json)),
+        ClientOp::Pub { subject, reply, size_token, header_len, .. } => format!(
+            "{} {}{} {}",
+            if header_len.is_some() { "HPUB" } else { "PUB" },
+            String::from_utf8_lossy(subject),
+            reply.map(|r| format!(" {}", String::from_utf8_lossy(r))).unwrap_or_default(),
+            String::from_utf8_lossy(size_token)
+        ),
+        ClientOp::Sub { subject, queue, sid } => format!(
+            "SUB {}{} {}",
+            String::from_utf8_lossy(subject),
+            queue.map(|q| format!(" {}", String::from_utf8_lossy(q))).unwrap_or_default(),
+            String::from_utf8_lossy(sid)
+        ),
+        ClientOp::Unsub { sid, .. } => format!("UNSUB {}", String::from_utf8_lossy(sid)),
+        ClientOp::Ping => "PING".into(),
+        ClientOp::Pong => "PONG".into(),
+        ClientOp::Ok => "+OK".into(),
+    };
+    trace!("{} - cid:{} - <<- [{text}]", me.addr, me.cid);
+}

@@ -1,0 +1,190 @@
+//! The typed layer over `rnats-conf`: configuration file entries → [`Options`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rnats_conf::{ConfError, Entry, Map, Spanned, Value};
+
+use crate::options::Options;
+
+/// Reads `path` and applies its entries to `opts`.
+pub fn apply_file(path: &Path, opts: &mut Options) -> Result<(), ConfError> {
+    let map = rnats_conf::parse_file(path)?;
+    apply_map(&map, opts)
+}
+
+/// Applies the entries of a parsed configuration to `opts`.
+pub fn apply_map(map: &Map, opts: &mut Options) -> Result<(), ConfError> {
+    for entry in map {
+        apply_entry(entry, opts)?;
+    }
+    Ok(())
+}
+
+fn int(v: &Spanned) -> Result<i64, ConfError> {
+    v.as_i64().ok_or_else(|| v.error(format!("expected an integer, got {}", v.type_name())))
+}
+
+fn size(v: &Spanned) -> Result<usize, ConfError> {
+    usize::try_from(int(v)?).map_err(|_| v.error("expected a non-negative size"))
+}
+
+fn string(v: &Spanned) -> Result<String, ConfError> {
+    match &v.value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Integer(i) => Ok(i.to_string()),
+        other => Err(v.error(format!("expected a string, got {}", other.type_name()))),
+    }
+}
+
+fn boolean(v: &Spanned) -> Result<bool, ConfError> {
+    v.as_bool().ok_or_else(|| v.error(format!("expected a boolean, got {}", v.type_name())))
+}
+
+/// A Go duration string, or (deprecated form) an integer number of seconds.
+fn duration(v: &Spanned) -> Result<Duration, ConfError> {
+    match &v.value {
+        Value::Integer(secs) if *secs >= 0 => Ok(Duration::from_secs(*secs as u64)),
+        Value::Float(secs) if *secs >= 0.0 => Ok(Duration::from_secs_f64(*secs)),
+        Value::String(s) => rnats_conf::parse_duration(s)
+            .ok_or_else(|| v.error(format!("error parsing duration \"{s}\""))),
+        other => Err(v.error(format!("expected a duration, got {}", other.type_name()))),
+    }
+}
+
+/// `host:port`, `:port` or a bare port.
+fn host_port(v: &Spanned, host: &mut String, port: &mut i32) -> Result<(), ConfError> {
+    if let Value::Integer(p) = v.value {
+        *port = p as i32;
+        return Ok(());
+    }
+    let s = string(v)?;
+    let (h, p) = s.rsplit_once(':').ok_or_else(|| v.error(format!("could not parse address string \"{s}\"")))?;
+    *port = p.parse().map_err(|_| v.error(format!("could not parse port \"{p}\"")))?;
+    if !h.is_empty() {
+        *host = h.trim_matches(['[', ']']).to_string();
+    }
+    Ok(())
+}
+
+fn apply_entry(entry: &Entry, opts: &mut Options) -> Result<(), ConfError> {
+    let v = &entry.value;
+    match entry.key.to_ascii_lowercase().as_str() {
+        "listen" => host_port(v, &mut opts.host, &mut opts.port)?,
+        "host" | "net" => opts.host = string(v)?,
+        "port" => opts.port = int(v)? as i32,
+        "server_name" => opts.server_name = Some(string(v)?),
+        "client_advertise" => opts.client_advertise = Some(string(v)?),
+        "http" => {
+            let mut host = String::from("0.0.0.0");
+            host_port(v, &mut host, &mut opts.http_port)?;
+            opts.http_host = Some(host);
+        }
+        "http_port" | "monitor_port" => opts.http_port = int(v)? as i32,
+        "max_payload" => opts.max_payload = size(v)?,
+        "max_pending" => opts.max_pending = size(v)?,
+        "max_control_line" => opts.max_control_line = size(v)?,
+        "max_connections" | "max_conn" => {
+            let n = int(v)?;
+            // The reference maps an explicit 0 to "reject everyone".
+            opts.max_connections = if n == 0 { None } else { Some(usize::try_from(n).unwrap_or(usize::MAX)) };
+        }
+        "max_subscriptions" | "max_subs" => opts.max_subs = size(v)?,
+        "ping_interval" => opts.ping_interval = duration(v)?,
+        "ping_max" => opts.ping_max = u32::try_from(int(v)?).map_err(|_| v.error("invalid ping_max"))?,
+        "write_deadline" => opts.write_deadline = duration(v)?,
+        "lame_duck_duration" => opts.lame_duck_duration = duration(v)?,
+        "lame_duck_grace_period" => opts.lame_duck_grace_period = duration(v)?,
+        "no_header_support" => opts.no_header_support = boolean(v)?,
+        "debug" => opts.debug = boolean(v)?,
+        "trace" => opts.trace = boolean(v)?,
+        "trace_verbose" => opts.trace = boolean(v)? || opts.trace,
+        "logtime" => opts.logtime = boolean(v)?,
+        "logtime_utc" => opts.logtime_utc = boolean(v)?,
+        "log_file" | "logfile" => opts.log_file = Some(PathBuf::from(string(v)?)),
+        "pid_file" | "pidfile" => opts.pid_file = Some(PathBuf::from(string(v)?)),
+        "ports_file_dir" => opts.ports_file_dir = Some(PathBuf::from(string(v)?)),
+        "max_closed_clients" => opts.max_closed_clients = size(v)?,
+        "authorization" => apply_authorization(v, opts)?,
+        // Accepted and without effect here, as in a server that has them switched off.
+        "syslog" | "remote_syslog" | "log_size_limit" | "logfile_size_limit" | "logfile_max_num"
+        | "log_max_num" | "max_traced_msg_len" | "disable_sublist_cache" | "no_sublist_cache"
+        | "connect_error_reports" | "reconnect_error_reports" | "write_timeout" | "max_sub_tokens"
+        | "prof_port" | "server_tags" | "no_system_account" => {}
+        key if entry.used_as_variable => {
+            let _ = key;
+        }
+        "cluster" | "tls" | "accounts" | "jetstream" | "leafnodes" | "gateway" | "websocket" | "mqtt"
+        | "operator" | "resolver" | "system_account" | "no_auth_user" | "https" | "https_port" => {
+            return Err(entry.error(format!("\"{}\" is not supported by this rnats-server build yet", entry.key)));
+        }
+        _ => return Err(entry.error(format!("unknown field \"{}\"", entry.key))),
+    }
+    Ok(())
+}
+
+fn apply_authorization(v: &Spanned, opts: &mut Options) -> Result<(), ConfError> {
+    let map = v.as_map().ok_or_else(|| v.error("authorization must be a map"))?;
+    for entry in map {
+        let v = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "user" | "username" => opts.auth.user = Some(string(v)?),
+            "pass" | "password" => opts.auth.password = Some(string(v)?),
+            "token" => opts.auth.token = Some(string(v)?),
+            "timeout" => opts.auth.timeout = Some(duration(v)?),
+            _ if entry.used_as_variable => {}
+            _ => return Err(entry.error(format!("\"authorization.{}\" is not supported yet", entry.key))),
+        }
+    }
+    if opts.auth.token.is_some() && opts.auth.user.is_some() {
+        return Err(v.error("Cannot have a user/pass and token"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(text: &str) -> Result<Options, ConfError> {
+        let map = rnats_conf::parse_str_with_env(text, &|name| (name == "PORT").then(|| "4333".to_string()))?;
+        let mut o = Options::default();
+        apply_map(&map, &mut o)?;
+        Ok(o)
+    }
+
+    #[test]
+    fn core_options() {
+        let o = opts(
+            "server_name: n1\nlisten: 127.0.0.1:4555\nmax_payload: 2MB\nmax_connections = 10k\n\
+             ping_interval: \"1m\"\nwrite_deadline: 5\nmax_subs 7\ndebug: true\n\
+             authorization { user: a, password: b, timeout: 1.5 }",
+        )
+        .unwrap();
+        assert_eq!(o.server_name.as_deref(), Some("n1"));
+        assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 4555));
+        assert_eq!(o.max_payload, 2 * 1024 * 1024);
+        assert_eq!(o.max_connections, Some(10_000));
+        assert_eq!(o.ping_interval, Duration::from_secs(60));
+        assert_eq!(o.write_deadline, Duration::from_secs(5));
+        assert_eq!(o.max_subs, 7);
+        assert!(o.debug);
+        assert_eq!(o.auth.user.as_deref(), Some("a"));
+        assert_eq!(o.auth.timeout, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn variables_and_ports() {
+        let o = opts("port: $PORT\nmax_connections: 0").unwrap();
+        assert_eq!(o.port, 4333);
+        assert_eq!(o.max_connections, None);
+        let o = opts("P: 4999\nport: $P").unwrap();
+        assert_eq!(o.port, 4999);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_position() {
+        let err = opts("port: 1\nfoo: bar").unwrap_err().to_string();
+        assert!(err.ends_with("2:1: unknown field \"foo\""), "{err}");
+    }
+}

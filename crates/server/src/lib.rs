@@ -1,0 +1,15 @@
+//! rnats-server: a NATS server, wire compatible with nats-server.
+//!
+//! See `ARCHITECTURE.md` beside this crate for the tasks, who owns which state, and the
+//! buffering policy.
+
+pub mod client;
+pub mod options;
+pub mod server;
+pub mod sublist;
+
+pub use options::Options;
+pub use server::{ServerHandle, start};
+pub mod config;
+pub mod flags;
+pub mod log;

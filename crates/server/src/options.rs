@@ -1,0 +1,123 @@
+//! Server options with nats-server's defaults. Filled from the config file, then from the
+//! command line (which wins), then validated.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const VERSION: &str = "2.11.0";
+pub const DEFAULT_PORT: u16 = 4222;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub host: String,
+    /// Client port; -1 picks a random one.
+    pub port: i32,
+    pub server_name: Option<String>,
+    pub client_advertise: Option<String>,
+    pub max_payload: usize,
+    pub max_control_line: usize,
+    pub max_pending: usize,
+    /// Most client connections at once; `None` when the config file said 0 (reject all).
+    pub max_connections: Option<usize>,
+    /// Per connection; 0 = unlimited.
+    pub max_subs: usize,
+    pub ping_interval: Duration,
+    pub ping_max: u32,
+    pub write_deadline: Duration,
+    pub no_header_support: bool,
+    pub auth: AuthOptions,
+    pub debug: bool,
+    pub trace: bool,
+    pub logtime: bool,
+    pub logtime_utc: bool,
+    pub log_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub ports_file_dir: Option<PathBuf>,
+    pub http_host: Option<String>,
+    pub http_port: i32,
+    pub max_closed_clients: usize,
+    pub lame_duck_duration: Duration,
+    pub lame_duck_grace_period: Duration,
+    pub config_file: Option<PathBuf>,
+}
+
+/// Client authentication settings.
+#[derive(Debug, Clone, Default)]
+pub struct AuthOptions {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// `authorization { timeout }`; defaults to 2 s.
+    pub timeout: Option<Duration>,
+}
+
+impl AuthOptions {
+    pub fn required(&self) -> bool {
+        self.user.is_some() || self.token.is_some()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            host: "0.0.0.0".into(),
+            port: i32::from(DEFAULT_PORT),
+            server_name: None,
+            client_advertise: None,
+            max_payload: 1024 * 1024,
+            max_control_line: 4096,
+            max_pending: 64 * 1024 * 1024,
+            max_connections: Some(64 * 1024),
+            max_subs: 0,
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+            write_deadline: Duration::from_secs(10),
+            no_header_support: false,
+            auth: AuthOptions::default(),
+            debug: false,
+            trace: false,
+            logtime: true,
+            logtime_utc: false,
+            log_file: None,
+            pid_file: None,
+            ports_file_dir: None,
+            http_host: None,
+            http_port: 0,
+            max_closed_clients: 10_000,
+            lame_duck_duration: Duration::from_secs(120),
+            lame_duck_grace_period: Duration::from_secs(10),
+            config_file: None,
+        }
+    }
+}
+
+impl Options {
+    pub fn auth_timeout(&self) -> Duration {
+        self.auth.timeout.unwrap_or(Duration::from_secs(2))
+    }
+
+    /// Checks cross-field rules the reference enforces at start-up.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_payload > self.max_pending {
+            return Err(format!(
+                "max_payload ({}) can not be higher than max_pending ({})",
+                self.max_payload, self.max_pending
+            ));
+        }
+        if let Some(name) = &self.server_name {
+            if name.contains(' ') {
+                return Err("server name \"".to_string() + name + "\" can not contain spaces");
+            }
+        }
+        if self.lame_duck_duration < Duration::from_secs(30) {
+            return Err(format!(
+                "invalid lame_duck_duration of {:?}, minimum is 30 seconds",
+                self.lame_duck_duration
+            ));
+        }
+        if self.port < -1 || self.port > 65535 {
+            return Err(format!("invalid port {}", self.port));
+        }
+        Ok(())
+    }
+}

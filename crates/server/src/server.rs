@@ -1,0 +1,252 @@
+//! The server: listener, accept loop, shared state and shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use rand::Rng;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+use crate::client::{self, ClientShared, Subscription};
+use crate::options::{Options, VERSION};
+use crate::sublist::Sublist;
+
+/// Server-wide counters.
+#[derive(Default)]
+pub struct Stats {
+    pub in_msgs: AtomicU64,
+    pub in_bytes: AtomicU64,
+    pub out_msgs: AtomicU64,
+    pub out_bytes: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub total_connections: AtomicU64,
+}
+
+/// State shared by every connection task.
+pub struct ServerShared {
+    pub opts: Options,
+    pub server_id: String,
+    pub server_name: String,
+    pub sublist: Sublist<Subscription>,
+    pub clients: Mutex<HashMap<u64, Arc<ClientShared>>>,
+    pub stats: Stats,
+    pub shutdown: CancellationToken,
+    pub started: SystemTime,
+    /// The client listener's actual address (after port -1 / 0 is resolved).
+    pub client_addr: SocketAddr,
+    next_cid: AtomicU64,
+}
+
+/// The INFO fields a client sees, in the reference's order.
+#[derive(Serialize)]
+struct Info<'a> {
+    server_id: &'a str,
+    server_name: &'a str,
+    version: &'a str,
+    proto: u8,
+    go: &'a str,
+    host: &'a str,
+    port: u16,
+    headers: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    auth_required: bool,
+    max_payload: usize,
+    client_id: u64,
+    client_ip: String,
+}
+
+impl ServerShared {
+    pub fn next_cid(&self) -> u64 {
+        self.next_cid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The `INFO {…} ␍␊` line for a new client.
+    pub fn client_info_line(&self, cid: u64, addr: SocketAddr) -> Vec<u8> {
+        let (host, port) = self.advertised_client_host_port();
+        let info = Info {
+            server_id: &self.server_id,
+            server_name: &self.server_name,
+            version: VERSION,
+            proto: 1,
+            go: "rnats",
+            host: &host,
+            port,
+            headers: !self.opts.no_header_support,
+            auth_required: self.opts.auth.required(),
+            max_payload: self.opts.max_payload,
+            client_id: cid,
+            client_ip: addr.ip().to_string(),
+        };
+        let mut line = b"INFO ".to_vec();
+        serde_json::to_writer(&mut line, &info).expect("INFO serializes");
+        line.extend_from_slice(b" \r\n");
+        line
+    }
+
+    fn advertised_client_host_port(&self) -> (String, u16) {
+        if let Some(adv) = &self.opts.client_advertise {
+            if let Some((h, p)) = adv.rsplit_once(':') {
+                if let Ok(p) = p.parse() {
+                    return (h.trim_matches(['[', ']']).to_string(), p);
+                }
+            }
+            return (adv.clone(), self.client_addr.port());
+        }
+        (self.opts.host.clone(), self.client_addr.port())
+    }
+
+    /// Adds a connection; false when `max_connections` is reached.
+    pub fn register(&self, client: &Arc<ClientShared>) -> bool {
+        let mut clients = self.clients.lock();
+        let max = self.opts.max_connections.unwrap_or(0);
+        if clients.len() >= max {
+            return false;
+        }
+        clients.insert(client.cid, client.clone());
+        self.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    pub fn unregister(&self, client: &Arc<ClientShared>) {
+        self.clients.lock().remove(&client.cid);
+    }
+
+    /// Checks CONNECT credentials against the configured single user or token.
+    pub fn authenticate(&self, user: Option<&str>, pass: Option<&str>, token: Option<&str>) -> bool {
+        let auth = &self.opts.auth;
+        if let Some(expected) = &auth.token {
+            return token.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()));
+        }
+        if let Some(expected_user) = &auth.user {
+            let pass_ok = match (&auth.password, pass) {
+                (Some(expected), Some(given)) => constant_time_eq(given.as_bytes(), expected.as_bytes()),
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            return user == Some(expected_user.as_str()) && pass_ok;
+        }
+        true
+    }
+
+    pub fn num_clients(&self) -> usize {
+        self.clients.lock().len()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A 56-character id in the shape of an nkey server public key (`N…`, base32).
+fn new_server_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut rng = rand::rng();
+    std::iter::once('N')
+        .chain((0..55).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char))
+        .collect()
+}
+
+/// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
+pub struct ServerHandle {
+    pub shared: Arc<ServerShared>,
+    accept_task: tokio::task::JoinHandle<()>,
+    connections: TaskTracker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("Error listening on port: {addr}, \"{source}\"")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+impl ServerHandle {
+    pub fn client_addr(&self) -> SocketAddr {
+        self.shared.client_addr
+    }
+
+    /// Closes the listener and every connection (flushing what they have queued), then
+    /// waits for the connection tasks to finish, for at most `grace`.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shared.shutdown.cancel();
+        let _ = self.accept_task.await;
+        self.connections.close();
+        let _ = tokio::time::timeout(grace, self.connections.wait()).await;
+    }
+
+    /// Resolves when the server has been told to shut down.
+    pub async fn stopped(&self) {
+        self.shared.shutdown.cancelled().await;
+    }
+}
+
+/// Binds the client listener and starts accepting. Logs as nats-server does at start.
+pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
+    let port = if opts.port < 0 { 0 } else { opts.port as u16 };
+    let bind = format!("{}:{}", opts.host, port);
+    let listener = TcpListener::bind(&bind)
+        .await
+        .map_err(|source| StartError::Listen { addr: bind.clone(), source })?;
+    let client_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: bind, source })?;
+    let server_id = new_server_id();
+    let server_name = opts.server_name.clone().unwrap_or_else(|| server_id.clone());
+    info!("Starting rnats-server");
+    info!("  Version:  {VERSION}");
+    info!("  Git:      [not set]");
+    info!("  Name:     {server_name}");
+    info!("  ID:       {server_id}");
+    if let Some(file) = &opts.config_file {
+        info!("Using configuration file: {}", file.display());
+    }
+    let shared = Arc::new(ServerShared {
+        opts,
+        server_id,
+        server_name,
+        sublist: Sublist::new(),
+        clients: Mutex::new(HashMap::new()),
+        stats: Stats::default(),
+        shutdown: CancellationToken::new(),
+        started: SystemTime::now(),
+        client_addr,
+        next_cid: AtomicU64::new(1),
+    });
+    info!("Listening for client connections on {}", format_addr(&shared.opts.host, client_addr.port()));
+    info!("Server is ready");
+    let connections = TaskTracker::new();
+    let accept_task = tokio::spawn(accept_loop(shared.clone(), listener, connections.clone()));
+    Ok(ServerHandle { shared, accept_task, connections })
+}
+
+fn format_addr(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener, connections: TaskTracker) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                backoff = Duration::from_millis(10);
+                let _ = stream.set_nodelay(true);
+                connections.spawn(client::serve(shared.clone(), stream, addr));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                error!("Temporary accept error: {e}, sleeping {}ms", backoff.as_millis());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    info!("Server Exiting..");
+}
