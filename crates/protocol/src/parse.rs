@@ -46,6 +46,8 @@ pub enum ClientOp<'a> {
     Pong,
     /// `+OK` from a client is tolerated and ignored.
     Ok,
+    /// `INFO` from a client: ignored when it is JSON, else the connection is closed.
+    Info(&'a [u8]),
 }
 
 /// Result of one parse step.
@@ -69,9 +71,10 @@ enum Verb {
     Pong,
     Ok,
     Err,
+    Info,
 }
 
-const VERBS: [(&[u8], Verb); 9] = [
+const VERBS: [(&[u8], Verb); 10] = [
     (b"CONNECT", Verb::Connect),
     (b"PUB", Verb::Pub),
     (b"HPUB", Verb::HPub),
@@ -81,6 +84,7 @@ const VERBS: [(&[u8], Verb); 9] = [
     (b"PONG", Verb::Pong),
     (b"+OK", Verb::Ok),
     (b"-ERR", Verb::Err),
+    (b"INFO", Verb::Info),
 ];
 
 fn is_sep(b: u8) -> bool {
@@ -176,7 +180,11 @@ pub fn parse_client_op<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>,
         Verb::Ok => return Ok(Parsed::Op(ClientOp::Ok, consumed)),
         _ => {}
     }
-    // Every other verb needs a separator before its arguments.
+    // Every other verb needs a separator before its arguments; a bare CONNECT is closed
+    // without an error, as the reference does.
+    if verb == Verb::Connect && rest.is_empty() {
+        return Err(ProtoError::BadArgs { op: "CONNECT" });
+    }
     if rest.first().is_none_or(|&b| !is_sep(b)) {
         return Err(ProtoError::UnknownOp);
     }
@@ -189,6 +197,7 @@ pub fn parse_client_op<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>,
     let mut a: [&[u8]; 4] = [b""; 4];
     match verb {
         Verb::Connect => Ok(Parsed::Op(ClientOp::Connect(args), consumed)),
+        Verb::Info => Ok(Parsed::Op(ClientOp::Info(args), consumed)),
         Verb::Err => Err(ProtoError::ClientErr),
         Verb::Sub => match split_args(args, &mut a[..3]) {
             2 => Ok(Parsed::Op(ClientOp::Sub { subject: a[0], queue: None, sid: a[1] }, consumed)),
@@ -370,12 +379,13 @@ UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
 
     #[test]
     fn unknown_ops_fail_as_soon_as_they_are_seen() {
-        for bad in [&b"FOO\r\n"[..], b"F", b"PX", b"MSG foo 1 2\r\n", b"INFO {}\r\n", b"SUBX a 1\r\n", b"\r\n", b" PING\r\n"] {
+        for bad in [&b"FOO\r\n"[..], b"F", b"PX", b"MSG foo 1 2\r\n", b"SUBX a 1\r\n", b"\r\n", b" PING\r\n"] {
             assert_eq!(one(bad), Err(ProtoError::UnknownOp), "{:?}", String::from_utf8_lossy(bad));
         }
         // Verbs that need arguments need a separator.
         assert_eq!(one(b"PUB\r\n"), Err(ProtoError::UnknownOp));
-        assert_eq!(one(b"CONNECT\r\n"), Err(ProtoError::UnknownOp));
+        assert_eq!(one(b"CONNECT\r\n"), Err(ProtoError::BadArgs { op: "CONNECT" }));
+        assert_eq!(one(b"CONNECTX {}\r\n"), Err(ProtoError::UnknownOp));
         // Prefixes of valid verbs wait for more.
         for partial in [&b"P"[..], b"PU", b"pub", b"HP", b"CONNEC", b"UNSU", b"+", b"-E", b""] {
             assert_eq!(one(partial), Ok(Parsed::Incomplete { need: None }));

@@ -260,6 +260,9 @@ struct Conn {
     in_bytes: u64,
     pings_out: u32,
     active_since_ping: bool,
+    /// The post-CONNECT INFO went out (after the first PONG to a protocol-1 client); from
+    /// then on the client may be sent asynchronous INFOs.
+    info_after_pong: bool,
     trace: bool,
 }
 
@@ -273,7 +276,7 @@ where
     debug!("{addr} - cid:{cid} - Client connection created");
     let (mut reader, writer) = tokio::io::split(stream);
 
-    let info = srv.client_info_line(cid, addr);
+    let info = srv.client_info_line(cid, addr, false);
     let _ = me.enqueue(info.len(), |b| b.put_slice(&info));
     let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts.write_deadline));
     me.wake.notify_one();
@@ -297,6 +300,7 @@ where
         in_bytes: 0,
         pings_out: 0,
         active_since_ping: false,
+        info_after_pong: false,
         trace: tracing::enabled!(tracing::Level::TRACE),
     };
     if admitted {
@@ -459,12 +463,17 @@ impl Conn {
         match op {
             ClientOp::Connect(json) => self.process_connect(json),
             ClientOp::Pub { subject, reply, header_len, header_token, size_token, payload } => {
-                self.process_pub(&Msg { subject, reply, header_len, header_token, size_token, payload })
+                self.process_pub(&mut Msg { subject, reply, header_len, header_token, size_token, payload })
             }
             ClientOp::Sub { subject, queue, sid } => self.process_sub(subject, queue, sid),
             ClientOp::Unsub { sid, max } => self.process_unsub(sid, max),
             ClientOp::Ping => {
                 self.send_raw(b"PONG\r\n");
+                if self.connected && self.flags.protocol >= 1 && !self.info_after_pong {
+                    self.info_after_pong = true;
+                    let info = self.srv.client_info_line(self.me.cid, self.me.addr, true);
+                    self.send_raw(&info);
+                }
                 Flow::Continue
             }
             ClientOp::Pong => {
@@ -472,11 +481,21 @@ impl Conn {
                 Flow::Continue
             }
             ClientOp::Ok => Flow::Continue,
+            ClientOp::Info(json) => {
+                if serde_json::from_slice::<Value>(json).is_ok_and(|v| v.is_object()) {
+                    Flow::Continue
+                } else {
+                    Flow::Close(CloseReason::ProtocolViolation)
+                }
+            }
         }
     }
 
     fn process_connect(&mut self, json: &[u8]) -> Flow {
-        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(json) else {
+        let Some(obj) = serde_json::from_slice::<Value>(json).ok().and_then(|v| match v {
+            Value::Object(obj) if connect_types_ok(&obj) => Some(obj),
+            _ => None,
+        }) else {
             error!("{} - cid:{} - invalid CONNECT json", self.me.addr, self.me.cid);
             return Flow::Close(CloseReason::ProtocolViolation);
         };
@@ -563,10 +582,14 @@ impl Conn {
         Flow::Continue
     }
 
-    fn process_pub(&mut self, msg: &Msg<'_>) -> Flow {
+    fn process_pub(&mut self, msg: &mut Msg<'_>) -> Flow {
         if msg.header_len.is_some() && !self.flags.headers {
             error!("{} - cid:{} - HPUB without headers support", self.me.addr, self.me.cid);
             return Flow::Close(CloseReason::ProtocolViolation);
+        }
+        if msg.header_len == Some(0) {
+            // An empty header block is no header block: delivered as a plain MSG.
+            msg.header_len = None;
         }
         self.in_msgs += 1;
         self.in_bytes += msg.payload.len() as u64;
@@ -771,6 +794,24 @@ impl ServerShared {
     }
 }
 
+/// Field types the reference's JSON decoding insists on; a mismatch closes the connection.
+fn connect_types_ok(obj: &serde_json::Map<String, Value>) -> bool {
+    const BOOLS: [&str; 6] = ["verbose", "pedantic", "tls_required", "echo", "headers", "no_responders"];
+    const STRINGS: [&str; 9] = ["auth_token", "user", "pass", "name", "lang", "version", "sig", "jwt", "nkey"];
+    obj.iter().all(|(key, value)| {
+        value.is_null()
+            || if BOOLS.contains(&key.as_str()) {
+                value.is_boolean()
+            } else if STRINGS.contains(&key.as_str()) {
+                value.is_string()
+            } else if key == "protocol" {
+                value.is_i64()
+            } else {
+                true
+            }
+    })
+}
+
 fn trace_op(me: &ClientShared, op: &ClientOp<'_>) {
     let text = match op {
         ClientOp::Connect(json) => format!("CONNECT {}", String::from_utf8_lossy(json)),
@@ -791,6 +832,7 @@ fn trace_op(me: &ClientShared, op: &ClientOp<'_>) {
         ClientOp::Ping => "PING".into(),
         ClientOp::Pong => "PONG".into(),
         ClientOp::Ok => "+OK".into(),
+        ClientOp::Info(json) => format!("INFO {}", String::from_utf8_lossy(json)),
     };
     trace!("{} - cid:{} - <<- [{text}]", me.addr, me.cid);
 }

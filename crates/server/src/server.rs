@@ -60,6 +60,10 @@ struct Info<'a> {
     max_payload: usize,
     client_id: u64,
     client_ip: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    connect_info: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_account: Option<&'a str>,
 }
 
 impl ServerShared {
@@ -67,8 +71,9 @@ impl ServerShared {
         self.next_cid.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The `INFO {…} ␍␊` line for a new client.
-    pub fn client_info_line(&self, cid: u64, addr: SocketAddr) -> Vec<u8> {
+    /// The `INFO {…} ␍␊` line for a new client, or (with `connect_info`) the one that
+    /// follows the first PONG of a protocol-1 client and names its account.
+    pub fn client_info_line(&self, cid: u64, addr: SocketAddr, connect_info: bool) -> Vec<u8> {
         let (host, port) = self.advertised_client_host_port();
         let info = Info {
             server_id: &self.server_id,
@@ -83,6 +88,8 @@ impl ServerShared {
             max_payload: self.opts.max_payload,
             client_id: cid,
             client_ip: addr.ip().to_string(),
+            connect_info,
+            remote_account: connect_info.then_some("$G"),
         };
         let mut line = b"INFO ".to_vec();
         serde_json::to_writer(&mut line, &info).expect("INFO serializes");

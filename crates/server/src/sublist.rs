@@ -100,11 +100,12 @@ impl<T> Level<T> {
         if let Some(fwc) = &self.fwc {
             fwc.collect_into(out);
         }
-        if let Some(pwc) = &self.pwc {
-            Self::descend(pwc, rest, out);
-        }
+        // Literal before `*`: the order the reference delivers in.
         if let Some(node) = self.literal.get(token) {
             Self::descend(node, rest, out);
+        }
+        if let Some(pwc) = &self.pwc {
+            Self::descend(pwc, rest, out);
         }
     }
 
@@ -284,7 +285,10 @@ impl<T> Sublist<T> {
         let root = self.root.read();
         let generation = self.generation();
         let mut out = SubResult::empty();
-        root.match_into(subject, &mut out);
+        // A subject with an empty token (`foo..bar`) matches nothing, not even `>`.
+        if !subject.is_empty() && !subject.starts_with(b".") && !subject.ends_with(b".") && memchr::memmem::find(subject, b"..").is_none() {
+            root.match_into(subject, &mut out);
+        }
         let out = Arc::new(out);
         drop(root);
         let mut cache = self.cache.lock();
@@ -344,6 +348,8 @@ mod tests {
         assert_eq!(ids(&sl.matches(b"foo.bar.baz")).0, vec![3, 4, 6]);
         assert_eq!(ids(&sl.matches(b"foo")).0, vec![4, 7]);
         assert_eq!(ids(&sl.matches(b"bar")).0, vec![4]);
+        assert!(sl.matches(b"foo..bar").is_empty());
+        assert!(sl.matches(b".foo").is_empty());
         assert_eq!(sl.count(), 7);
         for (s, sub) in &subs {
             assert!(sl.remove(s.as_bytes(), None, sub));
