@@ -54,7 +54,11 @@ impl Scenario {
 }
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "rnats-bench", version, about = "Raw-TCP load generator for NATS servers")]
+#[command(
+    name = "rnats-bench",
+    version,
+    about = "Raw-TCP load generator for NATS servers"
+)]
 struct Args {
     /// Server address (host:port).
     #[arg(long, default_value = "127.0.0.1:4222")]
@@ -153,7 +157,11 @@ fn main() -> ExitCode {
             }
         }
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rnats-bench: runtime: {e}");
@@ -166,7 +174,11 @@ fn main() -> ExitCode {
     match result {
         Ok(report) => {
             print_report(&args, &report);
-            if report.lost() > 0 || !report.errors.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS }
+            if report.lost() > 0 || !report.errors.is_empty() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("rnats-bench: {e:#}");
@@ -220,28 +232,47 @@ async fn run_throughput(args: &Args) -> Result<Report> {
     let mut sub_tasks: Vec<JoinHandle<SubDone>> = Vec::new();
     let per_pub = args.msgs;
     let total_pub = per_pub * args.pubs as u64;
-    let subs = if args.scenario == Scenario::Pub { 0 } else { args.subs };
+    let subs = if args.scenario == Scenario::Pub {
+        0
+    } else {
+        args.subs
+    };
     for i in 0..subs {
-        let mut conn = Conn::connect(&args.server, lim).await.with_context(|| format!("subscriber {i}"))?;
+        let mut conn = Conn::connect(&args.server, lim)
+            .await
+            .with_context(|| format!("subscriber {i}"))?;
         let sub = if args.scenario == Scenario::Queue {
             format!("SUB {} {} {}\r\n", args.subject, args.queue_group, i + 1)
         } else {
             format!("SUB {} {}\r\n", args.subject, i + 1)
         };
-        conn.flush_with(sub.as_bytes(), lim).await.with_context(|| format!("subscriber {i}: SUB"))?;
+        conn.flush_with(sub.as_bytes(), lim)
+            .await
+            .with_context(|| format!("subscriber {i}: SUB"))?;
         let counter = Arc::new(AtomicU64::new(0));
         sub_counters.push(counter.clone());
         let target = (args.scenario == Scenario::Pubsub).then_some(total_pub);
-        sub_tasks.push(tokio::spawn(subscriber(conn, target, counter, stop_rx.clone())));
+        sub_tasks.push(tokio::spawn(subscriber(
+            conn,
+            target,
+            counter,
+            stop_rx.clone(),
+        )));
     }
 
     // Publishers: connected and handshaken before the clock starts.
     let (start_tx, start_rx) = watch::channel(false);
-    let batch = Arc::new(build_batch(args.subject.as_bytes(), &payload(args.size), args.batch));
+    let batch = Arc::new(build_batch(
+        args.subject.as_bytes(),
+        &payload(args.size),
+        args.batch,
+    ));
     let mut pub_counters = Vec::new();
     let mut pub_tasks: Vec<JoinHandle<Result<PubDone>>> = Vec::new();
     for i in 0..args.pubs {
-        let conn = Conn::connect(&args.server, lim).await.with_context(|| format!("publisher {i}"))?;
+        let conn = Conn::connect(&args.server, lim)
+            .await
+            .with_context(|| format!("publisher {i}"))?;
         let counter = Arc::new(AtomicU64::new(0));
         pub_counters.push(counter.clone());
         pub_tasks.push(tokio::spawn(publisher(
@@ -259,7 +290,13 @@ async fn run_throughput(args: &Args) -> Result<Report> {
     start_tx.send_replace(true);
 
     // Watch progress until everyone is done, or nothing moved for --timeout.
-    let expected = if args.scenario == Scenario::Pubsub { total_pub * subs as u64 } else if subs > 0 { total_pub } else { 0 };
+    let expected = if args.scenario == Scenario::Pubsub {
+        total_pub * subs as u64
+    } else if subs > 0 {
+        total_pub
+    } else {
+        0
+    };
     let mut last_sum = 0u64;
     let mut last_progress = Instant::now();
     let mut timed_out = false;
@@ -285,7 +322,11 @@ async fn run_throughput(args: &Args) -> Result<Report> {
     stop_flag.store(true, Ordering::Relaxed);
     stop_tx.send_replace(true);
 
-    let mut report = Report { expected, timed_out, ..Report::default() };
+    let mut report = Report {
+        expected,
+        timed_out,
+        ..Report::default()
+    };
     let mut end = start;
     let mut pub_end = start;
     for (i, t) in pub_tasks.into_iter().enumerate() {
@@ -328,7 +369,10 @@ async fn run_throughput(args: &Args) -> Result<Report> {
         }
     }
     if timed_out {
-        report.errors.push(format!("no progress for {:.1}s: gave up", lim.as_secs_f64()));
+        report.errors.push(format!(
+            "no progress for {:.1}s: gave up",
+            lim.as_secs_f64()
+        ));
     }
     let pub_elapsed = pub_end.duration_since(start).as_secs_f64();
     if pub_elapsed > 0.0 {
@@ -338,7 +382,10 @@ async fn run_throughput(args: &Args) -> Result<Report> {
         // The final PONG of each publisher came after the sink parsed all its PUBs.
         let swallowed = sink::RECEIVED.load(Ordering::Relaxed);
         if swallowed != report.published {
-            report.errors.push(format!("sink parsed {swallowed} PUBs, {} were sent", report.published));
+            report.errors.push(format!(
+                "sink parsed {swallowed} PUBs, {} were sent",
+                report.published
+            ));
         }
     }
     if args.scenario == Scenario::Pub {
@@ -368,7 +415,11 @@ fn build_batch(subject: &[u8], payload: &[u8], batch_bytes: usize) -> Batch {
     for _ in 0..per_batch {
         bytes.extend_from_slice(&one);
     }
-    Batch { bytes, msg_len: one.len(), per_batch: per_batch as u64 }
+    Batch {
+        bytes,
+        msg_len: one.len(),
+        per_batch: per_batch as u64,
+    }
 }
 
 async fn publisher(
@@ -380,7 +431,10 @@ async fn publisher(
     stop: Arc<AtomicBool>,
     lim: Duration,
 ) -> Result<PubDone> {
-    start.wait_for(|s| *s).await.map_err(|_| anyhow!("start signal lost"))?;
+    start
+        .wait_for(|s| *s)
+        .await
+        .map_err(|_| anyhow!("start signal lost"))?;
     let mut left = count;
     let mut done = 0u64;
     while left > 0 {
@@ -399,10 +453,18 @@ async fn publisher(
     }
     // The PONG comes after the server has processed every PUB before the PING.
     conn.flush_with(b"", lim).await.context("final PING")?;
-    Ok(PubDone { sent: done, done: Instant::now() })
+    Ok(PubDone {
+        sent: done,
+        done: Instant::now(),
+    })
 }
 
-async fn subscriber(mut conn: Conn, target: Option<u64>, counter: Arc<AtomicU64>, mut stop: watch::Receiver<bool>) -> SubDone {
+async fn subscriber(
+    mut conn: Conn,
+    target: Option<u64>,
+    counter: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> SubDone {
     let mut received = 0u64;
     let mut last = None;
     let mut error = None;
@@ -415,7 +477,13 @@ async fn subscriber(mut conn: Conn, target: Option<u64>, counter: Arc<AtomicU64>
                     last = Some(Instant::now());
                     counter.store(received, Ordering::Relaxed);
                 }
-                if ev.pings > 0 && conn.stream.write_all(&b"PONG\r\n".repeat(ev.pings as usize)).await.is_err() {
+                if ev.pings > 0
+                    && conn
+                        .stream
+                        .write_all(&b"PONG\r\n".repeat(ev.pings as usize))
+                        .await
+                        .is_err()
+                {
                     error.get_or_insert_with(|| "write error".to_string());
                     break;
                 }
@@ -451,7 +519,11 @@ async fn subscriber(mut conn: Conn, target: Option<u64>, counter: Arc<AtomicU64>
             _ = stop.wait_for(|s| *s) => break,
         }
     }
-    SubDone { received, last, error }
+    SubDone {
+        received,
+        last,
+        error,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -462,18 +534,36 @@ async fn run_reqrep(args: &Args) -> Result<Report> {
     let req_subject = format!("{}.req", args.subject);
     let inbox = format!("_INBOX.bench.{}", std::process::id());
 
-    let mut responder = Conn::connect(&args.server, lim).await.context("responder")?;
-    responder.flush_with(format!("SUB {req_subject} 1\r\n").as_bytes(), lim).await.context("responder SUB")?;
-    let mut requester = Conn::connect(&args.server, lim).await.context("requester")?;
-    requester.flush_with(format!("SUB {inbox} 1\r\n").as_bytes(), lim).await.context("requester SUB")?;
+    let mut responder = Conn::connect(&args.server, lim)
+        .await
+        .context("responder")?;
+    responder
+        .flush_with(format!("SUB {req_subject} 1\r\n").as_bytes(), lim)
+        .await
+        .context("responder SUB")?;
+    let mut requester = Conn::connect(&args.server, lim)
+        .await
+        .context("requester")?;
+    requester
+        .flush_with(format!("SUB {inbox} 1\r\n").as_bytes(), lim)
+        .await
+        .context("requester SUB")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let responder_task = tokio::spawn(respond(responder, stop_rx));
 
     let mut request = BytesMut::new();
-    put_pub(&mut request, req_subject.as_bytes(), Some(inbox.as_bytes()), &payload(args.size));
+    put_pub(
+        &mut request,
+        req_subject.as_bytes(),
+        Some(inbox.as_bytes()),
+        &payload(args.size),
+    );
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).context("histogram")?;
-    let mut report = Report { expected: args.msgs, ..Report::default() };
+    let mut report = Report {
+        expected: args.msgs,
+        ..Report::default()
+    };
     let mut start = Instant::now();
     let mut failure = None;
     for i in 0..args.warmup + args.msgs {
@@ -539,7 +629,9 @@ async fn round_trip(conn: &mut Conn, request: &[u8]) -> Result<()> {
             bail!("server error: {e}");
         }
         if ev.pings > 0 {
-            conn.stream.write_all(&b"PONG\r\n".repeat(ev.pings as usize)).await?;
+            conn.stream
+                .write_all(&b"PONG\r\n".repeat(ev.pings as usize))
+                .await?;
         }
         if got > 1 {
             bail!("{got} replies to one request");
@@ -589,11 +681,17 @@ async fn respond(mut conn: Conn, mut stop: watch::Receiver<bool>) -> Result<()> 
 // Output
 
 fn print_report(args: &Args, r: &Report) {
-    let server = if args.sink { format!("sink({})", args.server) } else { args.server.clone() };
+    let server = if args.sink {
+        format!("sink({})", args.server)
+    } else {
+        args.server.clone()
+    };
     let mut line = format!("{:<6} server={server}", args.scenario.name());
     match args.scenario {
         Scenario::Pub => line += &format!(" pubs={}", args.pubs),
-        Scenario::Pubsub | Scenario::Queue => line += &format!(" pubs={} subs={}", args.pubs, args.subs),
+        Scenario::Pubsub | Scenario::Queue => {
+            line += &format!(" pubs={} subs={}", args.pubs, args.subs)
+        }
         Scenario::Reqrep => {}
     }
     line += &format!(" msgs={} size={}: ", args.msgs, args.size);
@@ -657,16 +755,30 @@ fn json_str(s: &str) -> String {
 }
 
 fn json_f(v: f64) -> String {
-    if v.is_finite() { format!("{v:.3}") } else { "null".into() }
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        "null".into()
+    }
 }
 
 fn json(args: &Args, r: &Report) -> String {
     let mut f: Vec<(&str, String)> = vec![
         ("scenario", json_str(args.scenario.name())),
-        ("label", args.label.as_deref().map_or("null".into(), json_str)),
+        (
+            "label",
+            args.label.as_deref().map_or("null".into(), json_str),
+        ),
         ("server", json_str(&args.server)),
         ("sink", args.sink.to_string()),
-        ("pubs", if args.scenario == Scenario::Reqrep { "1".into() } else { args.pubs.to_string() }),
+        (
+            "pubs",
+            if args.scenario == Scenario::Reqrep {
+                "1".into()
+            } else {
+                args.pubs.to_string()
+            },
+        ),
         (
             "subs",
             match args.scenario {
@@ -681,11 +793,24 @@ fn json(args: &Args, r: &Report) -> String {
         ("msgs_per_sec", json_f(r.msgs_per_sec)),
         ("bytes_per_sec", json_f(r.msgs_per_sec * args.size as f64)),
         ("published", r.published.to_string()),
-        ("pub_msgs_per_sec", r.pub_msgs_per_sec.map_or("null".into(), json_f)),
+        (
+            "pub_msgs_per_sec",
+            r.pub_msgs_per_sec.map_or("null".into(), json_f),
+        ),
         ("expected", r.expected.to_string()),
         ("received", r.received.to_string()),
         ("lost", r.lost().to_string()),
-        ("per_sub", format!("[{}]", r.per_sub.iter().map(u64::to_string).collect::<Vec<_>>().join(","))),
+        (
+            "per_sub",
+            format!(
+                "[{}]",
+                r.per_sub
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ),
         ("timed_out", r.timed_out.to_string()),
     ];
     f.push((
@@ -703,7 +828,17 @@ fn json(args: &Args, r: &Report) -> String {
             )
         }),
     ));
-    f.push(("errors", format!("[{}]", r.errors.iter().map(|e| json_str(e)).collect::<Vec<_>>().join(","))));
+    f.push((
+        "errors",
+        format!(
+            "[{}]",
+            r.errors
+                .iter()
+                .map(|e| json_str(e))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    ));
     let body: Vec<String> = f.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
     format!("{{{}}}", body.join(","))
 }

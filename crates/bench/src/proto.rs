@@ -45,7 +45,11 @@ where
             }
             break;
         };
-        let line = if nl > 0 && rest[nl - 1] == b'\r' { &rest[..nl - 1] } else { &rest[..nl] };
+        let line = if nl > 0 && rest[nl - 1] == b'\r' {
+            &rest[..nl - 1]
+        } else {
+            &rest[..nl]
+        };
         if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"MSG ") {
             let (subject, reply, size) = msg_args(&line[4..])
                 .ok_or_else(|| anyhow!("bad MSG line: {:?}", String::from_utf8_lossy(line)))?;
@@ -73,7 +77,10 @@ where
         } else if head.eq_ignore_ascii_case(b"+OK") || head.eq_ignore_ascii_case(b"INFO") {
             // nothing to do
         } else if !line.is_empty() {
-            bail!("unexpected server op: {:?}", String::from_utf8_lossy(&line[..line.len().min(80)]));
+            bail!(
+                "unexpected server op: {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(80)])
+            );
         }
         pos += nl + 1;
     }
@@ -85,7 +92,10 @@ where
 fn msg_args(args: &[u8]) -> Option<(&[u8], Option<&[u8]>, usize)> {
     let mut toks: [&[u8]; 4] = [&[]; 4];
     let mut n = 0;
-    for tok in args.split(|&b| b == b' ' || b == b'\t').filter(|t| !t.is_empty()) {
+    for tok in args
+        .split(|&b| b == b' ' || b == b'\t')
+        .filter(|t| !t.is_empty())
+    {
         if n == 4 {
             return None;
         }
@@ -145,14 +155,19 @@ impl Conn {
     }
 
     async fn connect_inner(addr: &str) -> Result<Conn> {
-        let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true)?;
         let mut buf = BytesMut::with_capacity(64 * 1024);
         // INFO comes first.
         loop {
             if let Some(nl) = memchr::memchr(b'\n', &buf) {
                 if !buf.starts_with(b"INFO") {
-                    bail!("{addr}: expected INFO, got {:?}", String::from_utf8_lossy(&buf[..nl]));
+                    bail!(
+                        "{addr}: expected INFO, got {:?}",
+                        String::from_utf8_lossy(&buf[..nl])
+                    );
                 }
                 buf.advance(nl + 1);
                 break;
@@ -172,13 +187,18 @@ impl Conn {
     pub async fn wait_pong(&mut self) -> Result<()> {
         loop {
             let ev = parse(&mut self.buf, |s, _, _| {
-                eprintln!("rnats-bench: unexpected MSG on {:?} during handshake", String::from_utf8_lossy(s));
+                eprintln!(
+                    "rnats-bench: unexpected MSG on {:?} during handshake",
+                    String::from_utf8_lossy(s)
+                );
             })?;
             if let Some(err) = ev.err {
                 bail!("server error: {err}");
             }
             if ev.pings > 0 {
-                self.stream.write_all(&b"PONG\r\n".repeat(ev.pings as usize)).await?;
+                self.stream
+                    .write_all(&b"PONG\r\n".repeat(ev.pings as usize))
+                    .await?;
             }
             if ev.pongs > 0 {
                 return Ok(());
@@ -238,7 +258,8 @@ mod tests {
 
     #[test]
     fn resumes_at_every_split_point() {
-        let wire: &[u8] = b"MSG a 1 3\r\nabc\r\nPING\r\nMSG b.c 2 r 4\r\nw\r\nx\r\nMSG a 1 0\r\n\r\n";
+        let wire: &[u8] =
+            b"MSG a 1 3\r\nabc\r\nPING\r\nMSG b.c 2 r 4\r\nw\r\nx\r\nMSG a 1 0\r\n\r\n";
         for split in 0..=wire.len() {
             let mut buf = BytesMut::from(&wire[..split]);
             let (mut msgs, mut ev) = collect(&mut buf);

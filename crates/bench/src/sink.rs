@@ -20,29 +20,34 @@ pub fn spawn() -> Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
-    std::thread::Builder::new().name("sink".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("rnats-bench: sink runtime: {e}");
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let listener = match TcpListener::from_std(std_listener) {
-                Ok(l) => l,
+    std::thread::Builder::new()
+        .name("sink".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("rnats-bench: sink listener: {e}");
+                    eprintln!("rnats-bench: sink runtime: {e}");
                     return;
                 }
             };
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let _ = serve(stream).await;
-                });
-            }
-        });
-    })?;
+            rt.block_on(async move {
+                let listener = match TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("rnats-bench: sink listener: {e}");
+                        return;
+                    }
+                };
+                while let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let _ = serve(stream).await;
+                    });
+                }
+            });
+        })?;
     Ok(addr)
 }
 
@@ -69,13 +74,19 @@ async fn serve(mut stream: TcpStream) -> Result<()> {
                     break;
                 }
             }
-            let Some(nl) = memchr::memchr(b'\n', &buf) else { break };
+            let Some(nl) = memchr::memchr(b'\n', &buf) else {
+                break;
+            };
             let line = &buf[..nl];
             if line.starts_with(b"PUB ") || line.starts_with(b"pub ") {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 let size = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-                let size = std::str::from_utf8(size).ok().and_then(|s| s.parse::<usize>().ok());
-                let Some(size) = size else { anyhow::bail!("sink: bad PUB line") };
+                let size = std::str::from_utf8(size)
+                    .ok()
+                    .and_then(|s| s.parse::<usize>().ok());
+                let Some(size) = size else {
+                    anyhow::bail!("sink: bad PUB line")
+                };
                 skip = size + 2;
                 pubs += 1;
             } else if line.starts_with(b"PING") || line.starts_with(b"ping") {

@@ -91,7 +91,15 @@ mod tests {
         let mut out = BytesMut::new();
         write_msg(&mut out, b"foo", b"1", None, Some(b"05"), b"hello");
         write_msg(&mut out, b"foo", b"2", Some(b"r"), None, b"");
-        write_hmsg(&mut out, b"foo", b"3", None, b"12", b"14", b"NATS/1.0\r\n\r\nhi");
+        write_hmsg(
+            &mut out,
+            b"foo",
+            b"3",
+            None,
+            b"12",
+            b"14",
+            b"NATS/1.0\r\n\r\nhi",
+        );
         write_err(&mut out, "Invalid Subject");
         assert_eq!(
             &out[..],

@@ -13,7 +13,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_control_line: 4096, max_payload: 1024 * 1024 }
+        Limits {
+            max_control_line: 4096,
+            max_payload: 1024 * 1024,
+        }
     }
 }
 
@@ -170,7 +173,11 @@ pub fn parse_client_op<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>,
         }
         return Ok(Parsed::Incomplete { need: None });
     };
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     let consumed = nl + 1;
     let rest = &buf[verb_len.min(line_end)..line_end];
 
@@ -200,17 +207,37 @@ pub fn parse_client_op<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>,
         Verb::Info => Ok(Parsed::Op(ClientOp::Info(args), consumed)),
         Verb::Err => Err(ProtoError::ClientErr),
         Verb::Sub => match split_args(args, &mut a[..3]) {
-            2 => Ok(Parsed::Op(ClientOp::Sub { subject: a[0], queue: None, sid: a[1] }, consumed)),
+            2 => Ok(Parsed::Op(
+                ClientOp::Sub {
+                    subject: a[0],
+                    queue: None,
+                    sid: a[1],
+                },
+                consumed,
+            )),
             3 => Ok(Parsed::Op(
-                ClientOp::Sub { subject: a[0], queue: Some(a[1]), sid: a[2] },
+                ClientOp::Sub {
+                    subject: a[0],
+                    queue: Some(a[1]),
+                    sid: a[2],
+                },
                 consumed,
             )),
             _ => Err(ProtoError::BadArgs { op: "SUB" }),
         },
         Verb::Unsub => match split_args(args, &mut a[..2]) {
-            1 => Ok(Parsed::Op(ClientOp::Unsub { sid: a[0], max: None }, consumed)),
+            1 => Ok(Parsed::Op(
+                ClientOp::Unsub {
+                    sid: a[0],
+                    max: None,
+                },
+                consumed,
+            )),
             2 => Ok(Parsed::Op(
-                ClientOp::Unsub { sid: a[0], max: Some(parse_u64(a[1])) },
+                ClientOp::Unsub {
+                    sid: a[0],
+                    max: Some(parse_u64(a[1])),
+                },
                 consumed,
             )),
             _ => Err(ProtoError::BadArgs { op: "UNSUB" }),
@@ -238,7 +265,10 @@ pub fn parse_client_op<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>,
                 None
             };
             if size > limits.max_payload {
-                return Err(ProtoError::MaxPayload { size, max: limits.max_payload });
+                return Err(ProtoError::MaxPayload {
+                    size,
+                    max: limits.max_payload,
+                });
             }
             let total = consumed + size + 2;
             if buf.len() < total {
@@ -249,7 +279,14 @@ pub fn parse_client_op<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>,
             }
             let payload = &buf[consumed..consumed + size];
             Ok(Parsed::Op(
-                ClientOp::Pub { subject, reply, header_len, header_token, size_token, payload },
+                ClientOp::Pub {
+                    subject,
+                    reply,
+                    header_len,
+                    header_token,
+                    size_token,
+                    payload,
+                },
                 total,
             ))
         }
@@ -281,21 +318,21 @@ mod tests {
         let mut out = Vec::new();
         for chunk in chunks {
             buf.extend_from_slice(chunk);
-            loop {
-                match parse_client_op(&buf, &Limits::default())? {
-                    Parsed::Op(op, n) => {
-                        out.push(format!("{op:?}"));
-                        buf.drain(..n);
-                    }
-                    Parsed::Incomplete { .. } => break,
-                }
+            while let Parsed::Op(op, n) = parse_client_op(&buf, &Limits::default())? {
+                out.push(format!("{op:?}"));
+                buf.drain(..n);
             }
         }
-        assert!(buf.is_empty(), "leftover {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            buf.is_empty(),
+            "leftover {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         Ok(out)
     }
 
-    const STREAM: &[u8] = b"CONNECT {\"verbose\":false,\"name\":\"a b\"}\r\nSUB foo 1\r\nsub foo q 2\r\n\
+    const STREAM: &[u8] =
+        b"CONNECT {\"verbose\":false,\"name\":\"a b\"}\r\nSUB foo 1\r\nsub foo q 2\r\n\
 PUB foo 5\r\nhello\r\npub foo bar 0\r\n\r\nHPUB foo rep 12 14\r\nNATS/1.0\r\n\r\nhi\r\n\
 UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
 
@@ -313,7 +350,10 @@ UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
 
     #[test]
     fn connect_keeps_raw_json() {
-        assert_eq!(op(b"CONNECT {\"a\": 1}\r\n"), ClientOp::Connect(b"{\"a\": 1}"));
+        assert_eq!(
+            op(b"CONNECT {\"a\": 1}\r\n"),
+            ClientOp::Connect(b"{\"a\": 1}")
+        );
         assert_eq!(op(b"connect\t{}\n"), ClientOp::Connect(b"{}"));
     }
 
@@ -331,8 +371,16 @@ UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
             }
         );
         match op(b"pub\tfoo  reply\t2\r\nhi\r\n") {
-            ClientOp::Pub { subject, reply, payload, .. } => {
-                assert_eq!((subject, reply, payload), (&b"foo"[..], Some(&b"reply"[..]), &b"hi"[..]));
+            ClientOp::Pub {
+                subject,
+                reply,
+                payload,
+                ..
+            } => {
+                assert_eq!(
+                    (subject, reply, payload),
+                    (&b"foo"[..], Some(&b"reply"[..]), &b"hi"[..])
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -346,7 +394,14 @@ UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
     #[test]
     fn hpub_forms() {
         match op(b"HPUB foo 22 33\r\nNATS/1.0\r\nBar: Baz\r\n\r\nHello NATS!\r\n") {
-            ClientOp::Pub { header_len, header_token, size_token, payload, reply, .. } => {
+            ClientOp::Pub {
+                header_len,
+                header_token,
+                size_token,
+                payload,
+                reply,
+                ..
+            } => {
                 assert_eq!(header_len, Some(22));
                 assert_eq!((header_token, size_token), (&b"22"[..], &b"33"[..]));
                 assert_eq!(payload.len(), 33);
@@ -354,19 +409,51 @@ UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(one(b"HPUB foo 23 22\r\n"), Err(ProtoError::BadArgs { op: "HPUB" }));
+        assert_eq!(
+            one(b"HPUB foo 23 22\r\n"),
+            Err(ProtoError::BadArgs { op: "HPUB" })
+        );
     }
 
     #[test]
     fn sub_unsub_forms() {
-        assert_eq!(op(b"SUB foo 1\r\n"), ClientOp::Sub { subject: b"foo", queue: None, sid: b"1" });
+        assert_eq!(
+            op(b"SUB foo 1\r\n"),
+            ClientOp::Sub {
+                subject: b"foo",
+                queue: None,
+                sid: b"1"
+            }
+        );
         assert_eq!(
             op(b"SUB foo q 1\r\n"),
-            ClientOp::Sub { subject: b"foo", queue: Some(b"q"), sid: b"1" }
+            ClientOp::Sub {
+                subject: b"foo",
+                queue: Some(b"q"),
+                sid: b"1"
+            }
         );
-        assert_eq!(op(b"UNSUB 1\r\n"), ClientOp::Unsub { sid: b"1", max: None });
-        assert_eq!(op(b"UNSUB 1 5\r\n"), ClientOp::Unsub { sid: b"1", max: Some(Some(5)) });
-        assert_eq!(op(b"UNSUB 1 x\r\n"), ClientOp::Unsub { sid: b"1", max: Some(None) });
+        assert_eq!(
+            op(b"UNSUB 1\r\n"),
+            ClientOp::Unsub {
+                sid: b"1",
+                max: None
+            }
+        );
+        assert_eq!(
+            op(b"UNSUB 1 5\r\n"),
+            ClientOp::Unsub {
+                sid: b"1",
+                max: Some(Some(5))
+            }
+        );
+        assert_eq!(
+            op(b"UNSUB 1 x\r\n"),
+            ClientOp::Unsub {
+                sid: b"1",
+                max: Some(None)
+            }
+        );
     }
 
     #[test]
@@ -379,15 +466,41 @@ UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
 
     #[test]
     fn unknown_ops_fail_as_soon_as_they_are_seen() {
-        for bad in [&b"FOO\r\n"[..], b"F", b"PX", b"MSG foo 1 2\r\n", b"SUBX a 1\r\n", b"\r\n", b" PING\r\n"] {
-            assert_eq!(one(bad), Err(ProtoError::UnknownOp), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"FOO\r\n"[..],
+            b"F",
+            b"PX",
+            b"MSG foo 1 2\r\n",
+            b"SUBX a 1\r\n",
+            b"\r\n",
+            b" PING\r\n",
+        ] {
+            assert_eq!(
+                one(bad),
+                Err(ProtoError::UnknownOp),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         // Verbs that need arguments need a separator.
         assert_eq!(one(b"PUB\r\n"), Err(ProtoError::UnknownOp));
-        assert_eq!(one(b"CONNECT\r\n"), Err(ProtoError::BadArgs { op: "CONNECT" }));
+        assert_eq!(
+            one(b"CONNECT\r\n"),
+            Err(ProtoError::BadArgs { op: "CONNECT" })
+        );
         assert_eq!(one(b"CONNECTX {}\r\n"), Err(ProtoError::UnknownOp));
         // Prefixes of valid verbs wait for more.
-        for partial in [&b"P"[..], b"PU", b"pub", b"HP", b"CONNEC", b"UNSU", b"+", b"-E", b""] {
+        for partial in [
+            &b"P"[..],
+            b"PU",
+            b"pub",
+            b"HP",
+            b"CONNEC",
+            b"UNSU",
+            b"+",
+            b"-E",
+            b"",
+        ] {
             assert_eq!(one(partial), Ok(Parsed::Incomplete { need: None }));
         }
     }
@@ -411,7 +524,12 @@ UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
             (b"UNSUB \r\n", "UNSUB"),
             (b"UNSUB 1 2 3\r\n", "UNSUB"),
         ] {
-            assert_eq!(one(bad), Err(ProtoError::BadArgs { op }), "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                one(bad),
+                Err(ProtoError::BadArgs { op }),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -419,25 +537,51 @@ UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
     fn payload_terminator_is_strict() {
         assert_eq!(one(b"PUB foo 2\r\nhiXY"), Err(ProtoError::UnknownOp));
         assert_eq!(one(b"PUB foo 2\r\nhello\r\n"), Err(ProtoError::UnknownOp));
-        assert_eq!(one(b"PUB foo 2\r\nhi\r"), Ok(Parsed::Incomplete { need: Some(15) }));
+        assert_eq!(
+            one(b"PUB foo 2\r\nhi\r"),
+            Ok(Parsed::Incomplete { need: Some(15) })
+        );
     }
 
     #[test]
     fn max_payload_is_checked_on_the_control_line() {
         assert_eq!(
             one(b"PUB foo 2000000\r\n"),
-            Err(ProtoError::MaxPayload { size: 2_000_000, max: 1 << 20 })
+            Err(ProtoError::MaxPayload {
+                size: 2_000_000,
+                max: 1 << 20
+            })
         );
-        assert_eq!(one(b"PUB foo 1048576\r\n"), Ok(Parsed::Incomplete { need: Some(17 + 1048576 + 2) }));
+        assert_eq!(
+            one(b"PUB foo 1048576\r\n"),
+            Ok(Parsed::Incomplete {
+                need: Some(17 + 1048576 + 2)
+            })
+        );
     }
 
     #[test]
     fn max_control_line_complete_and_partial() {
-        let limits = Limits { max_control_line: 10, max_payload: 100 };
-        assert!(matches!(parse_client_op(b"SUB 0123456789 1\r\n", &limits), Err(ProtoError::MaxControlLine)));
-        assert!(matches!(parse_client_op(b"SUB 012345 1\r\n", &limits), Ok(Parsed::Op(..))));
-        assert!(matches!(parse_client_op(b"SUB 0123456789abc", &limits), Err(ProtoError::MaxControlLine)));
-        assert!(matches!(parse_client_op(b"SUB 01234", &limits), Ok(Parsed::Incomplete { .. })));
+        let limits = Limits {
+            max_control_line: 10,
+            max_payload: 100,
+        };
+        assert!(matches!(
+            parse_client_op(b"SUB 0123456789 1\r\n", &limits),
+            Err(ProtoError::MaxControlLine)
+        ));
+        assert!(matches!(
+            parse_client_op(b"SUB 012345 1\r\n", &limits),
+            Ok(Parsed::Op(..))
+        ));
+        assert!(matches!(
+            parse_client_op(b"SUB 0123456789abc", &limits),
+            Err(ProtoError::MaxControlLine)
+        ));
+        assert!(matches!(
+            parse_client_op(b"SUB 01234", &limits),
+            Ok(Parsed::Incomplete { .. })
+        ));
     }
 
     proptest::proptest! {

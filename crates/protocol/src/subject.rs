@@ -7,7 +7,9 @@ pub fn tokens(subject: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn token_has_bad_byte(token: &[u8]) -> bool {
-    token.iter().any(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0c))
+    token
+        .iter()
+        .any(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0c))
 }
 
 /// A subject valid for SUB: wildcards allowed, `>` last.
@@ -65,10 +67,23 @@ mod tests {
 
     #[test]
     fn valid_and_invalid_subjects() {
-        for ok in ["foo", "foo.bar", "foo.*", "foo.>", ">", "*", "foo*.b>r", "a.*.c.>", "ü.ñ"] {
+        for ok in [
+            "foo", "foo.bar", "foo.*", "foo.>", ">", "*", "foo*.b>r", "a.*.c.>", "ü.ñ",
+        ] {
             assert!(is_valid_subject(ok.as_bytes()), "{ok}");
         }
-        for bad in ["", ".", "foo.", ".foo", "foo..bar", "foo.>.bar", "> .a", "a b", "a\tb", ">.>"] {
+        for bad in [
+            "",
+            ".",
+            "foo.",
+            ".foo",
+            "foo..bar",
+            "foo.>.bar",
+            "> .a",
+            "a b",
+            "a\tb",
+            ">.>",
+        ] {
             assert!(!is_valid_subject(bad.as_bytes()), "{bad}");
         }
     }

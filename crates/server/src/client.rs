@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, trace};
 
 use crate::server::ServerShared;
-use crate::sublist::SubResult;
+use crate::sublist::MatchCache;
 
 /// Why a connection was closed, with nats-server's wording (shown in monitoring).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +122,11 @@ impl ClientShared {
             cid,
             addr,
             started: SystemTime::now(),
-            out: Mutex::new(OutBuf { data: BytesMut::new(), flush_scheduled: false, closed: false }),
+            out: Mutex::new(OutBuf {
+                data: BytesMut::new(),
+                flush_scheduled: false,
+                closed: false,
+            }),
             wake: Notify::new(),
             cancel: CancellationToken::new(),
             headers: AtomicBool::new(false),
@@ -253,7 +257,7 @@ struct Conn {
     limits: Limits,
     /// Connections to wake once this read is processed.
     touched: Vec<Arc<ClientShared>>,
-    cache: HashMap<Box<[u8]>, Arc<SubResult<Subscription>>>,
+    cache: MatchCache<Subscription>,
     cache_generation: u64,
     rng: SmallRng,
     in_msgs: u64,
@@ -312,7 +316,10 @@ where
     conn.cleanup();
     let _ = writer_task.await;
     let reason = me.close_reason().unwrap_or(CloseReason::ClientClosed);
-    debug!("{addr} - cid:{cid} - Client connection closed: {}", reason.as_str());
+    debug!(
+        "{addr} - cid:{cid} - Client connection closed: {}",
+        reason.as_str()
+    );
 }
 
 async fn write_loop<W: AsyncWrite>(me: Arc<ClientShared>, writer: W, deadline: Duration) {
@@ -332,7 +339,11 @@ async fn write_loop<W: AsyncWrite>(me: Arc<ClientShared>, writer: W, deadline: D
                 }
                 std::mem::swap(&mut out.data, &mut chunk);
             }
-            let limit = if cancelled { deadline.min(Duration::from_secs(2)) } else { deadline };
+            let limit = if cancelled {
+                deadline.min(Duration::from_secs(2))
+            } else {
+                deadline
+            };
             match tokio::time::timeout(limit, writer.write_all(&chunk)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
@@ -341,7 +352,10 @@ async fn write_loop<W: AsyncWrite>(me: Arc<ClientShared>, writer: W, deadline: D
                 }
                 Err(_) => {
                     if me.close(CloseReason::SlowConsumerWriteDeadline, false) {
-                        debug!("cid:{} - Slow Consumer Detected: WriteDeadline of {deadline:?} exceeded", me.cid);
+                        debug!(
+                            "cid:{} - Slow Consumer Detected: WriteDeadline of {deadline:?} exceeded",
+                            me.cid
+                        );
                     }
                     return;
                 }
@@ -367,8 +381,7 @@ impl Conn {
         let shutdown = self.srv.shutdown.clone();
         let ping_interval = self.srv.opts.ping_interval;
         let mut next_ping = tokio::time::Instant::now() + ping_interval;
-        let auth_deadline =
-            tokio::time::Instant::now() + self.srv.opts.auth_timeout();
+        let auth_deadline = tokio::time::Instant::now() + self.srv.opts.auth_timeout();
         loop {
             if buf.is_empty() && buf.capacity() > 2 * read_size {
                 buf = BytesMut::with_capacity(read_size);
@@ -462,10 +475,26 @@ impl Conn {
         }
         match op {
             ClientOp::Connect(json) => self.process_connect(json),
-            ClientOp::Pub { subject, reply, header_len, header_token, size_token, payload } => {
-                self.process_pub(&mut Msg { subject, reply, header_len, header_token, size_token, payload })
-            }
-            ClientOp::Sub { subject, queue, sid } => self.process_sub(subject, queue, sid),
+            ClientOp::Pub {
+                subject,
+                reply,
+                header_len,
+                header_token,
+                size_token,
+                payload,
+            } => self.process_pub(&mut Msg {
+                subject,
+                reply,
+                header_len,
+                header_token,
+                size_token,
+                payload,
+            }),
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => self.process_sub(subject, queue, sid),
             ClientOp::Unsub { sid, max } => self.process_unsub(sid, max),
             ClientOp::Ping => {
                 self.send_raw(b"PONG\r\n");
@@ -492,15 +521,27 @@ impl Conn {
     }
 
     fn process_connect(&mut self, json: &[u8]) -> Flow {
-        let Some(obj) = serde_json::from_slice::<Value>(json).ok().and_then(|v| match v {
-            Value::Object(obj) if connect_types_ok(&obj) => Some(obj),
-            _ => None,
-        }) else {
-            error!("{} - cid:{} - invalid CONNECT json", self.me.addr, self.me.cid);
+        let Some(obj) = serde_json::from_slice::<Value>(json)
+            .ok()
+            .and_then(|v| match v {
+                Value::Object(obj) if connect_types_ok(&obj) => Some(obj),
+                _ => None,
+            })
+        else {
+            error!(
+                "{} - cid:{} - invalid CONNECT json",
+                self.me.addr, self.me.cid
+            );
             return Flow::Close(CloseReason::ProtocolViolation);
         };
-        let get_bool = |key: &str, default: bool| obj.get(key).and_then(Value::as_bool).unwrap_or(default);
-        let get_str = |key: &str| obj.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+        let get_bool =
+            |key: &str, default: bool| obj.get(key).and_then(Value::as_bool).unwrap_or(default);
+        let get_str = |key: &str| {
+            obj.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let defaults = ConnectFlags::default();
         let flags = ConnectFlags {
             verbose: get_bool("verbose", defaults.verbose),
@@ -519,7 +560,13 @@ impl Conn {
             return Flow::Close(CloseReason::ProtocolViolation);
         }
         let user = obj.get("user").and_then(Value::as_str);
-        if self.auth_required && !self.srv.authenticate(user, obj.get("pass").and_then(Value::as_str), obj.get("auth_token").and_then(Value::as_str)) {
+        if self.auth_required
+            && !self.srv.authenticate(
+                user,
+                obj.get("pass").and_then(Value::as_str),
+                obj.get("auth_token").and_then(Value::as_str),
+            )
+        {
             self.send_err("Authorization Violation");
             return Flow::Close(CloseReason::AuthenticationViolation);
         }
@@ -584,7 +631,10 @@ impl Conn {
 
     fn process_pub(&mut self, msg: &mut Msg<'_>) -> Flow {
         if msg.header_len.is_some() && !self.flags.headers {
-            error!("{} - cid:{} - HPUB without headers support", self.me.addr, self.me.cid);
+            error!(
+                "{} - cid:{} - HPUB without headers support",
+                self.me.addr, self.me.cid
+            );
             return Flow::Close(CloseReason::ProtocolViolation);
         }
         if msg.header_len == Some(0) {
@@ -620,7 +670,11 @@ impl Conn {
         }
         for group in &result.queues {
             let n = group.members.len();
-            let start = if n > 1 { self.rng.random_range(0..n) } else { 0 };
+            let start = if n > 1 {
+                self.rng.random_range(0..n)
+            } else {
+                0
+            };
             for i in 0..n {
                 if self.deliver(&group.members[(start + i) % n], msg) {
                     delivered += 1;
@@ -628,10 +682,11 @@ impl Conn {
                 }
             }
         }
-        if delivered == 0 && self.flags.no_responders {
-            if let Some(reply) = msg.reply {
-                self.no_responders(msg.subject, reply);
-            }
+        if delivered == 0
+            && self.flags.no_responders
+            && let Some(reply) = msg.reply
+        {
+            self.no_responders(msg.subject, reply);
         }
         Flow::Continue
     }
@@ -652,13 +707,30 @@ impl Conn {
             Some(h) if !to_headers => &msg.payload[h..],
             _ => msg.payload,
         };
-        let len = msg.subject.len() + sub.sid.len() + msg.reply.map_or(0, <[u8]>::len) + msg.payload.len() + 40;
+        let len = msg.subject.len()
+            + sub.sid.len()
+            + msg.reply.map_or(0, <[u8]>::len)
+            + msg.payload.len()
+            + 40;
         let enqueued = client.enqueue(len, |out| match msg.header_len {
             Some(_) if to_headers => rnats_protocol::write_hmsg(
-                out, msg.subject, &sub.sid, msg.reply, msg.header_token, msg.size_token, msg.payload,
+                out,
+                msg.subject,
+                &sub.sid,
+                msg.reply,
+                msg.header_token,
+                msg.size_token,
+                msg.payload,
             ),
             Some(_) => rnats_protocol::write_msg(out, msg.subject, &sub.sid, msg.reply, None, body),
-            None => rnats_protocol::write_msg(out, msg.subject, &sub.sid, msg.reply, Some(msg.size_token), body),
+            None => rnats_protocol::write_msg(
+                out,
+                msg.subject,
+                &sub.sid,
+                msg.reply,
+                Some(msg.size_token),
+                body,
+            ),
         });
         match enqueued {
             Enqueued::Yes(schedule) => {
@@ -666,9 +738,15 @@ impl Conn {
                     self.touched.push(client.clone());
                 }
                 client.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
-                client.stats.out_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                client
+                    .stats
+                    .out_bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
                 self.srv.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
-                self.srv.stats.out_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                self.srv
+                    .stats
+                    .out_bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
                 if max > 0 && count == max {
                     self.srv.remove_subscription(sub);
                 }
@@ -677,10 +755,15 @@ impl Conn {
             Enqueued::Closed => false,
             Enqueued::SlowConsumer => {
                 if client.close(CloseReason::SlowConsumerPendingBytes, false) {
-                    self.srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    self.srv
+                        .stats
+                        .slow_consumers
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         "{} - cid:{} - Slow Consumer Detected: MaxPending of {} Exceeded",
-                        client.addr, client.cid, self.srv.opts.max_pending
+                        client.addr,
+                        client.cid,
+                        self.srv.opts.max_pending
                     );
                 }
                 false
@@ -743,7 +826,10 @@ impl Conn {
     }
 
     fn send_err(&mut self, text: &str) {
-        debug!("{} - cid:{} - Sending -ERR '{text}'", self.me.addr, self.me.cid);
+        debug!(
+            "{} - cid:{} - Sending -ERR '{text}'",
+            self.me.addr, self.me.cid
+        );
         self.enqueue_own(text.len() + 9, |out| rnats_protocol::write_err(out, text));
     }
 
@@ -764,8 +850,14 @@ impl Conn {
             let stats = &self.srv.stats;
             stats.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
             stats.in_bytes.fetch_add(self.in_bytes, Ordering::Relaxed);
-            self.me.stats.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
-            self.me.stats.in_bytes.fetch_add(self.in_bytes, Ordering::Relaxed);
+            self.me
+                .stats
+                .in_msgs
+                .fetch_add(self.in_msgs, Ordering::Relaxed);
+            self.me
+                .stats
+                .in_bytes
+                .fetch_add(self.in_bytes, Ordering::Relaxed);
             self.in_msgs = 0;
             self.in_bytes = 0;
         }
@@ -776,7 +868,9 @@ impl Conn {
         let subs: Vec<Arc<Subscription>> = self.me.subs.lock().drain().map(|(_, s)| s).collect();
         for sub in subs {
             sub.closed.store(true, Ordering::Relaxed);
-            self.srv.sublist.remove(&sub.subject, sub.queue.as_deref(), &sub);
+            self.srv
+                .sublist
+                .remove(&sub.subject, sub.queue.as_deref(), &sub);
         }
         self.cache.clear();
         self.srv.unregister(&self.me);
@@ -796,8 +890,25 @@ impl ServerShared {
 
 /// Field types the reference's JSON decoding insists on; a mismatch closes the connection.
 fn connect_types_ok(obj: &serde_json::Map<String, Value>) -> bool {
-    const BOOLS: [&str; 6] = ["verbose", "pedantic", "tls_required", "echo", "headers", "no_responders"];
-    const STRINGS: [&str; 9] = ["auth_token", "user", "pass", "name", "lang", "version", "sig", "jwt", "nkey"];
+    const BOOLS: [&str; 6] = [
+        "verbose",
+        "pedantic",
+        "tls_required",
+        "echo",
+        "headers",
+        "no_responders",
+    ];
+    const STRINGS: [&str; 9] = [
+        "auth_token",
+        "user",
+        "pass",
+        "name",
+        "lang",
+        "version",
+        "sig",
+        "jwt",
+        "nkey",
+    ];
     obj.iter().all(|(key, value)| {
         value.is_null()
             || if BOOLS.contains(&key.as_str()) {
@@ -815,17 +926,31 @@ fn connect_types_ok(obj: &serde_json::Map<String, Value>) -> bool {
 fn trace_op(me: &ClientShared, op: &ClientOp<'_>) {
     let text = match op {
         ClientOp::Connect(json) => format!("CONNECT {}", String::from_utf8_lossy(json)),
-        ClientOp::Pub { subject, reply, size_token, header_len, .. } => format!(
+        ClientOp::Pub {
+            subject,
+            reply,
+            size_token,
+            header_len,
+            ..
+        } => format!(
             "{} {}{} {}",
             if header_len.is_some() { "HPUB" } else { "PUB" },
             String::from_utf8_lossy(subject),
-            reply.map(|r| format!(" {}", String::from_utf8_lossy(r))).unwrap_or_default(),
+            reply
+                .map(|r| format!(" {}", String::from_utf8_lossy(r)))
+                .unwrap_or_default(),
             String::from_utf8_lossy(size_token)
         ),
-        ClientOp::Sub { subject, queue, sid } => format!(
+        ClientOp::Sub {
+            subject,
+            queue,
+            sid,
+        } => format!(
             "SUB {}{} {}",
             String::from_utf8_lossy(subject),
-            queue.map(|q| format!(" {}", String::from_utf8_lossy(q))).unwrap_or_default(),
+            queue
+                .map(|q| format!(" {}", String::from_utf8_lossy(q)))
+                .unwrap_or_default(),
             String::from_utf8_lossy(sid)
         ),
         ClientOp::Unsub { sid, .. } => format!("UNSUB {}", String::from_utf8_lossy(sid)),

@@ -22,7 +22,8 @@ pub fn apply_map(map: &Map, opts: &mut Options) -> Result<(), ConfError> {
 }
 
 fn int(v: &Spanned) -> Result<i64, ConfError> {
-    v.as_i64().ok_or_else(|| v.error(format!("expected an integer, got {}", v.type_name())))
+    v.as_i64()
+        .ok_or_else(|| v.error(format!("expected an integer, got {}", v.type_name())))
 }
 
 fn size(v: &Spanned) -> Result<usize, ConfError> {
@@ -38,7 +39,8 @@ fn string(v: &Spanned) -> Result<String, ConfError> {
 }
 
 fn boolean(v: &Spanned) -> Result<bool, ConfError> {
-    v.as_bool().ok_or_else(|| v.error(format!("expected a boolean, got {}", v.type_name())))
+    v.as_bool()
+        .ok_or_else(|| v.error(format!("expected a boolean, got {}", v.type_name())))
 }
 
 /// A Go duration string, or (deprecated form) an integer number of seconds.
@@ -59,8 +61,12 @@ fn host_port(v: &Spanned, host: &mut String, port: &mut i32) -> Result<(), ConfE
         return Ok(());
     }
     let s = string(v)?;
-    let (h, p) = s.rsplit_once(':').ok_or_else(|| v.error(format!("could not parse address string \"{s}\"")))?;
-    *port = p.parse().map_err(|_| v.error(format!("could not parse port \"{p}\"")))?;
+    let (h, p) = s
+        .rsplit_once(':')
+        .ok_or_else(|| v.error(format!("could not parse address string \"{s}\"")))?;
+    *port = p
+        .parse()
+        .map_err(|_| v.error(format!("could not parse port \"{p}\"")))?;
     if !h.is_empty() {
         *host = h.trim_matches(['[', ']']).to_string();
     }
@@ -87,11 +93,17 @@ fn apply_entry(entry: &Entry, opts: &mut Options) -> Result<(), ConfError> {
         "max_connections" | "max_conn" => {
             let n = int(v)?;
             // The reference maps an explicit 0 to "reject everyone".
-            opts.max_connections = if n == 0 { None } else { Some(usize::try_from(n).unwrap_or(usize::MAX)) };
+            opts.max_connections = if n == 0 {
+                None
+            } else {
+                Some(usize::try_from(n).unwrap_or(usize::MAX))
+            };
         }
         "max_subscriptions" | "max_subs" => opts.max_subs = size(v)?,
         "ping_interval" => opts.ping_interval = duration(v)?,
-        "ping_max" => opts.ping_max = u32::try_from(int(v)?).map_err(|_| v.error("invalid ping_max"))?,
+        "ping_max" => {
+            opts.ping_max = u32::try_from(int(v)?).map_err(|_| v.error("invalid ping_max"))?
+        }
         "write_deadline" => opts.write_deadline = duration(v)?,
         "lame_duck_duration" => opts.lame_duck_duration = duration(v)?,
         "lame_duck_grace_period" => opts.lame_duck_grace_period = duration(v)?,
@@ -107,16 +119,32 @@ fn apply_entry(entry: &Entry, opts: &mut Options) -> Result<(), ConfError> {
         "max_closed_clients" => opts.max_closed_clients = size(v)?,
         "authorization" => apply_authorization(v, opts)?,
         // Accepted and without effect here, as in a server that has them switched off.
-        "syslog" | "remote_syslog" | "log_size_limit" | "logfile_size_limit" | "logfile_max_num"
-        | "log_max_num" | "max_traced_msg_len" | "disable_sublist_cache" | "no_sublist_cache"
-        | "connect_error_reports" | "reconnect_error_reports" | "write_timeout" | "max_sub_tokens"
-        | "prof_port" | "server_tags" | "no_system_account" => {}
+        "syslog"
+        | "remote_syslog"
+        | "log_size_limit"
+        | "logfile_size_limit"
+        | "logfile_max_num"
+        | "log_max_num"
+        | "max_traced_msg_len"
+        | "disable_sublist_cache"
+        | "no_sublist_cache"
+        | "connect_error_reports"
+        | "reconnect_error_reports"
+        | "write_timeout"
+        | "max_sub_tokens"
+        | "prof_port"
+        | "server_tags"
+        | "no_system_account" => {}
         key if entry.used_as_variable => {
             let _ = key;
         }
-        "cluster" | "tls" | "accounts" | "jetstream" | "leafnodes" | "gateway" | "websocket" | "mqtt"
-        | "operator" | "resolver" | "system_account" | "no_auth_user" | "https" | "https_port" => {
-            return Err(entry.error(format!("\"{}\" is not supported by this rnats-server build yet", entry.key)));
+        "cluster" | "tls" | "accounts" | "jetstream" | "leafnodes" | "gateway" | "websocket"
+        | "mqtt" | "operator" | "resolver" | "system_account" | "no_auth_user" | "https"
+        | "https_port" => {
+            return Err(entry.error(format!(
+                "\"{}\" is not supported by this rnats-server build yet",
+                entry.key
+            )));
         }
         _ => return Err(entry.error(format!("unknown field \"{}\"", entry.key))),
     }
@@ -124,7 +152,9 @@ fn apply_entry(entry: &Entry, opts: &mut Options) -> Result<(), ConfError> {
 }
 
 fn apply_authorization(v: &Spanned, opts: &mut Options) -> Result<(), ConfError> {
-    let map = v.as_map().ok_or_else(|| v.error("authorization must be a map"))?;
+    let map = v
+        .as_map()
+        .ok_or_else(|| v.error("authorization must be a map"))?;
     for entry in map {
         let v = &entry.value;
         match entry.key.to_ascii_lowercase().as_str() {
@@ -133,7 +163,12 @@ fn apply_authorization(v: &Spanned, opts: &mut Options) -> Result<(), ConfError>
             "token" => opts.auth.token = Some(string(v)?),
             "timeout" => opts.auth.timeout = Some(duration(v)?),
             _ if entry.used_as_variable => {}
-            _ => return Err(entry.error(format!("\"authorization.{}\" is not supported yet", entry.key))),
+            _ => {
+                return Err(entry.error(format!(
+                    "\"authorization.{}\" is not supported yet",
+                    entry.key
+                )));
+            }
         }
     }
     if opts.auth.token.is_some() && opts.auth.user.is_some() {
@@ -147,7 +182,9 @@ mod tests {
     use super::*;
 
     fn opts(text: &str) -> Result<Options, ConfError> {
-        let map = rnats_conf::parse_str_with_env(text, &|name| (name == "PORT").then(|| "4333".to_string()))?;
+        let map = rnats_conf::parse_str_with_env(text, &|name| {
+            (name == "PORT").then(|| "4333".to_string())
+        })?;
         let mut o = Options::default();
         apply_map(&map, &mut o)?;
         Ok(o)

@@ -178,15 +178,21 @@ impl Flags {
             };
             if let Some((canon, _)) = BOOL_FLAGS.iter().find(|(_, names)| names.contains(&name)) {
                 let value = match inline {
-                    Some(v) => parse_go_bool(&v)
-                        .ok_or_else(|| FlagError::InvalidValue { flag: name.into(), value: v.clone() })?,
+                    Some(v) => parse_go_bool(&v).ok_or_else(|| FlagError::InvalidValue {
+                        flag: name.into(),
+                        value: v.clone(),
+                    })?,
                     None => true,
                 };
                 flags.set.push((canon, value.to_string()));
-            } else if let Some((canon, _)) = VALUE_FLAGS.iter().find(|(_, names)| names.contains(&name)) {
+            } else if let Some((canon, _)) =
+                VALUE_FLAGS.iter().find(|(_, names)| names.contains(&name))
+            {
                 let value = match inline {
                     Some(v) => v,
-                    None => args.next().ok_or_else(|| FlagError::NeedsArgument(name.into()))?,
+                    None => args
+                        .next()
+                        .ok_or_else(|| FlagError::NeedsArgument(name.into()))?,
                 };
                 flags.set.push((canon, value));
             } else {
@@ -197,7 +203,11 @@ impl Flags {
     }
 
     pub fn get(&self, canon: &str) -> Option<&str> {
-        self.set.iter().rev().find(|(n, _)| *n == canon).map(|(_, v)| v.as_str())
+        self.set
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == canon)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn is_true(&self, canon: &str) -> bool {
@@ -207,7 +217,9 @@ impl Flags {
     /// Applies the flags over `opts` (after the config file, so flags win).
     pub fn apply(&self, opts: &mut Options) -> Result<(), String> {
         let int = |flag: &str, v: &str| -> Result<i64, String> {
-            v.trim().parse::<i64>().map_err(|_| format!("invalid value \"{v}\" for flag -{flag}: parse error"))
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("invalid value \"{v}\" for flag -{flag}: parse error"))
         };
         for (name, value) in &self.set {
             let v = value.as_str();
@@ -255,7 +267,18 @@ mod tests {
 
     #[test]
     fn go_flag_forms() {
-        let f = parse(&["-p", "4333", "--addr=127.0.0.1", "-DV", "-T=false", "--name", "n1", "-ms", "8443"]).unwrap();
+        let f = parse(&[
+            "-p",
+            "4333",
+            "--addr=127.0.0.1",
+            "-DV",
+            "-T=false",
+            "--name",
+            "n1",
+            "-ms",
+            "8443",
+        ])
+        .unwrap();
         assert_eq!(f.get("port"), Some("4333"));
         assert_eq!(f.get("addr"), Some("127.0.0.1"));
         assert!(f.is_true("debug_trace"));
@@ -264,16 +287,37 @@ mod tests {
         assert_eq!(f.get("https_port"), Some("8443"));
         let mut opts = Options::default();
         f.apply(&mut opts).unwrap();
-        assert_eq!((opts.port, opts.host.as_str(), opts.debug, opts.trace, opts.logtime), (4333, "127.0.0.1", true, true, false));
+        assert_eq!(
+            (
+                opts.port,
+                opts.host.as_str(),
+                opts.debug,
+                opts.trace,
+                opts.logtime
+            ),
+            (4333, "127.0.0.1", true, true, false)
+        );
     }
 
     #[test]
     fn errors_and_positionals() {
-        assert_eq!(parse(&["-x"]).unwrap_err().to_string(), "flag provided but not defined: -x");
-        assert_eq!(parse(&["-p"]).unwrap_err().to_string(), "flag needs an argument: -p");
-        assert_eq!(parse(&["foo"]).unwrap_err().to_string(), "unrecognized command: \"foo\"");
+        assert_eq!(
+            parse(&["-x"]).unwrap_err().to_string(),
+            "flag provided but not defined: -x"
+        );
+        assert_eq!(
+            parse(&["-p"]).unwrap_err().to_string(),
+            "flag needs an argument: -p"
+        );
+        assert_eq!(
+            parse(&["foo"]).unwrap_err().to_string(),
+            "unrecognized command: \"foo\""
+        );
         assert!(parse(&["VERSION"]).unwrap().is_true("version"));
-        assert!(parse(&["-D", "false"]).is_err(), "a bool takes no separate value");
+        assert!(
+            parse(&["-D", "false"]).is_err(),
+            "a bool takes no separate value"
+        );
         assert!(parse(&["-D", "--", "-x"]).is_ok());
         assert_eq!(parse(&["-p", "-1"]).unwrap().get("port"), Some("-1"));
     }

@@ -36,7 +36,10 @@ pub fn format_time(t: SystemTime) -> String {
     let secs = d.as_secs();
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     let (y, mo, day) = civil_from_days((secs / 86_400) as i64);
-    format!("{y:04}/{mo:02}/{day:02} {h:02}:{m:02}:{s:02}.{:06}", d.subsec_micros())
+    format!(
+        "{y:04}/{mo:02}/{day:02} {h:02}:{m:02}:{s:02}.{:06}",
+        d.subsec_micros()
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
@@ -57,7 +60,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         write!(writer, "[{}] ", self.pid)?;
         if self.logtime {
             write!(writer, "{} ", format_time(SystemTime::now()))?;
@@ -87,18 +95,25 @@ pub fn init(debug: bool, trace: bool, logtime: bool, file: Option<&Path>) -> std
         Level::DEBUG => debug,
         _ => true,
     });
-    let format = NatsFormat { pid: std::process::id(), logtime };
+    let format = NatsFormat {
+        pid: std::process::id(),
+        logtime,
+    };
     let layer = tracing_subscriber::fmt::layer().event_format(format);
     match file {
         Some(path) => {
             let f = OpenOptions::new().create(true).append(true).open(path)?;
             let writer = FileWriter(Arc::new(Mutex::new(f)));
             let layer = layer.with_writer(move || writer.clone()).with_ansi(false);
-            let _ = tracing_subscriber::registry().with(layer.with_filter(filter)).try_init();
+            let _ = tracing_subscriber::registry()
+                .with(layer.with_filter(filter))
+                .try_init();
         }
         None => {
             let layer = layer.with_writer(std::io::stderr).with_ansi(false);
-            let _ = tracing_subscriber::registry().with(layer.with_filter(filter)).try_init();
+            let _ = tracing_subscriber::registry()
+                .with(layer.with_filter(filter))
+                .try_init();
         }
     }
     Ok(())

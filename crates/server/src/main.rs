@@ -48,16 +48,27 @@ fn main() -> ExitCode {
         return fatal(e);
     }
     if flags.is_true("test_config") {
-        println!("rnats-server: configuration file {} is valid", flags.get("config").unwrap_or_default());
+        println!(
+            "rnats-server: configuration file {} is valid",
+            flags.get("config").unwrap_or_default()
+        );
         return ExitCode::SUCCESS;
     }
     if flags.get("signal").is_some() {
         return fatal("--signal is not supported by this build yet");
     }
-    if let Err(e) = log::init(opts.debug, opts.trace, opts.logtime, opts.log_file.as_deref()) {
+    if let Err(e) = log::init(
+        opts.debug,
+        opts.trace,
+        opts.logtime,
+        opts.log_file.as_deref(),
+    ) {
         return fatal(format!("could not open log file: {e}"));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fatal(e),
     };
@@ -73,10 +84,10 @@ async fn run(opts: Options) -> ExitCode {
             return fatal(e);
         }
     };
-    if let Some(path) = &pid_file {
-        if let Err(e) = std::fs::write(path, std::process::id().to_string()) {
-            tracing::error!("Could not write pidfile: {e}");
-        }
+    if let Some(path) = &pid_file
+        && let Err(e) = std::fs::write(path, std::process::id().to_string())
+    {
+        tracing::error!("Could not write pidfile: {e}");
     }
     let signal = wait_for_signal().await;
     tracing::info!("Trapped \"{signal}\" signal");
@@ -89,7 +100,10 @@ async fn run(opts: Options) -> ExitCode {
 
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return "interrupt";
     };

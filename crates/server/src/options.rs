@@ -104,10 +104,10 @@ impl Options {
                 self.max_payload, self.max_pending
             ));
         }
-        if let Some(name) = &self.server_name {
-            if name.contains(' ') {
-                return Err("server name \"".to_string() + name + "\" can not contain spaces");
-            }
+        if let Some(name) = &self.server_name
+            && name.contains(' ')
+        {
+            return Err("server name \"".to_string() + name + "\" can not contain spaces");
         }
         if self.lame_duck_duration < Duration::from_secs(30) {
             return Err(format!(

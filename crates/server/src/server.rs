@@ -99,10 +99,10 @@ impl ServerShared {
 
     fn advertised_client_host_port(&self) -> (String, u16) {
         if let Some(adv) = &self.opts.client_advertise {
-            if let Some((h, p)) = adv.rsplit_once(':') {
-                if let Ok(p) = p.parse() {
-                    return (h.trim_matches(['[', ']']).to_string(), p);
-                }
+            if let Some((h, p)) = adv.rsplit_once(':')
+                && let Ok(p) = p.parse()
+            {
+                return (h.trim_matches(['[', ']']).to_string(), p);
             }
             return (adv.clone(), self.client_addr.port());
         }
@@ -126,14 +126,21 @@ impl ServerShared {
     }
 
     /// Checks CONNECT credentials against the configured single user or token.
-    pub fn authenticate(&self, user: Option<&str>, pass: Option<&str>, token: Option<&str>) -> bool {
+    pub fn authenticate(
+        &self,
+        user: Option<&str>,
+        pass: Option<&str>,
+        token: Option<&str>,
+    ) -> bool {
         let auth = &self.opts.auth;
         if let Some(expected) = &auth.token {
             return token.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()));
         }
         if let Some(expected_user) = &auth.user {
             let pass_ok = match (&auth.password, pass) {
-                (Some(expected), Some(given)) => constant_time_eq(given.as_bytes(), expected.as_bytes()),
+                (Some(expected), Some(given)) => {
+                    constant_time_eq(given.as_bytes(), expected.as_bytes())
+                }
                 (None, _) => true,
                 (Some(_), None) => false,
             };
@@ -170,7 +177,10 @@ pub struct ServerHandle {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("Error listening on port: {addr}, \"{source}\"")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 impl ServerHandle {
@@ -199,10 +209,18 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
     let bind = format!("{}:{}", opts.host, port);
     let listener = TcpListener::bind(&bind)
         .await
-        .map_err(|source| StartError::Listen { addr: bind.clone(), source })?;
-    let client_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: bind, source })?;
+        .map_err(|source| StartError::Listen {
+            addr: bind.clone(),
+            source,
+        })?;
+    let client_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr: bind, source })?;
     let server_id = new_server_id();
-    let server_name = opts.server_name.clone().unwrap_or_else(|| server_id.clone());
+    let server_name = opts
+        .server_name
+        .clone()
+        .unwrap_or_else(|| server_id.clone());
     info!("Starting rnats-server");
     info!("  Version:  {VERSION}");
     info!("  Git:      [not set]");
@@ -223,15 +241,26 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
         client_addr,
         next_cid: AtomicU64::new(1),
     });
-    info!("Listening for client connections on {}", format_addr(&shared.opts.host, client_addr.port()));
+    info!(
+        "Listening for client connections on {}",
+        format_addr(&shared.opts.host, client_addr.port())
+    );
     info!("Server is ready");
     let connections = TaskTracker::new();
     let accept_task = tokio::spawn(accept_loop(shared.clone(), listener, connections.clone()));
-    Ok(ServerHandle { shared, accept_task, connections })
+    Ok(ServerHandle {
+        shared,
+        accept_task,
+        connections,
+    })
 }
 
 fn format_addr(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener, connections: TaskTracker) {
@@ -249,7 +278,10 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener, connectio
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                error!("Temporary accept error: {e}, sleeping {}ms", backoff.as_millis());
+                error!(
+                    "Temporary accept error: {e}, sleeping {}ms",
+                    backoff.as_millis()
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }

@@ -26,7 +26,10 @@ pub struct QueueGroup<T> {
 
 impl<T> SubResult<T> {
     fn empty() -> Self {
-        SubResult { plain: Vec::new(), queues: Vec::new() }
+        SubResult {
+            plain: Vec::new(),
+            queues: Vec::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -42,13 +45,19 @@ struct Node<T> {
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
-        Node { next: None, plain: Vec::new(), queues: Vec::new() }
+        Node {
+            next: None,
+            plain: Vec::new(),
+            queues: Vec::new(),
+        }
     }
 }
 
 impl<T> Node<T> {
     fn is_empty(&self) -> bool {
-        self.plain.is_empty() && self.queues.is_empty() && self.next.as_ref().is_none_or(|l| l.is_empty())
+        self.plain.is_empty()
+            && self.queues.is_empty()
+            && self.next.as_ref().is_none_or(|l| l.is_empty())
     }
 
     fn collect_into(&self, out: &mut SubResult<T>) {
@@ -73,7 +82,11 @@ struct Level<T> {
 
 impl<T> Default for Level<T> {
     fn default() -> Self {
-        Level { literal: HashMap::new(), pwc: None, fwc: None }
+        Level {
+            literal: HashMap::new(),
+            pwc: None,
+            fwc: None,
+        }
     }
 }
 
@@ -131,7 +144,10 @@ impl<T> Level<T> {
             };
             let Some(node) = node else { return false };
             let found = match rest {
-                Some(rest) => node.next.as_mut().is_some_and(|next| next.remove(rest, queue, sub)),
+                Some(rest) => node
+                    .next
+                    .as_mut()
+                    .is_some_and(|next| next.remove(rest, queue, sub)),
                 None => remove_from_node(node, queue, sub),
             };
             if node.next.as_ref().is_some_and(|n| n.is_empty()) {
@@ -152,10 +168,17 @@ impl<T> Level<T> {
     }
 
     fn for_each(&self, f: &mut impl FnMut(&Arc<T>)) {
-        let nodes = self.literal.values().chain(self.pwc.as_deref()).chain(self.fwc.as_deref());
+        let nodes = self
+            .literal
+            .values()
+            .chain(self.pwc.as_deref())
+            .chain(self.fwc.as_deref());
         for node in nodes {
             node.plain.iter().for_each(&mut *f);
-            node.queues.iter().flat_map(|g| g.members.iter()).for_each(&mut *f);
+            node.queues
+                .iter()
+                .flat_map(|g| g.members.iter())
+                .for_each(&mut *f);
             if let Some(next) = &node.next {
                 next.for_each(f);
             }
@@ -203,9 +226,12 @@ fn memchr_dot(s: &[u8]) -> Option<usize> {
 /// Most cached subjects; past it the cache is emptied (subjects are cheap to re-match).
 const CACHE_MAX: usize = 1024;
 
+/// Match results by subject.
+pub type MatchCache<T> = HashMap<Box<[u8]>, Arc<SubResult<T>>>;
+
 pub struct Sublist<T> {
     root: RwLock<Level<T>>,
-    cache: Mutex<HashMap<Box<[u8]>, Arc<SubResult<T>>>>,
+    cache: Mutex<MatchCache<T>>,
     generation: AtomicU64,
     count: AtomicU64,
 }
@@ -253,7 +279,10 @@ impl<T> Sublist<T> {
             None => node.plain.push(sub),
             Some(queue) => match node.queues.iter_mut().find(|g| &*g.name == queue) {
                 Some(group) => group.members.push(sub),
-                None => node.queues.push(QueueGroup { name: queue.into(), members: vec![sub] }),
+                None => node.queues.push(QueueGroup {
+                    name: queue.into(),
+                    members: vec![sub],
+                }),
             },
         }
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -286,7 +315,11 @@ impl<T> Sublist<T> {
         let generation = self.generation();
         let mut out = SubResult::empty();
         // A subject with an empty token (`foo..bar`) matches nothing, not even `>`.
-        if !subject.is_empty() && !subject.starts_with(b".") && !subject.ends_with(b".") && memchr::memmem::find(subject, b"..").is_none() {
+        if !subject.is_empty()
+            && !subject.starts_with(b".")
+            && !subject.ends_with(b".")
+            && memchr::memmem::find(subject, b"..").is_none()
+        {
             root.match_into(subject, &mut out);
         }
         let out = Arc::new(out);
@@ -369,7 +402,10 @@ mod tests {
         sl.insert(b"foo.bar", None, Arc::new(4));
         let (plain, queues) = ids(&sl.matches(b"foo.bar"));
         assert_eq!(plain, vec![4]);
-        assert_eq!(queues, vec![("q1".into(), vec![1, 2]), ("q2".into(), vec![3])]);
+        assert_eq!(
+            queues,
+            vec![("q1".into(), vec![1, 2]), ("q2".into(), vec![3])]
+        );
     }
 
     #[test]
@@ -404,10 +440,15 @@ mod tests {
     }
 
     fn pattern() -> impl Strategy<Value = String> {
-        prop::collection::vec(prop_oneof!["a", "b", "c", Just("*".to_string())], 1..4).prop_flat_map(|tokens| {
-            let joined = tokens.join(".");
-            prop_oneof![Just(joined.clone()), Just(format!("{joined}.>")), Just(">".to_string())]
-        })
+        prop::collection::vec(prop_oneof!["a", "b", "c", Just("*".to_string())], 1..4)
+            .prop_flat_map(|tokens| {
+                let joined = tokens.join(".");
+                prop_oneof![
+                    Just(joined.clone()),
+                    Just(format!("{joined}.>")),
+                    Just(">".to_string())
+                ]
+            })
     }
 
     fn subject() -> impl Strategy<Value = String> {

