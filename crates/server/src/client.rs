@@ -20,10 +20,12 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 use rnats_protocol::{ClientOp, Limits, Parsed, ProtoError, parse_client_op};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, trace};
 
+use crate::auth::{Credentials, Permissions, ResponseGrants, ResponsePermission};
 use crate::server::ServerShared;
 use crate::sublist::MatchCache;
 
@@ -106,6 +108,10 @@ pub struct ClientShared {
     pub stats: ClientStats,
     pub subs: Mutex<HashMap<Box<[u8]>, Arc<Subscription>>>,
     pub meta: Mutex<ConnMeta>,
+    /// When the client last sent something, in ns since the Unix epoch (monitoring).
+    last_activity: AtomicU64,
+    /// Reply subjects this connection may answer under `allow_responses`.
+    grants: Mutex<ResponseGrants>,
 }
 
 /// Outcome of appending to a connection's outbound buffer.
@@ -135,6 +141,8 @@ impl ClientShared {
             stats: ClientStats::default(),
             subs: Mutex::new(HashMap::new()),
             meta: Mutex::new(ConnMeta::default()),
+            last_activity: AtomicU64::new(unix_nanos(SystemTime::now())),
+            grants: Mutex::new(ResponseGrants::default()),
         }
     }
 
@@ -183,6 +191,16 @@ impl ClientShared {
     pub fn pending_bytes(&self) -> usize {
         self.out.lock().data.len()
     }
+
+    /// When the client last sent something.
+    pub fn last_activity(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.last_activity.load(Ordering::Relaxed))
+    }
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A client subscription, shared by the sublist, its connection and match caches.
@@ -195,11 +213,20 @@ pub struct Subscription {
     max: AtomicU64,
     delivered: AtomicU64,
     closed: AtomicBool,
+    /// The subscriber's permissions, when they deny subjects this subscription may match.
+    deliver_filter: Option<Arc<Permissions>>,
+    /// Set when the subscriber may answer requests it receives (`allow_responses`).
+    response_perm: Option<ResponsePermission>,
 }
 
 impl Subscription {
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// The auto-unsubscribe limit; 0 = none.
+    pub fn max(&self) -> u64 {
+        self.max.load(Ordering::Relaxed)
     }
 }
 
@@ -267,27 +294,79 @@ struct Conn {
     /// The post-CONNECT INFO went out (after the first PONG to a protocol-1 client); from
     /// then on the client may be sent asynchronous INFOs.
     info_after_pong: bool,
+    nonce: Option<String>,
+    perms: Option<Arc<Permissions>>,
+    /// Publish permission results by subject (permissions are fixed between CONNECTs).
+    pub_allowed: HashMap<Box<[u8]>, bool>,
     trace: bool,
 }
 
-/// Serves one accepted client connection until it closes.
-pub async fn serve<S>(srv: Arc<ServerShared>, stream: S, addr: SocketAddr)
-where
+/// Takes an accepted TCP connection: on a TLS port the INFO goes out in plain text and the
+/// handshake must complete within the TLS timeout, then the connection is served.
+pub async fn accept(srv: Arc<ServerShared>, mut tcp: TcpStream, addr: SocketAddr) {
+    let cid = srv.next_cid();
+    let nonce = srv.auth.needs_nonce().then(new_nonce);
+    let Some(acceptor) = srv.tls.clone() else {
+        return serve(srv, tcp, addr, cid, nonce, false).await;
+    };
+    debug!("{addr} - cid:{cid} - Client connection created");
+    let info = srv.client_info_line(cid, addr, nonce.as_deref(), false);
+    let timeout = srv
+        .opts
+        .tls
+        .as_ref()
+        .map(|t| t.timeout())
+        .unwrap_or(Duration::from_secs(2));
+    if tokio::time::timeout(timeout, tcp.write_all(&info))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => serve(srv, tls, addr, cid, nonce, true).await,
+        Ok(Err(e)) => {
+            error!("{addr} - cid:{cid} - TLS handshake error: {e}");
+        }
+        Err(_) => {
+            error!("{addr} - cid:{cid} - TLS handshake timeout");
+        }
+    }
+}
+
+/// 11 random bytes, base64url without padding, as the reference's nonce.
+fn new_nonce() -> String {
+    let bytes: [u8; 11] = rand::random();
+    data_encoding::BASE64URL_NOPAD.encode(&bytes)
+}
+
+/// Serves one client connection until it closes.
+async fn serve<S>(
+    srv: Arc<ServerShared>,
+    stream: S,
+    addr: SocketAddr,
+    cid: u64,
+    nonce: Option<String>,
+    info_sent: bool,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let cid = srv.next_cid();
     let me = Arc::new(ClientShared::new(cid, addr, srv.opts.max_pending));
-    debug!("{addr} - cid:{cid} - Client connection created");
+    if !info_sent {
+        debug!("{addr} - cid:{cid} - Client connection created");
+    }
     let (mut reader, writer) = tokio::io::split(stream);
 
-    let info = srv.client_info_line(cid, addr, false);
-    let _ = me.enqueue(info.len(), |b| b.put_slice(&info));
+    if !info_sent {
+        let info = srv.client_info_line(cid, addr, nonce.as_deref(), false);
+        let _ = me.enqueue(info.len(), |b| b.put_slice(&info));
+    }
     let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts.write_deadline));
     me.wake.notify_one();
 
     let admitted = srv.register(&me);
     let mut conn = Conn {
-        auth_required: srv.opts.auth.required(),
+        auth_required: srv.auth.required(),
         limits: Limits {
             max_control_line: srv.opts.max_control_line,
             max_payload: srv.opts.max_payload,
@@ -305,14 +384,26 @@ where
         pings_out: 0,
         active_since_ping: false,
         info_after_pong: false,
+        nonce: nonce.clone(),
+        perms: None,
+        pub_allowed: HashMap::new(),
         trace: tracing::enabled!(tracing::Level::TRACE),
     };
+    if srv_auth_no_auth_user(&conn) {
+        // Until (or unless) it authenticates, the connection acts as no_auth_user.
+        conn.perms = conn
+            .srv
+            .auth
+            .authenticate(&Credentials::default(), None)
+            .and_then(|a| a.permissions);
+    }
     if admitted {
         conn.read_loop(&mut reader).await;
     } else {
         conn.send_err("maximum connections exceeded");
         me.close(CloseReason::MaxConnectionsExceeded, true);
     }
+    crate::monitor::connection_closed(&conn.srv, &me);
     conn.cleanup();
     let _ = writer_task.await;
     let reason = me.close_reason().unwrap_or(CloseReason::ClientClosed);
@@ -320,6 +411,10 @@ where
         "{addr} - cid:{cid} - Client connection closed: {}",
         reason.as_str()
     );
+}
+
+fn srv_auth_no_auth_user(conn: &Conn) -> bool {
+    conn.srv.auth.no_auth_user.is_some()
 }
 
 async fn write_loop<W: AsyncWrite>(me: Arc<ClientShared>, writer: W, deadline: Duration) {
@@ -395,6 +490,7 @@ impl Conn {
                 res = reader.read_buf(&mut buf) => match res {
                     Ok(0) => Flow::Close(CloseReason::ClientClosed),
                     Ok(n) => {
+                        self.me.last_activity.store(unix_nanos(SystemTime::now()), Ordering::Relaxed);
                         if n == spare && read_size < MAX_READ {
                             read_size *= 2;
                         } else if n < read_size / 4 && read_size > MIN_READ {
@@ -500,7 +596,12 @@ impl Conn {
                 self.send_raw(b"PONG\r\n");
                 if self.connected && self.flags.protocol >= 1 && !self.info_after_pong {
                     self.info_after_pong = true;
-                    let info = self.srv.client_info_line(self.me.cid, self.me.addr, true);
+                    let info = self.srv.client_info_line(
+                        self.me.cid,
+                        self.me.addr,
+                        self.nonce.as_deref(),
+                        true,
+                    );
                     self.send_raw(&info);
                 }
                 Flow::Continue
@@ -560,15 +661,30 @@ impl Conn {
             return Flow::Close(CloseReason::ProtocolViolation);
         }
         let user = obj.get("user").and_then(Value::as_str);
-        if self.auth_required
-            && !self.srv.authenticate(
+        if self.srv.auth.enabled() {
+            let creds = Credentials {
                 user,
-                obj.get("pass").and_then(Value::as_str),
-                obj.get("auth_token").and_then(Value::as_str),
-            )
-        {
-            self.send_err("Authorization Violation");
-            return Flow::Close(CloseReason::AuthenticationViolation);
+                pass: obj.get("pass").and_then(Value::as_str),
+                token: obj.get("auth_token").and_then(Value::as_str),
+                nkey: obj.get("nkey").and_then(Value::as_str),
+                sig: obj.get("sig").and_then(Value::as_str),
+            };
+            let legacy_account = obj.get("account").is_some_and(|a| !a.is_null())
+                || obj.get("new_account").is_some_and(|a| !a.is_null());
+            match self.srv.auth.authenticate(&creds, self.nonce.as_deref()) {
+                Some(who) if !legacy_account => {
+                    self.perms = who.permissions;
+                    self.pub_allowed.clear();
+                }
+                _ => {
+                    error!(
+                        "{} - cid:{} - authentication error",
+                        self.me.addr, self.me.cid
+                    );
+                    self.send_err("Authorization Violation");
+                    return Flow::Close(CloseReason::AuthenticationViolation);
+                }
+            }
         }
         *self.me.meta.lock() = ConnMeta {
             name: get_str("name"),
@@ -588,6 +704,22 @@ impl Conn {
             self.send_err("Invalid Subject");
             return Flow::Continue;
         }
+        if let Some(perms) = &self.perms
+            && !perms.can_subscribe(subject, queue)
+        {
+            let subject = String::from_utf8_lossy(subject);
+            let text = match queue {
+                Some(q) => format!(
+                    "Permissions Violation for Subscription to \"{subject}\" using queue \"{}\"",
+                    String::from_utf8_lossy(q)
+                ),
+                None => format!("Permissions Violation for Subscription to \"{subject}\""),
+            };
+            self.send_err(&text);
+            return Flow::Continue;
+        }
+        let deliver_filter = self.perms.clone().filter(|p| p.has_deliver_filter());
+        let response_perm = self.perms.as_ref().and_then(|p| p.allow_responses);
         {
             let mut subs = self.me.subs.lock();
             if subs.contains_key(sid) {
@@ -609,6 +741,8 @@ impl Conn {
                 max: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                deliver_filter,
+                response_perm,
             });
             subs.insert(sid.into(), sub.clone());
             self.srv.sublist.insert(subject, queue, sub);
@@ -645,6 +779,14 @@ impl Conn {
         self.in_bytes += msg.payload.len() as u64;
         if self.flags.pedantic && !rnats_protocol::is_valid_literal_subject(msg.subject) {
             self.send_err("Invalid Publish Subject");
+        }
+        if self.perms.is_some() && !self.may_publish(msg.subject) {
+            let text = format!(
+                "Permissions Violation for Publish to \"{}\"",
+                String::from_utf8_lossy(msg.subject)
+            );
+            self.send_err(&text);
+            return Flow::Continue;
         }
         self.ok();
 
@@ -691,10 +833,33 @@ impl Conn {
         Flow::Continue
     }
 
+    fn may_publish(&mut self, subject: &[u8]) -> bool {
+        let Some(perms) = &self.perms else {
+            return true;
+        };
+        let allowed = match self.pub_allowed.get(subject) {
+            Some(&allowed) => allowed,
+            None => {
+                let allowed = perms.can_publish(subject);
+                if self.pub_allowed.len() >= LOCAL_CACHE_MAX {
+                    self.pub_allowed.clear();
+                }
+                self.pub_allowed.insert(subject.into(), allowed);
+                allowed
+            }
+        };
+        allowed || (perms.allow_responses.is_some() && self.me.grants.lock().take(subject))
+    }
+
     /// Queues `msg` for `sub`; false when it was not delivered (echo off, closed, past max).
     fn deliver(&mut self, sub: &Arc<Subscription>, msg: &Msg<'_>) -> bool {
         let client = &sub.client;
         if (!self.flags.echo && client.cid == self.me.cid) || sub.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        if let Some(perms) = &sub.deliver_filter
+            && !perms.can_deliver(msg.subject)
+        {
             return false;
         }
         let max = sub.max.load(Ordering::Relaxed);
@@ -736,6 +901,9 @@ impl Conn {
             Enqueued::Yes(schedule) => {
                 if schedule {
                     self.touched.push(client.clone());
+                }
+                if let (Some(perm), Some(reply)) = (sub.response_perm, msg.reply) {
+                    client.grants.lock().grant(reply, perm);
                 }
                 client.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
                 client

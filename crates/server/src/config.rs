@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use rnats_conf::{ConfError, Entry, Map, Spanned, Value};
 
-use crate::options::Options;
+use std::sync::Arc;
+
+use crate::auth::{Permissions, ResponsePermission, SubjectRules, User};
+use crate::options::{Options, TlsOptions};
 
 /// Reads `path` and applies its entries to `opts`.
 pub fn apply_file(path: &Path, opts: &mut Options) -> Result<(), ConfError> {
@@ -118,6 +121,8 @@ fn apply_entry(entry: &Entry, opts: &mut Options) -> Result<(), ConfError> {
         "ports_file_dir" => opts.ports_file_dir = Some(PathBuf::from(string(v)?)),
         "max_closed_clients" => opts.max_closed_clients = size(v)?,
         "authorization" => apply_authorization(v, opts)?,
+        "no_auth_user" => opts.auth.no_auth_user = Some(string(v)?),
+        "tls" => opts.tls = Some(parse_tls(v)?),
         // Accepted and without effect here, as in a server that has them switched off.
         "syslog"
         | "remote_syslog"
@@ -138,9 +143,8 @@ fn apply_entry(entry: &Entry, opts: &mut Options) -> Result<(), ConfError> {
         key if entry.used_as_variable => {
             let _ = key;
         }
-        "cluster" | "tls" | "accounts" | "jetstream" | "leafnodes" | "gateway" | "websocket"
-        | "mqtt" | "operator" | "resolver" | "system_account" | "no_auth_user" | "https"
-        | "https_port" => {
+        "cluster" | "accounts" | "jetstream" | "leafnodes" | "gateway" | "websocket" | "mqtt"
+        | "operator" | "resolver" | "system_account" | "https" | "https_port" => {
             return Err(entry.error(format!(
                 "\"{}\" is not supported by this rnats-server build yet",
                 entry.key
@@ -162,6 +166,17 @@ fn apply_authorization(v: &Spanned, opts: &mut Options) -> Result<(), ConfError>
             "pass" | "password" => opts.auth.password = Some(string(v)?),
             "token" => opts.auth.token = Some(string(v)?),
             "timeout" => opts.auth.timeout = Some(duration(v)?),
+            "users" => {
+                let users = v
+                    .as_array()
+                    .ok_or_else(|| v.error("users must be an array"))?;
+                for u in users {
+                    opts.auth.users.push(parse_user(u)?);
+                }
+            }
+            "default_permissions" | "default_permission" | "permissions" => {
+                opts.auth.default_permissions = Some(parse_permissions(v)?);
+            }
             _ if entry.used_as_variable => {}
             _ => {
                 return Err(entry.error(format!(
@@ -175,6 +190,130 @@ fn apply_authorization(v: &Spanned, opts: &mut Options) -> Result<(), ConfError>
         return Err(v.error("Cannot have a user/pass and token"));
     }
     Ok(())
+}
+
+fn parse_user(v: &Spanned) -> Result<User, ConfError> {
+    let map = v
+        .as_map()
+        .ok_or_else(|| v.error("user entries must be maps"))?;
+    let mut user = User::default();
+    for entry in map {
+        let v = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "user" | "username" => user.name = string(v)?,
+            "pass" | "password" => user.password = Some(string(v)?),
+            "nkey" => {
+                let key = string(v)?;
+                user.name.clone_from(&key);
+                user.nkey = Some(key);
+            }
+            "permissions" | "permission" => {
+                user.permissions = Some(Arc::new(parse_permissions(v)?))
+            }
+            "allowed_connection_types" | "connection_types" | "account" => {}
+            _ if entry.used_as_variable => {}
+            _ => return Err(entry.error(format!("unknown field \"{}\"", entry.key))),
+        }
+    }
+    if user.nkey.is_some() && user.password.is_some() {
+        return Err(v.error("Nkey users do not take passwords"));
+    }
+    if user.name.is_empty() {
+        return Err(v.error("User entry requires a user"));
+    }
+    Ok(user)
+}
+
+fn subject_list(v: &Spanned) -> Result<Vec<String>, ConfError> {
+    let list: Vec<String> = match &v.value {
+        Value::Array(items) => items.iter().map(string).collect::<Result<_, _>>()?,
+        _ => vec![string(v)?],
+    };
+    for subject in &list {
+        let plain = subject.split_whitespace().next().unwrap_or_default();
+        if !rnats_protocol::is_valid_subject(plain.as_bytes()) {
+            return Err(v.error(format!("subject \"{subject}\" is not a valid subject")));
+        }
+    }
+    Ok(list)
+}
+
+fn parse_rules(v: &Spanned) -> Result<SubjectRules, ConfError> {
+    let Some(map) = v.as_map() else {
+        return Ok(SubjectRules {
+            allow: Some(subject_list(v)?),
+            deny: Vec::new(),
+        });
+    };
+    let mut rules = SubjectRules::default();
+    for entry in map {
+        match entry.key.to_ascii_lowercase().as_str() {
+            "allow" => rules.allow = Some(subject_list(&entry.value)?),
+            "deny" => rules.deny = subject_list(&entry.value)?,
+            _ => return Err(entry.error(format!("unknown field \"{}\"", entry.key))),
+        }
+    }
+    Ok(rules)
+}
+
+fn parse_permissions(v: &Spanned) -> Result<Permissions, ConfError> {
+    let map = v
+        .as_map()
+        .ok_or_else(|| v.error("permissions must be a map"))?;
+    let mut perms = Permissions::default();
+    for entry in map {
+        let v = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "publish" | "pub" | "import" => perms.publish = Some(parse_rules(v)?),
+            "subscribe" | "sub" | "export" => perms.subscribe = Some(parse_rules(v)?),
+            "allow_responses" | "publish_allow_responses" => {
+                perms.allow_responses = match &v.value {
+                    Value::Bool(false) => None,
+                    Value::Bool(true) => Some(ResponsePermission::default()),
+                    Value::Map(m) => {
+                        let mut rp = ResponsePermission::default();
+                        for e in m {
+                            match e.key.to_ascii_lowercase().as_str() {
+                                "max" => {
+                                    rp.max = u32::try_from(int(&e.value)?)
+                                        .map_err(|_| e.error("invalid max"))?
+                                }
+                                "expires" | "ttl" => rp.expires = duration(&e.value)?,
+                                _ => return Err(e.error(format!("unknown field \"{}\"", e.key))),
+                            }
+                        }
+                        Some(rp)
+                    }
+                    _ => return Err(v.error("allow_responses must be a boolean or a map")),
+                };
+            }
+            _ => return Err(entry.error(format!("unknown field \"{}\"", entry.key))),
+        }
+    }
+    Ok(perms)
+}
+
+fn parse_tls(v: &Spanned) -> Result<TlsOptions, ConfError> {
+    let map = v.as_map().ok_or_else(|| v.error("tls must be a map"))?;
+    let mut tls = TlsOptions::default();
+    for entry in map {
+        let v = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "cert_file" => tls.cert_file = Some(PathBuf::from(string(v)?)),
+            "key_file" => tls.key_file = Some(PathBuf::from(string(v)?)),
+            "ca_file" => tls.ca_file = Some(PathBuf::from(string(v)?)),
+            "verify" => tls.verify = boolean(v)?,
+            "verify_and_map" => {
+                tls.verify_and_map = boolean(v)?;
+                tls.verify |= tls.verify_and_map;
+            }
+            "timeout" => tls.timeout = Some(duration(v)?),
+            "cipher_suites" | "curve_preferences" | "min_version" | "insecure" | "pinned_certs" => {
+            }
+            _ => return Err(entry.error(format!("unknown field \"{}\"", entry.key))),
+        }
+    }
+    Ok(tls)
 }
 
 #[cfg(test)]
@@ -217,6 +356,70 @@ mod tests {
         assert_eq!(o.max_connections, None);
         let o = opts("P: 4999\nport: $P").unwrap();
         assert_eq!(o.port, 4999);
+    }
+
+    #[test]
+    fn users_permissions_and_tls() {
+        let o = opts(
+            r#"
+            authorization {
+              users = [
+                { user: alice, password: pw, permissions: { publish: "orders.>", subscribe: ["_INBOX.>", "orders.>"] } }
+                { user: bob, password: pw2,
+                  permissions: { publish: { allow: [">"], deny: ["admin.>"] }, subscribe: { deny: "secret.*" },
+                                 allow_responses: { max: 2, expires: "1m" } } }
+                { nkey: UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4 }
+              ]
+              default_permissions: { publish: "public.>" }
+            }
+            no_auth_user: bob
+            tls { cert_file: "c.pem", key_file: "k.pem", ca_file: "ca.pem", verify: true, timeout: 3 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(o.auth.users.len(), 3);
+        let bob = &o.auth.users[1];
+        let perms = bob.permissions.as_ref().unwrap();
+        assert_eq!(
+            perms.allow_responses,
+            Some(ResponsePermission {
+                max: 2,
+                expires: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            perms.publish.as_ref().unwrap().deny,
+            vec!["admin.>".to_string()]
+        );
+        assert_eq!(
+            o.auth.users[2].nkey.as_deref(),
+            Some("UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4")
+        );
+        assert_eq!(o.auth.no_auth_user.as_deref(), Some("bob"));
+        let tls = o.tls.unwrap();
+        assert!(tls.verify);
+        assert_eq!(tls.timeout, Some(Duration::from_secs(3)));
+        let auth = o.auth.authenticator().unwrap();
+        assert_eq!(
+            auth.users["alice"]
+                .permissions
+                .as_ref()
+                .unwrap()
+                .publish
+                .as_ref()
+                .unwrap()
+                .allow
+                .as_deref(),
+            Some(&["orders.>".to_string()][..])
+        );
+        let err =
+            opts("authorization { users = [ { user: a, permissions: { publish: \"a..b\" } } ] }")
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("subject \"a..b\" is not a valid subject"),
+            "{err}"
+        );
     }
 
     #[test]

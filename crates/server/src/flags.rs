@@ -244,8 +244,26 @@ impl Flags {
                 "user" => opts.auth.user = Some(v.to_string()),
                 "pass" => opts.auth.password = Some(v.to_string()),
                 "auth" => opts.auth.token = Some(v.to_string()),
+
                 _ => {}
             }
+        }
+        // As the reference: the TLS file flags only count with --tls or --tlsverify, and then
+        // they replace the config file's tls block.
+        let verify = self.is_true("tlsverify");
+        if self.is_true("tls") || verify {
+            let mut tls = opts.tls.take().unwrap_or_default();
+            tls.verify |= verify;
+            if let Some(f) = self.get("tlscert") {
+                tls.cert_file = Some(PathBuf::from(f));
+            }
+            if let Some(f) = self.get("tlskey") {
+                tls.key_file = Some(PathBuf::from(f));
+            }
+            if let Some(f) = self.get("tlscacert") {
+                tls.ca_file = Some(PathBuf::from(f));
+            }
+            opts.tls = Some(tls);
         }
         Ok(())
     }

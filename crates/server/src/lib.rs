@@ -4,12 +4,15 @@
 //! buffering policy.
 
 pub mod client;
+pub mod monitor;
 pub mod options;
 pub mod server;
 pub mod sublist;
 
 pub use options::Options;
 pub use server::{ServerHandle, start};
+pub mod auth;
 pub mod config;
 pub mod flags;
 pub mod log;
+pub mod tls;

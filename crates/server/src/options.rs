@@ -2,7 +2,10 @@
 //! command line (which wins), then validated.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::auth::{Authenticator, Permissions, User};
 
 pub const VERSION: &str = "2.11.0";
 pub const DEFAULT_PORT: u16 = 4222;
@@ -26,6 +29,7 @@ pub struct Options {
     pub write_deadline: Duration,
     pub no_header_support: bool,
     pub auth: AuthOptions,
+    pub tls: Option<TlsOptions>,
     pub debug: bool,
     pub trace: bool,
     pub logtime: bool,
@@ -47,13 +51,83 @@ pub struct AuthOptions {
     pub user: Option<String>,
     pub password: Option<String>,
     pub token: Option<String>,
-    /// `authorization { timeout }`; defaults to 2 s.
+    /// `authorization { timeout }`; defaults to 2 s (TLS: its timeout + 1 s).
+    pub timeout: Option<Duration>,
+    /// `authorization { users = [...] }`, user/password and nkey users.
+    pub users: Vec<User>,
+    /// Applied to users without permissions of their own.
+    pub default_permissions: Option<Permissions>,
+    pub no_auth_user: Option<String>,
+}
+
+/// TLS on the client port.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// Require and verify client certificates.
+    pub verify: bool,
+    /// Take the user from the client certificate (implies verify).
+    pub verify_and_map: bool,
+    /// Handshake timeout; defaults to 2 s.
     pub timeout: Option<Duration>,
 }
 
+impl TlsOptions {
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(2))
+    }
+}
+
 impl AuthOptions {
-    pub fn required(&self) -> bool {
-        self.user.is_some() || self.token.is_some()
+    /// The authenticator these options describe: the single user and the users list merged,
+    /// default permissions applied, nkey users indexed by key.
+    pub fn authenticator(&self) -> Result<Authenticator, String> {
+        let mut auth = Authenticator {
+            token: self.token.clone(),
+            no_auth_user: self.no_auth_user.clone(),
+            ..Default::default()
+        };
+        if self.token.is_some() && (self.user.is_some() || !self.users.is_empty()) {
+            return Err("Can not have a token and a users array".into());
+        }
+        if let Some(user) = &self.user {
+            auth.users.insert(
+                user.clone(),
+                User {
+                    name: user.clone(),
+                    password: self.password.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+        let defaults = self.default_permissions.clone().map(Arc::new);
+        for user in &self.users {
+            let mut user = user.clone();
+            if user.permissions.is_none() {
+                user.permissions.clone_from(&defaults);
+            }
+            if let Some(nkey) = &user.nkey {
+                if !nkey.starts_with('U') || nkeys::KeyPair::from_public_key(nkey).is_err() {
+                    return Err(format!("Not a valid public nkey for a user: \"{nkey}\""));
+                }
+                auth.nkeys.insert(nkey.clone(), user);
+            } else {
+                if auth.users.contains_key(&user.name) {
+                    return Err(format!("Duplicate user \"{}\" detected", user.name));
+                }
+                auth.users.insert(user.name.clone(), user);
+            }
+        }
+        if let Some(name) = &self.no_auth_user
+            && !auth.users.contains_key(name)
+        {
+            return Err(format!(
+                "no_auth_user: \"{name}\" not present as user or nkey in authorization block or account configuration"
+            ));
+        }
+        Ok(auth)
     }
 }
 
@@ -74,6 +148,7 @@ impl Default for Options {
             write_deadline: Duration::from_secs(10),
             no_header_support: false,
             auth: AuthOptions::default(),
+            tls: None,
             debug: false,
             trace: false,
             logtime: true,
@@ -93,7 +168,11 @@ impl Default for Options {
 
 impl Options {
     pub fn auth_timeout(&self) -> Duration {
-        self.auth.timeout.unwrap_or(Duration::from_secs(2))
+        match (&self.auth.timeout, &self.tls) {
+            (Some(t), _) => *t,
+            (None, Some(tls)) => tls.timeout() + Duration::from_secs(1),
+            (None, None) => Duration::from_secs(2),
+        }
     }
 
     /// Checks cross-field rules the reference enforces at start-up.
@@ -114,6 +193,15 @@ impl Options {
                 "invalid lame_duck_duration of {:?}, minimum is 30 seconds",
                 self.lame_duck_duration
             ));
+        }
+        self.auth.authenticator()?;
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.is_none() {
+                return Err("TLS Server certificate must be present and valid".into());
+            }
+            if tls.key_file.is_none() {
+                return Err("TLS Server private key must be present and valid".into());
+            }
         }
         if self.port < -1 || self.port > 65535 {
             return Err(format!("invalid port {}", self.port));

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
+use crate::auth::Authenticator;
 use crate::client::{self, ClientShared, Subscription};
 use crate::options::{Options, VERSION};
 use crate::sublist::Sublist;
@@ -32,6 +33,9 @@ pub struct Stats {
 /// State shared by every connection task.
 pub struct ServerShared {
     pub opts: Options,
+    pub auth: Authenticator,
+    /// Set when the client port requires TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub server_id: String,
     pub server_name: String,
     pub sublist: Sublist<Subscription>,
@@ -41,6 +45,9 @@ pub struct ServerShared {
     pub started: SystemTime,
     /// The client listener's actual address (after port -1 / 0 is resolved).
     pub client_addr: SocketAddr,
+    /// The monitoring listener's address, when monitoring is on.
+    pub monitor_addr: Option<SocketAddr>,
+    pub monitor: crate::monitor::MonitorState,
     next_cid: AtomicU64,
 }
 
@@ -57,9 +64,15 @@ struct Info<'a> {
     headers: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     auth_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_verify: bool,
     max_payload: usize,
     client_id: u64,
     client_ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     connect_info: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,7 +86,13 @@ impl ServerShared {
 
     /// The `INFO {…} ␍␊` line for a new client, or (with `connect_info`) the one that
     /// follows the first PONG of a protocol-1 client and names its account.
-    pub fn client_info_line(&self, cid: u64, addr: SocketAddr, connect_info: bool) -> Vec<u8> {
+    pub fn client_info_line(
+        &self,
+        cid: u64,
+        addr: SocketAddr,
+        nonce: Option<&str>,
+        connect_info: bool,
+    ) -> Vec<u8> {
         let (host, port) = self.advertised_client_host_port();
         let info = Info {
             server_id: &self.server_id,
@@ -84,10 +103,13 @@ impl ServerShared {
             host: &host,
             port,
             headers: !self.opts.no_header_support,
-            auth_required: self.opts.auth.required(),
+            auth_required: self.auth.required(),
+            tls_required: self.tls.is_some(),
+            tls_verify: self.opts.tls.as_ref().is_some_and(|t| t.verify),
             max_payload: self.opts.max_payload,
             client_id: cid,
             client_ip: addr.ip().to_string(),
+            nonce,
             connect_info,
             remote_account: connect_info.then_some("$G"),
         };
@@ -125,37 +147,9 @@ impl ServerShared {
         self.clients.lock().remove(&client.cid);
     }
 
-    /// Checks CONNECT credentials against the configured single user or token.
-    pub fn authenticate(
-        &self,
-        user: Option<&str>,
-        pass: Option<&str>,
-        token: Option<&str>,
-    ) -> bool {
-        let auth = &self.opts.auth;
-        if let Some(expected) = &auth.token {
-            return token.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()));
-        }
-        if let Some(expected_user) = &auth.user {
-            let pass_ok = match (&auth.password, pass) {
-                (Some(expected), Some(given)) => {
-                    constant_time_eq(given.as_bytes(), expected.as_bytes())
-                }
-                (None, _) => true,
-                (Some(_), None) => false,
-            };
-            return user == Some(expected_user.as_str()) && pass_ok;
-        }
-        true
-    }
-
     pub fn num_clients(&self) -> usize {
         self.clients.lock().len()
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A 56-character id in the shape of an nkey server public key (`N…`, base32).
@@ -176,8 +170,17 @@ pub struct ServerHandle {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("{0}")]
+    Config(String),
     #[error("Error listening on port: {addr}, \"{source}\"")]
     Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "Can't start monitoring: can't listen to the monitor port: listen tcp {addr}: {source}"
+    )]
+    Monitor {
         addr: String,
         source: std::io::Error,
     },
@@ -186,6 +189,11 @@ pub enum StartError {
 impl ServerHandle {
     pub fn client_addr(&self) -> SocketAddr {
         self.shared.client_addr
+    }
+
+    /// Where the HTTP monitor listens (`None` when `http_port` is 0).
+    pub fn monitor_addr(&self) -> Option<SocketAddr> {
+        self.shared.monitor_addr
     }
 
     /// Closes the listener and every connection (flushing what they have queued), then
@@ -205,6 +213,13 @@ impl ServerHandle {
 
 /// Binds the client listener and starts accepting. Logs as nats-server does at start.
 pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
+    let auth = opts.auth.authenticator().map_err(StartError::Config)?;
+    let tls = match &opts.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+            crate::tls::server_config(t).map_err(StartError::Config)?,
+        )),
+        None => None,
+    };
     let port = if opts.port < 0 { 0 } else { opts.port as u16 };
     let bind = format!("{}:{}", opts.host, port);
     let listener = TcpListener::bind(&bind)
@@ -229,8 +244,21 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
     if let Some(file) = &opts.config_file {
         info!("Using configuration file: {}", file.display());
     }
+    let monitor_listener = match crate::monitor::bind_addr(&opts) {
+        Some(addr) => {
+            let host = opts.http_host.as_deref().unwrap_or(&opts.host);
+            let (listener, local) = crate::monitor::bind(&addr, host)
+                .await
+                .map_err(|source| StartError::Monitor { addr, source })?;
+            Some((listener, local))
+        }
+        None => None,
+    };
+    let monitor = crate::monitor::MonitorState::new(&opts);
     let shared = Arc::new(ServerShared {
         opts,
+        auth,
+        tls,
         server_id,
         server_name,
         sublist: Sublist::new(),
@@ -239,6 +267,8 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
         shutdown: CancellationToken::new(),
         started: SystemTime::now(),
         client_addr,
+        monitor_addr: monitor_listener.as_ref().map(|(_, addr)| *addr),
+        monitor,
         next_cid: AtomicU64::new(1),
     });
     info!(
@@ -247,6 +277,9 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
     );
     info!("Server is ready");
     let connections = TaskTracker::new();
+    if let Some((listener, _)) = monitor_listener {
+        connections.spawn(crate::monitor::serve(shared.clone(), listener));
+    }
     let accept_task = tokio::spawn(accept_loop(shared.clone(), listener, connections.clone()));
     Ok(ServerHandle {
         shared,
@@ -255,7 +288,7 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
     })
 }
 
-fn format_addr(host: &str, port: u16) -> String {
+pub(crate) fn format_addr(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -274,7 +307,7 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener, connectio
             Ok((stream, addr)) => {
                 backoff = Duration::from_millis(10);
                 let _ = stream.set_nodelay(true);
-                connections.spawn(client::serve(shared.clone(), stream, addr));
+                connections.spawn(client::accept(shared.clone(), stream, addr));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

@@ -234,6 +234,29 @@ pub struct Sublist<T> {
     cache: Mutex<MatchCache<T>>,
     generation: AtomicU64,
     count: AtomicU64,
+    counters: Counters,
+}
+
+/// Cumulative counts for monitoring (`/subsz`).
+#[derive(Default)]
+struct Counters {
+    inserts: AtomicU64,
+    removes: AtomicU64,
+    matches: AtomicU64,
+    cache_hits: AtomicU64,
+}
+
+/// What `/subsz` reports about the index, nats-server's `SublistStats`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SublistStats {
+    pub num_subscriptions: u64,
+    pub num_cache: u64,
+    pub num_inserts: u64,
+    pub num_removes: u64,
+    pub num_matches: u64,
+    pub cache_hit_rate: f64,
+    pub max_fanout: u64,
+    pub avg_fanout: f64,
 }
 
 impl<T> Default for Sublist<T> {
@@ -243,6 +266,7 @@ impl<T> Default for Sublist<T> {
             cache: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             count: AtomicU64::new(0),
+            counters: Counters::default(),
         }
     }
 }
@@ -286,6 +310,7 @@ impl<T> Sublist<T> {
             },
         }
         self.count.fetch_add(1, Ordering::Relaxed);
+        self.counters.inserts.fetch_add(1, Ordering::Relaxed);
         self.changed();
         drop(root);
     }
@@ -296,6 +321,7 @@ impl<T> Sublist<T> {
         let found = root.remove(subject, queue, sub);
         if found {
             self.count.fetch_sub(1, Ordering::Relaxed);
+            self.counters.removes.fetch_add(1, Ordering::Relaxed);
             self.changed();
         }
         found
@@ -308,7 +334,9 @@ impl<T> Sublist<T> {
 
     /// All subscriptions matching a literal `subject`.
     pub fn matches(&self, subject: &[u8]) -> Arc<SubResult<T>> {
+        self.counters.matches.fetch_add(1, Ordering::Relaxed);
         if let Some(hit) = self.cache.lock().get(subject) {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             return hit.clone();
         }
         let root = self.root.read();
@@ -333,6 +361,43 @@ impl<T> Sublist<T> {
             cache.insert(subject.into(), out.clone());
         }
         out
+    }
+
+    /// Counters and cache figures for monitoring. Fan-out is measured over the cached
+    /// results (plain subscriptions plus queue groups), as nats-server does.
+    pub fn stats(&self) -> SublistStats {
+        let c = &self.counters;
+        let matches = c.matches.load(Ordering::Relaxed);
+        let hits = c.cache_hits.load(Ordering::Relaxed);
+        let (num_cache, total_fanout, max_fanout) = {
+            let cache = self.cache.lock();
+            let mut total = 0u64;
+            let mut max = 0u64;
+            for result in cache.values() {
+                let fanout = (result.plain.len() + result.queues.len()) as u64;
+                total += fanout;
+                max = max.max(fanout);
+            }
+            (cache.len() as u64, total, max)
+        };
+        SublistStats {
+            num_subscriptions: self.count(),
+            num_cache,
+            num_inserts: c.inserts.load(Ordering::Relaxed),
+            num_removes: c.removes.load(Ordering::Relaxed),
+            num_matches: matches,
+            cache_hit_rate: if matches > 0 {
+                hits as f64 / matches as f64
+            } else {
+                0.0
+            },
+            max_fanout,
+            avg_fanout: if num_cache > 0 {
+                total_fanout as f64 / num_cache as f64
+            } else {
+                0.0
+            },
+        }
     }
 
     /// Visits every subscription (for monitoring and for sending interest to new routes).
@@ -391,6 +456,27 @@ mod tests {
         assert_eq!(sl.count(), 0);
         assert!(sl.matches(b"foo.bar").is_empty());
         assert!(sl.root.read().is_empty(), "pruned");
+    }
+
+    #[test]
+    fn stats_for_monitoring() {
+        let sl = Sublist::new();
+        let a = Arc::new(1u32);
+        sl.insert(b"foo.*", None, a.clone());
+        sl.insert(b"foo.bar", Some(b"q"), Arc::new(2));
+        sl.matches(b"foo.bar");
+        sl.matches(b"foo.bar");
+        sl.matches(b"foo.baz");
+        sl.remove(b"foo.*", None, &a);
+        sl.matches(b"foo.bar");
+        let st = sl.stats();
+        assert_eq!(
+            (st.num_subscriptions, st.num_inserts, st.num_removes),
+            (1, 2, 1)
+        );
+        assert_eq!((st.num_matches, st.num_cache, st.max_fanout), (4, 1, 1));
+        assert_eq!(st.cache_hit_rate, 0.25);
+        assert_eq!(st.avg_fanout, 1.0);
     }
 
     #[test]

@@ -31,6 +31,8 @@ impl Drop for ChildGuard {
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The HTTP monitoring address, when monitoring is on (`-m` / `http_port`).
+    pub monitor: Option<SocketAddr>,
     pub kind: Kind,
 }
 
@@ -51,6 +53,7 @@ impl TestServer {
         let handle = rnats_server::start(opts).await.expect("server starts");
         TestServer {
             addr: handle.client_addr(),
+            monitor: handle.monitor_addr(),
             kind: Kind::Rnats(handle),
         }
     }
@@ -78,17 +81,23 @@ impl TestServer {
         let stderr = child.stderr.take().expect("stderr piped");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // The reference logs its monitor address (with `-m`) before its client address.
+            let mut monitor = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("Starting http monitor on ").nth(1) {
+                    monitor = Some(addr.trim().to_string());
+                }
                 if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
+                    let _ = tx.send((addr.trim().to_string(), monitor.take()));
                 }
             }
         });
-        let addr = rx
+        let (addr, monitor) = rx
             .recv_timeout(WAIT)
             .expect("reference server reports its port");
         Some(TestServer {
             addr: addr.parse().expect("host:port"),
+            monitor: monitor.map(|m| m.parse().expect("monitor host:port")),
             kind: Kind::Reference(ChildGuard(child)),
         })
     }
@@ -181,13 +190,11 @@ impl Raw {
     }
 
     async fn fill(&mut self, deadline: Instant) -> bool {
-        let mut chunk = [0u8; 65536];
-        match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+        // Straight into the heap buffer: a stack array would bloat every future holding it.
+        self.buf.reserve(64 * 1024);
+        match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => false,
-            Ok(Ok(n)) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
+            Ok(Ok(_)) => true,
         }
     }
 
@@ -240,13 +247,13 @@ impl Raw {
     /// stayed open.
     pub async fn until_closed(&mut self) -> Option<String> {
         let deadline = Instant::now() + WAIT;
-        let mut chunk = [0u8; 65536];
         loop {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+            self.buf.reserve(64 * 1024);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     return Some(String::from_utf8_lossy(&self.buf).into_owned());
                 }
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(Ok(_)) => {}
                 Err(_) => return None,
             }
         }

@@ -5,4 +5,6 @@
 mod bad_input;
 mod harness;
 mod interop;
+mod monitor;
 mod raw;
+mod security;
