@@ -19,11 +19,13 @@
 mod encode;
 mod error;
 mod parse;
+mod route;
 mod subject;
 
 pub use encode::{write_err, write_hmsg, write_msg, write_u64};
 pub use error::ProtoError;
 pub use parse::{ClientOp, Limits, Parsed, parse_client_op};
+pub use route::{RouteOp, parse_route_op, write_rmsg, write_rs_minus, write_rs_plus};
 pub use subject::{is_valid_literal_subject, is_valid_subject, subject_matches, tokens};
 
 /// Status line of the header block the server sends for "no responders" (503).

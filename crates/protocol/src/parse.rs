@@ -55,9 +55,9 @@ pub enum ClientOp<'a> {
 
 /// Result of one parse step.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Parsed<'a> {
+pub enum Parsed<Op> {
     /// A whole operation and the number of bytes it used.
-    Op(ClientOp<'a>, usize),
+    Op(Op, usize),
     /// More bytes are needed. `need` is the total buffer length that completes the op, when
     /// known (a payload), so the caller can reserve it in one go.
     Incomplete { need: Option<usize> },
@@ -90,7 +90,7 @@ const VERBS: [(&[u8], Verb); 10] = [
     (b"INFO", Verb::Info),
 ];
 
-fn is_sep(b: u8) -> bool {
+pub(crate) fn is_sep(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
@@ -125,7 +125,7 @@ fn classify(buf: &[u8], line_complete: bool) -> Result<Option<(Verb, usize)>, Pr
 
 /// Splits whitespace-separated arguments into `out`; returns how many there were, or
 /// `out.len() + 1` when there were more than fit.
-fn split_args<'a>(args: &'a [u8], out: &mut [&'a [u8]]) -> usize {
+pub(crate) fn split_args<'a>(args: &'a [u8], out: &mut [&'a [u8]]) -> usize {
     let mut n = 0;
     for arg in args.split(|&b| is_sep(b)).filter(|a| !a.is_empty()) {
         if n == out.len() {
@@ -138,7 +138,7 @@ fn split_args<'a>(args: &'a [u8], out: &mut [&'a [u8]]) -> usize {
 }
 
 /// Parses a size: 1 to 9 ASCII digits.
-fn parse_size(token: &[u8]) -> Option<usize> {
+pub(crate) fn parse_size(token: &[u8]) -> Option<usize> {
     if token.is_empty() || token.len() > 9 {
         return None;
     }
@@ -160,7 +160,10 @@ fn parse_u64(token: &[u8]) -> Option<u64> {
 ///
 /// Never consumes anything on incomplete input and never panics. Errors are final: the
 /// connection is to be closed (after sending [`ProtoError::err_text`], if any).
-pub fn parse_client_op<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ProtoError> {
+pub fn parse_client_op<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Result<Parsed<ClientOp<'a>>, ProtoError> {
     let newline = memchr::memchr(b'\n', buf);
     let line_complete = newline.is_some();
     let Some((verb, verb_len)) = classify(buf, line_complete)? else {
@@ -298,7 +301,7 @@ pub fn parse_client_op<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>,
 mod tests {
     use super::*;
 
-    fn one(input: &[u8]) -> Result<Parsed<'_>, ProtoError> {
+    fn one(input: &[u8]) -> Result<Parsed<ClientOp<'_>>, ProtoError> {
         parse_client_op(input, &Limits::default())
     }
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -27,7 +27,7 @@ use tracing::{debug, error, trace};
 
 use crate::auth::{Credentials, Permissions, ResponseGrants, ResponsePermission};
 use crate::server::ServerShared;
-use crate::sublist::MatchCache;
+use crate::sublist::{MatchCache, SubResult};
 
 /// Why a connection was closed, with nats-server's wording (shown in monitoring).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,11 +97,15 @@ pub struct ConnMeta {
 /// The part of a connection other tasks touch: its outbound buffer, flags and counters.
 pub struct ClientShared {
     pub cid: u64,
+    /// A route to another server rather than a client.
+    pub is_route: bool,
+    /// The client has seen its post-CONNECT INFO and takes asynchronous INFOs.
+    pub(crate) async_info: AtomicBool,
     pub addr: SocketAddr,
     pub started: SystemTime,
     out: Mutex<OutBuf>,
-    wake: Notify,
-    cancel: CancellationToken,
+    pub(crate) wake: Notify,
+    pub(crate) cancel: CancellationToken,
     headers: AtomicBool,
     max_pending: usize,
     close_reason: Mutex<Option<CloseReason>>,
@@ -115,7 +119,7 @@ pub struct ClientShared {
 }
 
 /// Outcome of appending to a connection's outbound buffer.
-enum Enqueued {
+pub(crate) enum Enqueued {
     /// Appended; `true` when the caller must wake the writer at the end of its batch.
     Yes(bool),
     Closed,
@@ -123,9 +127,11 @@ enum Enqueued {
 }
 
 impl ClientShared {
-    fn new(cid: u64, addr: SocketAddr, max_pending: usize) -> Self {
+    pub(crate) fn new(cid: u64, addr: SocketAddr, max_pending: usize, is_route: bool) -> Self {
         ClientShared {
             cid,
+            is_route,
+            async_info: AtomicBool::new(false),
             addr,
             started: SystemTime::now(),
             out: Mutex::new(OutBuf {
@@ -146,7 +152,7 @@ impl ClientShared {
         }
     }
 
-    fn enqueue(&self, len: usize, write: impl FnOnce(&mut BytesMut)) -> Enqueued {
+    pub(crate) fn enqueue(&self, len: usize, write: impl FnOnce(&mut BytesMut)) -> Enqueued {
         let mut out = self.out.lock();
         if out.closed {
             return Enqueued::Closed;
@@ -158,6 +164,20 @@ impl ClientShared {
         let schedule = !out.flush_scheduled;
         out.flush_scheduled = true;
         Enqueued::Yes(schedule)
+    }
+
+    /// Appends regardless of `max_pending` (protocol replies, route traffic) and wakes the
+    /// writer at once.
+    pub(crate) fn send_now(&self, write: impl FnOnce(&mut BytesMut)) {
+        {
+            let mut out = self.out.lock();
+            if out.closed {
+                return;
+            }
+            write(&mut out.data);
+            out.flush_scheduled = true;
+        }
+        self.wake.notify_one();
     }
 
     /// Closes the connection. With `flush`, what is already queued (an `-ERR`, say) is still
@@ -181,6 +201,10 @@ impl ClientShared {
 
     pub fn close_reason(&self) -> Option<CloseReason> {
         *self.close_reason.lock()
+    }
+
+    pub(crate) fn set_headers(&self, headers: bool) {
+        self.headers.store(headers, Ordering::Relaxed);
     }
 
     pub fn is_closed(&self) -> bool {
@@ -211,6 +235,8 @@ pub struct Subscription {
     pub sid: Box<[u8]>,
     /// Auto-unsubscribe after this many deliveries; 0 = never.
     max: AtomicU64,
+    /// For a route's queue interest: how many members the remote server has.
+    pub(crate) weight: AtomicU32,
     delivered: AtomicU64,
     closed: AtomicBool,
     /// The subscriber's permissions, when they deny subjects this subscription may match.
@@ -220,6 +246,32 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    pub(crate) fn new(
+        client: Arc<ClientShared>,
+        subject: &[u8],
+        queue: Option<&[u8]>,
+        sid: &[u8],
+        deliver_filter: Option<Arc<Permissions>>,
+        response_perm: Option<ResponsePermission>,
+    ) -> Subscription {
+        Subscription {
+            client,
+            subject: subject.into(),
+            queue: queue.map(Into::into),
+            sid: sid.into(),
+            max: AtomicU64::new(0),
+            weight: AtomicU32::new(1),
+            delivered: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            deliver_filter,
+            response_perm,
+        }
+    }
+
+    pub(crate) fn mark_closed(&self) -> bool {
+        self.closed.swap(true, Ordering::Relaxed)
+    }
+
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
@@ -231,13 +283,13 @@ impl Subscription {
 }
 
 /// A message being routed, as parsed from the publisher's read buffer.
-struct Msg<'a> {
-    subject: &'a [u8],
-    reply: Option<&'a [u8]>,
-    header_len: Option<usize>,
-    header_token: &'a [u8],
-    size_token: &'a [u8],
-    payload: &'a [u8],
+pub(crate) struct Msg<'a> {
+    pub subject: &'a [u8],
+    pub reply: Option<&'a [u8]>,
+    pub header_len: Option<usize>,
+    pub header_token: &'a [u8],
+    pub size_token: &'a [u8],
+    pub payload: &'a [u8],
 }
 
 /// Options from CONNECT; absent fields keep the reference's defaults.
@@ -296,6 +348,8 @@ struct Conn {
     info_after_pong: bool,
     nonce: Option<String>,
     perms: Option<Arc<Permissions>>,
+    /// Routes this message goes to, with the queue groups (indices) each is picked for.
+    route_targets: Vec<(Arc<ClientShared>, Vec<usize>)>,
     /// Publish permission results by subject (permissions are fixed between CONNECTs).
     pub_allowed: HashMap<Box<[u8]>, bool>,
     trace: bool,
@@ -351,7 +405,7 @@ async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let me = Arc::new(ClientShared::new(cid, addr, srv.opts.max_pending));
+    let me = Arc::new(ClientShared::new(cid, addr, srv.opts.max_pending, false));
     if !info_sent {
         debug!("{addr} - cid:{cid} - Client connection created");
     }
@@ -386,6 +440,7 @@ async fn serve<S>(
         info_after_pong: false,
         nonce: nonce.clone(),
         perms: None,
+        route_targets: Vec::new(),
         pub_allowed: HashMap::new(),
         trace: tracing::enabled!(tracing::Level::TRACE),
     };
@@ -417,7 +472,11 @@ fn srv_auth_no_auth_user(conn: &Conn) -> bool {
     conn.srv.auth.no_auth_user.is_some()
 }
 
-async fn write_loop<W: AsyncWrite>(me: Arc<ClientShared>, writer: W, deadline: Duration) {
+pub(crate) async fn write_loop<W: AsyncWrite>(
+    me: Arc<ClientShared>,
+    writer: W,
+    deadline: Duration,
+) {
     tokio::pin!(writer);
     let mut chunk = BytesMut::new();
     loop {
@@ -596,6 +655,7 @@ impl Conn {
                 self.send_raw(b"PONG\r\n");
                 if self.connected && self.flags.protocol >= 1 && !self.info_after_pong {
                     self.info_after_pong = true;
+                    self.me.async_info.store(true, Ordering::Relaxed);
                     let info = self.srv.client_info_line(
                         self.me.cid,
                         self.me.addr,
@@ -733,19 +793,17 @@ impl Conn {
                 self.send_err("maximum subscriptions exceeded");
                 return Flow::Continue;
             }
-            let sub = Arc::new(Subscription {
-                client: self.me.clone(),
-                subject: subject.into(),
-                queue: queue.map(Into::into),
-                sid: sid.into(),
-                max: AtomicU64::new(0),
-                delivered: AtomicU64::new(0),
-                closed: AtomicBool::new(false),
+            let sub = Arc::new(Subscription::new(
+                self.me.clone(),
+                subject,
+                queue,
+                sid,
                 deliver_filter,
                 response_perm,
-            });
+            ));
             subs.insert(sid.into(), sub.clone());
             self.srv.sublist.insert(subject, queue, sub);
+            self.srv.local_interest_changed(subject, queue, 1);
         }
         self.ok();
         Flow::Continue
@@ -807,22 +865,51 @@ impl Conn {
             }
         };
         let mut delivered = 0usize;
+        let mut routed = false;
         for sub in &result.plain {
-            delivered += usize::from(self.deliver(sub, msg));
+            if sub.client.is_route {
+                routed |= self.route_target(&sub.client, None);
+            } else {
+                delivered += usize::from(self.deliver(sub, msg));
+            }
         }
-        for group in &result.queues {
+        for (gi, group) in result.queues.iter().enumerate() {
             let n = group.members.len();
-            let start = if n > 1 {
-                self.rng.random_range(0..n)
+            // Local members weigh 1, a route its advertised member count.
+            let total: u64 = group
+                .members
+                .iter()
+                .map(|m| u64::from(m.weight.load(Ordering::Relaxed).max(1)))
+                .sum();
+            let mut pick = if n > 1 {
+                self.rng.random_range(0..total)
             } else {
                 0
             };
+            let mut start = 0;
+            for (i, m) in group.members.iter().enumerate() {
+                let w = u64::from(m.weight.load(Ordering::Relaxed).max(1));
+                if pick < w {
+                    start = i;
+                    break;
+                }
+                pick -= w;
+            }
+            let chosen = &group.members[start];
+            if chosen.client.is_route {
+                routed |= self.route_target(&chosen.client, Some(gi));
+                continue;
+            }
             for i in 0..n {
-                if self.deliver(&group.members[(start + i) % n], msg) {
+                let member = &group.members[(start + i) % n];
+                if !member.client.is_route && self.deliver(member, msg) {
                     delivered += 1;
                     break;
                 }
             }
+        }
+        if routed {
+            delivered += self.send_route_targets(&result, msg);
         }
         if delivered == 0
             && self.flags.no_responders
@@ -831,6 +918,53 @@ impl Conn {
             self.no_responders(msg.subject, reply);
         }
         Flow::Continue
+    }
+
+    /// Notes that `route` gets this message (once per route), for queue group `group`.
+    fn route_target(&mut self, route: &Arc<ClientShared>, group: Option<usize>) -> bool {
+        let entry = match self
+            .route_targets
+            .iter_mut()
+            .position(|(r, _)| r.cid == route.cid)
+        {
+            Some(i) => &mut self.route_targets[i],
+            None => {
+                self.route_targets.push((route.clone(), Vec::new()));
+                self.route_targets.last_mut().expect("just pushed")
+            }
+        };
+        if let Some(g) = group {
+            entry.1.push(g);
+        }
+        true
+    }
+
+    /// Writes one RMSG/HMSG per route target; returns how many routes got the message.
+    fn send_route_targets(&mut self, result: &SubResult<Subscription>, msg: &Msg<'_>) -> usize {
+        let mut sent = 0;
+        for (route, groups) in self.route_targets.drain(..) {
+            let queues = groups.iter().map(|&g| &*result.queues[g].name);
+            let header = msg.header_len.map(|_| (msg.header_token, msg.size_token));
+            route.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
+            route
+                .stats
+                .out_bytes
+                .fetch_add(msg.payload.len() as u64, Ordering::Relaxed);
+            route.send_now(|out| {
+                rnats_protocol::write_rmsg(
+                    out,
+                    b"$G",
+                    msg.subject,
+                    msg.reply,
+                    queues,
+                    header,
+                    msg.size_token,
+                    msg.payload,
+                );
+            });
+            sent += 1;
+        }
+        sent
     }
 
     fn may_publish(&mut self, subject: &[u8]) -> bool {
@@ -851,10 +985,24 @@ impl Conn {
         allowed || (perms.allow_responses.is_some() && self.me.grants.lock().take(subject))
     }
 
-    /// Queues `msg` for `sub`; false when it was not delivered (echo off, closed, past max).
     fn deliver(&mut self, sub: &Arc<Subscription>, msg: &Msg<'_>) -> bool {
+        let skip = (!self.flags.echo).then_some(self.me.cid);
+        deliver_to(&self.srv, &mut self.touched, sub, msg, skip)
+    }
+}
+
+/// Queues `msg` for the local subscription `sub`; false when it was not delivered (the
+/// publisher itself with echo off, closed, past its max, filtered by permissions).
+pub(crate) fn deliver_to(
+    srv: &ServerShared,
+    touched: &mut Vec<Arc<ClientShared>>,
+    sub: &Arc<Subscription>,
+    msg: &Msg<'_>,
+    skip_cid: Option<u64>,
+) -> bool {
+    {
         let client = &sub.client;
-        if (!self.flags.echo && client.cid == self.me.cid) || sub.closed.load(Ordering::Relaxed) {
+        if skip_cid == Some(client.cid) || sub.closed.load(Ordering::Relaxed) {
             return false;
         }
         if let Some(perms) = &sub.deliver_filter
@@ -900,7 +1048,7 @@ impl Conn {
         match enqueued {
             Enqueued::Yes(schedule) => {
                 if schedule {
-                    self.touched.push(client.clone());
+                    touched.push(client.clone());
                 }
                 if let (Some(perm), Some(reply)) = (sub.response_perm, msg.reply) {
                     client.grants.lock().grant(reply, perm);
@@ -910,35 +1058,33 @@ impl Conn {
                     .stats
                     .out_bytes
                     .fetch_add(body.len() as u64, Ordering::Relaxed);
-                self.srv.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
-                self.srv
-                    .stats
+                srv.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
+                srv.stats
                     .out_bytes
                     .fetch_add(body.len() as u64, Ordering::Relaxed);
                 if max > 0 && count == max {
-                    self.srv.remove_subscription(sub);
+                    srv.remove_subscription(sub);
                 }
                 true
             }
             Enqueued::Closed => false,
             Enqueued::SlowConsumer => {
                 if client.close(CloseReason::SlowConsumerPendingBytes, false) {
-                    self.srv
-                        .stats
-                        .slow_consumers
-                        .fetch_add(1, Ordering::Relaxed);
+                    srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         "{} - cid:{} - Slow Consumer Detected: MaxPending of {} Exceeded",
                         client.addr,
                         client.cid,
-                        self.srv.opts.max_pending
+                        srv.opts.max_pending
                     );
                 }
                 false
             }
         }
     }
+}
 
+impl Conn {
     /// Tells a requester nobody is listening: a 503 status on its own reply subscription.
     fn no_responders(&mut self, subject: &[u8], reply: &[u8]) {
         let sid = {
@@ -1035,10 +1181,13 @@ impl Conn {
         self.wake_touched();
         let subs: Vec<Arc<Subscription>> = self.me.subs.lock().drain().map(|(_, s)| s).collect();
         for sub in subs {
-            sub.closed.store(true, Ordering::Relaxed);
-            self.srv
-                .sublist
-                .remove(&sub.subject, sub.queue.as_deref(), &sub);
+            if !sub.closed.swap(true, Ordering::Relaxed) {
+                self.srv
+                    .sublist
+                    .remove(&sub.subject, sub.queue.as_deref(), &sub);
+                self.srv
+                    .local_interest_changed(&sub.subject, sub.queue.as_deref(), -1);
+            }
         }
         self.cache.clear();
         self.srv.unregister(&self.me);
@@ -1053,6 +1202,7 @@ impl ServerShared {
         }
         sub.client.subs.lock().remove(&sub.sid);
         self.sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
+        self.local_interest_changed(&sub.subject, sub.queue.as_deref(), -1);
     }
 }
 

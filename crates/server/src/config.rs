@@ -8,7 +8,7 @@ use rnats_conf::{ConfError, Entry, Map, Spanned, Value};
 use std::sync::Arc;
 
 use crate::auth::{Permissions, ResponsePermission, SubjectRules, User};
-use crate::options::{Options, TlsOptions};
+use crate::options::{ClusterOptions, Options, TlsOptions};
 
 /// Reads `path` and applies its entries to `opts`.
 pub fn apply_file(path: &Path, opts: &mut Options) -> Result<(), ConfError> {
@@ -143,8 +143,9 @@ fn apply_entry(entry: &Entry, opts: &mut Options) -> Result<(), ConfError> {
         key if entry.used_as_variable => {
             let _ = key;
         }
-        "cluster" | "accounts" | "jetstream" | "leafnodes" | "gateway" | "websocket" | "mqtt"
-        | "operator" | "resolver" | "system_account" | "https" | "https_port" => {
+        "cluster" => opts.cluster = Some(parse_cluster(v)?),
+        "accounts" | "jetstream" | "leafnodes" | "gateway" | "websocket" | "mqtt" | "operator"
+        | "resolver" | "system_account" | "https" | "https_port" => {
             return Err(entry.error(format!(
                 "\"{}\" is not supported by this rnats-server build yet",
                 entry.key
@@ -291,6 +292,67 @@ fn parse_permissions(v: &Spanned) -> Result<Permissions, ConfError> {
         }
     }
     Ok(perms)
+}
+
+fn parse_cluster(v: &Spanned) -> Result<ClusterOptions, ConfError> {
+    let map = v.as_map().ok_or_else(|| v.error("cluster must be a map"))?;
+    let mut c = ClusterOptions {
+        host: "0.0.0.0".into(),
+        ..Default::default()
+    };
+    for entry in map {
+        let v = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "name" => c.name = Some(string(v)?),
+            "listen" => host_port(v, &mut c.host, &mut c.port)?,
+            "host" | "net" => c.host = string(v)?,
+            "port" => c.port = int(v)? as i32,
+            "advertise" | "cluster_advertise" => c.advertise = Some(string(v)?),
+            "no_advertise" => c.no_advertise = boolean(v)?,
+            "connect_retries" => {
+                c.connect_retries =
+                    u32::try_from(int(v)?).map_err(|_| v.error("invalid connect_retries"))?
+            }
+            "routes" => {
+                let routes = v
+                    .as_array()
+                    .ok_or_else(|| v.error("routes must be an array"))?;
+                c.routes = routes.iter().map(string).collect::<Result<_, _>>()?;
+            }
+            "authorization" => {
+                let auth = v
+                    .as_map()
+                    .ok_or_else(|| v.error("authorization must be a map"))?;
+                for e in auth {
+                    match e.key.to_ascii_lowercase().as_str() {
+                        "user" | "username" => c.user = Some(string(&e.value)?),
+                        "pass" | "password" => c.password = Some(string(&e.value)?),
+                        "timeout" => {}
+                        "token" => {
+                            return Err(e.error("Cluster authorization does not support tokens"));
+                        }
+                        "users" => {
+                            return Err(
+                                e.error("Cluster authorization does not allow multiple users")
+                            );
+                        }
+                        _ => return Err(e.error(format!("unknown field \"{}\"", e.key))),
+                    }
+                }
+            }
+            "connect_backoff" | "ping_interval" | "ping_max" | "write_deadline"
+            | "write_timeout" | "pool_size" | "compression" | "permissions" => {}
+            "tls" | "accounts" => {
+                return Err(entry.error(format!(
+                    "\"cluster.{}\" is not supported by this rnats-server build yet",
+                    entry.key
+                )));
+            }
+            _ if entry.used_as_variable => {}
+            _ => return Err(entry.error(format!("unknown field \"{}\"", entry.key))),
+        }
+    }
+    Ok(c)
 }
 
 fn parse_tls(v: &Spanned) -> Result<TlsOptions, ConfError> {

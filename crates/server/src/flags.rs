@@ -248,6 +248,47 @@ impl Flags {
                 _ => {}
             }
         }
+        if let Some(url) = self.get("cluster") {
+            if url.is_empty() {
+                opts.cluster = None;
+            } else {
+                let cluster = opts.cluster.get_or_insert_with(Default::default);
+                let (user, host, port) =
+                    parse_route_url(url).ok_or_else(|| format!("invalid cluster URL \"{url}\""))?;
+                cluster.host = host;
+                cluster.port = port;
+                if let Some((u, p)) = user {
+                    cluster.user = Some(u);
+                    cluster.password = Some(p);
+                }
+            }
+        }
+        if let Some(routes) = self.get("routes") {
+            let Some(cluster) = opts.cluster.as_mut() else {
+                return Err("solicited routes require cluster capabilities, e.g. --cluster".into());
+            };
+            cluster.routes = routes
+                .split(',')
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty())
+                .collect();
+        }
+        if let Some(cluster) = opts.cluster.as_mut() {
+            if let Some(name) = self.get("cluster_name") {
+                cluster.name = Some(name.to_string());
+            }
+            if let Some(adv) = self.get("cluster_advertise") {
+                cluster.advertise = Some(adv.to_string());
+            }
+            if let Some(n) = self.get("connect_retries") {
+                cluster.connect_retries = n.parse().map_err(|_| {
+                    format!("invalid value \"{n}\" for flag -connect_retries: parse error")
+                })?;
+            }
+            if self.get("no_advertise").is_some() {
+                cluster.no_advertise = self.is_true("no_advertise");
+            }
+        }
         // As the reference: the TLS file flags only count with --tls or --tlsverify, and then
         // they replace the config file's tls block.
         let verify = self.is_true("tlsverify");
@@ -267,6 +308,23 @@ impl Flags {
         }
         Ok(())
     }
+}
+
+/// Splits `nats://[user:pass@]host:port` (any scheme) into credentials, host and port.
+pub fn parse_route_url(url: &str) -> Option<(Option<(String, String)>, String, i32)> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.trim_end_matches('/');
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (host, port) = hostport.rsplit_once(':')?;
+    let port: i32 = port.parse().ok()?;
+    let creds = userinfo.map(|u| match u.split_once(':') {
+        Some((user, pass)) => (user.to_string(), pass.to_string()),
+        None => (u.to_string(), String::new()),
+    });
+    Some((creds, host.trim_matches(['[', ']']).to_string(), port))
 }
 
 /// Parses a duration option the way the reference does for ping_interval/write_deadline:

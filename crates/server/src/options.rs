@@ -30,6 +30,7 @@ pub struct Options {
     pub no_header_support: bool,
     pub auth: AuthOptions,
     pub tls: Option<TlsOptions>,
+    pub cluster: Option<ClusterOptions>,
     pub debug: bool,
     pub trace: bool,
     pub logtime: bool,
@@ -58,6 +59,26 @@ pub struct AuthOptions {
     /// Applied to users without permissions of their own.
     pub default_permissions: Option<Permissions>,
     pub no_auth_user: Option<String>,
+}
+
+/// Clustering: the route listener and the routes to solicit.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    pub name: Option<String>,
+    pub host: String,
+    /// Route port; -1 picks a random one.
+    pub port: i32,
+    /// `host:port` other servers should dial to reach this one.
+    pub advertise: Option<String>,
+    /// Do not tell clients about the other servers' URLs.
+    pub no_advertise: bool,
+    /// Explicit routes, `nats-route://[user:pass@]host:port`.
+    pub routes: Vec<String>,
+    /// Extra attempts for routes learned through gossip.
+    pub connect_retries: u32,
+    /// `cluster { authorization { user, password } }`.
+    pub user: Option<String>,
+    pub password: Option<String>,
 }
 
 /// TLS on the client port.
@@ -149,6 +170,7 @@ impl Default for Options {
             no_header_support: false,
             auth: AuthOptions::default(),
             tls: None,
+            cluster: None,
             debug: false,
             trace: false,
             logtime: true,

@@ -16,6 +16,7 @@ use tracing::{error, info};
 
 use crate::auth::Authenticator;
 use crate::client::{self, ClientShared, Subscription};
+use crate::cluster::Cluster;
 use crate::options::{Options, VERSION};
 use crate::sublist::Sublist;
 
@@ -36,6 +37,8 @@ pub struct ServerShared {
     pub auth: Authenticator,
     /// Set when the client port requires TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Set when clustering is on.
+    pub cluster: Option<Cluster>,
     pub server_id: String,
     pub server_name: String,
     pub sublist: Sublist<Subscription>,
@@ -73,6 +76,10 @@ struct Info<'a> {
     client_ip: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_urls: Option<Vec<String>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     connect_info: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,6 +117,8 @@ impl ServerShared {
             client_id: cid,
             client_ip: addr.ip().to_string(),
             nonce,
+            cluster: self.cluster.as_ref().map(|c| c.name.lock().clone()),
+            connect_urls: self.connect_urls(),
             connect_info,
             remote_account: connect_info.then_some("$G"),
         };
@@ -154,10 +163,15 @@ impl ServerShared {
 
 /// A 56-character id in the shape of an nkey server public key (`N…`, base32).
 fn new_server_id() -> String {
+    format!("N{}", random_id(55))
+}
+
+/// `len` random base32 characters (server ids, generated cluster names).
+pub fn random_id(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut rng = rand::rng();
-    std::iter::once('N')
-        .chain((0..55).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char))
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
 }
 
@@ -255,10 +269,32 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
         None => None,
     };
     let monitor = crate::monitor::MonitorState::new(&opts);
+    let route_listener = match &opts.cluster {
+        Some(c) => Some(
+            crate::route::bind(c)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: crate::cluster::format_host_port(&c.host, c.port.max(0) as u16),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let cluster = match (&opts.cluster, &route_listener) {
+        (Some(c), Some(l)) => Some(Cluster::new(
+            c.clone(),
+            l.local_addr().map_err(|source| StartError::Listen {
+                addr: c.host.clone(),
+                source,
+            })?,
+        )),
+        _ => None,
+    };
     let shared = Arc::new(ServerShared {
         opts,
         auth,
         tls,
+        cluster,
         server_id,
         server_name,
         sublist: Sublist::new(),
@@ -281,6 +317,21 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
         connections.spawn(crate::monitor::serve(shared.clone(), listener));
     }
     let accept_task = tokio::spawn(accept_loop(shared.clone(), listener, connections.clone()));
+    if let Some(listener) = route_listener {
+        if shared.cluster.as_ref().is_some_and(|c| c.dynamic_name) {
+            tracing::warn!("Cluster name was dynamically generated, consider setting one");
+        }
+        tokio::spawn(crate::route::accept_loop(shared.clone(), listener));
+        for url in shared
+            .opts
+            .cluster
+            .as_ref()
+            .map(|c| c.routes.clone())
+            .unwrap_or_default()
+        {
+            tokio::spawn(crate::route::solicit_forever(shared.clone(), url));
+        }
+    }
     Ok(ServerHandle {
         shared,
         accept_task,

@@ -186,9 +186,13 @@ impl ConnRecord {
             authorized_user: None,
             subscriptions_list: None,
             subscriptions_list_detail: None,
+            name_tag: None,
         };
         if auth {
             info.authorized_user = self.user.clone().filter(|u| !u.is_empty());
+            if self.client.is_some() {
+                info.name_tag = Some(GLOBAL_ACCOUNT);
+            }
         }
         if subs || detail {
             let list = match &self.client {
@@ -243,6 +247,9 @@ struct ConnInfo {
     subscriptions_list: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     subscriptions_list_detail: Option<Vec<SubDetail>>,
+    /// The account's name tag (with `auth`, open connections only, as the reference).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_tag: Option<&'static str>,
 }
 
 #[derive(Serialize)]

@@ -3,6 +3,7 @@
 //! link time.
 
 mod bad_input;
+mod cluster;
 mod harness;
 mod interop;
 mod monitor;

@@ -395,11 +395,11 @@ fn check_rnats_values(bodies: &BTreeMap<&str, Value>) {
     assert_eq!(subsz["total"], 3);
     assert_eq!(subsz["num_inserts"], 4);
     assert_eq!(subsz["num_removes"], 1);
-    let foo = items(subsz, "subscriptions_list")
+    let on_foo = items(subsz, "subscriptions_list")
         .into_iter()
         .filter(|s| s["subject"] == "foo")
         .count();
-    assert_eq!(foo, 2);
+    assert_eq!(on_foo, 2);
     assert!(bodies["/subsz"].get("subscriptions_list").is_none());
     assert_eq!(bodies["/healthz"], serde_json::json!({"status": "ok"}));
 }

@@ -1,0 +1,211 @@
+//! Cluster state kept by every server: the routes by remote server id, the local interest
+//! advertised to them, and the other servers' client URLs (pushed to clients in INFO).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+
+use crate::client::ClientShared;
+use crate::options::ClusterOptions;
+use crate::server::ServerShared;
+
+/// The account every client is in; `$G` on the wire.
+pub const GLOBAL_ACCOUNT: &[u8] = b"$G";
+
+type InterestKey = (Box<[u8]>, Option<Box<[u8]>>);
+
+/// A registered route.
+pub struct RouteEntry {
+    pub conn: Arc<ClientShared>,
+    /// This server dialed it.
+    pub solicited: bool,
+    pub server_name: String,
+    /// The remote's route listen address, as we would dial it.
+    pub route_addr: Option<SocketAddr>,
+    pub client_urls: Vec<String>,
+    /// The remote's INFO, forwarded to other routes as gossip.
+    pub info: serde_json::Value,
+}
+
+pub struct Cluster {
+    pub opts: ClusterOptions,
+    pub name: Mutex<String>,
+    pub dynamic_name: bool,
+    pub listen_addr: SocketAddr,
+    pub routes: Mutex<HashMap<String, RouteEntry>>,
+    /// Local subscriptions by (subject, queue) with their counts: what routes are told.
+    interest: Mutex<HashMap<InterestKey, u32>>,
+    /// Other servers' client URLs, reference-counted by the routes that announced them.
+    remote_client_urls: Mutex<Vec<(String, u32)>>,
+    /// Server ids and addresses being dialed, so gossip does not dial them twice.
+    pub dialing: Mutex<HashSet<String>>,
+}
+
+impl Cluster {
+    pub fn new(opts: ClusterOptions, listen_addr: SocketAddr) -> Cluster {
+        let (name, dynamic_name) = match &opts.name {
+            Some(name) => (name.clone(), false),
+            None => (crate::server::random_id(22), true),
+        };
+        Cluster {
+            opts,
+            name: Mutex::new(name),
+            dynamic_name,
+            listen_addr,
+            routes: Mutex::new(HashMap::new()),
+            interest: Mutex::new(HashMap::new()),
+            remote_client_urls: Mutex::new(Vec::new()),
+            dialing: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Runs `f` while holding the interest lock, giving it a function that writes `RS+`
+    /// lines for all local interest: what a new route is sent when it registers.
+    pub fn with_interest_locked(&self, f: impl FnOnce(&mut dyn FnMut(&mut bytes::BytesMut))) {
+        let interest = self.interest.lock();
+        let mut snapshot = |out: &mut bytes::BytesMut| {
+            for ((subject, queue), count) in interest.iter() {
+                let queue = queue.as_deref().map(|q| (q, *count));
+                rnats_protocol::write_rs_plus(out, GLOBAL_ACCOUNT, subject, queue);
+            }
+        };
+        f(&mut snapshot);
+    }
+
+    /// Adds a route's client URLs; true when the set of URLs changed.
+    pub fn add_client_urls(&self, urls: &[String]) -> bool {
+        let mut known = self.remote_client_urls.lock();
+        let mut changed = false;
+        for url in urls {
+            match known.iter_mut().find(|(u, _)| u == url) {
+                Some((_, n)) => *n += 1,
+                None => {
+                    known.push((url.clone(), 1));
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    pub fn remove_client_urls(&self, urls: &[String]) -> bool {
+        let mut known = self.remote_client_urls.lock();
+        let before = known.len();
+        for url in urls {
+            if let Some(i) = known.iter().position(|(u, _)| u == url) {
+                known[i].1 -= 1;
+                if known[i].1 == 0 {
+                    known.remove(i);
+                }
+            }
+        }
+        known.len() != before
+    }
+
+    pub fn remote_client_urls(&self) -> Vec<String> {
+        self.remote_client_urls
+            .lock()
+            .iter()
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+}
+
+impl ServerShared {
+    /// A local subscription was added (`delta` 1) or removed (-1): tell every route when the
+    /// interest it sees changes (plain: first and last subscriber; queue: every change, as
+    /// the weight).
+    pub fn local_interest_changed(&self, subject: &[u8], queue: Option<&[u8]>, delta: i32) {
+        let Some(cluster) = &self.cluster else { return };
+        let mut interest = cluster.interest.lock();
+        let key: InterestKey = (subject.into(), queue.map(Into::into));
+        let count = interest.entry(key.clone()).or_insert(0);
+        let before = *count;
+        *count = count.saturating_add_signed(delta);
+        let after = *count;
+        if after == 0 {
+            interest.remove(&key);
+        }
+        let mut line = bytes::BytesMut::new();
+        match queue {
+            None if before == 0 && after > 0 => {
+                rnats_protocol::write_rs_plus(&mut line, GLOBAL_ACCOUNT, subject, None)
+            }
+            None if before > 0 && after == 0 => {
+                rnats_protocol::write_rs_minus(&mut line, GLOBAL_ACCOUNT, subject, None)
+            }
+            Some(q) if after > 0 && after != before => {
+                rnats_protocol::write_rs_plus(&mut line, GLOBAL_ACCOUNT, subject, Some((q, after)));
+            }
+            Some(q) if after == 0 && before > 0 => {
+                rnats_protocol::write_rs_minus(&mut line, GLOBAL_ACCOUNT, subject, Some(q))
+            }
+            _ => return,
+        }
+        // Sent under the interest lock, so a new route's snapshot and these updates stay in order.
+        for route in cluster.routes.lock().values() {
+            route.conn.send_now(|out| out.extend_from_slice(&line));
+        }
+    }
+
+    /// This server's client URLs as other servers and clients should see them.
+    pub fn own_client_urls(&self) -> Vec<String> {
+        if let Some(adv) = &self.opts.client_advertise {
+            return vec![adv.clone()];
+        }
+        let port = self.client_addr.port();
+        let ip: std::net::IpAddr = match self.opts.host.parse() {
+            Ok(ip) => ip,
+            Err(_) => return vec![format!("{}:{port}", self.opts.host)],
+        };
+        if !ip.is_unspecified() {
+            return vec![format_host_port(&ip.to_string(), port)];
+        }
+        let mut urls: Vec<String> = if_addrs::get_if_addrs()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| !i.is_loopback() && (ip.is_ipv6() || i.ip().is_ipv4()))
+            .map(|i| format_host_port(&i.ip().to_string(), port))
+            .collect();
+        if urls.is_empty() {
+            urls.push(format_host_port("127.0.0.1", port));
+        }
+        urls
+    }
+
+    /// `connect_urls` for client INFO: this server's URLs first, then the cluster's.
+    pub fn connect_urls(&self) -> Option<Vec<String>> {
+        let cluster = self.cluster.as_ref()?;
+        if cluster.opts.no_advertise {
+            return None;
+        }
+        let mut urls = self.own_client_urls();
+        urls.extend(cluster.remote_client_urls());
+        Some(urls)
+    }
+
+    /// Sends a fresh INFO (new `connect_urls`) to every client that takes async INFOs.
+    pub fn push_async_info(&self) {
+        if self.cluster.as_ref().is_none_or(|c| c.opts.no_advertise) {
+            return;
+        }
+        let clients: Vec<Arc<ClientShared>> = self.clients.lock().values().cloned().collect();
+        for client in clients {
+            if client.async_info.load(Ordering::Relaxed) {
+                let info = self.client_info_line(client.cid, client.addr, None, false);
+                client.send_now(|out| out.extend_from_slice(&info));
+            }
+        }
+    }
+}
+
+pub fn format_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}

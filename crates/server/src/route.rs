@@ -1,0 +1,789 @@
+//! Route connections: the handshake, interest (RS+/RS-), routed messages (RMSG/HMSG),
+//! gossip of new servers, and redialing explicit routes.
+//!
+//! One task reads a route and one writes it (the same writer as clients). Routes are
+//! registered by the remote's server id; when two connections link the same pair of
+//! servers, both sides keep the one dialed by the server with the smaller id.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use rnats_protocol::{Limits, Parsed, RouteOp, parse_route_op};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, error, info};
+
+use crate::client::{ClientShared, CloseReason, Msg, Subscription, deliver_to, write_loop};
+use crate::cluster::{GLOBAL_ACCOUNT, RouteEntry};
+use crate::options::VERSION;
+use crate::server::ServerShared;
+use crate::sublist::MatchCache;
+
+#[derive(Serialize)]
+struct RouteInfo<'a> {
+    server_id: &'a str,
+    server_name: &'a str,
+    version: &'a str,
+    proto: u8,
+    go: &'a str,
+    host: &'a str,
+    port: u16,
+    headers: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    auth_required: bool,
+    max_payload: usize,
+    cluster: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cluster_dynamic: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    connect_urls: Vec<String>,
+}
+
+fn route_info_line(srv: &ServerShared) -> Vec<u8> {
+    let cluster = srv
+        .cluster
+        .as_ref()
+        .expect("routes only exist with a cluster");
+    let (host, port) = match cluster
+        .opts
+        .advertise
+        .as_deref()
+        .and_then(|a| a.rsplit_once(':'))
+    {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse().unwrap_or(cluster.listen_addr.port()),
+        ),
+        None => (cluster.opts.host.clone(), cluster.listen_addr.port()),
+    };
+    let info = RouteInfo {
+        server_id: &srv.server_id,
+        server_name: &srv.server_name,
+        version: VERSION,
+        proto: 2,
+        go: "rnats",
+        host: &host,
+        port,
+        headers: true,
+        auth_required: cluster.opts.user.is_some(),
+        max_payload: srv.opts.max_payload,
+        cluster: cluster.name.lock().clone(),
+        cluster_dynamic: cluster.dynamic_name,
+        connect_urls: if cluster.opts.no_advertise {
+            Vec::new()
+        } else {
+            srv.own_client_urls()
+        },
+    };
+    let mut line = b"INFO ".to_vec();
+    serde_json::to_writer(&mut line, &info).expect("INFO serializes");
+    line.extend_from_slice(b" \r\n");
+    line
+}
+
+/// Accepts route connections until shutdown.
+pub async fn accept_loop(srv: Arc<ServerShared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            () = srv.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                debug!("{addr} - rid - Route connection created");
+                tokio::spawn(run_route(srv.clone(), stream, addr, None));
+            }
+            Err(e) => {
+                error!("Temporary route accept error: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// How a solicited route was configured.
+#[derive(Clone)]
+pub struct Solicit {
+    pub url: String,
+    pub user: Option<(String, String)>,
+}
+
+/// Dials an explicit route forever (1 s + jitter between attempts), skipping while a route
+/// to the server at that address is up.
+pub async fn solicit_forever(srv: Arc<ServerShared>, url: String) {
+    let Some((user, host, port)) = crate::flags::parse_route_url(&url) else {
+        error!("Error parsing route URL \"{url}\"");
+        return;
+    };
+    let target = crate::cluster::format_host_port(&host, port as u16);
+    loop {
+        if srv.shutdown.is_cancelled() {
+            return;
+        }
+        let resolved = tokio::net::lookup_host(&target)
+            .await
+            .ok()
+            .and_then(|mut a| a.next());
+        let own = srv.cluster.as_ref().map(|c| c.listen_addr);
+        let connected = resolved.is_some_and(|addr| {
+            own.is_some_and(|o| {
+                o.port() == addr.port()
+                    && (o.ip() == addr.ip() || o.ip().is_unspecified())
+                    && addr.ip().is_loopback()
+            }) || srv
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.routes.lock().values().any(|r| r.route_addr == Some(addr)))
+        });
+        if !connected {
+            match TcpStream::connect(&target).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    let addr = stream.peer_addr().unwrap_or_else(|_| {
+                        resolved.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+                    });
+                    debug!("Route connection to {target} established");
+                    run_route(
+                        srv.clone(),
+                        stream,
+                        addr,
+                        Some(Solicit {
+                            url: url.clone(),
+                            user: user.clone(),
+                        }),
+                    )
+                    .await;
+                }
+                Err(e) => debug!("Error trying to connect to route ({target}): {e}"),
+            }
+        }
+        let jitter = rand::rng().random_range(0..100);
+        tokio::select! {
+            () = srv.shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(1000 + jitter)) => {}
+        }
+    }
+}
+
+/// Dials a route learned through gossip, with `connect_retries` extra attempts.
+async fn solicit_implicit(srv: Arc<ServerShared>, url: String, server_id: String) {
+    let retries = srv.cluster.as_ref().map_or(0, |c| c.opts.connect_retries);
+    let Some((_, host, port)) = crate::flags::parse_route_url(&url) else {
+        return;
+    };
+    let target = crate::cluster::format_host_port(&host, port as u16);
+    let user = srv.cluster.as_ref().and_then(|c| {
+        c.opts
+            .user
+            .clone()
+            .map(|u| (u, c.opts.password.clone().unwrap_or_default()))
+    });
+    for attempt in 0..=retries {
+        if srv.shutdown.is_cancelled()
+            || srv
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.routes.lock().contains_key(&server_id))
+        {
+            break;
+        }
+        if let Ok(stream) = TcpStream::connect(&target).await {
+            let _ = stream.set_nodelay(true);
+            let addr = stream
+                .peer_addr()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            run_route(
+                srv.clone(),
+                stream,
+                addr,
+                Some(Solicit {
+                    url: url.clone(),
+                    user: user.clone(),
+                }),
+            )
+            .await;
+            break;
+        }
+        if attempt < retries {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    if let Some(c) = &srv.cluster {
+        c.dialing.lock().remove(&server_id);
+    }
+}
+
+struct RouteConn {
+    srv: Arc<ServerShared>,
+    me: Arc<ClientShared>,
+    solicit: Option<Solicit>,
+    got_connect: bool,
+    peer_id: Option<String>,
+    registered: bool,
+    subs: HashMap<(Box<[u8]>, Option<Box<[u8]>>), Arc<Subscription>>,
+    touched: Vec<Arc<ClientShared>>,
+    cache: MatchCache<Subscription>,
+    cache_generation: u64,
+    rng: SmallRng,
+    pings_out: u32,
+    limits: Limits,
+}
+
+enum RouteFlow {
+    Continue,
+    Close(&'static str),
+}
+
+/// Runs one route connection (accepted, or dialed with `solicit`) until it closes.
+pub async fn run_route(
+    srv: Arc<ServerShared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    solicit: Option<Solicit>,
+) {
+    let cid = srv.next_cid();
+    let me = Arc::new(ClientShared::new(cid, addr, usize::MAX, true));
+    me.set_headers(true);
+    let (mut reader, writer) = stream.into_split();
+    let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts.write_deadline));
+    if let Some(s) = &solicit {
+        let cluster = srv.cluster.as_ref().expect("cluster");
+        let mut connect = serde_json::json!({
+            "echo": true, "verbose": false, "pedantic": false, "tls_required": false, "headers": true,
+            "name": srv.server_id, "cluster": *cluster.name.lock(),
+        });
+        if cluster.dynamic_name {
+            connect["cluster_dynamic"] = Value::Bool(true);
+        }
+        if let Some((user, pass)) = &s.user {
+            connect["user"] = Value::String(user.clone());
+            connect["pass"] = Value::String(pass.clone());
+        }
+        let line = format!("CONNECT {connect}\r\n");
+        let info = route_info_line(&srv);
+        me.send_now(|out| {
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(&info);
+        });
+    } else {
+        let info = route_info_line(&srv);
+        me.send_now(|out| out.extend_from_slice(&info));
+    }
+    let mut conn = RouteConn {
+        limits: Limits {
+            max_control_line: srv.opts.max_control_line,
+            max_payload: srv.opts.max_payload,
+        },
+        srv,
+        me: me.clone(),
+        solicit,
+        got_connect: false,
+        peer_id: None,
+        registered: false,
+        subs: HashMap::new(),
+        touched: Vec::new(),
+        cache: MatchCache::default(),
+        cache_generation: 0,
+        rng: SmallRng::from_os_rng(),
+        pings_out: 0,
+    };
+    let reason = conn.read_loop(&mut reader).await;
+    conn.cleanup(reason);
+    let _ = writer_task.await;
+}
+
+impl RouteConn {
+    async fn read_loop(&mut self, reader: &mut tokio::net::tcp::OwnedReadHalf) -> &'static str {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let cancel = self.me.cancel.clone();
+        let shutdown = self.srv.shutdown.clone();
+        let ping_interval = self.srv.opts.ping_interval.min(Duration::from_secs(30));
+        let mut next_ping = tokio::time::Instant::now() + Duration::from_secs(1);
+        // The dialing side must see the peer's INFO, the accepting side its CONNECT, in time.
+        let handshake_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            buf.reserve(32 * 1024);
+            let flow = tokio::select! {
+                () = cancel.cancelled() => return "Closed",
+                () = shutdown.cancelled() => RouteFlow::Close("Server Shutdown"),
+                res = reader.read_buf(&mut buf) => match res {
+                    Ok(0) | Err(_) => RouteFlow::Close("Client Closed"),
+                    Ok(_) => self.process_buffer(&mut buf),
+                },
+                () = tokio::time::sleep_until(next_ping) => {
+                    next_ping = tokio::time::Instant::now() + ping_interval;
+                    if self.pings_out + 1 > self.srv.opts.ping_max {
+                        self.me.send_now(|out| out.extend_from_slice(b"-ERR 'Stale Connection'\r\n"));
+                        RouteFlow::Close("Stale Connection")
+                    } else {
+                        self.pings_out += 1;
+                        self.me.send_now(|out| out.extend_from_slice(b"PING\r\n"));
+                        RouteFlow::Continue
+                    }
+                }
+                () = tokio::time::sleep_until(handshake_deadline), if !self.registered => {
+                    RouteFlow::Close("Authentication Timeout")
+                }
+            };
+            for client in self.touched.drain(..) {
+                client.wake.notify_one();
+            }
+            if let RouteFlow::Close(reason) = flow {
+                return reason;
+            }
+        }
+    }
+
+    fn process_buffer(&mut self, buf: &mut BytesMut) -> RouteFlow {
+        let mut pos = 0;
+        let mut flow = RouteFlow::Continue;
+        loop {
+            match parse_route_op(&buf[pos..], &self.limits) {
+                Ok(Parsed::Op(op, used)) => {
+                    pos += used;
+                    flow = self.process_op(op);
+                    if matches!(flow, RouteFlow::Close(_)) {
+                        break;
+                    }
+                }
+                Ok(Parsed::Incomplete { need }) => {
+                    if let Some(need) = need {
+                        buf.reserve(need.saturating_sub(buf.len() - pos));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    error!(
+                        "{} - rid:{} - route protocol error: {e}",
+                        self.me.addr, self.me.cid
+                    );
+                    flow = RouteFlow::Close("Protocol Violation");
+                    break;
+                }
+            }
+        }
+        buf.advance(pos);
+        flow
+    }
+
+    fn send_err(&self, text: &str) {
+        let line = format!("-ERR '{text}'\r\n");
+        self.me
+            .send_now(|out| out.extend_from_slice(line.as_bytes()));
+    }
+
+    fn process_op(&mut self, op: RouteOp<'_>) -> RouteFlow {
+        let cluster = self.srv.cluster.as_ref().expect("cluster");
+        // The accepting side must hear CONNECT first.
+        if self.solicit.is_none() && !self.got_connect && !matches!(op, RouteOp::Connect(_)) {
+            self.send_err("Authorization Violation");
+            return RouteFlow::Close("Authentication Failure");
+        }
+        match op {
+            RouteOp::Connect(json) => {
+                let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(json) else {
+                    return RouteFlow::Close("Protocol Violation");
+                };
+                if obj
+                    .get("lang")
+                    .and_then(Value::as_str)
+                    .is_some_and(|l| !l.is_empty())
+                {
+                    self.send_err("attempted to connect to route port");
+                    return RouteFlow::Close("Protocol Violation");
+                }
+                if let Some(user) = &cluster.opts.user {
+                    let ok = obj.get("user").and_then(Value::as_str) == Some(user)
+                        && obj.get("pass").and_then(Value::as_str).unwrap_or_default()
+                            == cluster.opts.password.as_deref().unwrap_or_default();
+                    if !ok {
+                        self.send_err("Authorization Violation");
+                        return RouteFlow::Close("Authentication Failure");
+                    }
+                }
+                if let Some(theirs) = obj.get("cluster").and_then(Value::as_str) {
+                    if let Some(flow) = self.check_cluster_name(
+                        theirs,
+                        obj.get("cluster_dynamic")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
+                    ) {
+                        return flow;
+                    }
+                }
+                self.got_connect = true;
+                RouteFlow::Continue
+            }
+            RouteOp::Info(json) => self.process_info(json),
+            RouteOp::Ping => {
+                self.me.send_now(|out| out.extend_from_slice(b"PONG\r\n"));
+                RouteFlow::Continue
+            }
+            RouteOp::Pong => {
+                self.pings_out = 0;
+                RouteFlow::Continue
+            }
+            RouteOp::Ok => RouteFlow::Continue,
+            RouteOp::Err(text) => {
+                error!(
+                    "{} - rid:{} - Route Error {}",
+                    self.me.addr,
+                    self.me.cid,
+                    String::from_utf8_lossy(text)
+                );
+                RouteFlow::Close("Parse Error")
+            }
+            RouteOp::Sub {
+                account,
+                subject,
+                queue,
+                weight,
+            } => {
+                if self.registered
+                    && account == GLOBAL_ACCOUNT
+                    && rnats_protocol::is_valid_subject(subject)
+                {
+                    self.remote_sub(subject, queue, weight);
+                }
+                RouteFlow::Continue
+            }
+            RouteOp::Unsub {
+                account,
+                subject,
+                queue,
+            } => {
+                if account == GLOBAL_ACCOUNT {
+                    let key = (Box::<[u8]>::from(subject), queue.map(Box::<[u8]>::from));
+                    if let Some(sub) = self.subs.remove(&key) {
+                        sub.mark_closed();
+                        self.srv.sublist.remove(subject, queue, &sub);
+                    }
+                }
+                RouteFlow::Continue
+            }
+            RouteOp::Msg {
+                account,
+                subject,
+                reply,
+                queues,
+                header_len,
+                header_token,
+                size_token,
+                payload,
+            } => {
+                if self.registered && account == GLOBAL_ACCOUNT {
+                    let msg = Msg {
+                        subject,
+                        reply,
+                        header_len,
+                        header_token,
+                        size_token,
+                        payload,
+                    };
+                    self.deliver_routed(&msg, queues);
+                }
+                RouteFlow::Continue
+            }
+        }
+    }
+
+    fn check_cluster_name(&mut self, theirs: &str, theirs_dynamic: bool) -> Option<RouteFlow> {
+        let cluster = self.srv.cluster.as_ref().expect("cluster");
+        let mut ours = cluster.name.lock();
+        if *ours == theirs {
+            return None;
+        }
+        if cluster.dynamic_name && (!theirs_dynamic || theirs > ours.as_str()) {
+            info!("Cluster name updated to {theirs}");
+            *ours = theirs.to_string();
+            return None;
+        }
+        if theirs_dynamic {
+            // They will adopt ours.
+            return None;
+        }
+        let text =
+            format!("Rejecting connection, cluster name \"{theirs}\" does not match \"{ours}\"");
+        drop(ours);
+        self.send_err(&text);
+        Some(RouteFlow::Close("Cluster Name Conflict"))
+    }
+
+    fn process_info(&mut self, json: &[u8]) -> RouteFlow {
+        let Ok(info) = serde_json::from_slice::<Value>(json) else {
+            return RouteFlow::Close("Protocol Violation");
+        };
+        let Some(id) = info
+            .get("server_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return RouteFlow::Close("Protocol Violation");
+        };
+        let srv = self.srv.clone();
+        let cluster = srv.cluster.as_ref().expect("cluster");
+        if let Some(peer) = &self.peer_id {
+            if *peer != id {
+                // Gossip: a server our peer knows about. Dial it unless we know it already.
+                self.gossiped(id, &info);
+            }
+            return RouteFlow::Continue;
+        }
+        if id == srv.server_id {
+            debug!(
+                "{} - rid:{} - Detected route to self, ignoring",
+                self.me.addr, self.me.cid
+            );
+            return RouteFlow::Close("Duplicate Route");
+        }
+        let name = info
+            .get("server_name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if name == srv.server_name && srv.opts.server_name.is_some() {
+            error!(
+                "{} - rid:{} - Remote server has a duplicate name: \"{name}\"",
+                self.me.addr, self.me.cid
+            );
+            return RouteFlow::Close("Duplicate Server Name");
+        }
+        if let Some(theirs) = info.get("cluster").and_then(Value::as_str) {
+            if let Some(flow) = self.check_cluster_name(
+                theirs,
+                info.get("cluster_dynamic")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            ) {
+                return flow;
+            }
+        }
+        self.peer_id = Some(id.clone());
+        let port = info.get("port").and_then(Value::as_u64).unwrap_or(0) as u16;
+        let route_addr = info
+            .get("ip")
+            .and_then(Value::as_str)
+            .and_then(|ip| crate::flags::parse_route_url(ip))
+            .and_then(|(_, h, p)| {
+                format!("{}", crate::cluster::format_host_port(&h, p as u16))
+                    .parse()
+                    .ok()
+            })
+            .or_else(|| (port != 0).then(|| SocketAddr::new(self.me.addr.ip(), port)));
+        let client_urls: Vec<String> = info
+            .get("connect_urls")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut gossip = info.clone();
+        if let Value::Object(obj) = &mut gossip {
+            obj.remove("nonce");
+            if let Some(addr) = route_addr {
+                obj.insert("ip".into(), Value::String(format!("nats-route://{addr}/")));
+            }
+        }
+        let solicited = self.solicit.is_some();
+        // Keep the connection dialed by the server with the smaller id, on both sides.
+        let dialer = |solicited: bool| {
+            if solicited {
+                srv.server_id.clone()
+            } else {
+                id.clone()
+            }
+        };
+        let urls_changed;
+        {
+            let mut routes = cluster.routes.lock();
+            if let Some(existing) = routes.get(&id) {
+                if dialer(existing.solicited) <= dialer(solicited) {
+                    debug!(
+                        "{} - rid:{} - Duplicate route to {id}, keeping the older one",
+                        self.me.addr, self.me.cid
+                    );
+                    self.peer_id = None;
+                    return RouteFlow::Close("Duplicate Route");
+                }
+                let old = routes.remove(&id).expect("present");
+                old.conn.close(CloseReason::ServerShutdown, false);
+                cluster.remove_client_urls(&old.client_urls);
+            }
+            drop(routes);
+            // Register and send our whole interest under the interest lock, so that no
+            // update slips between the snapshot and the registration.
+            let mut snapshot = BytesMut::new();
+            cluster.with_interest_locked(|snapshot_fn| {
+                snapshot_fn(&mut snapshot);
+                let mut routes = cluster.routes.lock();
+                // Gossip the newcomer to the routes we already have.
+                let mut line = b"INFO ".to_vec();
+                serde_json::to_writer(&mut line, &gossip).expect("json");
+                line.extend_from_slice(b" \r\n");
+                for other in routes.values() {
+                    other.conn.send_now(|out| out.extend_from_slice(&line));
+                }
+                routes.insert(
+                    id.clone(),
+                    RouteEntry {
+                        conn: self.me.clone(),
+                        solicited,
+                        server_name: name.clone(),
+                        route_addr,
+                        client_urls: client_urls.clone(),
+                        info: gossip.clone(),
+                    },
+                );
+                self.me.send_now(|out| out.extend_from_slice(&snapshot));
+            });
+            urls_changed = cluster.add_client_urls(&client_urls);
+        }
+        self.registered = true;
+        info!(
+            "{} - rid:{} - Route connection created to {id} ({name})",
+            self.me.addr, self.me.cid
+        );
+        if urls_changed {
+            srv.push_async_info();
+        }
+        RouteFlow::Continue
+    }
+
+    fn gossiped(&mut self, id: String, info: &Value) {
+        let srv = self.srv.clone();
+        let cluster = srv.cluster.as_ref().expect("cluster");
+        if id == srv.server_id || cluster.routes.lock().contains_key(&id) {
+            return;
+        }
+        let Some(url) = info.get("ip").and_then(Value::as_str).map(str::to_string) else {
+            return;
+        };
+        if !cluster.dialing.lock().insert(id.clone()) {
+            return;
+        }
+        debug!("Gossiped route to {id} at {url}");
+        tokio::spawn(solicit_implicit(srv.clone(), url, id));
+    }
+
+    fn remote_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, weight: u32) {
+        let key = (Box::<[u8]>::from(subject), queue.map(Box::<[u8]>::from));
+        if let Some(existing) = self.subs.get(&key) {
+            existing.weight.store(weight.max(1), Ordering::Relaxed);
+            return;
+        }
+        let sub = Arc::new(Subscription::new(
+            self.me.clone(),
+            subject,
+            queue,
+            b"",
+            None,
+            None,
+        ));
+        sub.weight.store(weight.max(1), Ordering::Relaxed);
+        self.srv.sublist.insert(subject, queue, sub.clone());
+        self.subs.insert(key, sub);
+    }
+
+    /// Delivers a message that came over this route to local subscribers only (one hop).
+    fn deliver_routed(&mut self, msg: &Msg<'_>, queues: &[u8]) {
+        let generation = self.srv.sublist.generation();
+        if generation != self.cache_generation {
+            self.cache.clear();
+            self.cache_generation = generation;
+        }
+        let result = match self.cache.get(msg.subject) {
+            Some(hit) => hit.clone(),
+            None => {
+                let result = self.srv.sublist.matches(msg.subject);
+                if self.cache.len() >= 512 {
+                    self.cache.clear();
+                }
+                self.cache.insert(msg.subject.into(), result.clone());
+                result
+            }
+        };
+        let srv = self.srv.clone();
+        for sub in &result.plain {
+            if !sub.client.is_route {
+                deliver_to(&srv, &mut self.touched, sub, msg, None);
+            }
+        }
+        if queues.is_empty() {
+            return;
+        }
+        for name in queues.split(|&b| b == b' ').filter(|q| !q.is_empty()) {
+            let Some(group) = result.queues.iter().find(|g| &*g.name == name) else {
+                continue;
+            };
+            let locals: Vec<&Arc<Subscription>> = group
+                .members
+                .iter()
+                .filter(|m| !m.client.is_route)
+                .collect();
+            if locals.is_empty() {
+                continue;
+            }
+            let start = self.rng.random_range(0..locals.len());
+            for i in 0..locals.len() {
+                if deliver_to(
+                    &srv,
+                    &mut self.touched,
+                    locals[(start + i) % locals.len()],
+                    msg,
+                    None,
+                ) {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn cleanup(&mut self, reason: &str) {
+        for client in self.touched.drain(..) {
+            client.wake.notify_one();
+        }
+        self.me.close(CloseReason::ClientClosed, true);
+        for ((subject, queue), sub) in self.subs.drain() {
+            sub.mark_closed();
+            self.srv.sublist.remove(&subject, queue.as_deref(), &sub);
+        }
+        let cluster = self.srv.cluster.as_ref().expect("cluster");
+        let mut urls_changed = false;
+        if let Some(id) = &self.peer_id {
+            let mut routes = cluster.routes.lock();
+            if routes.get(id).is_some_and(|r| r.conn.cid == self.me.cid) {
+                let entry = routes.remove(id).expect("present");
+                urls_changed = cluster.remove_client_urls(&entry.client_urls);
+                info!(
+                    "{} - rid:{} - Router connection closed: {reason}",
+                    self.me.addr, self.me.cid
+                );
+            }
+        }
+        if urls_changed {
+            self.srv.push_async_info();
+        }
+    }
+}
+
+/// Binds the route listener; logs like the reference.
+pub async fn bind(opts: &crate::options::ClusterOptions) -> std::io::Result<TcpListener> {
+    let port = if opts.port < 0 { 0 } else { opts.port as u16 };
+    let listener = TcpListener::bind(crate::cluster::format_host_port(&opts.host, port)).await?;
+    let addr = listener.local_addr()?;
+    info!(
+        "Listening for route connections on {}",
+        crate::cluster::format_host_port(&opts.host, addr.port())
+    );
+    Ok(listener)
+}

@@ -1,0 +1,321 @@
+//! Clusters of rnats servers on loopback: interest propagation, one hop, queue groups across
+//! servers, gossip to a full mesh, rejoin after restart, and client failover via connect_urls.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use rnats_server::options::ClusterOptions;
+use tokio::time::timeout;
+
+use crate::harness::{TestServer, WAIT, test_options, wait_until};
+
+async fn node(name: &str, routes: Vec<String>) -> TestServer {
+    let mut opts = test_options();
+    opts.server_name = Some(name.into());
+    opts.cluster = Some(ClusterOptions {
+        name: Some("test".into()),
+        host: "127.0.0.1".into(),
+        port: 0,
+        routes,
+        ..Default::default()
+    });
+    TestServer::rnats_with(opts).await
+}
+
+fn route_url(srv: &TestServer) -> String {
+    format!(
+        "nats-route://{}",
+        srv.handle().shared.cluster.as_ref().unwrap().listen_addr
+    )
+}
+
+fn routes(srv: &TestServer) -> usize {
+    srv.handle()
+        .shared
+        .cluster
+        .as_ref()
+        .unwrap()
+        .routes
+        .lock()
+        .len()
+}
+
+/// A seed and `n - 1` servers that only know the seed; waits for the full mesh.
+async fn cluster(n: usize) -> Vec<TestServer> {
+    let seed = node("n0", Vec::new()).await;
+    let url = route_url(&seed);
+    let mut nodes = vec![seed];
+    for i in 1..n {
+        nodes.push(node(&format!("n{i}"), vec![url.clone()]).await);
+    }
+    for srv in &nodes {
+        wait_until(|| routes(srv) == n - 1).await;
+    }
+    nodes
+}
+
+async fn connect(srv: &TestServer) -> async_nats::Client {
+    timeout(WAIT, async_nats::connect(srv.url()))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Waits until a server sees interest on `subject` (from any route or client).
+async fn wait_interest(srv: &TestServer, subject: &str) {
+    let shared = srv.handle().shared.clone();
+    wait_until(|| !shared.sublist.matches(subject.as_bytes()).is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_hop_interest_and_queues() {
+    let nodes = cluster(3).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let nb = connect(b).await;
+    let nc = connect(c).await;
+    let mut sub_b = nb.subscribe("news.>").await.unwrap();
+    let mut sub_c = nc.subscribe("news.>").await.unwrap();
+    let mut q_b = nb.queue_subscribe("jobs", "workers".into()).await.unwrap();
+    let mut q_c = nc.queue_subscribe("jobs", "workers".into()).await.unwrap();
+    nb.flush().await.unwrap();
+    nc.flush().await.unwrap();
+    wait_interest(a, "news.x").await;
+    wait_interest(a, "jobs").await;
+    let shared_a = a.handle().shared.clone();
+    wait_until(|| {
+        shared_a
+            .sublist
+            .matches(b"jobs")
+            .queues
+            .first()
+            .is_some_and(|g| g.members.len() == 2)
+    })
+    .await;
+
+    let na = connect(a).await;
+    for i in 0..100 {
+        na.publish("news.today", i.to_string().into())
+            .await
+            .unwrap();
+        na.publish("jobs", i.to_string().into()).await.unwrap();
+    }
+    na.flush().await.unwrap();
+    for i in 0..100 {
+        assert_eq!(
+            timeout(WAIT, sub_b.next()).await.unwrap().unwrap().payload,
+            i.to_string()
+        );
+        assert_eq!(
+            timeout(WAIT, sub_c.next()).await.unwrap().unwrap().payload,
+            i.to_string()
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for q in [&mut q_b, &mut q_c] {
+        while let Ok(Some(m)) = timeout(Duration::from_millis(300), q.next()).await {
+            assert!(
+                seen.insert(m.payload.clone()),
+                "a queue message delivered twice"
+            );
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        100,
+        "each queue message exactly once in the whole cluster"
+    );
+    // One hop: nothing arrives twice on B or C (no route-to-route forwarding).
+    assert!(
+        timeout(Duration::from_millis(200), sub_b.next())
+            .await
+            .is_err()
+    );
+
+    // No interest, no traffic: a subject only A's own client wants never crosses a route.
+    let before: u64 = route_out_msgs(a);
+    let mut local = na.subscribe("local.only").await.unwrap();
+    na.flush().await.unwrap();
+    for _ in 0..50 {
+        na.publish("local.only", "x".into()).await.unwrap();
+    }
+    na.flush().await.unwrap();
+    for _ in 0..50 {
+        timeout(WAIT, local.next()).await.unwrap().unwrap();
+    }
+    assert_eq!(
+        route_out_msgs(a),
+        before,
+        "messages sent to routes without interest"
+    );
+
+    // Unsubscribing on B withdraws its interest from A.
+    drop(sub_b);
+    drop(q_b);
+    nb.flush().await.unwrap();
+    let shared_a = a.handle().shared.clone();
+    wait_until(|| {
+        shared_a
+            .sublist
+            .matches(b"jobs")
+            .queues
+            .first()
+            .is_some_and(|g| g.members.len() == 1)
+    })
+    .await;
+    for srv in nodes {
+        srv.stop().await;
+    }
+}
+
+fn route_out_msgs(srv: &TestServer) -> u64 {
+    let cluster = srv.handle().shared.cluster.as_ref().unwrap();
+    cluster
+        .routes
+        .lock()
+        .values()
+        .map(|r| r.conn.stats.out_msgs.load(Ordering::Relaxed))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_form_a_full_mesh_from_one_seed() {
+    let nodes = cluster(5).await;
+    let mut subs = Vec::new();
+    for srv in &nodes[1..] {
+        let nc = connect(srv).await;
+        let sub = nc.subscribe("all").await.unwrap();
+        nc.flush().await.unwrap();
+        subs.push((nc, sub));
+    }
+    for srv in &nodes {
+        let shared = srv.handle().shared.clone();
+        let expected = if std::ptr::eq(srv, &nodes[0]) { 4 } else { 3 };
+        wait_until(|| shared.sublist.matches(b"all").plain.len() >= expected).await;
+    }
+    let publisher = connect(&nodes[0]).await;
+    publisher.publish("all", "hello".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    for (_, sub) in &mut subs {
+        assert_eq!(
+            timeout(WAIT, sub.next()).await.unwrap().unwrap().payload,
+            "hello"
+        );
+        assert!(
+            timeout(Duration::from_millis(100), sub.next())
+                .await
+                .is_err(),
+            "duplicate"
+        );
+    }
+    for srv in nodes {
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_rejoins_and_clients_fail_over() {
+    let nodes = cluster(3).await;
+    let seed_url = route_url(&nodes[0]);
+    let mut nodes = nodes.into_iter();
+    let (a, b, c) = (
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+    );
+
+    // A client that only knows C learns A and B from INFO connect_urls.
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(c.url())
+        .await
+        .unwrap();
+    let mut sub = client.subscribe("failover").await.unwrap();
+    client.flush().await.unwrap();
+    wait_interest(&a, "failover").await;
+    let info = client.server_info();
+    assert!(
+        info.connect_urls.len() >= 3,
+        "connect_urls: {:?}",
+        info.connect_urls
+    );
+
+    // C goes away: the client moves to A or B and its subscription follows it.
+    c.stop().await;
+    let publisher = connect(&a).await;
+    let got = timeout(Duration::from_secs(20), async {
+        loop {
+            publisher.publish("failover", "after".into()).await.unwrap();
+            if let Ok(Some(m)) = timeout(Duration::from_millis(200), sub.next()).await {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("client failed over and got a message");
+    assert_eq!(got.payload, "after");
+
+    // A new C, seeded with A only, rejoins the full mesh and its interest propagates.
+    let c2 = node("n2b", vec![seed_url]).await;
+    wait_until(|| routes(&c2) == 2 && routes(&a) == 2 && routes(&b) == 2).await;
+    let nc2 = connect(&c2).await;
+    let mut sub2 = nc2.subscribe("rejoin").await.unwrap();
+    nc2.flush().await.unwrap();
+    wait_interest(&b, "rejoin").await;
+    let nb = connect(&b).await;
+    nb.publish("rejoin", "welcome".into()).await.unwrap();
+    nb.flush().await.unwrap();
+    assert_eq!(
+        timeout(WAIT, sub2.next()).await.unwrap().unwrap().payload,
+        "welcome"
+    );
+    for srv in [a, b, c2] {
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reply_across_servers_and_route_auth() {
+    let mut opts = test_options();
+    opts.cluster = Some(ClusterOptions {
+        name: Some("auth".into()),
+        host: "127.0.0.1".into(),
+        user: Some("ruser".into()),
+        password: Some("rpass".into()),
+        ..Default::default()
+    });
+    let a = TestServer::rnats_with(opts.clone()).await;
+    let url = route_url(&a).replace("nats-route://", "nats-route://ruser:rpass@");
+    let mut b_opts = opts.clone();
+    b_opts.cluster.as_mut().unwrap().routes = vec![url.clone()];
+    let b = TestServer::rnats_with(b_opts).await;
+    wait_until(|| routes(&a) == 1 && routes(&b) == 1).await;
+
+    // Wrong route credentials never form a route.
+    let mut bad_opts = opts.clone();
+    bad_opts.cluster.as_mut().unwrap().routes = vec![url.replace("rpass", "wrong")];
+    let bad = TestServer::rnats_with(bad_opts).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(routes(&bad), 0);
+
+    let responder = connect(&a).await;
+    let mut service = responder.subscribe("svc").await.unwrap();
+    responder.flush().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = service.next().await {
+            if let Some(reply) = m.reply {
+                responder.publish(reply, m.payload).await.unwrap();
+            }
+        }
+    });
+    wait_interest(&b, "svc").await;
+    let requester = connect(&b).await;
+    let resp = timeout(WAIT, requester.request("svc", "ping".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.payload, "ping");
+    for srv in [a, b, bad] {
+        srv.stop().await;
+    }
+}
