@@ -7,5 +7,6 @@ mod cluster;
 mod harness;
 mod interop;
 mod monitor;
+mod process;
 mod raw;
 mod security;
