@@ -27,7 +27,7 @@ use tracing::{debug, error, trace};
 
 use crate::auth::{Credentials, Permissions, ResponseGrants, ResponsePermission};
 use crate::server::ServerShared;
-use crate::sublist::{MatchCache, SubResult};
+use crate::sublist::{FastMap, MatchCache, SubResult};
 
 /// Why a connection was closed, with nats-server's wording (shown in monitoring).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,7 +335,8 @@ struct Conn {
     auth_required: bool,
     limits: Limits,
     /// Connections to wake once this read is processed.
-    touched: Vec<Arc<ClientShared>>,
+    /// Writers to wake and counters to publish once this read is processed.
+    batch: Batch,
     cache: MatchCache<Subscription>,
     cache_generation: u64,
     rng: SmallRng,
@@ -351,7 +352,7 @@ struct Conn {
     /// Routes this message goes to, with the queue groups (indices) each is picked for.
     route_targets: Vec<(Arc<ClientShared>, Vec<usize>)>,
     /// Publish permission results by subject (permissions are fixed between CONNECTs).
-    pub_allowed: HashMap<Box<[u8]>, bool>,
+    pub_allowed: FastMap<Box<[u8]>, bool>,
     trace: bool,
 }
 
@@ -361,7 +362,7 @@ pub async fn accept(srv: Arc<ServerShared>, mut tcp: TcpStream, addr: SocketAddr
     let cid = srv.next_cid();
     let nonce = srv.auth.needs_nonce().then(new_nonce);
     let Some(acceptor) = srv.tls.clone() else {
-        return serve(srv, tcp, addr, cid, nonce, false).await;
+        return serve(srv, tcp.into_split(), addr, cid, nonce, false).await;
     };
     debug!("{addr} - cid:{cid} - Client connection created");
     let info = srv.client_info_line(cid, addr, nonce.as_deref(), false);
@@ -378,7 +379,7 @@ pub async fn accept(srv: Arc<ServerShared>, mut tcp: TcpStream, addr: SocketAddr
         return;
     }
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => serve(srv, tls, addr, cid, nonce, true).await,
+        Ok(Ok(tls)) => serve(srv, tokio::io::split(tls), addr, cid, nonce, true).await,
         Ok(Err(e)) => {
             error!("{addr} - cid:{cid} - TLS handshake error: {e}");
         }
@@ -395,22 +396,22 @@ fn new_nonce() -> String {
 }
 
 /// Serves one client connection until it closes.
-async fn serve<S>(
+/// Takes the two halves separately so plain TCP uses tokio's lock-free owned halves.
+async fn serve<R, W>(
     srv: Arc<ServerShared>,
-    stream: S,
+    (mut reader, writer): (R, W),
     addr: SocketAddr,
     cid: u64,
     nonce: Option<String>,
     info_sent: bool,
 ) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Send + 'static,
 {
     let me = Arc::new(ClientShared::new(cid, addr, srv.opts.max_pending, false));
     if !info_sent {
         debug!("{addr} - cid:{cid} - Client connection created");
     }
-    let (mut reader, writer) = tokio::io::split(stream);
-
     if !info_sent {
         let info = srv.client_info_line(cid, addr, nonce.as_deref(), false);
         let _ = me.enqueue(info.len(), |b| b.put_slice(&info));
@@ -429,8 +430,8 @@ async fn serve<S>(
         me: me.clone(),
         flags: ConnectFlags::default(),
         connected: false,
-        touched: Vec::new(),
-        cache: HashMap::new(),
+        batch: Batch::default(),
+        cache: MatchCache::default(),
         cache_generation: 0,
         rng: SmallRng::from_os_rng(),
         in_msgs: 0,
@@ -441,7 +442,7 @@ async fn serve<S>(
         nonce: nonce.clone(),
         perms: None,
         route_targets: Vec::new(),
-        pub_allowed: HashMap::new(),
+        pub_allowed: FastMap::default(),
         trace: tracing::enabled!(tracing::Level::TRACE),
     };
     if srv_auth_no_auth_user(&conn) {
@@ -987,7 +988,40 @@ impl Conn {
 
     fn deliver(&mut self, sub: &Arc<Subscription>, msg: &Msg<'_>) -> bool {
         let skip = (!self.flags.echo).then_some(self.me.cid);
-        deliver_to(&self.srv, &mut self.touched, sub, msg, skip)
+        deliver_to(&self.srv, &mut self.batch, sub, msg, skip)
+    }
+}
+
+/// What one reader's batch of input did to others: writers to wake at its end, and server
+/// counters added once per batch rather than per message (no shared cache line per message).
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub touched: Vec<Arc<ClientShared>>,
+    pub out_msgs: u64,
+    pub out_bytes: u64,
+}
+
+impl Batch {
+    /// Publishes the counters; the caller then wakes `touched`.
+    pub fn finish(&mut self, srv: &ServerShared) {
+        if self.out_msgs > 0 {
+            srv.stats
+                .out_msgs
+                .fetch_add(self.out_msgs, Ordering::Relaxed);
+            srv.stats
+                .out_bytes
+                .fetch_add(self.out_bytes, Ordering::Relaxed);
+            self.out_msgs = 0;
+            self.out_bytes = 0;
+        }
+    }
+
+    /// Publishes the counters and wakes every touched writer.
+    pub fn wake_all(&mut self, srv: &ServerShared) {
+        self.finish(srv);
+        for client in self.touched.drain(..) {
+            client.wake.notify_one();
+        }
     }
 }
 
@@ -995,7 +1029,7 @@ impl Conn {
 /// publisher itself with echo off, closed, past its max, filtered by permissions).
 pub(crate) fn deliver_to(
     srv: &ServerShared,
-    touched: &mut Vec<Arc<ClientShared>>,
+    batch: &mut Batch,
     sub: &Arc<Subscription>,
     msg: &Msg<'_>,
     skip_cid: Option<u64>,
@@ -1048,7 +1082,7 @@ pub(crate) fn deliver_to(
         match enqueued {
             Enqueued::Yes(schedule) => {
                 if schedule {
-                    touched.push(client.clone());
+                    batch.touched.push(client.clone());
                 }
                 if let (Some(perm), Some(reply)) = (sub.response_perm, msg.reply) {
                     client.grants.lock().grant(reply, perm);
@@ -1058,10 +1092,8 @@ pub(crate) fn deliver_to(
                     .stats
                     .out_bytes
                     .fetch_add(body.len() as u64, Ordering::Relaxed);
-                srv.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
-                srv.stats
-                    .out_bytes
-                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                batch.out_msgs += 1;
+                batch.out_bytes += body.len() as u64;
                 if max > 0 && count == max {
                     srv.remove_subscription(sub);
                 }
@@ -1131,7 +1163,7 @@ impl Conn {
         if !out.flush_scheduled {
             out.flush_scheduled = true;
             drop(out);
-            self.touched.push(self.me.clone());
+            self.batch.touched.push(self.me.clone());
         }
     }
 
@@ -1154,7 +1186,8 @@ impl Conn {
     }
 
     fn wake_touched(&mut self) {
-        for client in self.touched.drain(..) {
+        self.batch.finish(&self.srv);
+        for client in self.batch.touched.drain(..) {
             client.wake.notify_one();
         }
     }

@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, error, info};
 
-use crate::client::{ClientShared, CloseReason, Msg, Subscription, deliver_to, write_loop};
+use crate::client::{Batch, ClientShared, CloseReason, Msg, Subscription, deliver_to, write_loop};
 use crate::cluster::{GLOBAL_ACCOUNT, RouteEntry};
 use crate::options::VERSION;
 use crate::server::ServerShared;
@@ -229,7 +229,7 @@ struct RouteConn {
     peer_id: Option<String>,
     registered: bool,
     subs: HashMap<(Box<[u8]>, Option<Box<[u8]>>), Arc<Subscription>>,
-    touched: Vec<Arc<ClientShared>>,
+    batch: Batch,
     cache: MatchCache<Subscription>,
     cache_generation: u64,
     rng: SmallRng,
@@ -289,7 +289,7 @@ pub async fn run_route(
         peer_id: None,
         registered: false,
         subs: HashMap::new(),
-        touched: Vec::new(),
+        batch: Batch::default(),
         cache: MatchCache::default(),
         cache_generation: 0,
         rng: SmallRng::from_os_rng(),
@@ -333,9 +333,7 @@ impl RouteConn {
                     RouteFlow::Close("Authentication Timeout")
                 }
             };
-            for client in self.touched.drain(..) {
-                client.wake.notify_one();
-            }
+            self.batch.wake_all(&self.srv);
             if let RouteFlow::Close(reason) = flow {
                 return reason;
             }
@@ -715,7 +713,7 @@ impl RouteConn {
         let srv = self.srv.clone();
         for sub in &result.plain {
             if !sub.client.is_route {
-                deliver_to(&srv, &mut self.touched, sub, msg, None);
+                deliver_to(&srv, &mut self.batch, sub, msg, None);
             }
         }
         if queues.is_empty() {
@@ -737,7 +735,7 @@ impl RouteConn {
             for i in 0..locals.len() {
                 if deliver_to(
                     &srv,
-                    &mut self.touched,
+                    &mut self.batch,
                     locals[(start + i) % locals.len()],
                     msg,
                     None,
@@ -749,9 +747,7 @@ impl RouteConn {
     }
 
     fn cleanup(&mut self, reason: &str) {
-        for client in self.touched.drain(..) {
-            client.wake.notify_one();
-        }
+        self.batch.wake_all(&self.srv);
         self.me.close(CloseReason::ClientClosed, true);
         for ((subject, queue), sub) in self.subs.drain() {
             sub.mark_closed();

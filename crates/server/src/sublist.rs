@@ -75,7 +75,7 @@ impl<T> Node<T> {
 }
 
 struct Level<T> {
-    literal: HashMap<Box<[u8]>, Node<T>>,
+    literal: FastMap<Box<[u8]>, Node<T>>,
     pwc: Option<Box<Node<T>>>,
     fwc: Option<Box<Node<T>>>,
 }
@@ -83,7 +83,7 @@ struct Level<T> {
 impl<T> Default for Level<T> {
     fn default() -> Self {
         Level {
-            literal: HashMap::new(),
+            literal: FastMap::default(),
             pwc: None,
             fwc: None,
         }
@@ -226,8 +226,12 @@ fn memchr_dot(s: &[u8]) -> Option<usize> {
 /// Most cached subjects; past it the cache is emptied (subjects are cheap to re-match).
 const CACHE_MAX: usize = 1024;
 
+/// Maps on the publish path use foldhash: much faster than SipHash on short subjects, and
+/// still seeded per process, so subjects chosen by clients cannot be made to collide.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Match results by subject.
-pub type MatchCache<T> = HashMap<Box<[u8]>, Arc<SubResult<T>>>;
+pub type MatchCache<T> = FastMap<Box<[u8]>, Arc<SubResult<T>>>;
 
 pub struct Sublist<T> {
     root: RwLock<Level<T>>,
@@ -263,7 +267,7 @@ impl<T> Default for Sublist<T> {
     fn default() -> Self {
         Sublist {
             root: RwLock::new(Level::default()),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(MatchCache::default()),
             generation: AtomicU64::new(0),
             count: AtomicU64::new(0),
             counters: Counters::default(),
