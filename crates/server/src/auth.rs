@@ -247,6 +247,49 @@ impl Authenticator {
     }
 }
 
+/// Credentials a connection authenticated with, kept so a configuration reload can check
+/// them again.
+#[derive(Debug, Clone, Default)]
+pub struct StoredCredentials {
+    pub user: Option<String>,
+    pub pass: Option<String>,
+    pub token: Option<String>,
+    pub nkey: Option<String>,
+}
+
+impl StoredCredentials {
+    pub fn from(creds: &Credentials<'_>) -> Self {
+        StoredCredentials {
+            user: creds.user.map(Into::into),
+            pass: creds.pass.map(Into::into),
+            token: creds.token.map(Into::into),
+            nkey: creds.nkey.map(Into::into),
+        }
+    }
+}
+
+impl Authenticator {
+    /// Checks kept credentials against a new configuration. An nkey user passes while the
+    /// key is still configured (its nonce signature was verified at CONNECT).
+    pub fn reauthenticate(&self, creds: &StoredCredentials) -> Option<Authenticated> {
+        if let Some(nkey) = &creds.nkey {
+            let user = self.nkeys.get(nkey)?;
+            return Some(Authenticated {
+                user: Some(user.name.clone()),
+                permissions: user.permissions.clone(),
+            });
+        }
+        let borrowed = Credentials {
+            user: creds.user.as_deref(),
+            pass: creds.pass.as_deref(),
+            token: creds.token.as_deref(),
+            nkey: None,
+            sig: None,
+        };
+        self.authenticate(&borrowed, None)
+    }
+}
+
 /// Reply subjects a connection may publish to because of `allow_responses`.
 #[derive(Default)]
 pub struct ResponseGrants {

@@ -25,7 +25,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, trace};
 
-use crate::auth::{Credentials, Permissions, ResponseGrants, ResponsePermission};
+use crate::auth::{
+    Credentials, Permissions, ResponseGrants, ResponsePermission, StoredCredentials,
+};
 use crate::server::ServerShared;
 use crate::sublist::{FastMap, MatchCache, SubResult};
 
@@ -116,6 +118,11 @@ pub struct ClientShared {
     last_activity: AtomicU64,
     /// Reply subjects this connection may answer under `allow_responses`.
     grants: Mutex<ResponseGrants>,
+    /// What it authenticated with (configuration reloads check it again).
+    creds: Mutex<Option<StoredCredentials>>,
+    /// Permissions set by a reload, picked up by the reader before its next op.
+    new_perms: Mutex<Option<Option<Arc<Permissions>>>>,
+    perms_changed: AtomicBool,
 }
 
 /// Outcome of appending to a connection's outbound buffer.
@@ -149,6 +156,9 @@ impl ClientShared {
             meta: Mutex::new(ConnMeta::default()),
             last_activity: AtomicU64::new(unix_nanos(SystemTime::now())),
             grants: Mutex::new(ResponseGrants::default()),
+            creds: Mutex::new(None),
+            new_perms: Mutex::new(None),
+            perms_changed: AtomicBool::new(false),
         }
     }
 
@@ -360,14 +370,14 @@ struct Conn {
 /// handshake must complete within the TLS timeout, then the connection is served.
 pub async fn accept(srv: Arc<ServerShared>, mut tcp: TcpStream, addr: SocketAddr) {
     let cid = srv.next_cid();
-    let nonce = srv.auth.needs_nonce().then(new_nonce);
+    let nonce = srv.auth().needs_nonce().then(new_nonce);
     let Some(acceptor) = srv.tls.clone() else {
         return serve(srv, tcp.into_split(), addr, cid, nonce, false).await;
     };
     debug!("{addr} - cid:{cid} - Client connection created");
     let info = srv.client_info_line(cid, addr, nonce.as_deref(), false);
     let timeout = srv
-        .opts
+        .opts()
         .tls
         .as_ref()
         .map(|t| t.timeout())
@@ -408,7 +418,7 @@ async fn serve<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Send + 'static,
 {
-    let me = Arc::new(ClientShared::new(cid, addr, srv.opts.max_pending, false));
+    let me = Arc::new(ClientShared::new(cid, addr, srv.opts().max_pending, false));
     if !info_sent {
         debug!("{addr} - cid:{cid} - Client connection created");
     }
@@ -416,15 +426,15 @@ async fn serve<R, W>(
         let info = srv.client_info_line(cid, addr, nonce.as_deref(), false);
         let _ = me.enqueue(info.len(), |b| b.put_slice(&info));
     }
-    let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts.write_deadline));
+    let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts().write_deadline));
     me.wake.notify_one();
 
     let admitted = srv.register(&me);
     let mut conn = Conn {
-        auth_required: srv.auth.required(),
+        auth_required: srv.auth().required(),
         limits: Limits {
-            max_control_line: srv.opts.max_control_line,
-            max_payload: srv.opts.max_payload,
+            max_control_line: srv.opts().max_control_line,
+            max_payload: srv.opts().max_payload,
         },
         srv,
         me: me.clone(),
@@ -449,7 +459,7 @@ async fn serve<R, W>(
         // Until (or unless) it authenticates, the connection acts as no_auth_user.
         conn.perms = conn
             .srv
-            .auth
+            .auth()
             .authenticate(&Credentials::default(), None)
             .and_then(|a| a.permissions);
     }
@@ -470,7 +480,7 @@ async fn serve<R, W>(
 }
 
 fn srv_auth_no_auth_user(conn: &Conn) -> bool {
-    conn.srv.auth.no_auth_user.is_some()
+    conn.srv.auth().no_auth_user.is_some()
 }
 
 pub(crate) async fn write_loop<W: AsyncWrite>(
@@ -534,9 +544,9 @@ impl Conn {
         let mut read_size = MIN_READ;
         let cancel = self.me.cancel.clone();
         let shutdown = self.srv.shutdown.clone();
-        let ping_interval = self.srv.opts.ping_interval;
+        let ping_interval = self.srv.opts().ping_interval;
         let mut next_ping = tokio::time::Instant::now() + ping_interval;
-        let auth_deadline = tokio::time::Instant::now() + self.srv.opts.auth_timeout();
+        let auth_deadline = tokio::time::Instant::now() + self.srv.opts().auth_timeout();
         loop {
             if buf.is_empty() && buf.capacity() > 2 * read_size {
                 buf = BytesMut::with_capacity(read_size);
@@ -577,8 +587,36 @@ impl Conn {
         }
     }
 
+    /// Takes permissions a configuration reload set: drops cached publish decisions and the
+    /// subscriptions no longer allowed.
+    fn apply_new_permissions(&mut self) {
+        self.me.perms_changed.store(false, Ordering::Relaxed);
+        let Some(perms) = self.me.new_perms.lock().take() else {
+            return;
+        };
+        self.perms = perms;
+        self.pub_allowed.clear();
+        let Some(perms) = self.perms.clone() else {
+            return;
+        };
+        let denied: Vec<Arc<Subscription>> = self
+            .me
+            .subs
+            .lock()
+            .values()
+            .filter(|s| !perms.can_subscribe(&s.subject, s.queue.as_deref()))
+            .cloned()
+            .collect();
+        for sub in denied {
+            self.srv.remove_subscription(&sub);
+        }
+    }
+
     /// Runs every complete op in `buf`, then drops the consumed bytes.
     fn process_buffer(&mut self, buf: &mut BytesMut) -> Flow {
+        if self.me.perms_changed.load(Ordering::Relaxed) {
+            self.apply_new_permissions();
+        }
         let mut pos = 0;
         let mut flow = Flow::Continue;
         loop {
@@ -709,7 +747,7 @@ impl Conn {
             verbose: get_bool("verbose", defaults.verbose),
             pedantic: get_bool("pedantic", defaults.pedantic),
             echo: get_bool("echo", defaults.echo),
-            headers: get_bool("headers", false) && !self.srv.opts.no_header_support,
+            headers: get_bool("headers", false) && !self.srv.opts().no_header_support,
             no_responders: get_bool("no_responders", false),
             protocol: obj.get("protocol").and_then(Value::as_i64).unwrap_or(0),
         };
@@ -722,7 +760,7 @@ impl Conn {
             return Flow::Close(CloseReason::ProtocolViolation);
         }
         let user = obj.get("user").and_then(Value::as_str);
-        if self.srv.auth.enabled() {
+        if self.srv.auth().enabled() {
             let creds = Credentials {
                 user,
                 pass: obj.get("pass").and_then(Value::as_str),
@@ -732,8 +770,9 @@ impl Conn {
             };
             let legacy_account = obj.get("account").is_some_and(|a| !a.is_null())
                 || obj.get("new_account").is_some_and(|a| !a.is_null());
-            match self.srv.auth.authenticate(&creds, self.nonce.as_deref()) {
+            match self.srv.auth().authenticate(&creds, self.nonce.as_deref()) {
                 Some(who) if !legacy_account => {
+                    *self.me.creds.lock() = Some(StoredCredentials::from(&creds));
                     self.perms = who.permissions;
                     self.pub_allowed.clear();
                 }
@@ -788,7 +827,7 @@ impl Conn {
                 self.ok();
                 return Flow::Continue;
             }
-            let max_subs = self.srv.opts.max_subs;
+            let max_subs = self.srv.opts().max_subs;
             if max_subs > 0 && subs.len() >= max_subs {
                 drop(subs);
                 self.send_err("maximum subscriptions exceeded");
@@ -1107,7 +1146,7 @@ pub(crate) fn deliver_to(
                         "{} - cid:{} - Slow Consumer Detected: MaxPending of {} Exceeded",
                         client.addr,
                         client.cid,
-                        srv.opts.max_pending
+                        srv.opts().max_pending
                     );
                 }
                 false
@@ -1143,7 +1182,7 @@ impl Conn {
             return Flow::Continue;
         }
         self.active_since_ping = false;
-        if self.pings_out + 1 > self.srv.opts.ping_max {
+        if self.pings_out + 1 > self.srv.opts().ping_max {
             self.send_err("Stale Connection");
             return Flow::Close(CloseReason::StaleConnection);
         }
@@ -1228,6 +1267,35 @@ impl Conn {
 }
 
 impl ServerShared {
+    /// After a reload: closes clients whose credentials no longer pass and hands the others
+    /// their new permissions.
+    pub(crate) fn reauthorize_clients(&self) {
+        let auth = self.auth();
+        let clients: Vec<Arc<ClientShared>> = self.clients.lock().values().cloned().collect();
+        for client in clients {
+            let creds = client.creds.lock().clone();
+            let outcome = match creds {
+                Some(creds) => auth.reauthenticate(&creds),
+                None if auth.enabled() => auth.authenticate(&Credentials::default(), None),
+                None => Some(crate::auth::Authenticated {
+                    user: None,
+                    permissions: None,
+                }),
+            };
+            match outcome {
+                Some(who) => {
+                    *client.new_perms.lock() = Some(who.permissions);
+                    client.perms_changed.store(true, Ordering::Relaxed);
+                }
+                None => {
+                    client
+                        .send_now(|out| rnats_protocol::write_err(out, "Authorization Violation"));
+                    client.close(CloseReason::AuthenticationViolation, true);
+                }
+            }
+        }
+    }
+
     /// Removes a subscription from the index and its connection (UNSUB, auto-unsubscribe).
     pub fn remove_subscription(&self, sub: &Arc<Subscription>) {
         if sub.closed.swap(true, Ordering::Relaxed) {

@@ -153,13 +153,13 @@ impl ServerShared {
 
     /// This server's client URLs as other servers and clients should see them.
     pub fn own_client_urls(&self) -> Vec<String> {
-        if let Some(adv) = &self.opts.client_advertise {
+        if let Some(adv) = &self.opts().client_advertise {
             return vec![adv.clone()];
         }
         let port = self.client_addr.port();
-        let ip: std::net::IpAddr = match self.opts.host.parse() {
+        let ip: std::net::IpAddr = match self.opts().host.parse() {
             Ok(ip) => ip,
-            Err(_) => return vec![format!("{}:{port}", self.opts.host)],
+            Err(_) => return vec![format!("{}:{port}", self.opts().host)],
         };
         if !ip.is_unspecified() {
             return vec![format_host_port(&ip.to_string(), port)];
@@ -182,14 +182,21 @@ impl ServerShared {
         if cluster.opts.no_advertise {
             return None;
         }
-        let mut urls = self.own_client_urls();
+        // In lame duck mode clients are pointed only at the other servers.
+        let mut urls = if self.lame_duck.load(Ordering::Relaxed) {
+            Vec::new()
+        } else {
+            self.own_client_urls()
+        };
         urls.extend(cluster.remote_client_urls());
         Some(urls)
     }
 
     /// Sends a fresh INFO (new `connect_urls`) to every client that takes async INFOs.
     pub fn push_async_info(&self) {
-        if self.cluster.as_ref().is_none_or(|c| c.opts.no_advertise) {
+        if self.cluster.as_ref().is_none_or(|c| c.opts.no_advertise)
+            && !self.lame_duck.load(Ordering::Relaxed)
+        {
             return;
         }
         let clients: Vec<Arc<ClientShared>> = self.clients.lock().values().cloned().collect();

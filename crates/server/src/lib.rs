@@ -16,5 +16,6 @@ pub mod cluster;
 pub mod config;
 pub mod flags;
 pub mod log;
+pub mod ops;
 pub mod route;
 pub mod tls;

@@ -4,8 +4,10 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -76,6 +78,25 @@ where
     }
 }
 
+static DEBUG: AtomicBool = AtomicBool::new(false);
+static TRACE: AtomicBool = AtomicBool::new(false);
+static LOG_FILE: OnceLock<(PathBuf, Arc<Mutex<std::fs::File>>)> = OnceLock::new();
+
+/// Switches debug and trace logging (configuration reload).
+pub fn set_levels(debug: bool, trace: bool) {
+    DEBUG.store(debug, Ordering::Relaxed);
+    TRACE.store(trace, Ordering::Relaxed);
+    tracing::callsite::rebuild_interest_cache();
+}
+
+/// Reopens the log file (SIGUSR1, after logrotate moved it away).
+pub fn reopen() -> std::io::Result<()> {
+    if let Some((path, file)) = LOG_FILE.get() {
+        *file.lock() = OpenOptions::new().create(true).append(true).open(path)?;
+    }
+    Ok(())
+}
+
 #[derive(Clone)]
 struct FileWriter(Arc<Mutex<std::fs::File>>);
 
@@ -90,9 +111,11 @@ impl Write for FileWriter {
 
 /// Installs the global logger. Errors only when the log file cannot be opened.
 pub fn init(debug: bool, trace: bool, logtime: bool, file: Option<&Path>) -> std::io::Result<()> {
-    let filter = tracing_subscriber::filter::filter_fn(move |meta| match *meta.level() {
-        Level::TRACE => trace,
-        Level::DEBUG => debug,
+    DEBUG.store(debug, Ordering::Relaxed);
+    TRACE.store(trace, Ordering::Relaxed);
+    let filter = tracing_subscriber::filter::filter_fn(|meta| match *meta.level() {
+        Level::TRACE => TRACE.load(Ordering::Relaxed),
+        Level::DEBUG => DEBUG.load(Ordering::Relaxed),
         _ => true,
     });
     let format = NatsFormat {
@@ -103,7 +126,9 @@ pub fn init(debug: bool, trace: bool, logtime: bool, file: Option<&Path>) -> std
     match file {
         Some(path) => {
             let f = OpenOptions::new().create(true).append(true).open(path)?;
-            let writer = FileWriter(Arc::new(Mutex::new(f)));
+            let file = Arc::new(Mutex::new(f));
+            let _ = LOG_FILE.set((path.to_path_buf(), file.clone()));
+            let writer = FileWriter(file);
             let layer = layer.with_writer(move || writer.clone()).with_ansi(false);
             let _ = tracing_subscriber::registry()
                 .with(layer.with_filter(filter))

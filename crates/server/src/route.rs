@@ -44,6 +44,13 @@ struct RouteInfo<'a> {
     cluster_dynamic: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     connect_urls: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ldm: bool,
+}
+
+/// The route INFO announcing lame duck mode.
+pub(crate) fn route_info_line_ldm(srv: &ServerShared) -> Vec<u8> {
+    route_info_line(srv)
 }
 
 fn route_info_line(srv: &ServerShared) -> Vec<u8> {
@@ -73,7 +80,7 @@ fn route_info_line(srv: &ServerShared) -> Vec<u8> {
         port,
         headers: true,
         auth_required: cluster.opts.user.is_some(),
-        max_payload: srv.opts.max_payload,
+        max_payload: srv.opts().max_payload,
         cluster: cluster.name.lock().clone(),
         cluster_dynamic: cluster.dynamic_name,
         connect_urls: if cluster.opts.no_advertise {
@@ -81,6 +88,7 @@ fn route_info_line(srv: &ServerShared) -> Vec<u8> {
         } else {
             srv.own_client_urls()
         },
+        ldm: srv.lame_duck.load(Ordering::Relaxed),
     };
     let mut line = b"INFO ".to_vec();
     serde_json::to_writer(&mut line, &info).expect("INFO serializes");
@@ -235,6 +243,8 @@ struct RouteConn {
     rng: SmallRng,
     pings_out: u32,
     limits: Limits,
+    /// Monitoring: last activity and PING round trips (counters are in `me.stats`).
+    mon: Arc<crate::monitor::RouteMonitor>,
 }
 
 enum RouteFlow {
@@ -253,7 +263,7 @@ pub async fn run_route(
     let me = Arc::new(ClientShared::new(cid, addr, usize::MAX, true));
     me.set_headers(true);
     let (mut reader, writer) = stream.into_split();
-    let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts.write_deadline));
+    let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts().write_deadline));
     if let Some(s) = &solicit {
         let cluster = srv.cluster.as_ref().expect("cluster");
         let mut connect = serde_json::json!({
@@ -277,10 +287,12 @@ pub async fn run_route(
         let info = route_info_line(&srv);
         me.send_now(|out| out.extend_from_slice(&info));
     }
+    let mon = crate::monitor::route_opened(&srv, &me, solicit.as_ref().map(|s| s.url.as_str()));
     let mut conn = RouteConn {
+        mon,
         limits: Limits {
-            max_control_line: srv.opts.max_control_line,
-            max_payload: srv.opts.max_payload,
+            max_control_line: srv.opts().max_control_line,
+            max_payload: srv.opts().max_payload,
         },
         srv,
         me: me.clone(),
@@ -305,7 +317,7 @@ impl RouteConn {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let cancel = self.me.cancel.clone();
         let shutdown = self.srv.shutdown.clone();
-        let ping_interval = self.srv.opts.ping_interval.min(Duration::from_secs(30));
+        let ping_interval = self.srv.opts().ping_interval.min(Duration::from_secs(30));
         let mut next_ping = tokio::time::Instant::now() + Duration::from_secs(1);
         // The dialing side must see the peer's INFO, the accepting side its CONNECT, in time.
         let handshake_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -320,11 +332,12 @@ impl RouteConn {
                 },
                 () = tokio::time::sleep_until(next_ping) => {
                     next_ping = tokio::time::Instant::now() + ping_interval;
-                    if self.pings_out + 1 > self.srv.opts.ping_max {
+                    if self.pings_out + 1 > self.srv.opts().ping_max {
                         self.me.send_now(|out| out.extend_from_slice(b"-ERR 'Stale Connection'\r\n"));
                         RouteFlow::Close("Stale Connection")
                     } else {
                         self.pings_out += 1;
+                        self.mon.ping_sent();
                         self.me.send_now(|out| out.extend_from_slice(b"PING\r\n"));
                         RouteFlow::Continue
                     }
@@ -341,6 +354,7 @@ impl RouteConn {
     }
 
     fn process_buffer(&mut self, buf: &mut BytesMut) -> RouteFlow {
+        let msgs_before = self.me.stats.in_msgs.load(Ordering::Relaxed);
         let mut pos = 0;
         let mut flow = RouteFlow::Continue;
         loop {
@@ -369,6 +383,9 @@ impl RouteConn {
             }
         }
         buf.advance(pos);
+        if self.me.stats.in_msgs.load(Ordering::Relaxed) != msgs_before {
+            self.mon.touch();
+        }
         flow
     }
 
@@ -427,6 +444,7 @@ impl RouteConn {
             }
             RouteOp::Pong => {
                 self.pings_out = 0;
+                self.mon.pong_received();
                 RouteFlow::Continue
             }
             RouteOp::Ok => RouteFlow::Continue,
@@ -477,6 +495,11 @@ impl RouteConn {
                 size_token,
                 payload,
             } => {
+                let stats = &self.me.stats;
+                stats.in_msgs.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .in_bytes
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
                 if self.registered && account == GLOBAL_ACCOUNT {
                     let msg = Msg {
                         subject,
@@ -532,6 +555,20 @@ impl RouteConn {
             if *peer != id {
                 // Gossip: a server our peer knows about. Dial it unless we know it already.
                 self.gossiped(id, &info);
+            } else if info.get("ldm").and_then(Value::as_bool) == Some(true) {
+                // The peer is in lame duck mode: stop sending our clients to it.
+                let urls = cluster
+                    .routes
+                    .lock()
+                    .get(peer)
+                    .map(|r| r.client_urls.clone())
+                    .unwrap_or_default();
+                if let Some(r) = cluster.routes.lock().get_mut(peer) {
+                    r.client_urls.clear();
+                }
+                if cluster.remove_client_urls(&urls) {
+                    srv.push_async_info();
+                }
             }
             return RouteFlow::Continue;
         }
@@ -547,7 +584,7 @@ impl RouteConn {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        if name == srv.server_name && srv.opts.server_name.is_some() {
+        if name == srv.server_name && srv.opts().server_name.is_some() {
             error!(
                 "{} - rid:{} - Remote server has a duplicate name: \"{name}\"",
                 self.me.addr, self.me.cid
@@ -769,6 +806,7 @@ impl RouteConn {
         if urls_changed {
             self.srv.push_async_info();
         }
+        crate::monitor::route_closed(&self.srv, self.me.cid);
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -33,8 +33,9 @@ pub struct Stats {
 
 /// State shared by every connection task.
 pub struct ServerShared {
-    pub opts: Options,
-    pub auth: Authenticator,
+    /// The options in force; replaced as a whole by a configuration reload.
+    options: RwLock<Arc<Options>>,
+    auth: RwLock<Arc<Authenticator>>,
     /// Set when the client port requires TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Set when clustering is on.
@@ -45,6 +46,10 @@ pub struct ServerShared {
     pub clients: Mutex<HashMap<u64, Arc<ClientShared>>>,
     pub stats: Stats,
     pub shutdown: CancellationToken,
+    /// Cancelled when lame duck mode closes the client listener.
+    pub stop_accepting: CancellationToken,
+    /// Lame duck mode: INFO says `ldm` and lists only the other servers.
+    pub lame_duck: std::sync::atomic::AtomicBool,
     pub started: SystemTime,
     /// The client listener's actual address (after port -1 / 0 is resolved).
     pub client_addr: SocketAddr,
@@ -81,12 +86,30 @@ struct Info<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     connect_urls: Option<Vec<String>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ldm: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     connect_info: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     remote_account: Option<&'a str>,
 }
 
 impl ServerShared {
+    /// The options in force (a reload may replace them; existing connections keep theirs
+    /// where nats-server does too).
+    pub fn opts(&self) -> Arc<Options> {
+        self.options.read().clone()
+    }
+
+    /// How clients authenticate now.
+    pub fn auth(&self) -> Arc<Authenticator> {
+        self.auth.read().clone()
+    }
+
+    pub(crate) fn replace_options(&self, opts: Options, auth: Authenticator) {
+        *self.options.write() = Arc::new(opts);
+        *self.auth.write() = Arc::new(auth);
+    }
+
     pub fn next_cid(&self) -> u64 {
         self.next_cid.fetch_add(1, Ordering::Relaxed)
     }
@@ -109,16 +132,17 @@ impl ServerShared {
             go: "rnats",
             host: &host,
             port,
-            headers: !self.opts.no_header_support,
-            auth_required: self.auth.required(),
+            headers: !self.opts().no_header_support,
+            auth_required: self.auth().required(),
             tls_required: self.tls.is_some(),
-            tls_verify: self.opts.tls.as_ref().is_some_and(|t| t.verify),
-            max_payload: self.opts.max_payload,
+            tls_verify: self.opts().tls.as_ref().is_some_and(|t| t.verify),
+            max_payload: self.opts().max_payload,
             client_id: cid,
             client_ip: addr.ip().to_string(),
             nonce,
             cluster: self.cluster.as_ref().map(|c| c.name.lock().clone()),
             connect_urls: self.connect_urls(),
+            ldm: self.lame_duck.load(Ordering::Relaxed),
             connect_info,
             remote_account: connect_info.then_some("$G"),
         };
@@ -129,7 +153,7 @@ impl ServerShared {
     }
 
     fn advertised_client_host_port(&self) -> (String, u16) {
-        if let Some(adv) = &self.opts.client_advertise {
+        if let Some(adv) = &self.opts().client_advertise {
             if let Some((h, p)) = adv.rsplit_once(':')
                 && let Ok(p) = p.parse()
             {
@@ -137,13 +161,13 @@ impl ServerShared {
             }
             return (adv.clone(), self.client_addr.port());
         }
-        (self.opts.host.clone(), self.client_addr.port())
+        (self.opts().host.clone(), self.client_addr.port())
     }
 
     /// Adds a connection; false when `max_connections` is reached.
     pub fn register(&self, client: &Arc<ClientShared>) -> bool {
         let mut clients = self.clients.lock();
-        let max = self.opts.max_connections.unwrap_or(0);
+        let max = self.opts().max_connections.unwrap_or(0);
         if clients.len() >= max {
             return false;
         }
@@ -291,8 +315,8 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
         _ => None,
     };
     let shared = Arc::new(ServerShared {
-        opts,
-        auth,
+        options: RwLock::new(Arc::new(opts)),
+        auth: RwLock::new(Arc::new(auth)),
         tls,
         cluster,
         server_id,
@@ -301,6 +325,8 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
         clients: Mutex::new(HashMap::new()),
         stats: Stats::default(),
         shutdown: CancellationToken::new(),
+        stop_accepting: CancellationToken::new(),
+        lame_duck: std::sync::atomic::AtomicBool::new(false),
         started: SystemTime::now(),
         client_addr,
         monitor_addr: monitor_listener.as_ref().map(|(_, addr)| *addr),
@@ -309,7 +335,7 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
     });
     info!(
         "Listening for client connections on {}",
-        format_addr(&shared.opts.host, client_addr.port())
+        format_addr(&shared.opts().host, client_addr.port())
     );
     info!("Server is ready");
     let connections = TaskTracker::new();
@@ -323,7 +349,7 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
         }
         tokio::spawn(crate::route::accept_loop(shared.clone(), listener));
         for url in shared
-            .opts
+            .opts()
             .cluster
             .as_ref()
             .map(|c| c.routes.clone())
@@ -352,6 +378,7 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener, connectio
     loop {
         let accepted = tokio::select! {
             () = shared.shutdown.cancelled() => break,
+            () = shared.stop_accepting.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {

@@ -2,11 +2,12 @@
 //!
 //! Names follow prometheus-nats-exporter (`gnatsd_varz_<field>`, label `server_id`), so
 //! dashboards built on the exporter work against rnats without running it. Per-route
-//! metrics (`gnatsd_routez_*`, labelled by `rid` and `remote_id`) appear once routes exist.
+//! series follow the exporter's `-routez` collector: `gnatsd_routez_route_*`, labelled by
+//! `server_id` and `rid`, plus `gnatsd_routez_route_info` with the remote's id and name.
 
 use std::fmt::Write;
 
-use super::{Reply, varz};
+use super::{Reply, routez, varz};
 use crate::server::ServerShared;
 
 /// (varz field, type, help).
@@ -71,12 +72,92 @@ pub(super) fn handle(srv: &ServerShared) -> Reply {
     );
     let _ = writeln!(out, "# TYPE gnatsd_varz_uptime_seconds gauge");
     let _ = writeln!(out, "gnatsd_varz_uptime_seconds{{{label}}} {uptime:.3}");
+    let routes = routez::route_infos(srv, false, false);
     let _ = writeln!(
         out,
         "# HELP gnatsd_routez_num_routes Route connections (routez)."
     );
     let _ = writeln!(out, "# TYPE gnatsd_routez_num_routes gauge");
-    let _ = writeln!(out, "gnatsd_routez_num_routes{{{label}}} 0");
+    let _ = writeln!(out, "gnatsd_routez_num_routes{{{label}}} {}", routes.len());
+    if !routes.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP gnatsd_routez_route_info A route and its remote server (value 1)."
+        );
+        let _ = writeln!(out, "# TYPE gnatsd_routez_route_info gauge");
+        for r in &routes {
+            let _ = writeln!(
+                out,
+                "gnatsd_routez_route_info{{{label},rid=\"{}\",remote_id=\"{}\",remote_name=\"{}\",account=\"\",ip=\"{}\",compression=\"{}\"}} 1",
+                r.rid,
+                escape(&r.remote_id),
+                escape(&r.remote_name),
+                escape(&r.ip),
+                r.compression
+            );
+        }
+    }
+    type RouteValue = fn(&routez::RouteInfo) -> f64;
+    let per_route: [(&str, &str, &str, RouteValue); 8] = [
+        (
+            "in_msgs",
+            "counter",
+            "Messages received over the route.",
+            |r| r.in_msgs as f64,
+        ),
+        (
+            "out_msgs",
+            "counter",
+            "Messages sent over the route.",
+            |r| r.out_msgs as f64,
+        ),
+        (
+            "in_bytes",
+            "counter",
+            "Payload bytes received over the route.",
+            |r| r.in_bytes as f64,
+        ),
+        (
+            "out_bytes",
+            "counter",
+            "Payload bytes sent over the route.",
+            |r| r.out_bytes as f64,
+        ),
+        (
+            "subscriptions",
+            "gauge",
+            "Subscriptions the remote server has told us about.",
+            |r| r.subscriptions as f64,
+        ),
+        (
+            "pending_bytes",
+            "gauge",
+            "Bytes waiting to be written to the route.",
+            |r| r.pending_size as f64,
+        ),
+        (
+            "rtt_seconds",
+            "gauge",
+            "Round-trip time of the route's last PING.",
+            |r| r.rtt_secs,
+        ),
+        (
+            "uptime_seconds",
+            "gauge",
+            "Seconds since the route connected.",
+            |r| r.uptime_secs,
+        ),
+    ];
+    if !routes.is_empty() {
+        for (field, kind, help, value) in per_route {
+            let name = format!("gnatsd_routez_route_{field}");
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for r in &routes {
+                let _ = writeln!(out, "{name}{{{label},rid=\"{}\"}} {}", r.rid, value(r));
+            }
+        }
+    }
     Reply::Text("text/plain; version=0.0.4; charset=utf-8", out)
 }
 

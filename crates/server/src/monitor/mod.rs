@@ -1,18 +1,20 @@
 //! HTTP monitoring, as nats-server's monitoring port: `/varz`, `/connz`, `/routez`, `/subsz`
-//! (alias `/subscriptionsz`), `/healthz`, plus `/metrics` in Prometheus text format. Field
-//! names and JSON types follow nats-server (see `shared/spec/monitoring.md`).
+//! (alias `/subscriptionsz`), `/healthz`, plus `/metrics` in Prometheus text format and a
+//! live status page at `/`. Field names and JSON types follow nats-server (see
+//! `shared/spec/monitoring.md`).
 //!
 //! Every endpoint is answered from state the server already keeps (the client map, the
-//! sublist, atomics); nothing here runs on the message path. Closed connections are kept
-//! in a bounded ring (`max_closed_clients`) for `/connz?state=closed`.
+//! cluster's routes, the sublist, atomics); nothing here runs on the message path. Closed
+//! connections are kept in a bounded ring (`max_closed_clients`) for `/connz?state=closed`.
 
 mod connz;
 pub mod format;
 mod metrics;
+mod routez;
 mod subsz;
 mod varz;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +48,122 @@ pub struct MonitorState {
     /// Connections closed as stale (missed PONGs).
     pub stale_connections: AtomicU64,
     cpu: Mutex<CpuSample>,
+    /// Every route connection's monitoring data, and the traffic of closed routes.
+    routes: Mutex<RouteBook>,
+}
+
+/// Route connections by cid, and what closed ones carried (so the server's totals, which
+/// add the routes' counters to the clients', never go down when a route closes).
+#[derive(Default)]
+struct RouteBook {
+    open: HashMap<u64, Arc<RouteMonitor>>,
+    closed: RouteTraffic,
+}
+
+/// Messages and bytes in and out over routes.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct RouteTraffic {
+    pub in_msgs: u64,
+    pub in_bytes: u64,
+    pub out_msgs: u64,
+    pub out_bytes: u64,
+}
+
+impl RouteTraffic {
+    fn add(&mut self, conn: &ClientShared) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.in_msgs += load(&conn.stats.in_msgs);
+        self.in_bytes += load(&conn.stats.in_bytes);
+        self.out_msgs += load(&conn.stats.out_msgs);
+        self.out_bytes += load(&conn.stats.out_bytes);
+    }
+}
+
+/// What monitoring keeps about one route connection beyond its `ClientShared` counters:
+/// last activity (routed messages) and the round-trip time of its last PING.
+pub struct RouteMonitor {
+    pub(crate) conn: Arc<ClientShared>,
+    /// Dialed because it is listed in the cluster's `routes` (not learned by gossip).
+    pub(crate) configured: bool,
+    created: Instant,
+    /// Last routed message, in ns since the Unix epoch; 0 = none yet.
+    last_activity: AtomicU64,
+    /// When the outstanding PING was sent, in ns since `created`; 0 = none outstanding.
+    ping_sent: AtomicU64,
+    rtt_ns: AtomicU64,
+}
+
+impl RouteMonitor {
+    /// Notes that messages came over the route.
+    pub fn touch(&self) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        self.last_activity.store(now, Ordering::Relaxed);
+    }
+
+    /// A PING went out: the next PONG measures the round trip.
+    pub fn ping_sent(&self) {
+        let at = self.created.elapsed().as_nanos().max(1) as u64;
+        self.ping_sent.store(at, Ordering::Relaxed);
+    }
+
+    pub fn pong_received(&self) {
+        let sent = self.ping_sent.swap(0, Ordering::Relaxed);
+        if sent > 0 {
+            let now = self.created.elapsed().as_nanos() as u64;
+            self.rtt_ns
+                .store(now.saturating_sub(sent).max(1), Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn last_activity(&self) -> SystemTime {
+        match self.last_activity.load(Ordering::Relaxed) {
+            0 => self.conn.last_activity(),
+            ns => SystemTime::UNIX_EPOCH + Duration::from_nanos(ns),
+        }
+    }
+
+    /// As the reference measures it: truncated to whole µs between 1 µs and 1 ms.
+    pub(crate) fn rtt(&self) -> Duration {
+        let rtt = Duration::from_nanos(self.rtt_ns.load(Ordering::Relaxed));
+        if rtt > Duration::from_micros(1) && rtt < Duration::from_millis(1) {
+            Duration::from_micros(rtt.as_micros() as u64)
+        } else {
+            rtt
+        }
+    }
+}
+
+/// Registers a new route connection; `solicit_url` is the URL it was dialed with.
+pub fn route_opened(
+    srv: &ServerShared,
+    conn: &Arc<ClientShared>,
+    solicit_url: Option<&str>,
+) -> Arc<RouteMonitor> {
+    let configured = solicit_url.is_some_and(|url| {
+        srv.cluster
+            .as_ref()
+            .is_some_and(|c| c.opts.routes.iter().any(|r| r == url))
+    });
+    let mon = Arc::new(RouteMonitor {
+        conn: conn.clone(),
+        configured,
+        created: Instant::now(),
+        last_activity: AtomicU64::new(0),
+        ping_sent: AtomicU64::new(0),
+        rtt_ns: AtomicU64::new(0),
+    });
+    srv.monitor.routes.lock().open.insert(conn.cid, mon.clone());
+    mon
+}
+
+/// A route connection is gone: its counters move to the closed routes' totals.
+pub fn route_closed(srv: &ServerShared, cid: u64) {
+    let mut book = srv.monitor.routes.lock();
+    if let Some(mon) = book.open.remove(&cid) {
+        book.closed.add(&mon.conn);
+    }
 }
 
 #[derive(Default)]
@@ -63,7 +181,23 @@ impl MonitorState {
             http_req_stats: Mutex::new(BTreeMap::new()),
             stale_connections: AtomicU64::new(0),
             cpu: Mutex::new(CpuSample::default()),
+            routes: Mutex::new(RouteBook::default()),
         }
+    }
+
+    /// Traffic over all routes since start, open and closed.
+    pub(crate) fn route_traffic(&self) -> RouteTraffic {
+        let book = self.routes.lock();
+        let mut total = book.closed;
+        for mon in book.open.values() {
+            total.add(&mon.conn);
+        }
+        total
+    }
+
+    /// The monitoring data of an open route connection.
+    pub(crate) fn route(&self, cid: u64) -> Option<Arc<RouteMonitor>> {
+        self.routes.lock().open.get(&cid).cloned()
     }
 
     fn count_request(&self, path: &'static str) {
@@ -181,11 +315,11 @@ fn handle(srv: &ServerShared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     let reply = match req.uri().path() {
         "/" => {
             srv.monitor.count_request("/");
-            Reply::Html(index_page())
+            Reply::Html(status_page())
         }
         "/varz" => varz::handle(srv),
         "/connz" => connz::handle(srv, &query),
-        "/routez" => subsz::routez(srv, &query),
+        "/routez" => routez::handle(srv, &query),
         "/subsz" | "/subscriptionsz" => subsz::subsz(srv, &query),
         "/healthz" => subsz::healthz(srv, &query),
         "/metrics" => metrics::handle(srv),
@@ -237,29 +371,12 @@ fn respond(reply: Reply) -> Response<Full<Bytes>> {
     response
 }
 
-fn index_page() -> String {
-    let links = [
-        ("varz", "General"),
-        ("connz", "Connections"),
-        ("subsz", "Subscriptions"),
-        ("routez", "Routes"),
-        ("healthz", "Health Probe"),
-        ("metrics", "Prometheus Metrics"),
-    ];
-    let mut html = String::from(
-        "<html lang=\"en\">\n<head><title>rnats-server monitoring</title></head>\n<body>\n",
-    );
-    html.push_str(&format!(
-        "<h1>rnats-server</h1>\n<p>v{}</p>\n",
-        crate::options::VERSION
-    ));
-    for (path, title) in links {
-        html.push_str(&format!(
-            "<a href=./{path}>{title}<span class=\"endpoint\"> /{path}</span></a><br/>\n"
-        ));
-    }
-    html.push_str("</body>\n</html>\n");
-    html
+/// The live status page: plain HTML and JS, embedded at build time (no build step). It
+/// polls `/varz`, `/connz` and `/routez` every second and computes rates from the deltas.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+fn status_page() -> String {
+    STATUS_PAGE.replace("{{VERSION}}", crate::options::VERSION)
 }
 
 /// Query parameters, decoded; the first value of a name wins (Go's `Query().Get`).

@@ -1,4 +1,4 @@
-//! `/subsz` (subject index statistics and subscriptions), `/routez` and `/healthz`.
+//! `/subsz` (subject index statistics and subscriptions) and `/healthz`.
 
 use std::time::SystemTime;
 
@@ -86,29 +86,6 @@ fn subsz_inner(srv: &ServerShared, q: &Query) -> Result<Reply, Reply> {
         sz.subscriptions_list = details;
     }
     Ok(json(&sz))
-}
-
-#[derive(Serialize)]
-struct Routez {
-    server_id: String,
-    server_name: String,
-    now: String,
-    num_routes: usize,
-    routes: Vec<serde_json::Value>,
-}
-
-pub(super) fn routez(srv: &ServerShared, q: &Query) -> Reply {
-    if let Err(e) = q.subs() {
-        return e;
-    }
-    srv.monitor.count_request("/routez");
-    json(&Routez {
-        server_id: srv.server_id.clone(),
-        server_name: srv.server_name.clone(),
-        now: rfc3339(SystemTime::now()),
-        num_routes: 0,
-        routes: Vec::new(),
-    })
 }
 
 pub(super) fn healthz(srv: &ServerShared, q: &Query) -> Reply {

@@ -15,6 +15,55 @@ use crate::server::ServerShared;
 #[derive(Serialize)]
 struct Empty {}
 
+/// nats-server's `ClusterOptsVarz`: every field is omitted when empty, so `{}` when not
+/// clustered.
+#[derive(Serialize, Default)]
+struct ClusterVarz {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    name: String,
+    #[serde(rename = "addr", skip_serializing_if = "String::is_empty")]
+    host: String,
+    #[serde(rename = "cluster_port", skip_serializing_if = "is_zero")]
+    port: usize,
+    #[serde(serialize_with = "go_float", skip_serializing_if = "is_zero_f64")]
+    auth_timeout: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    urls: Vec<String>,
+    #[serde(serialize_with = "go_float", skip_serializing_if = "is_zero_f64")]
+    tls_timeout: f64,
+    /// rnats keeps one connection per remote server: pooling off, as the reference's
+    /// `pool_size: -1`.
+    #[serde(skip_serializing_if = "is_zero_i32")]
+    pool_size: i32,
+}
+
+/// How long a route has to finish its handshake (`route.rs`), shown as the cluster's
+/// `auth_timeout`.
+const ROUTE_AUTH_TIMEOUT_SECS: f64 = 5.0;
+/// The reference's default TLS handshake timeout, shown although routes have no TLS.
+const ROUTE_TLS_TIMEOUT_SECS: f64 = 2.0;
+
+fn cluster_varz(srv: &ServerShared) -> ClusterVarz {
+    let Some(cluster) = &srv.cluster else {
+        return ClusterVarz::default();
+    };
+    ClusterVarz {
+        name: cluster.name.lock().clone(),
+        host: cluster.opts.host.clone(),
+        port: usize::from(cluster.listen_addr.port()),
+        auth_timeout: ROUTE_AUTH_TIMEOUT_SECS,
+        urls: cluster
+            .opts
+            .routes
+            .iter()
+            .filter_map(|url| crate::flags::parse_route_url(url))
+            .map(|(_, host, port)| crate::cluster::format_host_port(&host, port as u16))
+            .collect(),
+        tls_timeout: ROUTE_TLS_TIMEOUT_SECS,
+        pool_size: -1,
+    }
+}
+
 #[derive(Serialize)]
 struct PerKind {
     clients: u64,
@@ -39,6 +88,8 @@ pub(super) struct Varz {
     tls_required: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     tls_verify: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    connect_urls: Vec<String>,
     max_connections: usize,
     #[serde(skip_serializing_if = "is_zero")]
     max_subscriptions: usize,
@@ -53,7 +104,7 @@ pub(super) struct Varz {
     max_control_line: usize,
     max_payload: usize,
     max_pending: usize,
-    cluster: Empty,
+    cluster: ClusterVarz,
     gateway: Empty,
     leaf: Empty,
     mqtt: Empty,
@@ -98,18 +149,29 @@ fn is_zero(v: &usize) -> bool {
     *v == 0
 }
 
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_zero_i32(v: &i32) -> bool {
+    *v == 0
+}
+
 pub(super) fn handle(srv: &ServerShared) -> Reply {
     srv.monitor.count_request("/varz");
     json(&varz(srv))
 }
 
 pub(super) fn varz(srv: &ServerShared) -> Varz {
-    let opts = &srv.opts;
+    let opts = &srv.opts();
     let now = SystemTime::now();
     let stats = &srv.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let (in_msgs, in_bytes) = (load(&stats.in_msgs), load(&stats.in_bytes));
-    let (out_msgs, out_bytes) = (load(&stats.out_msgs), load(&stats.out_bytes));
+    // The server's counters are the clients'; the routes' are added for the totals.
+    let (in_client_msgs, in_client_bytes) = (load(&stats.in_msgs), load(&stats.in_bytes));
+    let (out_client_msgs, out_client_bytes) = (load(&stats.out_msgs), load(&stats.out_bytes));
+    let routed = srv.monitor.route_traffic();
+    let routes = srv.cluster.as_ref().map_or(0, |c| c.routes.lock().len());
     let slow = load(&stats.slow_consumers);
     let stale = load(&srv.monitor.stale_connections);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -122,9 +184,10 @@ pub(super) fn varz(srv: &ServerShared) -> Varz {
         go: "rnats",
         host: opts.host.clone(),
         port: srv.client_addr.port(),
-        auth_required: srv.auth.required(),
+        auth_required: srv.auth().required(),
         tls_required: srv.tls.is_some(),
         tls_verify: tls.is_some_and(|t| t.verify || t.verify_and_map),
+        connect_urls: srv.connect_urls().unwrap_or_default(),
         max_connections: opts.max_connections.unwrap_or(0),
         max_subscriptions: opts.max_subs,
         ping_interval: opts.ping_interval.as_nanos() as u64,
@@ -137,7 +200,7 @@ pub(super) fn varz(srv: &ServerShared) -> Varz {
         max_control_line: opts.max_control_line,
         max_payload: opts.max_payload,
         max_pending: opts.max_pending,
-        cluster: Empty {},
+        cluster: cluster_varz(srv),
         gateway: Empty {},
         leaf: Empty {},
         mqtt: Empty {},
@@ -154,17 +217,18 @@ pub(super) fn varz(srv: &ServerShared) -> Varz {
         cpu: cpu_percent(srv),
         connections: srv.num_clients(),
         total_connections: load(&stats.total_connections),
-        routes: 0,
-        remotes: 0,
+        // One connection per remote server (no pooling).
+        routes,
+        remotes: routes,
         leafnodes: 0,
-        in_msgs,
-        in_bytes,
-        in_client_msgs: in_msgs,
-        in_client_bytes: in_bytes,
-        out_msgs,
-        out_bytes,
-        out_client_msgs: out_msgs,
-        out_client_bytes: out_bytes,
+        in_msgs: in_client_msgs + routed.in_msgs,
+        in_bytes: in_client_bytes + routed.in_bytes,
+        in_client_msgs,
+        in_client_bytes,
+        out_msgs: out_client_msgs + routed.out_msgs,
+        out_bytes: out_client_bytes + routed.out_bytes,
+        out_client_msgs,
+        out_client_bytes,
         slow_consumers: slow,
         stale_connections: stale,
         stalled_clients: 0,

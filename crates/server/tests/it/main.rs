@@ -7,6 +7,7 @@ mod cluster;
 mod harness;
 mod interop;
 mod monitor;
+mod ops;
 mod process;
 mod raw;
 mod security;

@@ -22,6 +22,7 @@ const KNOWN_ABSENT: &[(&str, &str)] = &[
     ("varz", "disk_io_wait_stats"), // JetStream storage I/O
     ("varz", "ocsp_peer_cache"), // OCSP (omitempty)
     ("varz", "tls_ocsp_peer_verify"), // OCSP (omitempty)
+    ("routez", "account"),  // routes pinned to an account ($SYS): no system account
 ];
 
 /// An HTTP response: status, headers (lower-case names), body.
@@ -232,7 +233,21 @@ fn shapes(path: &str, body: &Value) -> Vec<(String, BTreeMap<String, &'static st
     if subs.iter().all(|s| s.is_object()) && !subs.is_empty() {
         out.push((format!("{name} subscriptions_list[]"), shape(subs)));
     }
-    for nested in ["slow_consumer_stats", "stale_connection_stats"] {
+    let routes = items(body, "routes");
+    if !routes.is_empty() {
+        out.push((format!("{name} routes[]"), shape(routes.iter().copied())));
+        let details: Vec<&Value> = routes
+            .iter()
+            .flat_map(|r| items(r, "subscriptions_list_detail"))
+            .collect();
+        if !details.is_empty() {
+            out.push((
+                format!("{name} routes[] subscriptions_list_detail[]"),
+                shape(details),
+            ));
+        }
+    }
+    for nested in ["slow_consumer_stats", "stale_connection_stats", "cluster"] {
         if let Some(obj) = body.get(nested).filter(|v| v.is_object()) {
             out.push((format!("{name} {nested}"), shape([obj])));
         }

@@ -1,0 +1,536 @@
+//! `rnats`: a NATS command-line client with natscli's command shapes.
+//!
+//! ```text
+//! rnats [-s URL] [--user U --password P] [--timeout D] pub SUBJECT [BODY] [--count N] [--sleep D] [-H K:V]...
+//! rnats sub SUBJECT [--queue Q] [--count N] [--raw] [--headers] [--timestamps]
+//! rnats req SUBJECT [BODY] [-H K:V]... [--raw]
+//! rnats reply SUBJECT [BODY] [--echo | --command CMD] [--queue Q] [--count N]
+//! ```
+//!
+//! Exit status: 0 on success, 1 on any error (one line on stderr saying what to do).
+//! Messages go to stdout; progress lines go to stderr.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use rnats_client::{
+    Client, ConnectErrorKind, ConnectOptions, HeaderMap, Message, PublishError, RequestError,
+    RequestErrorKind,
+};
+
+use crate::util::{TemplateContext, parse_duration, parse_header, render};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rnats",
+    version,
+    about = "NATS command-line client",
+    propagate_version = true
+)]
+struct Cli {
+    /// NATS server URL(s), comma separated
+    #[arg(
+        short = 's',
+        long = "server",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    server: String,
+
+    /// Username or token
+    #[arg(long, env = "NATS_USER", global = true)]
+    user: Option<String>,
+
+    /// Password
+    #[arg(long, env = "NATS_PASSWORD", global = true, hide_env_values = true)]
+    password: Option<String>,
+
+    /// Time to wait for the connection and for responses
+    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    timeout: Duration,
+
+    /// Connection name shown by the server
+    #[arg(long = "connection-name", global = true)]
+    connection_name: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Publish a message (body from the argument, else from stdin)
+    Pub(PubArgs),
+    /// Subscribe to a subject and print the messages
+    Sub(SubArgs),
+    /// Send a request and print the reply
+    #[command(alias = "request")]
+    Req(ReqArgs),
+    /// Answer requests with a fixed body, the request itself, or a command's output
+    Reply(ReplyArgs),
+}
+
+#[derive(Args, Debug)]
+struct PubArgs {
+    /// Subject to publish to
+    subject: String,
+    /// Message body; templates like {{Count}}, {{TimeStamp}}, {{ID}} are expanded
+    body: Option<String>,
+    /// Publish this many messages
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// Pause between messages
+    #[arg(long, value_parser = parse_duration)]
+    sleep: Option<Duration>,
+    /// Header, Key:Value (repeatable, templates allowed)
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Reply subject to send with the message
+    #[arg(long)]
+    reply: Option<String>,
+    /// Print nothing but errors
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct SubArgs {
+    /// Subject to subscribe to (wildcards allowed)
+    subject: String,
+    /// Join this queue group
+    #[arg(long)]
+    queue: Option<String>,
+    /// Exit after this many messages
+    #[arg(long)]
+    count: Option<u64>,
+    /// Print only the message bodies, one per line
+    #[arg(short, long)]
+    raw: bool,
+    /// Print message headers too
+    #[arg(long)]
+    headers: bool,
+    /// Print the time each message was received
+    #[arg(long, alias = "ts")]
+    timestamps: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReqArgs {
+    /// Subject to send the request to
+    subject: String,
+    /// Request body (else from stdin); templates allowed
+    body: Option<String>,
+    /// Header, Key:Value (repeatable)
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Print only the reply body
+    #[arg(short, long)]
+    raw: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReplyArgs {
+    /// Subject to serve
+    subject: String,
+    /// Reply body; templates like {{Count}} and {{Request}} are expanded
+    body: Option<String>,
+    /// Reply with the request body
+    #[arg(long, conflicts_with_all = ["body", "command"])]
+    echo: bool,
+    /// Run this shell command per request (request body on stdin) and reply with its output
+    #[arg(long, conflicts_with = "body")]
+    command: Option<String>,
+    /// Queue group to join
+    #[arg(long, default_value = "NATS-RPLY-22")]
+    queue: String,
+    /// Exit after this many requests
+    #[arg(long)]
+    count: Option<u64>,
+    /// Wait this long before each reply
+    #[arg(long, value_parser = parse_duration)]
+    sleep: Option<Duration>,
+}
+
+/// A failure, as one line that says what to do.
+struct Failure(String);
+
+impl<S: Into<String>> From<S> for Failure {
+    fn from(s: S) -> Self {
+        Failure(s.into())
+    }
+}
+
+type Result<T, E = Failure> = std::result::Result<T, E>;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rnats: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg)) => {
+            eprintln!("rnats: error: {}", msg.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let client = connect(&cli).await?;
+    let result = match cli.command {
+        Command::Pub(a) => publish(&client, a).await,
+        Command::Sub(a) => subscribe(&client, a).await,
+        Command::Req(a) => request(&client, a, cli.timeout).await,
+        Command::Reply(a) => reply(&client, a).await,
+    };
+    client.close().await;
+    result
+}
+
+async fn connect(cli: &Cli) -> Result<Client> {
+    let mut opts = ConnectOptions::new()
+        .connect_timeout(cli.timeout)
+        .request_timeout(cli.timeout)
+        .name(
+            cli.connection_name
+                .clone()
+                .unwrap_or_else(|| "rnats".into()),
+        );
+    match (&cli.user, &cli.password) {
+        (Some(u), Some(p)) => opts = opts.user_and_password(u, p),
+        (Some(token), None) => opts = opts.token(token),
+        (None, Some(_)) => return Err("--password needs --user".into()),
+        (None, None) => {}
+    }
+    let server = &cli.server;
+    opts.connect(server.as_str()).await.map_err(|e| {
+        let hint = match e.kind() {
+            ConnectErrorKind::InvalidAddress => "use nats://host:port (comma-separate several)",
+            ConnectErrorKind::Io | ConnectErrorKind::NoServers => {
+                "is a NATS server running there? Pick one with --server or NATS_URL"
+            }
+            ConnectErrorKind::TimedOut => "check the address, or raise --timeout",
+            ConnectErrorKind::AuthorizationViolation => {
+                "give valid credentials with --user/--password"
+            }
+            ConnectErrorKind::TlsRequired => {
+                "this server requires TLS, which rnats does not support yet"
+            }
+            ConnectErrorKind::ServerError | ConnectErrorKind::Protocol => {
+                "check that this is a NATS server"
+            }
+        };
+        Failure(format!("cannot connect to {server}: {e}: {hint}"))
+    })
+}
+
+fn read_stdin() -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .map_err(|e| format!("cannot read the body from stdin: {e}"))?;
+    Ok(body)
+}
+
+fn headers_from(args: &[String], ctx: &TemplateContext<'_>) -> Result<Option<HeaderMap>> {
+    if args.is_empty() {
+        return Ok(None);
+    }
+    let mut h = HeaderMap::new();
+    for a in args {
+        let (k, v) = parse_header(a)?;
+        let v = render(&v, ctx)?;
+        h.append(k, String::from_utf8_lossy(&v).into_owned());
+    }
+    Ok(Some(h))
+}
+
+fn publish_failure(subject: &str, e: PublishError) -> Failure {
+    Failure(format!("cannot publish to {subject:?}: {e}"))
+}
+
+async fn publish(client: &Client, a: PubArgs) -> Result<()> {
+    let stdin_body = match &a.body {
+        Some(_) => None,
+        None => Some(read_stdin()?),
+    };
+    for i in 1..=a.count {
+        let ctx = TemplateContext {
+            count: i,
+            request: None,
+        };
+        let body = match (&a.body, &stdin_body) {
+            (Some(t), _) => render(t, &ctx)?,
+            (None, Some(b)) => match std::str::from_utf8(b) {
+                Ok(t) => render(t, &ctx)?,
+                Err(_) => b.clone(),
+            },
+            (None, None) => unreachable!("body from argument or stdin"),
+        };
+        let headers = headers_from(&a.headers, &ctx)?;
+        let r = match (&a.reply, &headers) {
+            (None, None) => client.publish(&a.subject, &body).await,
+            (Some(r), None) => client.publish_with_reply(&a.subject, r, &body).await,
+            (None, Some(h)) => client.publish_with_headers(&a.subject, h, &body).await,
+            (Some(r), Some(h)) => {
+                client
+                    .publish_with_reply_and_headers(&a.subject, r, h, &body)
+                    .await
+            }
+        };
+        r.map_err(|e| publish_failure(&a.subject, e))?;
+        if !a.quiet && a.count == 1 {
+            eprintln!("Published {} bytes to {:?}", body.len(), a.subject);
+        }
+        if let Some(d) = a.sleep.filter(|_| i < a.count) {
+            tokio::time::sleep(d).await;
+        }
+    }
+    client
+        .flush()
+        .await
+        .map_err(|e| format!("the server did not confirm the publish: {e}"))?;
+    if !a.quiet && a.count > 1 {
+        eprintln!("Published {} messages to {:?}", a.count, a.subject);
+    }
+    Ok(())
+}
+
+async fn subscribe(client: &Client, a: SubArgs) -> Result<()> {
+    let mut sub = match &a.queue {
+        Some(q) => client.queue_subscribe(a.subject.clone(), q.clone()).await,
+        None => client.subscribe(a.subject.clone()).await,
+    }
+    .map_err(|e| format!("cannot subscribe to {:?}: {e}", a.subject))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| format!("the server did not confirm the subscription: {e}"))?;
+    match &a.queue {
+        Some(q) => eprintln!("Subscribing on {} in group {q}", a.subject),
+        None => eprintln!("Subscribing on {}", a.subject),
+    }
+    if a.count == Some(0) {
+        return Ok(());
+    }
+    let mut n = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => match m {
+                Some(m) => m,
+                None => return Err("the connection closed: is the server still running?".into()),
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        n += 1;
+        let mut out = stdout.lock();
+        print_message(&mut out, &msg, n, &a).map_err(|e| format!("cannot write to stdout: {e}"))?;
+        if a.count.is_some_and(|c| n >= c) {
+            return Ok(());
+        }
+    }
+}
+
+fn print_message(out: &mut impl Write, m: &Message, n: u64, a: &SubArgs) -> std::io::Result<()> {
+    if a.timestamps {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        write!(out, "{} ", util::rfc3339(now))?;
+    }
+    if !a.raw {
+        match &m.reply {
+            Some(r) => writeln!(out, "[#{n}] Received on {:?} with reply {r:?}", m.subject)?,
+            None => writeln!(out, "[#{n}] Received on {:?}", m.subject)?,
+        }
+    }
+    if let Some(h) = m.headers.as_ref().filter(|_| a.headers) {
+        write!(out, "{h}")?;
+        if !a.raw {
+            writeln!(out)?;
+        }
+    }
+    out.write_all(&m.payload)?;
+    writeln!(out)?;
+    if !a.raw {
+        writeln!(out)?;
+    }
+    out.flush()
+}
+
+fn request_failure(subject: &str, e: RequestError, timeout: Duration) -> Failure {
+    Failure(match e.kind() {
+        RequestErrorKind::NoResponders => format!(
+            "no responders on {subject:?}: nobody is subscribed to it; start a service first (e.g. rnats reply {subject} BODY)"
+        ),
+        RequestErrorKind::TimedOut => {
+            format!(
+                "no reply on {subject:?} within {timeout:?}: check the service or raise --timeout"
+            )
+        }
+        _ => format!("request on {subject:?} failed: {e}"),
+    })
+}
+
+async fn request(client: &Client, a: ReqArgs, timeout: Duration) -> Result<()> {
+    let ctx = TemplateContext {
+        count: 1,
+        request: None,
+    };
+    let body = match &a.body {
+        Some(t) => render(t, &ctx)?,
+        None => read_stdin()?,
+    };
+    let mut req = rnats_client::Request::new().payload(body).timeout(timeout);
+    if let Some(h) = headers_from(&a.headers, &ctx)? {
+        req = req.headers(h);
+    }
+    if !a.raw {
+        eprintln!("Sending request on {:?}", a.subject);
+    }
+    let started = Instant::now();
+    let m = client
+        .send_request(&a.subject, req)
+        .await
+        .map_err(|e| request_failure(&a.subject, e, timeout))?;
+    let mut out = std::io::stdout().lock();
+    let write = |out: &mut std::io::StdoutLock<'_>| -> std::io::Result<()> {
+        if !a.raw {
+            eprintln!("Received with rtt {:?}", started.elapsed());
+            if let Some(h) = &m.headers {
+                write!(out, "{h}")?;
+                writeln!(out)?;
+            }
+        }
+        out.write_all(&m.payload)?;
+        if !m.payload.ends_with(b"\n") {
+            writeln!(out)?;
+        }
+        out.flush()
+    };
+    write(&mut out).map_err(|e| format!("cannot write to stdout: {e}"))?;
+    Ok(())
+}
+
+async fn reply(client: &Client, a: ReplyArgs) -> Result<()> {
+    if a.body.is_none() && !a.echo && a.command.is_none() {
+        return Err("say what to reply: a BODY argument, --echo, or --command CMD".into());
+    }
+    let mut sub = client
+        .queue_subscribe(a.subject.clone(), a.queue.clone())
+        .await
+        .map_err(|e| format!("cannot subscribe to {:?}: {e}", a.subject))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| format!("the server did not confirm the subscription: {e}"))?;
+    eprintln!("Listening on {:?} in group {:?}", a.subject, a.queue);
+    if a.count == Some(0) {
+        return Ok(());
+    }
+    let mut n = 0u64;
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => match m {
+                Some(m) => m,
+                None => return Err("the connection closed: is the server still running?".into()),
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        n += 1;
+        eprintln!("[#{n}] Received on {:?}", msg.subject);
+        let Some(reply_to) = msg.reply.as_deref() else {
+            eprintln!("[#{n}] no reply subject: nothing to answer");
+            continue;
+        };
+        if let Some(d) = a.sleep {
+            tokio::time::sleep(d).await;
+        }
+        let ctx = TemplateContext {
+            count: n,
+            request: Some(&msg.payload),
+        };
+        let body = if a.echo {
+            msg.payload.to_vec()
+        } else if let Some(cmd) = &a.command {
+            match run_command(cmd, &msg.payload).await {
+                Ok(out) => out,
+                Err(e) => {
+                    eprintln!("[#{n}] {e}; not replying");
+                    continue;
+                }
+            }
+        } else {
+            render(a.body.as_deref().unwrap_or_default(), &ctx)?
+        };
+        client
+            .publish(reply_to, &body)
+            .await
+            .map_err(|e| publish_failure(reply_to, e))?;
+        if a.count.is_some_and(|c| n >= c) {
+            client
+                .flush()
+                .await
+                .map_err(|e| format!("the server did not confirm the reply: {e}"))?;
+            return Ok(());
+        }
+    }
+}
+
+/// Runs `cmd` with `sh -c`, the request body on stdin; its stdout is the reply.
+async fn run_command(cmd: &str, input: &[u8]) -> Result<Vec<u8>, String> {
+    let (cmd, input) = (cmd.to_string(), input.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+        let stdin = child.stdin.take();
+        // Written from another thread, so that a command with a lot of output cannot block us.
+        let writer = std::thread::spawn(move || {
+            if let Some(mut stdin) = stdin {
+                // A command that does not read its input may close stdin early: not an error.
+                let _ = stdin.write_all(&input);
+            }
+        });
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("command {cmd:?} failed: {e}"))?;
+        let _ = writer.join();
+        if !out.status.success() {
+            return Err(format!("command {cmd:?} exited with {}", out.status));
+        }
+        Ok(out.stdout)
+    })
+    .await
+    .map_err(|e| format!("command task failed: {e}"))?
+}

@@ -1,0 +1,219 @@
+//! Parsing helpers of the CLI: Go-style durations, `key:value` headers and `{{Count}}` body
+//! templates. Pure functions, unit-tested.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A Go-style duration: `500ms`, `1.5s`, `2m`, `1h30m`, `100us`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return secs_to_duration(secs, s);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("duration {s:?} needs a unit (ns, us, ms, s, m, h)"))?;
+        if num_len == 0 {
+            return Err(format!(
+                "invalid duration {s:?}: expected a number, e.g. 500ms or 2s"
+            ));
+        }
+        let n: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("invalid number in duration {s:?}"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            u => {
+                return Err(format!(
+                    "unknown unit {u:?} in duration {s:?}: use ns, us, ms, s, m or h"
+                ));
+            }
+        };
+        total += n * scale;
+        rest = &rest[unit_len..];
+    }
+    secs_to_duration(total, s)
+}
+
+fn secs_to_duration(secs: f64, s: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
+}
+
+/// `Key:Value` (natscli's `-H` form) into a name and a value, both trimmed.
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("invalid header {s:?}: use -H Key:Value")),
+    }
+}
+
+/// What a template may refer to.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateContext<'a> {
+    /// 1-based message number.
+    pub count: u64,
+    /// For `reply`: the request body.
+    pub request: Option<&'a [u8]>,
+}
+
+/// Expands `{{Count}}`, `{{Time}}`, `{{TimeStamp}}`, `{{Unix}}`, `{{UnixNano}}`, `{{ID}}` and
+/// (in replies) `{{Request}}`; `{{ .Count }}` spellings work too. Text without `{{` is returned
+/// as is.
+pub fn render(template: &str, ctx: &TemplateContext<'_>) -> Result<Vec<u8>, String> {
+    if !template.contains("{{") {
+        return Ok(template.as_bytes().to_vec());
+    }
+    let mut out = Vec::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.extend_from_slice(&rest.as_bytes()[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("unclosed {{{{ in template {template:?}"))?;
+        let name = after[..end].trim().trim_start_matches('.');
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        match name {
+            "Count" => out.extend_from_slice(ctx.count.to_string().as_bytes()),
+            "Unix" => out.extend_from_slice(now.as_secs().to_string().as_bytes()),
+            "UnixNano" => out.extend_from_slice(now.as_nanos().to_string().as_bytes()),
+            "TimeStamp" => out.extend_from_slice(rfc3339(now).as_bytes()),
+            "Time" => out.extend_from_slice(&rfc3339(now).as_bytes()[11..19]),
+            "ID" => out.extend_from_slice(random_id().as_bytes()),
+            "Request" => match ctx.request {
+                Some(r) => out.extend_from_slice(r),
+                None => return Err("{{Request}} only works in `rnats reply` bodies".into()),
+            },
+            other => {
+                return Err(format!(
+                    "unknown template field {other:?}: use Count, Time, TimeStamp, Unix, UnixNano, ID or Request"
+                ));
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    out.extend_from_slice(rest.as_bytes());
+    Ok(out)
+}
+
+fn random_id() -> String {
+    // Process id and clock in hex: unique per message of one run, and across runs.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{:x}{nanos:x}", std::process::id())
+}
+
+/// `2026-11-26T23:22:54Z` (UTC, whole seconds).
+pub fn rfc3339(since_epoch: Duration) -> String {
+    let secs = since_epoch.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("500ms"), Ok(ms(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(ms(1500)));
+        assert_eq!(parse_duration("2"), Ok(ms(2000)));
+        assert_eq!(parse_duration("1m30s"), Ok(ms(90_000)));
+        assert_eq!(parse_duration("1h"), Ok(ms(3_600_000)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        for bad in ["", "s", "5x", "-1s", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(parse_header("X-A: 1"), Ok(("X-A".into(), "1".into())));
+        assert_eq!(
+            parse_header("url:nats://a:1"),
+            Ok(("url".into(), "nats://a:1".into()))
+        );
+        assert!(parse_header("nocolon").is_err());
+        assert!(parse_header(":v").is_err());
+    }
+
+    #[test]
+    fn templates() {
+        let ctx = TemplateContext {
+            count: 7,
+            request: None,
+        };
+        assert_eq!(render("plain", &ctx).unwrap(), b"plain");
+        assert_eq!(
+            render("msg {{Count}} / {{ .Count }}", &ctx).unwrap(),
+            b"msg 7 / 7"
+        );
+        let unix: u64 = String::from_utf8(render("{{Unix}}", &ctx).unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(unix > 1_700_000_000);
+        assert_eq!(render("{{TimeStamp}}", &ctx).unwrap().len(), 20);
+        assert!(render("{{Nope}}", &ctx).unwrap_err().contains("Count"));
+        assert!(render("{{Count", &ctx).is_err());
+        assert!(render("{{Request}}", &ctx).is_err());
+        let ctx = TemplateContext {
+            count: 1,
+            request: Some(b"req"),
+        };
+        assert_eq!(render("got {{Request}}", &ctx).unwrap(), b"got req");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(Duration::ZERO), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(Duration::from_secs(1_798_413_774)),
+            "2026-12-27T23:22:54Z"
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of rnats-client: scenarios against rnats-server and the reference
+//! nats-server (both as child processes), and a scripted fake server for the rest.
+
+mod fake;
+mod scenarios;
+mod support;
