@@ -653,16 +653,6 @@ async fn cluster_discovery_and_failover() {
     }
 }
 
-/// The reference, plus rnats when `RNATS_TEST_<FEATURE>=1`: for server features rnats does
-/// not have yet (SIGUSR2 lame duck mode: rnats-server dies of the signal).
-fn kinds_pending(feature: &str) -> Vec<Kind> {
-    let with_rnats = std::env::var(format!("RNATS_TEST_{feature}")).as_deref() == Ok("1");
-    kinds()
-        .into_iter()
-        .filter(|k| *k == Kind::Reference || with_rnats)
-        .collect()
-}
-
 /// Volume: many messages from a separate publisher, all delivered, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_messages_in_order() {
@@ -701,7 +691,7 @@ async fn many_messages_in_order() {
 /// SIGUSR2 puts the server in lame duck mode: it tells its clients with an INFO `ldm`.
 #[tokio::test]
 async fn lame_duck_is_reported() {
-    for kind in kinds_pending("LDM") {
+    for kind in kinds() {
         let srv = ServerProc::start(kind);
         let c = client(&srv).await;
         let mut events = c.events();
