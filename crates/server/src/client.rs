@@ -73,6 +73,12 @@ impl CloseReason {
 
 struct OutBuf {
     data: BytesMut,
+    /// Bytes the writer took and is still writing: pending = `data` + this.
+    in_flight: usize,
+    /// Messages and payload bytes appended since the writer last published the counters
+    /// (counted under the lock publishers hold anyway, instead of with atomics).
+    out_msgs: u64,
+    out_bytes: u64,
     /// A publisher has queued this connection for a wake-up at the end of its batch.
     flush_scheduled: bool,
     closed: bool,
@@ -107,6 +113,8 @@ pub struct ClientShared {
     pub started: SystemTime,
     out: Mutex<OutBuf>,
     pub(crate) wake: Notify,
+    /// Signalled by the writer after each write, for publishers stalled on this client.
+    drained: Notify,
     pub(crate) cancel: CancellationToken,
     headers: AtomicBool,
     max_pending: usize,
@@ -127,8 +135,9 @@ pub struct ClientShared {
 
 /// Outcome of appending to a connection's outbound buffer.
 pub(crate) enum Enqueued {
-    /// Appended; `true` when the caller must wake the writer at the end of its batch.
-    Yes(bool),
+    /// Appended; `schedule` when the caller must wake the writer at the end of its batch;
+    /// `pending` is what now waits to be written.
+    Yes { schedule: bool, pending: usize },
     Closed,
     SlowConsumer,
 }
@@ -143,10 +152,14 @@ impl ClientShared {
             started: SystemTime::now(),
             out: Mutex::new(OutBuf {
                 data: BytesMut::new(),
+                in_flight: 0,
+                out_msgs: 0,
+                out_bytes: 0,
                 flush_scheduled: false,
                 closed: false,
             }),
             wake: Notify::new(),
+            drained: Notify::new(),
             cancel: CancellationToken::new(),
             headers: AtomicBool::new(false),
             max_pending,
@@ -162,18 +175,40 @@ impl ClientShared {
         }
     }
 
-    pub(crate) fn enqueue(&self, len: usize, write: impl FnOnce(&mut BytesMut)) -> Enqueued {
+    /// Appends a message (`body_len` payload bytes, counted) or, with `None`, protocol
+    /// bytes; a slow consumer when pending would pass `max_pending`.
+    pub(crate) fn enqueue(&self, len: usize, body_len: Option<usize>, write: impl FnOnce(&mut BytesMut)) -> Enqueued {
         let mut out = self.out.lock();
         if out.closed {
             return Enqueued::Closed;
         }
-        if out.data.len() + len > self.max_pending {
+        if out.data.len() + out.in_flight + len > self.max_pending {
             return Enqueued::SlowConsumer;
         }
         write(&mut out.data);
+        if let Some(body) = body_len {
+            out.out_msgs += 1;
+            out.out_bytes += body as u64;
+        }
         let schedule = !out.flush_scheduled;
         out.flush_scheduled = true;
-        Enqueued::Yes(schedule)
+        Enqueued::Yes { schedule, pending: out.data.len() + out.in_flight }
+    }
+
+    /// Waits until pending bytes are at most `threshold` (a fast producer's stall).
+    pub(crate) async fn drained_to(&self, threshold: usize) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let out = self.out.lock();
+                if out.closed || out.data.len() + out.in_flight <= threshold {
+                    return;
+                }
+            }
+            notified.await;
+        }
     }
 
     /// Appends regardless of `max_pending` (protocol replies, route traffic) and wakes the
@@ -334,6 +369,12 @@ enum Flow {
 /// Most subjects a connection caches match results for.
 const LOCAL_CACHE_MAX: usize = 512;
 const MIN_READ: usize = 512;
+/// Largest outbound buffer kept between bursts.
+const KEEP_OUTBOUND: usize = 4 * 1024 * 1024;
+/// A subscriber with this much pending makes its publishers wait for its writer.
+const STALL_PENDING: usize = 2 * 1024 * 1024;
+/// Longest a publisher waits per read for such a subscriber (as the reference's stall).
+const STALL_MAX: Duration = Duration::from_millis(10);
 const MAX_READ: usize = 64 * 1024;
 
 /// The reader side of a connection and everything only it touches.
@@ -424,7 +465,7 @@ async fn serve<R, W>(
     }
     if !info_sent {
         let info = srv.client_info_line(cid, addr, nonce.as_deref(), false);
-        let _ = me.enqueue(info.len(), |b| b.put_slice(&info));
+        let _ = me.enqueue(info.len(), None, |b| b.put_slice(&info));
     }
     let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts().write_deadline));
     me.wake.notify_one();
@@ -496,13 +537,21 @@ pub(crate) async fn write_loop<W: AsyncWrite>(
             () = me.cancel.cancelled() => true,
         };
         loop {
-            {
+            let (msgs, bytes) = {
                 let mut out = me.out.lock();
                 out.flush_scheduled = false;
+                out.in_flight = 0;
                 if out.data.is_empty() {
                     break;
                 }
+                // The publishers get this (empty, already grown) buffer back: no regrowth.
                 std::mem::swap(&mut out.data, &mut chunk);
+                out.in_flight = chunk.len();
+                (std::mem::take(&mut out.out_msgs), std::mem::take(&mut out.out_bytes))
+            };
+            if msgs > 0 {
+                me.stats.out_msgs.fetch_add(msgs, Ordering::Relaxed);
+                me.stats.out_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
             let limit = if cancelled {
                 deadline.min(Duration::from_secs(2))
@@ -526,11 +575,21 @@ pub(crate) async fn write_loop<W: AsyncWrite>(
                 }
             }
             chunk.clear();
-            // Give back memory after a burst.
-            if chunk.capacity() > 4 * MAX_READ {
+            me.drained.notify_waiters();
+            // Keep buffers for the next burst, but not huge ones.
+            if chunk.capacity() > KEEP_OUTBOUND {
                 chunk = BytesMut::new();
             }
         }
+        {
+            let mut out = me.out.lock();
+            out.in_flight = 0;
+            // Idle: give back a large publisher-side buffer too.
+            if out.data.is_empty() && out.data.capacity() > KEEP_OUTBOUND {
+                out.data = BytesMut::new();
+            }
+        }
+        me.drained.notify_waiters();
         if cancelled {
             let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
             return;
@@ -583,6 +642,13 @@ impl Conn {
             if let Flow::Close(reason) = flow {
                 self.me.close(reason, true);
                 return;
+            }
+            // Fast producer: let a subscriber that fell behind catch up before reading more
+            // (bounded, so a slow consumer cannot hold publishers for long: it is cut off at
+            // max_pending instead).
+            if let Some(behind) = self.batch.stall.take() {
+                let threshold = STALL_PENDING.min(behind.max_pending / 2) / 2;
+                let _ = tokio::time::timeout(STALL_MAX, behind.drained_to(threshold)).await;
             }
         }
     }
@@ -1036,6 +1102,8 @@ impl Conn {
 #[derive(Default)]
 pub(crate) struct Batch {
     pub touched: Vec<Arc<ClientShared>>,
+    /// A subscriber so far behind that the publisher should wait for it before reading on.
+    pub stall: Option<Arc<ClientShared>>,
     pub out_msgs: u64,
     pub out_bytes: u64,
 }
@@ -1098,7 +1166,7 @@ pub(crate) fn deliver_to(
             + msg.reply.map_or(0, <[u8]>::len)
             + msg.payload.len()
             + 40;
-        let enqueued = client.enqueue(len, |out| match msg.header_len {
+        let enqueued = client.enqueue(len, Some(body.len()), |out| match msg.header_len {
             Some(_) if to_headers => rnats_protocol::write_hmsg(
                 out,
                 msg.subject,
@@ -1119,18 +1187,16 @@ pub(crate) fn deliver_to(
             ),
         });
         match enqueued {
-            Enqueued::Yes(schedule) => {
+            Enqueued::Yes { schedule, pending } => {
                 if schedule {
                     batch.touched.push(client.clone());
+                }
+                if pending > STALL_PENDING.min(client.max_pending / 2) && batch.stall.is_none() {
+                    batch.stall = Some(client.clone());
                 }
                 if let (Some(perm), Some(reply)) = (sub.response_perm, msg.reply) {
                     client.grants.lock().grant(reply, perm);
                 }
-                client.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
-                client
-                    .stats
-                    .out_bytes
-                    .fetch_add(body.len() as u64, Ordering::Relaxed);
                 batch.out_msgs += 1;
                 batch.out_bytes += body.len() as u64;
                 if max > 0 && count == max {

@@ -347,6 +347,8 @@ impl RouteConn {
                 }
             };
             self.batch.wake_all(&self.srv);
+            // Routes do not stall on slow local subscribers; those are cut off instead.
+            self.batch.stall = None;
             if let RouteFlow::Close(reason) = flow {
                 return reason;
             }

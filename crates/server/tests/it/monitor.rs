@@ -622,3 +622,463 @@ async fn closed_ring_is_bounded_and_monitor_is_optional() {
     let off = TestServer::rnats().await;
     assert_eq!(off.monitor, None, "monitoring is off by default");
 }
+
+// ---------------------------------------------------------------------------------------
+// Clusters: /routez, the /varz cluster block, route counters and /metrics route series.
+
+const CLUSTER_ENDPOINTS: &[&str] = &[
+    "/varz",
+    "/routez",
+    "/routez?subs=1",
+    "/routez?subs=detail",
+];
+
+/// An rnats node with monitoring, in cluster `mon`, dialing `routes`.
+async fn monitored_node(name: &str, routes: Vec<String>) -> TestServer {
+    let mut opts = monitored();
+    opts.server_name = Some(name.into());
+    opts.cluster = Some(rnats_server::options::ClusterOptions {
+        name: Some("mon".into()),
+        host: "127.0.0.1".into(),
+        port: 0,
+        routes,
+        ..Default::default()
+    });
+    TestServer::rnats_with(opts).await
+}
+
+/// Polls `path` on a monitor until `cond` holds for its JSON, for at most `WAIT`.
+async fn wait_json(server: &TestServer, path: &str, what: &str, cond: impl Fn(&Value) -> bool) {
+    let monitor = server.monitor.expect("monitoring on");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let body = get(monitor, path).await.json();
+        if cond(&body) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: {what} never happened; last {path}: {body}",
+            server.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether some route of a `/routez?subs=1` body has learned `subject`.
+fn route_knows(routez: &Value, subject: &str) -> bool {
+    items(routez, "routes")
+        .iter()
+        .any(|r| items(r, "subscriptions_list").iter().any(|s| *s == subject))
+}
+
+/// The cluster scenario on a and b (b dials a): `sub-a` subscribes `foo` and `jobs` in queue
+/// group `workers` on a, `sub-b` subscribes `foo` on b; `pub-a` publishes 3 `foo` on a and
+/// `pub-b` 2 on b, so every `foo` reaches both subscribers. Returns the live connections.
+async fn cluster_scenario(a: &TestServer, b: &TestServer) -> Vec<Raw> {
+    let connect = |name: &str| format!(r#"{{"verbose":false,"pedantic":false,"name":"{name}"}}"#);
+    wait_json(a, "/routez", "a route to b", |z| z["num_routes"].as_u64() >= Some(1)).await;
+    wait_json(b, "/routez", "a route to a", |z| z["num_routes"].as_u64() >= Some(1)).await;
+    let mut sub_a = Raw::connect_with(a.addr, &connect("sub-a")).await;
+    sub_a.send(b"SUB foo 1\r\nSUB jobs workers 2\r\n").await;
+    sub_a.ping_pong().await;
+    let mut sub_b = Raw::connect_with(b.addr, &connect("sub-b")).await;
+    sub_b.send(b"SUB foo 1\r\n").await;
+    sub_b.ping_pong().await;
+    wait_json(a, "/routez?subs=1", "foo learned from b", |z| route_knows(z, "foo")).await;
+    wait_json(b, "/routez?subs=1", "foo and jobs learned from a", |z| {
+        route_knows(z, "foo") && route_knows(z, "jobs")
+    })
+    .await;
+    let mut pub_a = Raw::connect_with(a.addr, &connect("pub-a")).await;
+    pub_a.send(&b"PUB foo 5\r\nhello\r\n".repeat(3)).await;
+    pub_a.ping_pong().await;
+    let mut pub_b = Raw::connect_with(b.addr, &connect("pub-b")).await;
+    pub_b.send(&b"PUB foo 2\r\nhi\r\n".repeat(2)).await;
+    pub_b.ping_pong().await;
+    for sub in [&mut sub_a, &mut sub_b] {
+        for _ in 0..5 {
+            sub.msg().await;
+        }
+    }
+    vec![sub_a, sub_b, pub_a, pub_b]
+}
+
+async fn bodies(server: &TestServer, paths: &[&'static str]) -> BTreeMap<&'static str, Value> {
+    let monitor = server.monitor.expect("monitoring on");
+    let mut out = BTreeMap::new();
+    for path in paths {
+        let resp = get(monitor, path).await;
+        assert_eq!(resp.status, 200, "{} {path}: {}", server.name(), resp.body);
+        out.insert(*path, resp.json());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_endpoints_match_reference_shapes() {
+    let a = monitored_node("A", Vec::new()).await;
+    let a_cluster = a.handle().shared.cluster.as_ref().unwrap().listen_addr;
+    let b = monitored_node("B", vec![format!("nats-route://{a_cluster}")]).await;
+    let _conns = cluster_scenario(&a, &b).await;
+    let ours_a = bodies(&a, CLUSTER_ENDPOINTS).await;
+    let ours_b = bodies(&b, CLUSTER_ENDPOINTS).await;
+    check_rnats_cluster_values(&a, &b, &ours_a, &ours_b).await;
+
+    // The reference: a listens on a random cluster port (read back from its /varz), b dials it.
+    let cluster_args = |name: &'static str| {
+        vec![
+            "-m",
+            "-1",
+            "-n",
+            name,
+            "--cluster",
+            "nats://127.0.0.1:-1",
+            "--cluster_name",
+            "mon",
+        ]
+    };
+    let Some(ref_a) = TestServer::reference(&cluster_args("A")) else {
+        return;
+    };
+    // It logs its route listener after "ready": wait for the port to show.
+    wait_json(&ref_a, "/varz", "a cluster port", |v| {
+        v["cluster"]["cluster_port"].is_u64()
+    })
+    .await;
+    let varz = get(ref_a.monitor.unwrap(), "/varz").await.json();
+    let port = varz["cluster"]["cluster_port"].as_u64().expect("cluster_port");
+    let routes = format!("nats://127.0.0.1:{port}");
+    let mut args_b = cluster_args("B");
+    args_b.extend(["--routes", routes.as_str()]);
+    let ref_b = TestServer::reference(&args_b).expect("reference b");
+    let _ref_conns = cluster_scenario(&ref_a, &ref_b).await;
+    let theirs_a = bodies(&ref_a, CLUSTER_ENDPOINTS).await;
+    let theirs_b = bodies(&ref_b, CLUSTER_ENDPOINTS).await;
+
+    let mut diffs = Vec::new();
+    for (node, ours, theirs) in [("a", &ours_a, &theirs_a), ("b", &ours_b, &theirs_b)] {
+        for path in CLUSTER_ENDPOINTS {
+            let our_shapes: BTreeMap<_, _> = shapes(path, &ours[path]).into_iter().collect();
+            for (what, their_shape) in shapes(path, &theirs[path]) {
+                let empty = BTreeMap::new();
+                let our_shape = our_shapes.get(&what).unwrap_or(&empty);
+                let key = what.split([' ', '?']).next().unwrap_or_default();
+                diffs.extend(
+                    compare(key, our_shape, &their_shape)
+                        .into_iter()
+                        .map(|d| format!("node {node} {what}: {d}")),
+                );
+            }
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "fields differ from the reference:\n{}",
+        diffs.join("\n")
+    );
+    // The reference agrees on the values rnats is checked for that do not depend on pooling.
+    assert_eq!(theirs_b["/varz"]["cluster"]["urls"], serde_json::json!([format!("127.0.0.1:{port}")]));
+    assert_eq!(theirs_a["/varz"]["remotes"], 1);
+    assert_eq!(theirs_a["/varz"]["in_client_msgs"], 3);
+    assert_eq!(theirs_a["/varz"]["out_client_msgs"], 5);
+}
+
+async fn check_rnats_cluster_values(
+    a: &TestServer,
+    b: &TestServer,
+    ours_a: &BTreeMap<&str, Value>,
+    ours_b: &BTreeMap<&str, Value>,
+) {
+    let a_cluster_port = a.handle().shared.cluster.as_ref().unwrap().listen_addr.port();
+    let b_cluster_port = b.handle().shared.cluster.as_ref().unwrap().listen_addr.port();
+
+    // /varz: the cluster block, route counts, connect_urls, and totals with route traffic.
+    let va = &ours_a["/varz"];
+    let vb = &ours_b["/varz"];
+    assert_eq!(
+        va["cluster"],
+        serde_json::json!({"name": "mon", "addr": "127.0.0.1", "cluster_port": a_cluster_port,
+            "auth_timeout": 5, "tls_timeout": 2, "pool_size": -1})
+    );
+    assert_eq!(vb["cluster"]["cluster_port"], b_cluster_port);
+    assert_eq!(
+        vb["cluster"]["urls"],
+        serde_json::json!([format!("127.0.0.1:{a_cluster_port}")])
+    );
+    for v in [va, vb] {
+        assert_eq!((v["routes"].clone(), v["remotes"].clone()), (1.into(), 1.into()));
+        assert_eq!(v["connections"], 2, "routes are not client connections");
+        let mut urls: Vec<&str> = items(v, "connect_urls")
+            .iter()
+            .map(|u| u.as_str().unwrap())
+            .collect();
+        urls.sort();
+        let mut expected = [a.addr.to_string(), b.addr.to_string()];
+        expected.sort();
+        assert_eq!(urls, expected);
+    }
+    // a: 3 from pub-a + 2 over the route in; 5 to sub-a + 3 over the route out.
+    assert_eq!((va["in_msgs"].clone(), va["in_client_msgs"].clone()), (5.into(), 3.into()));
+    assert_eq!((va["out_msgs"].clone(), va["out_client_msgs"].clone()), (8.into(), 5.into()));
+    assert_eq!((va["in_bytes"].clone(), va["in_client_bytes"].clone()), (19.into(), 15.into()));
+    assert_eq!((va["out_bytes"].clone(), va["out_client_bytes"].clone()), (34.into(), 19.into()));
+    // b: 2 from pub-b + 3 over the route in; 5 to sub-b + 2 over the route out.
+    assert_eq!((vb["in_msgs"].clone(), vb["in_client_msgs"].clone()), (5.into(), 2.into()));
+    assert_eq!((vb["out_msgs"].clone(), vb["out_client_msgs"].clone()), (7.into(), 5.into()));
+    // Route-learned subscriptions count too: a has its 2 and b's foo.
+    assert_eq!(va["subscriptions"], 3);
+
+    // /routez: one route each way, with its counters and learned subscriptions.
+    let ra = &ours_a["/routez?subs=1"];
+    let rb = &ours_b["/routez?subs=detail"];
+    assert_eq!((ra["num_routes"].clone(), rb["num_routes"].clone()), (1.into(), 1.into()));
+    let (route_a, route_b) = (&ra["routes"][0], &rb["routes"][0]);
+    assert_eq!(route_a["remote_id"], vb["server_id"]);
+    assert_eq!(route_a["remote_name"], "B");
+    assert_eq!(route_b["remote_name"], "A");
+    assert_eq!(
+        (route_a["did_solicit"].clone(), route_a["is_configured"].clone()),
+        (false.into(), false.into())
+    );
+    assert_eq!(
+        (route_b["did_solicit"].clone(), route_b["is_configured"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(route_b["port"], a_cluster_port, "b dialed a's route port");
+    assert_eq!(route_a["ip"], "127.0.0.1");
+    assert_eq!((route_a["out_msgs"].clone(), route_a["in_msgs"].clone()), (3.into(), 2.into()));
+    assert_eq!((route_a["out_bytes"].clone(), route_a["in_bytes"].clone()), (15.into(), 4.into()));
+    assert_eq!((route_b["out_msgs"].clone(), route_b["in_msgs"].clone()), (2.into(), 3.into()));
+    assert_eq!(route_a["subscriptions"], 1);
+    assert_eq!(route_a["subscriptions_list"], serde_json::json!(["foo"]));
+    assert!(route_a.get("subscriptions_list_detail").is_none());
+    assert_eq!(route_b["subscriptions"], 2);
+    assert!(route_b.get("subscriptions_list").is_none());
+    let detail = items(route_b, "subscriptions_list_detail");
+    let jobs = detail.iter().find(|d| d["subject"] == "jobs").expect("jobs in detail");
+    assert_eq!(jobs["qgroup"], "workers");
+    assert_eq!(jobs["sid"], "R $G jobs workers");
+    assert_eq!(jobs["cid"], route_b["rid"]);
+    assert!(route_a["start"].as_str().unwrap().ends_with('Z'));
+    assert!(route_a["rtt"].is_string() && route_a["uptime"].is_string());
+    assert_eq!(route_a["compression"], "off");
+    assert!(ours_a["/routez"]["routes"][0].get("subscriptions_list").is_none());
+
+    // /metrics: the route count and per-route series.
+    let metrics = get(a.monitor.unwrap(), "/metrics").await.body;
+    let rid = route_a["rid"].as_u64().unwrap();
+    let server_id = va["server_id"].as_str().unwrap();
+    for line in [
+        format!("gnatsd_varz_routes{{server_id=\"{server_id}\"}} 1"),
+        format!("gnatsd_routez_num_routes{{server_id=\"{server_id}\"}} 1"),
+        format!("gnatsd_routez_route_out_msgs{{server_id=\"{server_id}\",rid=\"{rid}\"}} 3"),
+        format!("gnatsd_routez_route_in_msgs{{server_id=\"{server_id}\",rid=\"{rid}\"}} 2"),
+        format!("gnatsd_routez_route_out_bytes{{server_id=\"{server_id}\",rid=\"{rid}\"}} 15"),
+        format!("gnatsd_routez_route_subscriptions{{server_id=\"{server_id}\",rid=\"{rid}\"}} 1"),
+        format!("gnatsd_varz_in_msgs{{server_id=\"{server_id}\"}} 5"),
+        format!("gnatsd_varz_out_msgs{{server_id=\"{server_id}\"}} 8"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no `{line}` in\n{metrics}");
+    }
+    let info = metrics
+        .lines()
+        .find(|l| l.starts_with("gnatsd_routez_route_info{"))
+        .expect("route_info series");
+    assert!(
+        info.contains(&format!("remote_id=\"{}\"", vb["server_id"].as_str().unwrap()))
+            && info.contains("remote_name=\"B\"")
+            && info.ends_with(" 1"),
+        "{info}"
+    );
+    assert!(metrics.contains("gnatsd_routez_route_rtt_seconds{"));
+}
+
+/// Counters stay monotonic when a route goes away: its traffic moves to the closed totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_traffic_survives_route_close() {
+    let a = monitored_node("A", Vec::new()).await;
+    let a_cluster = a.handle().shared.cluster.as_ref().unwrap().listen_addr;
+    let b = monitored_node("B", vec![format!("nats-route://{a_cluster}")]).await;
+    let conns = cluster_scenario(&a, &b).await;
+    drop(conns);
+    let monitor = a.monitor.unwrap();
+    let before = get(monitor, "/varz").await.json();
+    b.stop().await;
+    wait_json(&a, "/routez", "the route to b closing", |z| z["num_routes"] == 0).await;
+    let after = get(monitor, "/varz").await.json();
+    assert_eq!(after["routes"], 0);
+    for field in ["in_msgs", "out_msgs", "in_bytes", "out_bytes"] {
+        assert!(
+            after[field].as_u64() >= before[field].as_u64(),
+            "{field} went down: {} -> {}",
+            before[field],
+            after[field]
+        );
+    }
+    assert_eq!(after["in_msgs"], 5);
+    assert_eq!(after["out_msgs"], 8);
+}
+
+// ---------------------------------------------------------------------------------------
+// The live status page at `/`, driven by headless Chromium.
+
+/// Debian's chromium: `CHROMIUM_BIN`, else `/usr/bin/chromium`, else `chromium` on PATH.
+fn chromium_bin() -> Option<std::path::PathBuf> {
+    if let Ok(bin) = std::env::var("CHROMIUM_BIN") {
+        return Some(bin.into());
+    }
+    let usr = std::path::PathBuf::from("/usr/bin/chromium");
+    if usr.exists() {
+        return Some(usr);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("chromium"))
+            .find(|p| p.exists())
+    })
+}
+
+/// The element with `id` in a dumped DOM: its `data-value` attribute and its text.
+fn element<'a>(dom: &'a str, id: &str) -> (Option<&'a str>, &'a str) {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the page"));
+    let tag_end = start + dom[start..].find('>').expect("end of tag");
+    let attrs = &dom[start..tag_end];
+    let value = attrs
+        .split("data-value=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next());
+    let text_end = tag_end + dom[tag_end..].find('<').expect("end of text");
+    (value, &dom[tag_end + 1..text_end])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_in_headless_chromium() {
+    let Some(chromium) = chromium_bin() else {
+        assert!(
+            std::env::var("RNATS_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
+            "RNATS_REQUIRE_CHROMIUM=1 but no chromium: apt-get install chromium"
+        );
+        eprintln!("chromium not installed: status page test skipped");
+        return;
+    };
+    let rnats = TestServer::rnats_with(monitored()).await;
+    let monitor = rnats.monitor.unwrap();
+    let _conns = scenario(&rnats).await;
+
+    // The page itself: HTML, the endpoint links kept, the script inline.
+    let page = get(monitor, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.headers["content-type"].starts_with("text/html"));
+    for link in ["./varz", "./connz", "./subsz", "./routez", "./healthz", "./metrics"] {
+        assert!(page.body.contains(&format!("href=\"{link}\"")), "link {link}");
+    }
+
+    // Traffic while the browser watches: a connection publishing to itself, bounded in time.
+    let mut flood = TcpStream::connect(rnats.addr).await.unwrap();
+    flood
+        .write_all(b"CONNECT {\"verbose\":false,\"name\":\"flood\"}\r\nSUB flood 1\r\nPING\r\n")
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = flood.into_split();
+    let drain = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    let publish = tokio::spawn(async move {
+        let batch = b"PUB flood 5\r\nhello\r\n".repeat(20);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
+            if writer.write_all(&batch).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let monitor_json = |path: &'static str| async move { get(monitor, path).await.json() };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while monitor_json("/varz").await["connections"] != 4 {
+        assert!(tokio::time::Instant::now() < deadline, "flood never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{monitor}/");
+    let mut cmd = std::process::Command::new(&chromium);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(["--virtual-time-budget=5000", "--dump-dom", url.as_str()])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("chromium starts");
+    let pid = child.id();
+    let waited = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let output = match timeout(Duration::from_secs(90), waited).await {
+        Ok(done) => done.unwrap().expect("chromium output"),
+        Err(_) => {
+            // Bounded: kill the browser we started (by its pid) and fail.
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("chromium did not finish within 90 s");
+        }
+    };
+    publish.abort();
+    drain.abort();
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && dom.contains("id=\"status\""),
+        "chromium failed ({}):\n{stderr}\n{dom}",
+        output.status
+    );
+
+    // Polled more than once (rates need two samples), and live.
+    let status_start = dom.find("id=\"status\"").unwrap();
+    let status_tag = &dom[status_start..status_start + dom[status_start..].find('>').unwrap()];
+    let polls: u32 = status_tag
+        .split("data-polls=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(polls >= 2, "page polled {polls} times: {status_tag}\n{dom}");
+    assert!(status_tag.contains("live"), "{status_tag}");
+
+    let (connections, text) = element(&dom, "connections");
+    assert_eq!((connections, text), (Some("4"), "4"), "connections");
+    let (total, _) = element(&dom, "total-connections");
+    assert_eq!(total, Some("5"), "4 open and dave");
+    let (in_msgs, _) = element(&dom, "in-msgs");
+    let in_msgs: u64 = in_msgs.unwrap().parse().unwrap();
+    assert!(in_msgs > 6, "the flood's messages counted: {in_msgs}");
+    for id in ["in-msgs-rate", "out-msgs-rate", "in-bytes-rate", "out-bytes-rate"] {
+        let (value, text) = element(&dom, id);
+        let rate: f64 = value
+            .unwrap_or_else(|| panic!("#{id} not filled by the script: {text}"))
+            .parse()
+            .unwrap_or_else(|e| panic!("#{id}: {e}"));
+        assert!(rate >= 0.0 && rate.is_finite(), "#{id} = {rate}");
+        assert!(!text.is_empty() && text != "–", "#{id} shows {text:?}");
+        eprintln!("status page #{id}: {text} ({rate})");
+    }
+    assert_eq!(element(&dom, "routes").0, Some("0"));
+    assert_eq!(element(&dom, "slow-consumers").0, Some("0"));
+    // The connections table was filled from /connz: the named clients are listed.
+    for name in ["alice", "bob", "carol", "flood"] {
+        assert!(dom.contains(&format!("<td class=\"text\">{name}</td>")), "{name} in the table");
+    }
+}
