@@ -38,11 +38,19 @@ if [ "$QUICK" = 1 ]; then ROUNDS=1; fi
 log() { echo "compare.sh: $*" >&2; }
 
 # --- build -----------------------------------------------------------------------------
-log "building rnats-server and rnats-bench (release)"
-cargo build --release -q -p rnats-server -p rnats-bench >&2
+# The smoke run only checks the instrument and that nothing is lost: the debug build the
+# tests already made is enough, and CI skips a release build.
+PROFILE=release
+if [ "$QUICK" = 1 ]; then PROFILE=debug; fi
+log "building rnats-server and rnats-bench ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+  cargo build --release -q -p rnats-server -p rnats-bench >&2
+else
+  cargo build -q -p rnats-server -p rnats-bench >&2
+fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-RNATS="$TARGET_DIR/release/rnats-server"
-BENCH="$TARGET_DIR/release/rnats-bench"
+RNATS="$TARGET_DIR/$PROFILE/rnats-server"
+BENCH="$TARGET_DIR/$PROFILE/rnats-bench"
 
 IMPLS=(rnats)
 declare -A SERVER_BIN=([rnats]="$RNATS")
@@ -69,14 +77,15 @@ RAW="$WORK/results.jsonl"
 # --- scenarios: id | label | rnats-bench arguments (full) | arguments (quick) -----------
 SCENARIOS=(
   "pub16|pub-only 16 B|--scenario pub --pubs 1 --msgs 20000000 --size 16|--scenario pub --pubs 1 --msgs 200000 --size 16"
-  "pubsub16|pub→sub 1:1 16 B|--scenario pubsub --pubs 1 --subs 1 --msgs 8000000 --size 16|--scenario pubsub --pubs 1 --subs 1 --msgs 200000 --size 16"
+  "pubsub16|pub→sub 1:1 16 B|--scenario pubsub --pubs 1 --subs 1 --msgs 10000000 --size 16|--scenario pubsub --pubs 1 --subs 1 --msgs 200000 --size 16"
   "pubsub1k|pub→sub 1:1 1 KiB|--scenario pubsub --pubs 1 --subs 1 --msgs 1500000 --size 1024|--scenario pubsub --pubs 1 --subs 1 --msgs 20000 --size 1024"
-  "fanout4|fan-out 1→4 16 B|--scenario pubsub --pubs 1 --subs 4 --msgs 3000000 --size 16|--scenario pubsub --pubs 1 --subs 4 --msgs 50000 --size 16"
-  "queue4|queue group of 4, 16 B|--scenario queue --pubs 1 --subs 4 --msgs 8000000 --size 16|--scenario queue --pubs 1 --subs 4 --msgs 200000 --size 16"
+  "fanout4|fan-out 1→4 16 B|--scenario pubsub --pubs 1 --subs 4 --msgs 3500000 --size 16|--scenario pubsub --pubs 1 --subs 4 --msgs 50000 --size 16"
+  "queue4|queue group of 4, 16 B|--scenario queue --pubs 1 --subs 4 --msgs 7000000 --size 16|--scenario queue --pubs 1 --subs 4 --msgs 200000 --size 16"
   "reqrep|request/reply 16 B|--scenario reqrep --msgs 20000 --size 16|--scenario reqrep --msgs 2000 --size 16"
 )
 
 SRV_PID=""
+CLK_TCK="$(getconf CLK_TCK)"
 cleanup() {
   if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then
     kill "$SRV_PID" 2>/dev/null || true
@@ -105,6 +114,9 @@ stop_server() {
   local hwm
   hwm="$(awk '/^VmHWM:/{print $2}' "/proc/$SRV_PID/status" 2>/dev/null || true)"
   SRV_RSS="${hwm:-0}"
+  # CPU time (user+system) the server used, in seconds: fields 14 and 15 of /proc/PID/stat.
+  SRV_CPU="$(sed 's/.*) //' "/proc/$SRV_PID/stat" 2>/dev/null | awk -v hz="$CLK_TCK" '{printf "%.3f", ($12 + $13) / hz}' || true)"
+  SRV_CPU="${SRV_CPU:-0}"
   kill "$SRV_PID" 2>/dev/null || true
   for _ in $(seq 1 50); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$SRV_PID" 2>/dev/null || true
@@ -120,11 +132,11 @@ run_one() { # impl round id args...
   local blog="$WORK/$id.$impl.$round.bench.log"
   json="$(timeout 180 "$BENCH" --server "127.0.0.1:$SRV_PORT" --json --label "$impl" "$@" 2>"$blog")" || rc=$?
   stop_server
-  local rss="$SRV_RSS"
+  local rss="$SRV_RSS" cpu="$SRV_CPU"
   [ -n "$json" ] || json='{}'
-  printf '{"impl":"%s","round":%s,"id":"%s","rss_kb":%s,"rc":%s,"bench":%s}\n' \
-    "$impl" "$round" "$id" "$rss" "$rc" "$json" >>"$RAW"
-  log "$(printf '%-9s round %s %-9s rc=%s rss=%sMB %s' "$impl" "$round" "$id" "$rc" "$((rss / 1024))" \
+  printf '{"impl":"%s","round":%s,"id":"%s","rss_kb":%s,"cpu_s":%s,"rc":%s,"bench":%s}\n' \
+    "$impl" "$round" "$id" "$rss" "$cpu" "$rc" "$json" >>"$RAW"
+  log "$(printf '%-9s round %s %-9s rc=%s rss=%sMB cpu=%ss %s' "$impl" "$round" "$id" "$rc" "$((rss / 1024))" "$cpu" \
     "$(tail -1 "$blog" | sed 's/^.* size=[0-9]*: //' | cut -c1-160)")"
 }
 
@@ -156,96 +168,7 @@ for entry in "${SCENARIOS[@]}"; do IFS='|' read -r id label _ _ <<<"$entry"; LAB
 
 REPORT="$WORK/report.md"
 CMD="bench/compare.sh${ARGS_ORIG:+ $ARGS_ORIG}"
-python3 - "$RAW" "$CEILING" "$QUICK" "$ROUNDS" "$CMD" "$ELAPSED" "$LABELS" >"$REPORT" <<'PY'
-import json, statistics, subprocess, sys
-raw, ceiling, quick, rounds, cmd, elapsed, labels = sys.argv[1:8]
-quick = quick == "1"
-order = [l.split("|", 1) for l in labels.strip().splitlines()]
-runs = [json.loads(l) for l in open(raw) if l.strip()]
-impls = ["rnats"] if quick else ["rnats", "reference"]
-
-def fmt_rate(v):
-    if v is None: return "–"
-    if v >= 1e6: return f"{v/1e6:.2f} M/s"
-    if v >= 1e3: return f"{v/1e3:.1f} k/s"
-    return f"{v:.0f}/s"
-
-def fmt_mb(kb):
-    return f"{kb/1024:.0f} MiB" if kb else "–"
-
-def sel(impl, sid):
-    return [r for r in runs if r["impl"] == impl and r["id"] == sid]
-
-def problems(rs):
-    bad = [r for r in rs if r["rc"] != 0 or r["bench"].get("lost", 0) > 0 or r["bench"].get("errors")]
-    if not bad: return ""
-    lost = sum(r["bench"].get("lost", 0) for r in bad)
-    errs = [e for r in bad for e in r["bench"].get("errors", [])]
-    what = f"lost {lost:,} msgs" if lost else "errors"
-    hint = ""
-    if any("closed by server" in e for e in errs): hint = ", sub disconnected"
-    if any(r["rc"] == 1 or not r["bench"] for r in bad): hint += ", run failed"
-    return f" ⚠ {len(bad)}/{len(rs)} runs: {what}{hint}"
-
-def med(rs, key):
-    vals = [key(r["bench"]) for r in rs if r["bench"] and key(r["bench"]) is not None]
-    return statistics.median(vals) if vals else None
-
-out = []
-p = out.append
-date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-ref_ver = ""
-p(f"Command: `{cmd}`  ")
-p(f"Date: {date}  ")
-p(f"Machine: {nproc} CPUs, {cpu}  ")
-p(f"Rounds: {rounds} per scenario and server (fresh server process each), servers alternating; wall time {elapsed}s")
-p("")
-hdr = "| scenario | rnats median | reference median | ratio rnats/ref | rnats peak RSS | ref peak RSS |"
-if quick: hdr = "| scenario | rnats median | rnats peak RSS |"
-p(hdr)
-p("|" + "---|" * (hdr.count("|") - 1))
-for sid, label in order:
-    if sid == "reqrep":
-        metrics = [("p50", lambda b: (b.get("latency_us") or {}).get("p50")),
-                   ("p90", lambda b: (b.get("latency_us") or {}).get("p90")),
-                   ("p99", lambda b: (b.get("latency_us") or {}).get("p99")),
-                   ("p99.9", lambda b: (b.get("latency_us") or {}).get("p99_9")),
-                   ("max", lambda b: (b.get("latency_us") or {}).get("max"))]
-        rows = [(f"{label}, latency {m} (µs, lower is better)", k, lambda v: f"{v:.1f} µs" if v is not None else "–") for m, k in metrics]
-        rows.append((f"{label}, round trips/s", lambda b: b.get("msgs_per_sec"), fmt_rate))
-    else:
-        rows = [(f"{label} (msgs/s)", lambda b: b.get("msgs_per_sec"), fmt_rate)]
-    for i, (name, key, f) in enumerate(rows):
-        cells = [name]
-        vals = {}
-        for impl in impls:
-            rs = sel(impl, sid)
-            vals[impl] = med(rs, key)
-            cells.append(f(vals[impl]) + (problems(rs) if i == 0 else ""))
-        if not quick:
-            a, b = vals["rnats"], vals["reference"]
-            cells.append(f"{a/b:.2f}" if a and b else "–")
-        for impl in impls:
-            rss = max((r["rss_kb"] for r in sel(impl, sid)), default=0)
-            cells.append(fmt_mb(rss) if i == 0 else "")
-        p("| " + " | ".join(cells) + " |")
-p("")
-p("Throughput: pub-only = messages accepted per second at the publisher (end marked by a PING/PONG);")
-p("pub→sub / fan-out / queue = messages received by all subscribers together ÷ (first publish → last receive).")
-p("Peak RSS: the highest VmHWM of the server over the rounds of that scenario.")
-cl = [json.loads(l) for l in open(ceiling) if l.strip()]
-if cl:
-    p("")
-    for size in sorted({c["size"] for c in cl}):
-        vals = [c["msgs_per_sec"] for c in cl if c["size"] == size]
-        errs = sum(1 for c in cl if c["size"] == size and c["errors"])
-        p(f"Tool ceiling (rnats-bench `--sink`, pub-only {size} B into a built-in read-and-discard sink, no server): "
-          f"median {fmt_rate(statistics.median(vals))} ({statistics.median(vals)*size/1e6:.0f} MB/s) over {len(vals)} runs"
-          + (f", {errs} with errors" if errs else ""))
-print("\n".join(out))
-PY
+python3 "$ROOT/bench/summarize.py" "$RAW" "$CEILING" "$QUICK" "$ROUNDS" "$CMD" "$ELAPSED" "$LABELS" >"$REPORT"
 
 cat "$REPORT"
 if [ -n "$OUT" ]; then cp "$REPORT" "$OUT"; fi
@@ -259,6 +182,7 @@ bad = [r for r in map(json.loads, open(sys.argv[1])) if r["rc"] != 0 or r["bench
 for r in bad: print("compare.sh: FAILED:", r["id"], r["bench"].get("errors"), file=sys.stderr)
 sys.exit(1 if bad else 0)' "$RAW"; then
     log "quick run OK: no message lost"
+    [ -n "${BENCH_WORK:-}" ] || rm -rf "$WORK"
   else
     exit 1
   fi

@@ -18,3 +18,6 @@ cargo test --workspace
 echo "== nats-py interop against rnats and the reference"
 RNATS_SERVERS=rnats,reference RNATS_BIN="$ROOT/target/debug/rnats-server" \
   .venv/bin/pytest tests/interop/python -q
+
+echo "== load tool smoke run (bench/compare.sh --quick)"
+bash bench/compare.sh --quick

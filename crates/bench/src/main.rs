@@ -103,6 +103,10 @@ struct Args {
     /// (pub scenario only): measures this tool's own ceiling.
     #[arg(long)]
     sink: bool,
+    /// Instead of connecting anywhere, time this tool's subscriber-side parser on --msgs
+    /// in-memory `MSG`s of --size bytes (the receive-side ceiling, one core).
+    #[arg(long)]
+    parse_ceiling: bool,
     /// Worker threads of the tool's runtime (default: number of CPUs).
     #[arg(long)]
     threads: Option<usize>,
@@ -141,6 +145,10 @@ impl Report {
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
+    if args.parse_ceiling {
+        parse_ceiling(&args);
+        return ExitCode::SUCCESS;
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
@@ -675,6 +683,47 @@ async fn respond(mut conn: Conn, mut stop: watch::Receiver<bool>) -> Result<()> 
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Receive-side ceiling
+
+/// Parses `--msgs` `MSG`s from memory in 64 KiB reads, the way a subscriber does.
+fn parse_ceiling(args: &Args) {
+    let mut one = Vec::new();
+    one.extend_from_slice(format!("MSG {} 1 {}\r\n", args.subject, args.size).as_bytes());
+    one.extend_from_slice(&payload(args.size));
+    one.extend_from_slice(b"\r\n");
+    let per_chunk = (args.batch / one.len()).max(1);
+    let chunk: Vec<u8> = one.repeat(per_chunk);
+    let mut buf = BytesMut::with_capacity(512 * 1024);
+    let mut seen = 0u64;
+    let mut fed = 0u64;
+    let start = Instant::now();
+    // Feed odd-sized pieces so messages straddle reads, as on a socket.
+    let piece = 65_521usize.min(chunk.len());
+    let mut off = 0usize;
+    while seen < args.msgs {
+        let end = (off + piece).min(chunk.len());
+        buf.extend_from_slice(&chunk[off..end]);
+        fed += (end - off) as u64;
+        off = if end == chunk.len() { 0 } else { end };
+        let mut got = 0u64;
+        if parse(&mut buf, |_, _, _| got += 1).is_err() {
+            eprintln!("rnats-bench: parse error");
+            return;
+        }
+        seen += got;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "parse ceiling: {} MSGs of {} B ({} MB) parsed in {secs:.3}s: {:.0} msgs/s ({:.0} MB/s of wire data), one core",
+        seen,
+        args.size,
+        fed / 1_000_000,
+        seen as f64 / secs,
+        fed as f64 / secs / 1e6
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -88,8 +88,11 @@ where
     Ok(ev)
 }
 
+/// Subject, reply and payload size of a `MSG` line.
+type MsgArgs<'a> = (&'a [u8], Option<&'a [u8]>, usize);
+
 /// `subject sid [reply] size` → (subject, reply, size).
-fn msg_args(args: &[u8]) -> Option<(&[u8], Option<&[u8]>, usize)> {
+fn msg_args(args: &[u8]) -> Option<MsgArgs<'_>> {
     let mut toks: [&[u8]; 4] = [&[]; 4];
     let mut n = 0;
     for tok in args
@@ -228,7 +231,9 @@ impl Conn {
 mod tests {
     use super::*;
 
-    fn collect(buf: &mut BytesMut) -> (Vec<(String, Option<String>, Vec<u8>)>, Events) {
+    type Msg = (String, Option<String>, Vec<u8>);
+
+    fn collect(buf: &mut BytesMut) -> (Vec<Msg>, Events) {
         let mut msgs = Vec::new();
         let ev = parse(buf, |s, r, p| {
             msgs.push((
