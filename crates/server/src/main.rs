@@ -7,6 +7,7 @@ use rnats_server::flags::{Flags, USAGE};
 use rnats_server::options::{Options, VERSION};
 use rnats_server::{config, log};
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

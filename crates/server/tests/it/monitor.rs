@@ -626,12 +626,7 @@ async fn closed_ring_is_bounded_and_monitor_is_optional() {
 // ---------------------------------------------------------------------------------------
 // Clusters: /routez, the /varz cluster block, route counters and /metrics route series.
 
-const CLUSTER_ENDPOINTS: &[&str] = &[
-    "/varz",
-    "/routez",
-    "/routez?subs=1",
-    "/routez?subs=detail",
-];
+const CLUSTER_ENDPOINTS: &[&str] = &["/varz", "/routez", "/routez?subs=1", "/routez?subs=detail"];
 
 /// An rnats node with monitoring, in cluster `mon`, dialing `routes`.
 async fn monitored_node(name: &str, routes: Vec<String>) -> TestServer {
@@ -645,6 +640,11 @@ async fn monitored_node(name: &str, routes: Vec<String>) -> TestServer {
         ..Default::default()
     });
     TestServer::rnats_with(opts).await
+}
+
+/// An rnats node's route listener.
+fn cluster_addr(node: &TestServer) -> SocketAddr {
+    node.handle().shared.cluster.as_ref().unwrap().listen_addr
 }
 
 /// Polls `path` on a monitor until `cond` holds for its JSON, for at most `WAIT`.
@@ -677,15 +677,24 @@ fn route_knows(routez: &Value, subject: &str) -> bool {
 /// `pub-b` 2 on b, so every `foo` reaches both subscribers. Returns the live connections.
 async fn cluster_scenario(a: &TestServer, b: &TestServer) -> Vec<Raw> {
     let connect = |name: &str| format!(r#"{{"verbose":false,"pedantic":false,"name":"{name}"}}"#);
-    wait_json(a, "/routez", "a route to b", |z| z["num_routes"].as_u64() >= Some(1)).await;
-    wait_json(b, "/routez", "a route to a", |z| z["num_routes"].as_u64() >= Some(1)).await;
+    wait_json(a, "/routez", "a route to b", |z| {
+        z["num_routes"].as_u64() >= Some(1)
+    })
+    .await;
+    wait_json(b, "/routez", "a route to a", |z| {
+        z["num_routes"].as_u64() >= Some(1)
+    })
+    .await;
     let mut sub_a = Raw::connect_with(a.addr, &connect("sub-a")).await;
     sub_a.send(b"SUB foo 1\r\nSUB jobs workers 2\r\n").await;
     sub_a.ping_pong().await;
     let mut sub_b = Raw::connect_with(b.addr, &connect("sub-b")).await;
     sub_b.send(b"SUB foo 1\r\n").await;
     sub_b.ping_pong().await;
-    wait_json(a, "/routez?subs=1", "foo learned from b", |z| route_knows(z, "foo")).await;
+    wait_json(a, "/routez?subs=1", "foo learned from b", |z| {
+        route_knows(z, "foo")
+    })
+    .await;
     wait_json(b, "/routez?subs=1", "foo and jobs learned from a", |z| {
         route_knows(z, "foo") && route_knows(z, "jobs")
     })
@@ -718,39 +727,37 @@ async fn bodies(server: &TestServer, paths: &[&'static str]) -> BTreeMap<&'stati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_endpoints_match_reference_shapes() {
     let a = monitored_node("A", Vec::new()).await;
-    let a_cluster = a.handle().shared.cluster.as_ref().unwrap().listen_addr;
-    let b = monitored_node("B", vec![format!("nats-route://{a_cluster}")]).await;
+    let b = monitored_node("B", vec![format!("nats-route://{}", cluster_addr(&a))]).await;
     let _conns = cluster_scenario(&a, &b).await;
     let ours_a = bodies(&a, CLUSTER_ENDPOINTS).await;
     let ours_b = bodies(&b, CLUSTER_ENDPOINTS).await;
     check_rnats_cluster_values(&a, &b, &ours_a, &ours_b).await;
 
-    // The reference: a listens on a random cluster port (read back from its /varz), b dials it.
-    let cluster_args = |name: &'static str| {
+    // The reference: a listens on a free cluster port, b dials it. (The port is picked here:
+    // the reference's /varz keeps showing `-1` for a random port if asked before it binds.)
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cluster_a = format!("nats://127.0.0.1:{port}");
+    let args = |name, cluster| {
         vec![
             "-m",
             "-1",
             "-n",
             name,
             "--cluster",
-            "nats://127.0.0.1:-1",
+            cluster,
             "--cluster_name",
             "mon",
         ]
     };
-    let Some(ref_a) = TestServer::reference(&cluster_args("A")) else {
+    let Some(ref_a) = TestServer::reference(&args("A", &cluster_a)) else {
         return;
     };
-    // It logs its route listener after "ready": wait for the port to show.
-    wait_json(&ref_a, "/varz", "a cluster port", |v| {
-        v["cluster"]["cluster_port"].is_u64()
-    })
-    .await;
-    let varz = get(ref_a.monitor.unwrap(), "/varz").await.json();
-    let port = varz["cluster"]["cluster_port"].as_u64().expect("cluster_port");
-    let routes = format!("nats://127.0.0.1:{port}");
-    let mut args_b = cluster_args("B");
-    args_b.extend(["--routes", routes.as_str()]);
+    let mut args_b = args("B", "nats://127.0.0.1:-1");
+    args_b.extend(["--routes", &cluster_a]);
     let ref_b = TestServer::reference(&args_b).expect("reference b");
     let _ref_conns = cluster_scenario(&ref_a, &ref_b).await;
     let theirs_a = bodies(&ref_a, CLUSTER_ENDPOINTS).await;
@@ -778,7 +785,10 @@ async fn cluster_endpoints_match_reference_shapes() {
         diffs.join("\n")
     );
     // The reference agrees on the values rnats is checked for that do not depend on pooling.
-    assert_eq!(theirs_b["/varz"]["cluster"]["urls"], serde_json::json!([format!("127.0.0.1:{port}")]));
+    assert_eq!(
+        theirs_b["/varz"]["cluster"]["urls"],
+        serde_json::json!([format!("127.0.0.1:{port}")])
+    );
     assert_eq!(theirs_a["/varz"]["remotes"], 1);
     assert_eq!(theirs_a["/varz"]["in_client_msgs"], 3);
     assert_eq!(theirs_a["/varz"]["out_client_msgs"], 5);
@@ -790,8 +800,8 @@ async fn check_rnats_cluster_values(
     ours_a: &BTreeMap<&str, Value>,
     ours_b: &BTreeMap<&str, Value>,
 ) {
-    let a_cluster_port = a.handle().shared.cluster.as_ref().unwrap().listen_addr.port();
-    let b_cluster_port = b.handle().shared.cluster.as_ref().unwrap().listen_addr.port();
+    let a_cluster_port = cluster_addr(a).port();
+    let b_cluster_port = cluster_addr(b).port();
 
     // /varz: the cluster block, route counts, connect_urls, and totals with route traffic.
     let va = &ours_a["/varz"];
@@ -807,7 +817,10 @@ async fn check_rnats_cluster_values(
         serde_json::json!([format!("127.0.0.1:{a_cluster_port}")])
     );
     for v in [va, vb] {
-        assert_eq!((v["routes"].clone(), v["remotes"].clone()), (1.into(), 1.into()));
+        assert_eq!(
+            (v["routes"].clone(), v["remotes"].clone()),
+            (1.into(), 1.into())
+        );
         assert_eq!(v["connections"], 2, "routes are not client connections");
         let mut urls: Vec<&str> = items(v, "connect_urls")
             .iter()
@@ -819,51 +832,94 @@ async fn check_rnats_cluster_values(
         assert_eq!(urls, expected);
     }
     // a: 3 from pub-a + 2 over the route in; 5 to sub-a + 3 over the route out.
-    assert_eq!((va["in_msgs"].clone(), va["in_client_msgs"].clone()), (5.into(), 3.into()));
-    assert_eq!((va["out_msgs"].clone(), va["out_client_msgs"].clone()), (8.into(), 5.into()));
-    assert_eq!((va["in_bytes"].clone(), va["in_client_bytes"].clone()), (19.into(), 15.into()));
-    assert_eq!((va["out_bytes"].clone(), va["out_client_bytes"].clone()), (34.into(), 19.into()));
+    assert_eq!(
+        (va["in_msgs"].clone(), va["in_client_msgs"].clone()),
+        (5.into(), 3.into())
+    );
+    assert_eq!(
+        (va["out_msgs"].clone(), va["out_client_msgs"].clone()),
+        (8.into(), 5.into())
+    );
+    assert_eq!(
+        (va["in_bytes"].clone(), va["in_client_bytes"].clone()),
+        (19.into(), 15.into())
+    );
+    assert_eq!(
+        (va["out_bytes"].clone(), va["out_client_bytes"].clone()),
+        (34.into(), 19.into())
+    );
     // b: 2 from pub-b + 3 over the route in; 5 to sub-b + 2 over the route out.
-    assert_eq!((vb["in_msgs"].clone(), vb["in_client_msgs"].clone()), (5.into(), 2.into()));
-    assert_eq!((vb["out_msgs"].clone(), vb["out_client_msgs"].clone()), (7.into(), 5.into()));
+    assert_eq!(
+        (vb["in_msgs"].clone(), vb["in_client_msgs"].clone()),
+        (5.into(), 2.into())
+    );
+    assert_eq!(
+        (vb["out_msgs"].clone(), vb["out_client_msgs"].clone()),
+        (7.into(), 5.into())
+    );
     // Route-learned subscriptions count too: a has its 2 and b's foo.
     assert_eq!(va["subscriptions"], 3);
 
     // /routez: one route each way, with its counters and learned subscriptions.
     let ra = &ours_a["/routez?subs=1"];
     let rb = &ours_b["/routez?subs=detail"];
-    assert_eq!((ra["num_routes"].clone(), rb["num_routes"].clone()), (1.into(), 1.into()));
+    assert_eq!(
+        (ra["num_routes"].clone(), rb["num_routes"].clone()),
+        (1.into(), 1.into())
+    );
     let (route_a, route_b) = (&ra["routes"][0], &rb["routes"][0]);
     assert_eq!(route_a["remote_id"], vb["server_id"]);
     assert_eq!(route_a["remote_name"], "B");
     assert_eq!(route_b["remote_name"], "A");
     assert_eq!(
-        (route_a["did_solicit"].clone(), route_a["is_configured"].clone()),
+        (
+            route_a["did_solicit"].clone(),
+            route_a["is_configured"].clone()
+        ),
         (false.into(), false.into())
     );
     assert_eq!(
-        (route_b["did_solicit"].clone(), route_b["is_configured"].clone()),
+        (
+            route_b["did_solicit"].clone(),
+            route_b["is_configured"].clone()
+        ),
         (true.into(), true.into())
     );
     assert_eq!(route_b["port"], a_cluster_port, "b dialed a's route port");
     assert_eq!(route_a["ip"], "127.0.0.1");
-    assert_eq!((route_a["out_msgs"].clone(), route_a["in_msgs"].clone()), (3.into(), 2.into()));
-    assert_eq!((route_a["out_bytes"].clone(), route_a["in_bytes"].clone()), (15.into(), 4.into()));
-    assert_eq!((route_b["out_msgs"].clone(), route_b["in_msgs"].clone()), (2.into(), 3.into()));
+    assert_eq!(
+        (route_a["out_msgs"].clone(), route_a["in_msgs"].clone()),
+        (3.into(), 2.into())
+    );
+    assert_eq!(
+        (route_a["out_bytes"].clone(), route_a["in_bytes"].clone()),
+        (15.into(), 4.into())
+    );
+    assert_eq!(
+        (route_b["out_msgs"].clone(), route_b["in_msgs"].clone()),
+        (2.into(), 3.into())
+    );
     assert_eq!(route_a["subscriptions"], 1);
     assert_eq!(route_a["subscriptions_list"], serde_json::json!(["foo"]));
     assert!(route_a.get("subscriptions_list_detail").is_none());
     assert_eq!(route_b["subscriptions"], 2);
     assert!(route_b.get("subscriptions_list").is_none());
     let detail = items(route_b, "subscriptions_list_detail");
-    let jobs = detail.iter().find(|d| d["subject"] == "jobs").expect("jobs in detail");
+    let jobs = detail
+        .iter()
+        .find(|d| d["subject"] == "jobs")
+        .expect("jobs in detail");
     assert_eq!(jobs["qgroup"], "workers");
     assert_eq!(jobs["sid"], "R $G jobs workers");
     assert_eq!(jobs["cid"], route_b["rid"]);
     assert!(route_a["start"].as_str().unwrap().ends_with('Z'));
     assert!(route_a["rtt"].is_string() && route_a["uptime"].is_string());
     assert_eq!(route_a["compression"], "off");
-    assert!(ours_a["/routez"]["routes"][0].get("subscriptions_list").is_none());
+    assert!(
+        ours_a["/routez"]["routes"][0]
+            .get("subscriptions_list")
+            .is_none()
+    );
 
     // /metrics: the route count and per-route series.
     let metrics = get(a.monitor.unwrap(), "/metrics").await.body;
@@ -879,15 +935,20 @@ async fn check_rnats_cluster_values(
         format!("gnatsd_varz_in_msgs{{server_id=\"{server_id}\"}} 5"),
         format!("gnatsd_varz_out_msgs{{server_id=\"{server_id}\"}} 8"),
     ] {
-        assert!(metrics.lines().any(|l| l == line), "no `{line}` in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
     }
     let info = metrics
         .lines()
         .find(|l| l.starts_with("gnatsd_routez_route_info{"))
         .expect("route_info series");
     assert!(
-        info.contains(&format!("remote_id=\"{}\"", vb["server_id"].as_str().unwrap()))
-            && info.contains("remote_name=\"B\"")
+        info.contains(&format!(
+            "remote_id=\"{}\"",
+            vb["server_id"].as_str().unwrap()
+        )) && info.contains("remote_name=\"B\"")
             && info.ends_with(" 1"),
         "{info}"
     );
@@ -898,14 +959,16 @@ async fn check_rnats_cluster_values(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_traffic_survives_route_close() {
     let a = monitored_node("A", Vec::new()).await;
-    let a_cluster = a.handle().shared.cluster.as_ref().unwrap().listen_addr;
-    let b = monitored_node("B", vec![format!("nats-route://{a_cluster}")]).await;
+    let b = monitored_node("B", vec![format!("nats-route://{}", cluster_addr(&a))]).await;
     let conns = cluster_scenario(&a, &b).await;
     drop(conns);
     let monitor = a.monitor.unwrap();
     let before = get(monitor, "/varz").await.json();
     b.stop().await;
-    wait_json(&a, "/routez", "the route to b closing", |z| z["num_routes"] == 0).await;
+    wait_json(&a, "/routez", "the route to b closing", |z| {
+        z["num_routes"] == 0
+    })
+    .await;
     let after = get(monitor, "/varz").await.json();
     assert_eq!(after["routes"], 0);
     for field in ["in_msgs", "out_msgs", "in_bytes", "out_bytes"] {
@@ -972,8 +1035,18 @@ async fn status_page_in_headless_chromium() {
     let page = get(monitor, "/").await;
     assert_eq!(page.status, 200);
     assert!(page.headers["content-type"].starts_with("text/html"));
-    for link in ["./varz", "./connz", "./subsz", "./routez", "./healthz", "./metrics"] {
-        assert!(page.body.contains(&format!("href=\"{link}\"")), "link {link}");
+    for link in [
+        "./varz",
+        "./connz",
+        "./subsz",
+        "./routez",
+        "./healthz",
+        "./metrics",
+    ] {
+        assert!(
+            page.body.contains(&format!("href=\"{link}\"")),
+            "link {link}"
+        );
     }
 
     // Traffic while the browser watches: a connection publishing to itself, bounded in time.
@@ -1000,7 +1073,10 @@ async fn status_page_in_headless_chromium() {
     let monitor_json = |path: &'static str| async move { get(monitor, path).await.json() };
     let deadline = tokio::time::Instant::now() + WAIT;
     while monitor_json("/varz").await["connections"] != 4 {
-        assert!(tokio::time::Instant::now() < deadline, "flood never connected");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "flood never connected"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -1065,7 +1141,12 @@ async fn status_page_in_headless_chromium() {
     let (in_msgs, _) = element(&dom, "in-msgs");
     let in_msgs: u64 = in_msgs.unwrap().parse().unwrap();
     assert!(in_msgs > 6, "the flood's messages counted: {in_msgs}");
-    for id in ["in-msgs-rate", "out-msgs-rate", "in-bytes-rate", "out-bytes-rate"] {
+    for id in [
+        "in-msgs-rate",
+        "out-msgs-rate",
+        "in-bytes-rate",
+        "out-bytes-rate",
+    ] {
         let (value, text) = element(&dom, id);
         let rate: f64 = value
             .unwrap_or_else(|| panic!("#{id} not filled by the script: {text}"))
@@ -1079,6 +1160,9 @@ async fn status_page_in_headless_chromium() {
     assert_eq!(element(&dom, "slow-consumers").0, Some("0"));
     // The connections table was filled from /connz: the named clients are listed.
     for name in ["alice", "bob", "carol", "flood"] {
-        assert!(dom.contains(&format!("<td class=\"text\">{name}</td>")), "{name} in the table");
+        assert!(
+            dom.contains(&format!("<td class=\"text\">{name}</td>")),
+            "{name} in the table"
+        );
     }
 }
