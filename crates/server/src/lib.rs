@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod flags;
 pub mod log;
+pub mod net;
 pub mod ops;
 pub mod route;
 pub mod tls;
