@@ -319,3 +319,121 @@ async fn request_reply_across_servers_and_route_auth() {
         srv.stop().await;
     }
 }
+
+/// A port the OS just handed out, for a reference server's route listener (it must be
+/// known before the reference starts: it cannot report its route port to us).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stretch of the clustering issue: an rnats server joins a cluster of reference servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rnats_joins_a_reference_cluster() {
+    let (p1, p2) = (free_port(), free_port());
+    let Some(ref1) = TestServer::reference(&[
+        "--cluster",
+        &format!("nats://127.0.0.1:{p1}"),
+        "--cluster_name",
+        "mix",
+        "-n",
+        "ref1",
+    ]) else {
+        return;
+    };
+    let ref2 = TestServer::reference(&[
+        "--cluster",
+        &format!("nats://127.0.0.1:{p2}"),
+        "--cluster_name",
+        "mix",
+        "-n",
+        "ref2",
+        "--routes",
+        &format!("nats://127.0.0.1:{p1}"),
+    ])
+    .unwrap();
+    let mut opts = test_options();
+    opts.server_name = Some("rn".into());
+    opts.cluster = Some(ClusterOptions {
+        name: Some("mix".into()),
+        host: "127.0.0.1".into(),
+        routes: vec![format!("nats-route://127.0.0.1:{p1}")],
+        ..Default::default()
+    });
+    let rn = TestServer::rnats_with(opts).await;
+    // Through gossip, rnats also connects to ref2.
+    wait_until(|| routes(&rn) == 2).await;
+
+    let on_ref2 = connect(&ref2).await;
+    let mut sub_ref2 = on_ref2.subscribe("mixed.>").await.unwrap();
+    let mut q_ref2 = on_ref2.queue_subscribe("mq", "g".into()).await.unwrap();
+    on_ref2.flush().await.unwrap();
+    let on_rn = connect(&rn).await;
+    let mut sub_rn = on_rn.subscribe("mixed.>").await.unwrap();
+    let mut q_rn = on_rn.queue_subscribe("mq", "g".into()).await.unwrap();
+    on_rn.flush().await.unwrap();
+    wait_interest(&rn, "mixed.a").await;
+    let shared = rn.handle().shared.clone();
+    wait_until(|| {
+        shared
+            .sublist
+            .matches(b"mq")
+            .queues
+            .first()
+            .is_some_and(|g| g.members.len() == 2)
+    })
+    .await;
+
+    // Published on ref1: both subscribers get it (the reference routes it to rnats).
+    let on_ref1 = connect(&ref1).await;
+    let got = timeout(Duration::from_secs(10), async {
+        loop {
+            on_ref1
+                .publish("mixed.a", "from ref1".into())
+                .await
+                .unwrap();
+            on_ref1.flush().await.unwrap();
+            if let Ok(Some(m)) = timeout(Duration::from_millis(200), sub_rn.next()).await {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("a message from the reference cluster reaches an rnats client");
+    assert_eq!(got.payload, "from ref1");
+    assert_eq!(
+        timeout(WAIT, sub_ref2.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .payload,
+        "from ref1"
+    );
+    // Published on rnats: reaches the reference's client.
+    on_rn.publish("mixed.b", "from rnats".into()).await.unwrap();
+    on_rn.flush().await.unwrap();
+    loop {
+        let m = timeout(WAIT, sub_ref2.next()).await.unwrap().unwrap();
+        if m.payload == "from rnats" {
+            break;
+        }
+    }
+    // A queue group spread over rnats and a reference server: each message once.
+    for i in 0..100 {
+        on_rn.publish("mq", i.to_string().into()).await.unwrap();
+    }
+    on_rn.flush().await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for q in [&mut q_rn, &mut q_ref2] {
+        while let Ok(Some(m)) = timeout(Duration::from_millis(300), q.next()).await {
+            assert!(seen.insert(m.payload.clone()), "delivered twice");
+        }
+    }
+    assert_eq!(seen.len(), 100);
+    for srv in [rn, ref1, ref2] {
+        srv.stop().await;
+    }
+}
