@@ -30,8 +30,17 @@ pub struct RouteEntry {
     pub info: serde_json::Value,
 }
 
+/// TLS on routes: both sides present certificates signed by the configured CA.
+#[derive(Clone)]
+pub struct RouteTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub connector: tokio_rustls::TlsConnector,
+    pub timeout: std::time::Duration,
+}
+
 pub struct Cluster {
     pub opts: ClusterOptions,
+    pub tls: Option<RouteTls>,
     pub name: Mutex<String>,
     pub dynamic_name: bool,
     pub listen_addr: SocketAddr,
@@ -45,13 +54,27 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(opts: ClusterOptions, listen_addr: SocketAddr) -> Cluster {
+    pub fn new(opts: ClusterOptions, listen_addr: SocketAddr) -> Result<Cluster, String> {
         let (name, dynamic_name) = match &opts.name {
             Some(name) => (name.clone(), false),
             None => (crate::server::random_id(22), true),
         };
-        Cluster {
+        let tls = match &opts.tls {
+            Some(t) => {
+                // Routes always verify the peer (nats-server implies `verify` on routes).
+                let mut t = t.clone();
+                t.verify = true;
+                Some(RouteTls {
+                    acceptor: tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&t)?),
+                    connector: tokio_rustls::TlsConnector::from(crate::tls::client_config(&t)?),
+                    timeout: t.timeout(),
+                })
+            }
+            None => None,
+        };
+        Ok(Cluster {
             opts,
+            tls,
             name: Mutex::new(name),
             dynamic_name,
             listen_addr,
@@ -59,7 +82,7 @@ impl Cluster {
             interest: Mutex::new(HashMap::new()),
             remote_client_urls: Mutex::new(Vec::new()),
             dialing: Mutex::new(HashSet::new()),
-        }
+        })
     }
 
     /// Runs `f` while holding the interest lock, giving it a function that writes `RS+`

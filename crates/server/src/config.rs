@@ -342,7 +342,8 @@ fn parse_cluster(v: &Spanned) -> Result<ClusterOptions, ConfError> {
             }
             "connect_backoff" | "ping_interval" | "ping_max" | "write_deadline"
             | "write_timeout" | "pool_size" | "compression" | "permissions" => {}
-            "tls" | "accounts" => {
+            "tls" => c.tls = Some(parse_tls(v)?),
+            "accounts" => {
                 return Err(entry.error(format!(
                     "\"cluster.{}\" is not supported by this rnats-server build yet",
                     entry.key

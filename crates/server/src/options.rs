@@ -79,6 +79,8 @@ pub struct ClusterOptions {
     /// `cluster { authorization { user, password } }`.
     pub user: Option<String>,
     pub password: Option<String>,
+    /// `cluster { tls { … } }`: TLS on every route, certificates verified both ways.
+    pub tls: Option<TlsOptions>,
 }
 
 /// TLS on the client port.

@@ -38,6 +38,10 @@ struct RouteInfo<'a> {
     headers: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     auth_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_verify: bool,
     max_payload: usize,
     cluster: String,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -80,6 +84,8 @@ fn route_info_line(srv: &ServerShared) -> Vec<u8> {
         port,
         headers: true,
         auth_required: cluster.opts.user.is_some(),
+        tls_required: cluster.tls.is_some(),
+        tls_verify: cluster.tls.is_some(),
         max_payload: srv.opts().max_payload,
         cluster: cluster.name.lock().clone(),
         cluster_dynamic: cluster.dynamic_name,
@@ -253,16 +259,40 @@ enum RouteFlow {
 }
 
 /// Runs one route connection (accepted, or dialed with `solicit`) until it closes.
-pub async fn run_route(
-    srv: Arc<ServerShared>,
-    stream: TcpStream,
-    addr: SocketAddr,
-    solicit: Option<Solicit>,
-) {
+pub async fn run_route(srv: Arc<ServerShared>, stream: TcpStream, addr: SocketAddr, solicit: Option<Solicit>) {
+    let Some(tls) = srv.cluster.as_ref().and_then(|c| c.tls.clone()) else {
+        return run_route_stream(srv, stream, addr, solicit).await;
+    };
+    // On routes TLS starts right after the TCP connection, before any INFO.
+    match &solicit {
+        Some(s) => {
+            let host = crate::flags::parse_route_url(&s.url).map(|(_, h, _)| h).unwrap_or_default();
+            let Ok(name) = rustls_pki_types::ServerName::try_from(host.clone()) else {
+                error!("Invalid route host name \"{host}\" for TLS");
+                return;
+            };
+            match tokio::time::timeout(tls.timeout, tls.connector.connect(name, stream)).await {
+                Ok(Ok(tls_stream)) => run_route_stream(srv, tls_stream, addr, solicit).await,
+                Ok(Err(e)) => error!("{addr} - rid - TLS route handshake error: {e}"),
+                Err(_) => error!("{addr} - rid - TLS route handshake timeout"),
+            }
+        }
+        None => match tokio::time::timeout(tls.timeout, tls.acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => run_route_stream(srv, tls_stream, addr, None).await,
+            Ok(Err(e)) => error!("{addr} - rid - TLS route handshake error: {e}"),
+            Err(_) => error!("{addr} - rid - TLS route handshake timeout"),
+        },
+    }
+}
+
+async fn run_route_stream<S>(srv: Arc<ServerShared>, stream: S, addr: SocketAddr, solicit: Option<Solicit>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     let cid = srv.next_cid();
     let me = Arc::new(ClientShared::new(cid, addr, usize::MAX, true));
     me.set_headers(true);
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = tokio::io::split(stream);
     let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts().write_deadline));
     if let Some(s) = &solicit {
         let cluster = srv.cluster.as_ref().expect("cluster");
@@ -313,7 +343,7 @@ pub async fn run_route(
 }
 
 impl RouteConn {
-    async fn read_loop(&mut self, reader: &mut tokio::net::tcp::OwnedReadHalf) -> &'static str {
+    async fn read_loop<R: tokio::io::AsyncRead + Unpin>(&mut self, reader: &mut R) -> &'static str {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let cancel = self.me.cancel.clone();
         let shutdown = self.srv.shutdown.clone();

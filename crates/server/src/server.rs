@@ -305,13 +305,16 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
         None => None,
     };
     let cluster = match (&opts.cluster, &route_listener) {
-        (Some(c), Some(l)) => Some(Cluster::new(
-            c.clone(),
-            l.local_addr().map_err(|source| StartError::Listen {
-                addr: c.host.clone(),
-                source,
-            })?,
-        )),
+        (Some(c), Some(l)) => Some(
+            Cluster::new(
+                c.clone(),
+                l.local_addr().map_err(|source| StartError::Listen {
+                    addr: c.host.clone(),
+                    source,
+                })?,
+            )
+            .map_err(StartError::Config)?,
+        ),
         _ => None,
     };
     let shared = Arc::new(ServerShared {

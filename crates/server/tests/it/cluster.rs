@@ -437,3 +437,50 @@ async fn rnats_joins_a_reference_cluster() {
         srv.stop().await;
     }
 }
+
+/// Routes over TLS: certificates verified both ways; a server without them cannot join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_over_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::security::make_pki(dir.path());
+    let tls = rnats_server::options::TlsOptions {
+        cert_file: Some(pki.cert.clone()),
+        key_file: Some(pki.key.clone()),
+        ca_file: Some(pki.ca.clone()),
+        verify: true,
+        ..Default::default()
+    };
+    let cluster = |routes: Vec<String>, tls: Option<rnats_server::options::TlsOptions>| {
+        let mut opts = test_options();
+        opts.cluster = Some(ClusterOptions {
+            name: Some("tls".into()),
+            host: "127.0.0.1".into(),
+            routes,
+            tls,
+            ..Default::default()
+        });
+        opts
+    };
+    let a = TestServer::rnats_with(cluster(Vec::new(), Some(tls.clone()))).await;
+    let seed = route_url(&a);
+    let b = TestServer::rnats_with(cluster(vec![seed.clone()], Some(tls))).await;
+    wait_until(|| routes(&a) == 1 && routes(&b) == 1).await;
+    let plain = TestServer::rnats_with(cluster(vec![seed], None)).await;
+
+    let nb = connect(&b).await;
+    let mut sub = nb.subscribe("secure.route").await.unwrap();
+    nb.flush().await.unwrap();
+    wait_interest(&a, "secure.route").await;
+    let na = connect(&a).await;
+    na.publish("secure.route", "over tls".into()).await.unwrap();
+    na.flush().await.unwrap();
+    assert_eq!(timeout(WAIT, sub.next()).await.unwrap().unwrap().payload, "over tls");
+    // Absence cannot be awaited: give the plain server time for a few dial attempts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(routes(&plain), 0, "a plain-text server joined a TLS cluster");
+    assert_eq!(routes(&a), 1);
+    for srv in [a, b, plain] {
+        srv.stop().await;
+    }
+}

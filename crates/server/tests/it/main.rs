@@ -10,4 +10,4 @@ mod monitor;
 mod ops;
 mod process;
 mod raw;
-mod security;
+pub mod security;
