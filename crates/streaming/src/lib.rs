@@ -1,0 +1,12 @@
+//! NATS Streaming (STAN) for rnats: the protobuf messages of the protocol and the stores.
+//!
+//! * [`proto`]: every NATS Streaming protobuf message (client-visible `pb` and server-internal
+//!   `spb`), with field numbers as the official clients use them.
+//! * [`store`]: the store interface ([`store::Store`], [`store::MsgStore`],
+//!   [`store::SubStore`]), the [`store::memory`] store and the crash-safe [`store::file`]
+//!   store.
+//!
+//! The server loop (request handling, delivery, redelivery, heartbeats) builds on these.
+
+pub mod proto;
+pub mod store;
