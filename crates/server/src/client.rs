@@ -215,32 +215,33 @@ impl ClientShared {
     /// the writer task is idle and the socket takes it all; otherwise wakes the writer.
     pub(crate) fn flush_or_wake(&self) {
         let mut out = self.out.lock();
-        if out.in_flight == 0 && !out.data.is_empty() {
-            if let Some(sock) = out.sock.clone() {
-                match sock.try_write(&out.data) {
-                    Ok(n) if n == out.data.len() => {
-                        out.data.clear();
-                        out.flush_scheduled = false;
-                        let (msgs, bytes) = (
-                            std::mem::take(&mut out.out_msgs),
-                            std::mem::take(&mut out.out_bytes),
-                        );
-                        drop(out);
-                        if msgs > 0 {
-                            self.stats.out_msgs.fetch_add(msgs, Ordering::Relaxed);
-                            self.stats.out_bytes.fetch_add(bytes, Ordering::Relaxed);
-                        }
-                        self.drained.notify_waiters();
-                        return;
+        if out.in_flight == 0
+            && !out.data.is_empty()
+            && let Some(sock) = out.sock.clone()
+        {
+            match sock.try_write(&out.data) {
+                Ok(n) if n == out.data.len() => {
+                    out.data.clear();
+                    out.flush_scheduled = false;
+                    let (msgs, bytes) = (
+                        std::mem::take(&mut out.out_msgs),
+                        std::mem::take(&mut out.out_bytes),
+                    );
+                    drop(out);
+                    if msgs > 0 {
+                        self.stats.out_msgs.fetch_add(msgs, Ordering::Relaxed);
+                        self.stats.out_bytes.fetch_add(bytes, Ordering::Relaxed);
                     }
-                    // The rest goes through the writer task, in order, after this part.
-                    Ok(n) => out.data.advance(n),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => {
-                        drop(out);
-                        self.close(CloseReason::WriteError, false);
-                        return;
-                    }
+                    self.drained.notify_waiters();
+                    return;
+                }
+                // The rest goes through the writer task, in order, after this part.
+                Ok(n) => out.data.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    drop(out);
+                    self.close(CloseReason::WriteError, false);
+                    return;
                 }
             }
         }

@@ -311,7 +311,10 @@ impl Flags {
 }
 
 /// Splits `nats://[user:pass@]host:port` (any scheme) into credentials, host and port.
-pub fn parse_route_url(url: &str) -> Option<(Option<(String, String)>, String, i32)> {
+/// `(credentials, host, port)` of a route URL.
+pub type RouteUrl = (Option<(String, String)>, String, i32);
+
+pub fn parse_route_url(url: &str) -> Option<RouteUrl> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.trim_end_matches('/');
     let (userinfo, hostport) = match rest.rsplit_once('@') {

@@ -26,6 +26,8 @@ use crate::options::VERSION;
 use crate::server::ServerShared;
 use crate::sublist::MatchCache;
 
+type InterestKey = (Box<[u8]>, Option<Box<[u8]>>);
+
 #[derive(Serialize)]
 struct RouteInfo<'a> {
     server_id: &'a str,
@@ -242,7 +244,8 @@ struct RouteConn {
     got_connect: bool,
     peer_id: Option<String>,
     registered: bool,
-    subs: HashMap<(Box<[u8]>, Option<Box<[u8]>>), Arc<Subscription>>,
+    /// The remote's interest, by (subject, queue).
+    subs: HashMap<InterestKey, Arc<Subscription>>,
     batch: Batch,
     cache: MatchCache<Subscription>,
     cache_generation: u64,
@@ -259,14 +262,21 @@ enum RouteFlow {
 }
 
 /// Runs one route connection (accepted, or dialed with `solicit`) until it closes.
-pub async fn run_route(srv: Arc<ServerShared>, stream: TcpStream, addr: SocketAddr, solicit: Option<Solicit>) {
+pub async fn run_route(
+    srv: Arc<ServerShared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    solicit: Option<Solicit>,
+) {
     let Some(tls) = srv.cluster.as_ref().and_then(|c| c.tls.clone()) else {
         return run_route_stream(srv, stream, addr, solicit).await;
     };
     // On routes TLS starts right after the TCP connection, before any INFO.
     match &solicit {
         Some(s) => {
-            let host = crate::flags::parse_route_url(&s.url).map(|(_, h, _)| h).unwrap_or_default();
+            let host = crate::flags::parse_route_url(&s.url)
+                .map(|(_, h, _)| h)
+                .unwrap_or_default();
             let Ok(name) = rustls_pki_types::ServerName::try_from(host.clone()) else {
                 error!("Invalid route host name \"{host}\" for TLS");
                 return;
@@ -285,8 +295,12 @@ pub async fn run_route(srv: Arc<ServerShared>, stream: TcpStream, addr: SocketAd
     }
 }
 
-async fn run_route_stream<S>(srv: Arc<ServerShared>, stream: S, addr: SocketAddr, solicit: Option<Solicit>)
-where
+async fn run_route_stream<S>(
+    srv: Arc<ServerShared>,
+    stream: S,
+    addr: SocketAddr,
+    solicit: Option<Solicit>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
     let cid = srv.next_cid();
@@ -456,15 +470,15 @@ impl RouteConn {
                         return RouteFlow::Close("Authentication Failure");
                     }
                 }
-                if let Some(theirs) = obj.get("cluster").and_then(Value::as_str) {
-                    if let Some(flow) = self.check_cluster_name(
+                if let Some(theirs) = obj.get("cluster").and_then(Value::as_str)
+                    && let Some(flow) = self.check_cluster_name(
                         theirs,
                         obj.get("cluster_dynamic")
                             .and_then(Value::as_bool)
                             .unwrap_or(false),
-                    ) {
-                        return flow;
-                    }
+                    )
+                {
+                    return flow;
                 }
                 self.got_connect = true;
                 RouteFlow::Continue
@@ -623,24 +637,25 @@ impl RouteConn {
             );
             return RouteFlow::Close("Duplicate Server Name");
         }
-        if let Some(theirs) = info.get("cluster").and_then(Value::as_str) {
-            if let Some(flow) = self.check_cluster_name(
+        if let Some(theirs) = info.get("cluster").and_then(Value::as_str)
+            && let Some(flow) = self.check_cluster_name(
                 theirs,
                 info.get("cluster_dynamic")
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
-            ) {
-                return flow;
-            }
+            )
+        {
+            return flow;
         }
         self.peer_id = Some(id.clone());
         let port = info.get("port").and_then(Value::as_u64).unwrap_or(0) as u16;
         let route_addr = info
             .get("ip")
             .and_then(Value::as_str)
-            .and_then(|ip| crate::flags::parse_route_url(ip))
+            .and_then(crate::flags::parse_route_url)
             .and_then(|(_, h, p)| {
-                format!("{}", crate::cluster::format_host_port(&h, p as u16))
+                crate::cluster::format_host_port(&h, p as u16)
+                    .to_string()
                     .parse()
                     .ok()
             })

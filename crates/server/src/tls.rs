@@ -72,24 +72,38 @@ pub fn server_config(tls: &TlsOptions) -> Result<Arc<rustls::ServerConfig>, Stri
 /// The dialing side of a TLS route: trusts the configured CA and presents this server's
 /// certificate as its client certificate.
 pub fn client_config(tls: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, String> {
-    let ca_file = tls.ca_file.as_ref().ok_or("route TLS requires a CA file (cluster.tls.ca_file)")?;
+    let ca_file = tls
+        .ca_file
+        .as_ref()
+        .ok_or("route TLS requires a CA file (cluster.tls.ca_file)")?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| format!("failed to parse root ca certificate: {e}"))? {
+    for cert in CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("failed to parse root ca certificate: {e}"))?
+    {
         roots
             .add(cert.map_err(|e| format!("failed to parse root ca certificate: {e}"))?)
             .map_err(|e| format!("failed to parse root ca certificate: {e}"))?;
     }
-    let cert_file = tls.cert_file.as_ref().ok_or("TLS Server certificate must be present and valid")?;
-    let key_file = tls.key_file.as_ref().ok_or("TLS Server private key must be present and valid")?;
+    let cert_file = tls
+        .cert_file
+        .as_ref()
+        .ok_or("TLS Server certificate must be present and valid")?;
+    let key_file = tls
+        .key_file
+        .as_ref()
+        .ok_or("TLS Server private key must be present and valid")?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| format!("error parsing X509 certificate/key pair: {e}"))?;
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| format!("error parsing X509 certificate/key pair: {e}"))?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
+    let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| format!("error parsing X509 certificate/key pair: {e}"))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(certs, key)
+    .map_err(|e| format!("error parsing X509 certificate/key pair: {e}"))?;
     Ok(Arc::new(config))
 }

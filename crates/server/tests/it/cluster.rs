@@ -475,10 +475,17 @@ async fn routes_over_tls() {
     let na = connect(&a).await;
     na.publish("secure.route", "over tls".into()).await.unwrap();
     na.flush().await.unwrap();
-    assert_eq!(timeout(WAIT, sub.next()).await.unwrap().unwrap().payload, "over tls");
+    assert_eq!(
+        timeout(WAIT, sub.next()).await.unwrap().unwrap().payload,
+        "over tls"
+    );
     // Absence cannot be awaited: give the plain server time for a few dial attempts.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(routes(&plain), 0, "a plain-text server joined a TLS cluster");
+    assert_eq!(
+        routes(&plain),
+        0,
+        "a plain-text server joined a TLS cluster"
+    );
     assert_eq!(routes(&a), 1);
     for srv in [a, b, plain] {
         srv.stop().await;
