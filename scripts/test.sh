@@ -20,6 +20,10 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 export RNATS_REQUIRE_CHROMIUM=1
 
+# node-nats-streaming (npm), the official client the streaming interop tests drive.
+echo "== npm ci (tests/interop/node)"
+(cd tests/interop/node && npm ci --no-audit --no-fund >&2)
+
 echo "== cargo test (reference: $NATS_SERVER_BIN)"
 cargo build --workspace --bins
 cargo test --workspace

@@ -1,0 +1,1774 @@
+//! The streaming engine: one task owning all state, fed by the NATS subscriptions.
+//!
+//! # Shape
+//!
+//! Every protocol message (connect, publish, subscribe, unsubscribe, close, ping, ack) reaches
+//! the engine as an [`Event`] on one channel; timers (redelivery, heartbeats, age expiry,
+//! channel inactivity) live in a heap inside the engine; asynchronous checks (heartbeat
+//! requests, the duplicate-client probe) run in small tasks that report back as events.
+//!
+//! Handlers are synchronous: they mutate the state, append what must be sent to an outbox, and
+//! mark channels whose stores need a flush or whose subscriptions may get messages. After each
+//! batch of events (up to `io_batch_size` publishes arrive together) the engine *commits*:
+//!
+//! 1. runs delivery for the marked channels (new messages, unstalled subscriptions, new subs);
+//! 2. flushes the touched message and subscription stores (fsync for the file store, on a
+//!    blocking thread);
+//! 3. sends the outbox in order (responses, deliveries), then the PubAcks.
+//!
+//! So a PubAck is only sent once its message is durable, a subscription response always goes
+//! out before the first message to that subscription, and per-channel order is the store's.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use prost::Message as _;
+use rnats_client::{Client, Request};
+use rnats_streaming::proto::{
+    Ack, ClientInfo, CloseRequest, CloseResponse, ConnectRequest, ConnectResponse, CtrlMsg,
+    MsgProto, Ping, PingResponse, PubAck, PubMsg, ServerInfo, StartPosition, SubState,
+    SubscriptionRequest, SubscriptionResponse, UnsubscribeRequest,
+};
+use rnats_streaming::store::{
+    Channel, NewMessage, RecoveredState, Store, StoreError, StoreKind, is_valid_channel_name,
+    now_nanos,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, trace, warn};
+
+use crate::monitor::{self, MonitorQuery, MonitorReply};
+use crate::options::Options;
+
+// Error texts, as the reference server sends them.
+pub const ERR_INVALID_CONN_REQ: &str = "stan: invalid connection request";
+pub const ERR_INVALID_CLIENT_ID: &str =
+    "stan: invalid clientID: only alphanumeric and `-` or `_` characters allowed";
+pub const ERR_INVALID_PUB_REQ: &str = "stan: invalid publish request";
+pub const ERR_INVALID_SUB_REQ: &str = "stan: invalid subscription request";
+pub const ERR_MISSING_CLIENT: &str = "stan: clientID missing";
+pub const ERR_INVALID_ACK_WAIT: &str = "stan: invalid ack wait time, should be >= 1s";
+pub const ERR_INVALID_MAX_INFLIGHT: &str = "stan: invalid MaxInflight, should be >= 1";
+pub const ERR_INVALID_START: &str = "stan: invalid start position";
+pub const ERR_INVALID_SUBJECT: &str = "stan: invalid subject";
+pub const ERR_UNKNOWN_CLIENT: &str = "stan: unknown clientID";
+pub const ERR_DUR_QUEUE_COLON: &str =
+    "stan: durable name of a durable queue subscriber can't contain the character ':'";
+pub const ERR_DUP_DURABLE: &str = "stan: duplicate durable registration";
+pub const ERR_INVALID_UNSUB_REQ: &str = "stan: invalid unsubscribe request";
+pub const ERR_UNKNOWN_CHANNEL: &str = "stan: unknown channel";
+pub const ERR_INVALID_SUB: &str = "stan: invalid subscription";
+pub const ERR_INVALID_CLOSE_REQ: &str = "stan: invalid close request";
+pub const ERR_CLIENT_REGISTERED: &str = "stan: clientID already registered";
+pub const ERR_CLIENT_REPLACED: &str = "client has been replaced or is no longer registered";
+pub const ERR_MSG_TOO_LARGE: &str = "stan: message payload too large";
+
+/// Redelivery groups expiries this close together.
+const REDELIVERY_SLACK: Duration = Duration::from_millis(15);
+/// Pending messages of a queue member that left go to the others after this delay.
+const QUEUE_REASSIGN_DELAY: Duration = Duration::from_millis(100);
+
+/// What a NATS message was received on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Connect,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    SubClose,
+    Close,
+    Ping,
+    Ack,
+}
+
+/// Input of the engine.
+pub enum Event {
+    Nats(Kind, rnats_client::Message),
+    HbResult {
+        client_id: String,
+        conn_id: Vec<u8>,
+        ok: bool,
+    },
+    DupCheck {
+        req: ConnectRequest,
+        reply: Option<String>,
+        alive: bool,
+    },
+    Monitor(MonitorQuery, oneshot::Sender<MonitorReply>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The request subjects the server answers on.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    pub discover: String,
+    pub ping: String,
+    pub publish: String,
+    pub subscribe: String,
+    pub unsubscribe: String,
+    pub sub_close: String,
+    pub close: String,
+    pub acks: String,
+}
+
+impl Subjects {
+    pub fn from_info(info: &ServerInfo, opts: &Options) -> Subjects {
+        Subjects {
+            discover: info.discovery.clone(),
+            ping: format!("{}.{}.pings", opts.discover_prefix, opts.cluster_id),
+            publish: info.publish.clone(),
+            subscribe: info.subscribe.clone(),
+            unsubscribe: info.unsubscribe.clone(),
+            sub_close: info.sub_close.clone(),
+            close: info.close.clone(),
+            acks: info.acks_subs.clone(),
+        }
+    }
+}
+
+/// The server info of a new store.
+pub fn new_server_info(opts: &Options) -> ServerInfo {
+    let cid = &opts.cluster_id;
+    ServerInfo {
+        cluster_id: cid.clone(),
+        discovery: format!("{}.{}", opts.discover_prefix, cid),
+        publish: format!("_STAN.pub.{cid}"),
+        subscribe: format!("_STAN.sub.{cid}"),
+        unsubscribe: format!("_STAN.unsub.{cid}"),
+        close: format!("_STAN.close.{cid}"),
+        sub_close: format!("_STAN.subclose.{cid}"),
+        acks_subs: format!("_INBOX.{}", nuid::next()),
+        node_id: String::new(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Redeliver(String, u64),
+    Heartbeat(String),
+    Expire(String),
+    Inactivity(String),
+}
+
+/// A registered client.
+pub(crate) struct ClientState {
+    pub(crate) info: ClientInfo,
+    /// (channel, subscription ID) of its subscriptions.
+    pub(crate) subs: BTreeSet<(String, u64)>,
+    hb_fails: u32,
+    hb_in_flight: bool,
+    hb_at: Option<Instant>,
+}
+
+/// A message sent and not yet acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pending {
+    expire: Instant,
+    count: u32,
+}
+
+pub(crate) struct Sub {
+    pub(crate) st: SubState,
+    pub(crate) pending: BTreeMap<u64, Pending>,
+    initialized: bool,
+    /// Durable without a client (closed), or the shadow of a durable queue group.
+    pub(crate) offline: bool,
+    /// Group key (`q` or `durable:q`).
+    pub(crate) queue: Option<String>,
+    timer_at: Option<Instant>,
+}
+
+impl Sub {
+    pub(crate) fn stalled(&self) -> bool {
+        self.pending.len() >= self.st.max_in_flight.max(1) as usize
+    }
+    fn ack_wait(&self) -> Duration {
+        Duration::from_secs(self.st.ack_wait_in_secs.max(1) as u64)
+    }
+}
+
+#[derive(Default)]
+struct QGroup {
+    durable: bool,
+    members: Vec<u64>,
+    last_sent: u64,
+    shadow: Option<u64>,
+}
+
+pub(crate) struct ChannelState {
+    pub(crate) ch: Arc<Channel>,
+    pub(crate) subs: BTreeMap<u64, Sub>,
+    /// (client ID, durable name) → subscription ID, for plain durables.
+    durables: HashMap<(String, String), u64>,
+    queues: BTreeMap<String, QGroup>,
+    expire_at: Option<Instant>,
+    inactivity_at: Option<Instant>,
+    last_activity: Instant,
+}
+
+impl ChannelState {
+    fn new(ch: Arc<Channel>) -> Self {
+        ChannelState {
+            ch,
+            subs: BTreeMap::new(),
+            durables: HashMap::new(),
+            queues: BTreeMap::new(),
+            expire_at: None,
+            inactivity_at: None,
+            last_activity: Instant::now(),
+        }
+    }
+
+    fn active_subs(&self) -> usize {
+        self.subs.values().filter(|s| !s.offline).count()
+    }
+}
+
+/// Counters for `/streaming/serverz`.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Stats {
+    pub(crate) in_msgs: u64,
+    pub(crate) in_bytes: u64,
+    pub(crate) out_msgs: u64,
+    pub(crate) out_bytes: u64,
+}
+
+struct PendingPubAck {
+    reply: String,
+    guid: String,
+    channel: Option<String>,
+    error: Option<String>,
+}
+
+pub(crate) struct Engine {
+    pub(crate) opts: Arc<Options>,
+    nc: Client,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) subjects: Subjects,
+    pub(crate) server_id: String,
+    pub(crate) start_time: SystemTime,
+    pub(crate) clients: BTreeMap<String, ClientState>,
+    conn_ids: HashMap<Vec<u8>, String>,
+    pub(crate) channels: BTreeMap<String, ChannelState>,
+    /// Ack inbox → (channel, subscription ID).
+    acks: HashMap<String, (String, u64)>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    dup_checks: HashSet<String>,
+    tx: mpsc::UnboundedSender<Event>,
+    pub(crate) stats: Stats,
+    max_payload: usize,
+    outbox: Vec<(String, Bytes)>,
+    replies: Vec<(String, Bytes)>,
+    pubacks: Vec<PendingPubAck>,
+    to_deliver: BTreeSet<String>,
+    dirty_msgs: BTreeSet<String>,
+    dirty_subs: BTreeSet<String>,
+    warned_limits: HashSet<String>,
+    /// During the start-up redelivery pass, queue messages stay with the member that had them.
+    recovering: bool,
+}
+
+fn encode<M: prost::Message>(m: &M) -> Bytes {
+    Bytes::from(m.encode_to_vec())
+}
+
+fn instant_from_nanos(ts: i64, now_ns: i64, now: Instant) -> Instant {
+    if ts <= now_ns {
+        now.checked_sub(Duration::from_nanos((now_ns - ts) as u64))
+            .unwrap_or(now)
+    } else {
+        now + Duration::from_nanos((ts - now_ns) as u64)
+    }
+}
+
+fn is_valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Engine {
+    pub(crate) fn new(
+        opts: Arc<Options>,
+        nc: Client,
+        store: Arc<dyn Store>,
+        info: &ServerInfo,
+        server_id: String,
+        tx: mpsc::UnboundedSender<Event>,
+    ) -> Engine {
+        let max_payload = nc.max_payload();
+        Engine {
+            subjects: Subjects::from_info(info, &opts),
+            opts,
+            nc,
+            store,
+            server_id,
+            start_time: SystemTime::now(),
+            clients: BTreeMap::new(),
+            conn_ids: HashMap::new(),
+            channels: BTreeMap::new(),
+            acks: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dup_checks: HashSet::new(),
+            tx,
+            stats: Stats::default(),
+            max_payload,
+            outbox: Vec::new(),
+            replies: Vec::new(),
+            pubacks: Vec::new(),
+            to_deliver: BTreeSet::new(),
+            dirty_msgs: BTreeSet::new(),
+            dirty_subs: BTreeSet::new(),
+            warned_limits: HashSet::new(),
+            recovering: false,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Main loop
+    // -----------------------------------------------------------------------------------------
+
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        let batch = self.opts.io_batch_size.max(1);
+        // The start-up pass (recovered pending messages) before anything else.
+        self.commit().await;
+        loop {
+            let next = self.timers.peek().map(|Reverse((at, _))| *at);
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    if let Event::Shutdown(done) = ev {
+                        self.commit().await;
+                        let _ = done.send(());
+                        break;
+                    }
+                    self.handle(ev);
+                    let mut n = 1;
+                    while n < batch {
+                        match rx.try_recv() {
+                            Ok(Event::Shutdown(done)) => {
+                                self.commit().await;
+                                let _ = done.send(());
+                                return;
+                            }
+                            Ok(ev) => self.handle(ev),
+                            Err(_) => break,
+                        }
+                        n += 1;
+                    }
+                }
+                () = sleep => self.fire_timers(),
+            }
+            self.commit().await;
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Nats(kind, msg) => {
+                if self.opts.stan_trace {
+                    trace!(
+                        "STREAM: Received {:?} on {} ({} bytes)",
+                        kind,
+                        msg.subject,
+                        msg.payload.len()
+                    );
+                }
+                match kind {
+                    Kind::Connect => self.on_connect(msg),
+                    Kind::Publish => self.on_publish(msg),
+                    Kind::Subscribe => self.on_subscribe(msg),
+                    Kind::Unsubscribe => self.on_unsubscribe(msg, true),
+                    Kind::SubClose => self.on_unsubscribe(msg, false),
+                    Kind::Close => self.on_close(msg),
+                    Kind::Ping => self.on_ping(msg),
+                    Kind::Ack => self.on_ack(msg),
+                }
+            }
+            Event::HbResult {
+                client_id,
+                conn_id,
+                ok,
+            } => self.on_hb_result(client_id, conn_id, ok),
+            Event::DupCheck { req, reply, alive } => self.on_dup_check(req, reply, alive),
+            Event::Monitor(q, tx) => {
+                let _ = tx.send(monitor::answer(self, &q));
+            }
+            Event::Shutdown(_) => {}
+        }
+    }
+
+    /// Delivers, flushes the stores, then sends what the handlers produced.
+    async fn commit(&mut self) {
+        let chans: Vec<String> = std::mem::take(&mut self.to_deliver).into_iter().collect();
+        for name in chans {
+            self.deliver(&name);
+        }
+        let mut failed: HashMap<String, String> = HashMap::new();
+        if !self.dirty_msgs.is_empty() || !self.dirty_subs.is_empty() {
+            let msgs: Vec<(String, Arc<Channel>)> = std::mem::take(&mut self.dirty_msgs)
+                .into_iter()
+                .filter_map(|n| self.channels.get(&n).map(|c| (n, c.ch.clone())))
+                .collect();
+            let subs: Vec<Arc<Channel>> = std::mem::take(&mut self.dirty_subs)
+                .into_iter()
+                .filter_map(|n| self.channels.get(&n).map(|c| c.ch.clone()))
+                .collect();
+            let work = move || {
+                let mut failed = HashMap::new();
+                for (name, ch) in &msgs {
+                    if let Err(e) = ch.msgs().flush() {
+                        failed.insert(name.clone(), e.to_string());
+                    }
+                }
+                for ch in &subs {
+                    if let Err(e) = ch.subs().flush() {
+                        error!(
+                            "STREAM: Unable to flush subscriptions of {:?}: {e}",
+                            ch.name()
+                        );
+                    }
+                }
+                failed
+            };
+            failed = if self.store.kind() == StoreKind::Memory {
+                work()
+            } else {
+                tokio::task::spawn_blocking(work).await.unwrap_or_default()
+            };
+        }
+        for (name, err) in &failed {
+            error!("STREAM: Unable to store messages of channel {name:?}: {err}");
+        }
+        let nc = &self.nc;
+        for (subject, payload) in self.replies.drain(..).chain(self.outbox.drain(..)) {
+            if let Err(e) = nc.publish(&subject, &payload).await {
+                debug!("STREAM: publish to {subject} failed: {e}");
+            }
+        }
+        for ack in self.pubacks.drain(..) {
+            let error = ack.error.unwrap_or_else(|| {
+                ack.channel
+                    .as_ref()
+                    .and_then(|c| failed.get(c).cloned())
+                    .unwrap_or_default()
+            });
+            let payload = encode(&PubAck {
+                guid: ack.guid,
+                error,
+            });
+            if let Err(e) = nc.publish(&ack.reply, &payload).await {
+                debug!("STREAM: publish ack to {} failed: {e}", ack.reply);
+            }
+        }
+    }
+
+    fn reply(&mut self, reply: &Option<String>, payload: Bytes) {
+        if let Some(r) = reply.as_ref().filter(|r| !r.is_empty()) {
+            self.replies.push((r.clone(), payload));
+        }
+    }
+
+    fn arm(&mut self, at: Instant, t: Timer) {
+        self.timers.push(Reverse((at, t)));
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, t))) = self.timers.pop() else {
+                break;
+            };
+            match t {
+                Timer::Redeliver(ch, id) => self.on_redelivery_timer(&ch, id, at),
+                Timer::Heartbeat(cid) => self.on_hb_timer(&cid, at),
+                Timer::Expire(ch) => self.on_expire_timer(&ch, at),
+                Timer::Inactivity(ch) => self.on_inactivity_timer(&ch, at),
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Recovery
+    // -----------------------------------------------------------------------------------------
+
+    pub(crate) fn recover(&mut self, state: RecoveredState) {
+        let now = Instant::now();
+        let now_ns = now_nanos();
+        for info in state.clients {
+            if !info.conn_id.is_empty() {
+                self.conn_ids.insert(info.conn_id.clone(), info.id.clone());
+            }
+            let id = info.id.clone();
+            self.clients.insert(
+                id.clone(),
+                ClientState {
+                    info,
+                    subs: BTreeSet::new(),
+                    hb_fails: 0,
+                    hb_in_flight: false,
+                    hb_at: None,
+                },
+            );
+            self.arm_hb(&id, now + self.opts.hb_interval);
+        }
+        for rc in state.channels {
+            let name = rc.channel.name().to_string();
+            let mut cs = ChannelState::new(rc.channel.clone());
+            for rs in rc.subscriptions {
+                let mut st = rs.state;
+                let client_known = self.clients.contains_key(&st.client_id);
+                let durable_queue = st.is_durable && !st.q_group.is_empty();
+                let plain_durable = st.is_durable && st.q_group.is_empty();
+                if !client_known && !st.is_durable {
+                    let _ = cs.ch.subs().delete_sub(st.id);
+                    self.dirty_subs.insert(name.clone());
+                    continue;
+                }
+                let mut pending = BTreeMap::new();
+                let aw = Duration::from_secs(st.ack_wait_in_secs.max(1) as u64);
+                for seq in rs.pending {
+                    let ts = match cs.ch.msgs().lookup(seq) {
+                        Ok(Some(m)) => m.timestamp,
+                        _ => now_ns,
+                    };
+                    let expire = instant_from_nanos(ts, now_ns, now) + aw;
+                    pending.insert(seq, Pending { expire, count: 0 });
+                }
+                let offline = if plain_durable {
+                    st.is_closed || !client_known
+                } else if durable_queue {
+                    !client_known || st.client_id.is_empty()
+                } else {
+                    false
+                };
+                if plain_durable && offline && !st.is_closed {
+                    st.is_closed = true;
+                    let _ = cs.ch.subs().update_sub(&st);
+                    self.dirty_subs.insert(name.clone());
+                }
+                let queue = (!st.q_group.is_empty()).then(|| st.q_group.clone());
+                let id = st.id;
+                if let Some(q) = &queue {
+                    let g = cs.queues.entry(q.clone()).or_default();
+                    g.durable = st.is_durable;
+                    g.last_sent = g.last_sent.max(st.last_sent);
+                    if offline {
+                        if let Some(prev) = g.shadow {
+                            // Only one shadow per group: merge this one's pending into it.
+                            let _ = cs.ch.subs().delete_sub(id);
+                            self.dirty_subs.insert(name.clone());
+                            if let Some(p) = cs.subs.get_mut(&prev) {
+                                for (seq, pe) in pending {
+                                    let _ = cs.ch.subs().add_seq_pending(prev, seq);
+                                    p.pending.insert(seq, pe);
+                                }
+                            }
+                            continue;
+                        }
+                        g.shadow = Some(id);
+                    } else {
+                        g.members.push(id);
+                    }
+                }
+                if plain_durable {
+                    cs.durables
+                        .insert((st.client_id.clone(), st.durable_name.clone()), id);
+                }
+                if !offline {
+                    self.acks.insert(st.ack_inbox.clone(), (name.clone(), id));
+                    if let Some(c) = self.clients.get_mut(&st.client_id) {
+                        c.subs.insert((name.clone(), id));
+                    }
+                }
+                cs.subs.insert(
+                    id,
+                    Sub {
+                        st,
+                        pending,
+                        initialized: true,
+                        offline,
+                        queue,
+                        timer_at: None,
+                    },
+                );
+            }
+            // A group with online members and a shadow: the members take the shadow's pending.
+            let groups: Vec<String> = cs.queues.keys().cloned().collect();
+            for g in groups {
+                let (shadow, members) = {
+                    let q = &cs.queues[&g];
+                    (q.shadow, q.members.clone())
+                };
+                if let (Some(sh), false) = (shadow, members.is_empty()) {
+                    if let Some(s) = cs.subs.remove(&sh) {
+                        for (i, (seq, pe)) in s.pending.into_iter().enumerate() {
+                            let to = members[i % members.len()];
+                            let _ = cs.ch.subs().add_seq_pending(to, seq);
+                            if let Some(m) = cs.subs.get_mut(&to) {
+                                m.pending.insert(seq, pe);
+                            }
+                        }
+                    }
+                    let _ = cs.ch.subs().delete_sub(sh);
+                    self.dirty_subs.insert(name.clone());
+                    if let Some(q) = cs.queues.get_mut(&g) {
+                        q.shadow = None;
+                    }
+                }
+            }
+            self.channels.insert(name.clone(), cs);
+            self.arm_channel_timers(&name);
+            // Redeliver what expired while the server was down, before any new message.
+            let ids: Vec<u64> = self.channels[&name].subs.keys().copied().collect();
+            self.recovering = true;
+            for id in ids {
+                self.redeliver(&name, id, false);
+            }
+            self.recovering = false;
+            self.to_deliver.insert(name);
+        }
+    }
+
+    fn arm_channel_timers(&mut self, name: &str) {
+        let Some(cs) = self.channels.get_mut(name) else {
+            return;
+        };
+        let limits = *cs.ch.limits();
+        if !limits.max_age.is_zero() && cs.expire_at.is_none() {
+            match cs.ch.msgs().expire(now_nanos()) {
+                Ok(Some(next)) => {
+                    let at = instant_from_nanos(next, now_nanos(), Instant::now());
+                    cs.expire_at = Some(at);
+                    self.arm(at, Timer::Expire(name.to_string()));
+                }
+                Ok(None) => {}
+                Err(e) => warn!("STREAM: Unable to expire messages of {name:?}: {e}"),
+            }
+        }
+        self.check_inactivity(name);
+    }
+
+    fn check_inactivity(&mut self, name: &str) {
+        let Some(cs) = self.channels.get_mut(name) else {
+            return;
+        };
+        let mi = cs.ch.limits().max_inactivity;
+        if mi.is_zero() || cs.active_subs() > 0 || cs.inactivity_at.is_some() {
+            return;
+        }
+        let at = cs.last_activity + mi;
+        cs.inactivity_at = Some(at);
+        self.arm(at, Timer::Inactivity(name.to_string()));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Connect / close / ping / heartbeats
+    // -----------------------------------------------------------------------------------------
+
+    fn connect_error(&mut self, reply: &Option<String>, err: &str) {
+        let payload = encode(&ConnectResponse {
+            error: err.to_string(),
+            protocol: 1,
+            ..Default::default()
+        });
+        self.reply(reply, payload);
+    }
+
+    fn on_connect(&mut self, msg: rnats_client::Message) {
+        let req = match ConnectRequest::decode(msg.payload.clone()) {
+            Ok(r) if !r.heartbeat_inbox.is_empty() => r,
+            _ => {
+                debug!("STREAM: Invalid connection request on {}", msg.subject);
+                return self.connect_error(&msg.reply, ERR_INVALID_CONN_REQ);
+            }
+        };
+        if !is_valid_client_id(&req.client_id) {
+            return self.connect_error(&msg.reply, ERR_INVALID_CLIENT_ID);
+        }
+        if let Some(old) = self.clients.get(&req.client_id) {
+            if self.dup_checks.contains(&req.client_id) {
+                return self.connect_error(&msg.reply, ERR_CLIENT_REGISTERED);
+            }
+            debug!(
+                "STREAM: [Client:{}] Duplicate client ID, checking the old connection",
+                req.client_id
+            );
+            self.dup_checks.insert(req.client_id.clone());
+            let nc = self.nc.clone();
+            let tx = self.tx.clone();
+            let inbox = old.info.hb_inbox.clone();
+            let timeout = self.opts.client_dup_check_timeout;
+            let reply = msg.reply.clone();
+            tokio::spawn(async move {
+                let alive = nc
+                    .send_request(&inbox, Request::new().timeout(timeout))
+                    .await
+                    .is_ok();
+                let _ = tx.send(Event::DupCheck { req, reply, alive });
+            });
+            return;
+        }
+        self.register_client(req, &msg.reply);
+    }
+
+    fn on_dup_check(&mut self, req: ConnectRequest, reply: Option<String>, alive: bool) {
+        self.dup_checks.remove(&req.client_id);
+        if alive {
+            debug!(
+                "STREAM: [Client:{}] Client ID already registered",
+                req.client_id
+            );
+            return self.connect_error(&reply, ERR_CLIENT_REGISTERED);
+        }
+        if self.clients.contains_key(&req.client_id) {
+            info!(
+                "STREAM: [Client:{}] Replacing old client (it did not answer)",
+                req.client_id
+            );
+            self.close_client(&req.client_id.clone());
+        }
+        self.register_client(req, &reply);
+    }
+
+    fn register_client(&mut self, req: ConnectRequest, reply: &Option<String>) {
+        let info = ClientInfo {
+            id: req.client_id.clone(),
+            hb_inbox: req.heartbeat_inbox.clone(),
+            conn_id: req.conn_id.clone(),
+            protocol: req.protocol,
+            ping_interval: req.ping_interval,
+            ping_max_out: req.ping_max_out,
+        };
+        if let Err(e) = self.store.add_client(&info) {
+            error!("STREAM: [Client:{}] Unable to store client: {e}", info.id);
+            return self.connect_error(reply, &e.to_string());
+        }
+        if !info.conn_id.is_empty() {
+            self.conn_ids.insert(info.conn_id.clone(), info.id.clone());
+        }
+        let id = info.id.clone();
+        self.clients.insert(
+            id.clone(),
+            ClientState {
+                info,
+                subs: BTreeSet::new(),
+                hb_fails: 0,
+                hb_in_flight: false,
+                hb_at: None,
+            },
+        );
+        self.arm_hb(&id, Instant::now() + self.opts.hb_interval);
+        debug!(
+            "STREAM: [Client:{}] Connected (Inbox={})",
+            id, req.heartbeat_inbox
+        );
+        let mut resp = ConnectResponse {
+            pub_prefix: self.subjects.publish.clone(),
+            sub_requests: self.subjects.subscribe.clone(),
+            unsub_requests: self.subjects.unsubscribe.clone(),
+            close_requests: self.subjects.close.clone(),
+            sub_close_requests: self.subjects.sub_close.clone(),
+            protocol: 1,
+            ..Default::default()
+        };
+        if req.protocol >= 1 {
+            resp.ping_requests = self.subjects.ping.clone();
+            resp.ping_interval = req.ping_interval;
+            resp.ping_max_out = req.ping_max_out;
+        }
+        self.reply(reply, encode(&resp));
+    }
+
+    /// Unregisters a client: non-durable subscriptions go away, durables go offline.
+    fn close_client(&mut self, id: &str) {
+        let Some(client) = self.clients.remove(id) else {
+            return;
+        };
+        if let Some(owner) = self.conn_ids.get(&client.info.conn_id)
+            && owner == id
+        {
+            self.conn_ids.remove(&client.info.conn_id);
+        }
+        if let Err(e) = self.store.delete_client(id) {
+            error!("STREAM: [Client:{id}] Unable to delete client: {e}");
+        }
+        for (ch, sid) in client.subs {
+            self.remove_sub(&ch, sid, false);
+        }
+        debug!("STREAM: [Client:{id}] Closed");
+    }
+
+    fn on_close(&mut self, msg: rnats_client::Message) {
+        let Ok(req) = CloseRequest::decode(msg.payload.clone()) else {
+            let p = encode(&CloseResponse {
+                error: ERR_INVALID_CLOSE_REQ.into(),
+            });
+            return self.reply(&msg.reply, p);
+        };
+        if !self.clients.contains_key(&req.client_id) {
+            let p = encode(&CloseResponse {
+                error: ERR_UNKNOWN_CLIENT.into(),
+            });
+            return self.reply(&msg.reply, p);
+        }
+        self.close_client(&req.client_id);
+        self.reply(&msg.reply, Bytes::new());
+    }
+
+    fn on_ping(&mut self, msg: rnats_client::Message) {
+        if msg.payload.is_empty() {
+            return;
+        }
+        let Ok(ping) = Ping::decode(msg.payload.clone()) else {
+            return;
+        };
+        let client = self
+            .conn_ids
+            .get(&ping.conn_id)
+            .and_then(|id| self.clients.get(id))
+            .filter(|c| c.info.conn_id == ping.conn_id);
+        match client {
+            Some(c) => {
+                let fire = c.hb_fails > 0 && !c.hb_in_flight;
+                let id = c.info.id.clone();
+                self.reply(&msg.reply, Bytes::new());
+                if fire {
+                    self.arm_hb(&id, Instant::now());
+                }
+            }
+            None => {
+                let p = encode(&PingResponse {
+                    error: ERR_CLIENT_REPLACED.into(),
+                });
+                self.reply(&msg.reply, p);
+            }
+        }
+    }
+
+    fn arm_hb(&mut self, id: &str, at: Instant) {
+        if let Some(c) = self.clients.get_mut(id) {
+            c.hb_at = Some(at);
+            self.timers
+                .push(Reverse((at, Timer::Heartbeat(id.to_string()))));
+        }
+    }
+
+    fn on_hb_timer(&mut self, id: &str, at: Instant) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        if c.hb_at != Some(at) || c.hb_in_flight {
+            return;
+        }
+        c.hb_at = None;
+        c.hb_in_flight = true;
+        let nc = self.nc.clone();
+        let tx = self.tx.clone();
+        let inbox = c.info.hb_inbox.clone();
+        let conn_id = c.info.conn_id.clone();
+        let client_id = id.to_string();
+        let timeout = self.opts.hb_timeout;
+        tokio::spawn(async move {
+            let ok = nc
+                .send_request(&inbox, Request::new().timeout(timeout))
+                .await
+                .is_ok();
+            let _ = tx.send(Event::HbResult {
+                client_id,
+                conn_id,
+                ok,
+            });
+        });
+    }
+
+    fn on_hb_result(&mut self, id: String, conn_id: Vec<u8>, ok: bool) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.info.conn_id != conn_id {
+            return;
+        }
+        c.hb_in_flight = false;
+        if ok {
+            c.hb_fails = 0;
+        } else {
+            c.hb_fails += 1;
+            debug!(
+                "STREAM: [Client:{id}] Missed heartbeat ({} failure(s))",
+                c.hb_fails
+            );
+            if c.hb_fails > self.opts.hb_fail_count {
+                info!("STREAM: [Client:{id}] Timed out on heartbeats");
+                self.close_client(&id);
+                return;
+            }
+        }
+        self.arm_hb(&id, Instant::now() + self.opts.hb_interval);
+        if ok {
+            // Subscriptions skipped while the client looked dead get their messages now.
+            let chans: Vec<String> = self.clients[&id]
+                .subs
+                .iter()
+                .map(|(c, _)| c.clone())
+                .collect();
+            self.to_deliver.extend(chans);
+        }
+    }
+
+    fn client_healthy(clients: &BTreeMap<String, ClientState>, id: &str) -> bool {
+        clients.get(id).is_some_and(|c| c.hb_fails == 0)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Publish
+    // -----------------------------------------------------------------------------------------
+
+    fn pub_error(&mut self, reply: &Option<String>, guid: String, err: &str) {
+        if let Some(r) = reply.as_ref().filter(|r| !r.is_empty()) {
+            self.pubacks.push(PendingPubAck {
+                reply: r.clone(),
+                guid,
+                channel: None,
+                error: Some(err.to_string()),
+            });
+        }
+    }
+
+    fn on_publish(&mut self, msg: rnats_client::Message) {
+        let pm = match PubMsg::decode(msg.payload.clone()) {
+            Ok(pm) => pm,
+            Err(_) => {
+                if CtrlMsg::decode(msg.payload.clone()).is_ok_and(|c| !c.server_id.is_empty()) {
+                    return;
+                }
+                return self.pub_error(&msg.reply, String::new(), ERR_INVALID_PUB_REQ);
+            }
+        };
+        if pm.guid.is_empty() || !is_valid_channel_name(&pm.subject) {
+            return self.pub_error(&msg.reply, pm.guid, ERR_INVALID_PUB_REQ);
+        }
+        let known = if pm.conn_id.is_empty() {
+            self.clients.contains_key(&pm.client_id)
+        } else {
+            self.conn_ids
+                .get(&pm.conn_id)
+                .is_some_and(|id| *id == pm.client_id && self.clients.contains_key(id))
+        };
+        if !known {
+            debug!(
+                "STREAM: [Client:{}] Publish from unknown client rejected",
+                pm.client_id
+            );
+            return self.pub_error(&msg.reply, pm.guid, ERR_INVALID_PUB_REQ);
+        }
+        // The largest MsgProto this message can become must fit in a NATS message. (Clients'
+        // PubMsgs carry more framing than that, so this only fires when the server's NATS
+        // connection allows less than the publisher's.)
+        let largest = MsgProto {
+            sequence: u64::MAX,
+            subject: pm.subject.clone(),
+            reply: pm.reply.clone(),
+            data: pm.data.clone(),
+            timestamp: i64::MAX,
+            redelivered: true,
+            redelivery_count: u32::MAX,
+            crc32: 0,
+        };
+        if largest.encoded_len() > self.max_payload {
+            return self.pub_error(&msg.reply, pm.guid, ERR_MSG_TOO_LARGE);
+        }
+        let ch = match self.lookup_or_create(&pm.subject) {
+            Ok(ch) => ch,
+            Err(e) => return self.pub_error(&msg.reply, pm.guid, &e),
+        };
+        let before = ch.msgs().state();
+        let stored = ch.msgs().append(NewMessage {
+            reply: pm.reply.clone(),
+            data: pm.data.clone(),
+            timestamp: now_nanos(),
+        });
+        let name = pm.subject.clone();
+        match stored {
+            Ok(m) => {
+                self.stats.in_msgs += 1;
+                self.stats.in_bytes += m.data.len() as u64;
+                let after = ch.msgs().state();
+                if after.msgs < before.msgs + 1 && self.warned_limits.insert(name.clone()) {
+                    warn!(
+                        "STREAM: Reached limits for store {name:?} (msgs={} bytes={}), dropping old messages",
+                        after.msgs, after.bytes
+                    );
+                }
+                if let Some(r) = msg.reply.as_ref().filter(|r| !r.is_empty()) {
+                    self.pubacks.push(PendingPubAck {
+                        reply: r.clone(),
+                        guid: pm.guid,
+                        channel: Some(name.clone()),
+                        error: None,
+                    });
+                }
+                self.dirty_msgs.insert(name.clone());
+                self.to_deliver.insert(name.clone());
+                if let Some(cs) = self.channels.get_mut(&name) {
+                    cs.last_activity = Instant::now();
+                }
+                self.arm_channel_timers(&name);
+            }
+            Err(e) => {
+                error!("STREAM: Unable to store message on {name:?}: {e}");
+                self.pub_error(&msg.reply, pm.guid, &e.to_string());
+            }
+        }
+    }
+
+    fn lookup_or_create(&mut self, name: &str) -> Result<Arc<Channel>, String> {
+        if let Some(cs) = self.channels.get(name) {
+            return Ok(cs.ch.clone());
+        }
+        let (ch, created) = self
+            .store
+            .lookup_or_create_channel(name)
+            .map_err(|e| match e {
+                StoreError::InvalidChannel(_) => ERR_INVALID_SUBJECT.to_string(),
+                e => e.to_string(),
+            })?;
+        if created {
+            debug!("STREAM: Channel {name:?} has been created");
+        }
+        self.channels
+            .insert(name.to_string(), ChannelState::new(ch.clone()));
+        self.check_inactivity(name);
+        Ok(ch)
+    }
+
+    fn on_expire_timer(&mut self, name: &str, at: Instant) {
+        let Some(cs) = self.channels.get_mut(name) else {
+            return;
+        };
+        if cs.expire_at != Some(at) {
+            return;
+        }
+        cs.expire_at = None;
+        self.arm_channel_timers(name);
+    }
+
+    fn on_inactivity_timer(&mut self, name: &str, at: Instant) {
+        let Some(cs) = self.channels.get_mut(name) else {
+            return;
+        };
+        if cs.inactivity_at != Some(at) {
+            return;
+        }
+        cs.inactivity_at = None;
+        if cs.active_subs() > 0 {
+            return;
+        }
+        let mi = cs.ch.limits().max_inactivity;
+        if cs.last_activity + mi > Instant::now() {
+            self.check_inactivity(name);
+            return;
+        }
+        // Delete the channel with its messages and offline durables.
+        let Some(cs) = self.channels.remove(name) else {
+            return;
+        };
+        for s in cs.subs.values() {
+            self.acks.remove(&s.st.ack_inbox);
+        }
+        self.dirty_msgs.remove(name);
+        self.dirty_subs.remove(name);
+        self.to_deliver.remove(name);
+        match self.store.delete_channel(name) {
+            Ok(_) => info!("STREAM: Channel {name:?} has been deleted (inactivity)"),
+            Err(e) => error!("STREAM: Unable to delete channel {name:?}: {e}"),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Subscribe
+    // -----------------------------------------------------------------------------------------
+
+    fn sub_response(&mut self, reply: &Option<String>, ack_inbox: String, error: &str) {
+        let p = encode(&SubscriptionResponse {
+            ack_inbox,
+            error: error.to_string(),
+        });
+        self.reply(reply, p);
+    }
+
+    fn on_subscribe(&mut self, msg: rnats_client::Message) {
+        let reply = msg.reply.clone();
+        let Ok(sr) = SubscriptionRequest::decode(msg.payload.clone()) else {
+            return self.sub_response(&reply, String::new(), ERR_INVALID_SUB_REQ);
+        };
+        match self.subscribe(&sr) {
+            // The response goes out before anything is delivered (commit sends replies first).
+            Ok(ack_inbox) => self.sub_response(&reply, ack_inbox, ""),
+            Err(e) => {
+                debug!(
+                    "STREAM: [Client:{}] Subscription on {:?} rejected: {e}",
+                    sr.client_id, sr.subject
+                );
+                self.sub_response(&reply, String::new(), &e)
+            }
+        }
+    }
+
+    fn start_last_sent(ch: &Channel, sr: &SubscriptionRequest, pos: StartPosition) -> u64 {
+        let s = ch.msgs().state();
+        if s.msgs == 0 {
+            return s.last;
+        }
+        match pos {
+            StartPosition::NewOnly => s.last,
+            StartPosition::LastReceived => s.last - 1,
+            StartPosition::TimeDeltaStart => {
+                let start = now_nanos().saturating_sub(sr.start_time_delta);
+                match ch.msgs().sequence_for_timestamp(start) {
+                    Ok(seq) => seq.saturating_sub(1).min(s.last),
+                    Err(_) => s.last,
+                }
+            }
+            StartPosition::SequenceStart => {
+                let q = sr.start_sequence;
+                if q == 0 || q < s.first {
+                    s.first - 1
+                } else if q > s.last {
+                    s.last
+                } else {
+                    q - 1
+                }
+            }
+            StartPosition::First => s.first - 1,
+        }
+    }
+
+    fn subscribe(&mut self, sr: &SubscriptionRequest) -> Result<String, String> {
+        if sr.client_id.is_empty() {
+            return Err(ERR_MISSING_CLIENT.into());
+        }
+        if sr.ack_wait_in_secs <= 0 {
+            return Err(ERR_INVALID_ACK_WAIT.into());
+        }
+        if sr.max_in_flight <= 0 {
+            return Err(ERR_INVALID_MAX_INFLIGHT.into());
+        }
+        let Ok(pos) = StartPosition::try_from(sr.start_position) else {
+            return Err(ERR_INVALID_START.into());
+        };
+        if !is_valid_channel_name(&sr.subject) {
+            return Err(ERR_INVALID_SUBJECT.into());
+        }
+        if !self.clients.contains_key(&sr.client_id) {
+            return Err(ERR_UNKNOWN_CLIENT.into());
+        }
+        let name = sr.subject.clone();
+        let ch = self.lookup_or_create(&name)?;
+        let durable = !sr.durable_name.is_empty();
+        if !sr.q_group.is_empty() && durable && sr.durable_name.contains(':') {
+            return Err(ERR_DUR_QUEUE_COLON.into());
+        }
+        let ack_inbox = format!("{}.{}", self.subjects.acks, nuid::next());
+        let cid = sr.client_id.clone();
+
+        // The subscription this request creates or resumes.
+        let mut resume: Option<u64> = None;
+        let mut queue: Option<String> = None;
+        let mut last_sent = 0u64;
+        if !sr.q_group.is_empty() {
+            let key = if durable {
+                format!("{}:{}", sr.durable_name, sr.q_group)
+            } else {
+                sr.q_group.clone()
+            };
+            let cs = self
+                .channels
+                .get_mut(&name)
+                .expect("channel just looked up");
+            match cs.queues.get(&key) {
+                Some(g) if !g.members.is_empty() => last_sent = g.last_sent,
+                Some(g) if g.shadow.is_some() => resume = g.shadow,
+                _ => last_sent = Self::start_last_sent(&ch, sr, pos),
+            }
+            queue = Some(key);
+        } else if durable {
+            let cs = self.channels.get(&name).expect("channel just looked up");
+            if let Some(&id) = cs.durables.get(&(cid.clone(), sr.durable_name.clone())) {
+                let online = cs.subs.get(&id).is_some_and(|s| !s.offline);
+                if online {
+                    if !self.opts.replace_durable {
+                        return Err(ERR_DUP_DURABLE.into());
+                    }
+                    self.remove_sub(&name, id, false);
+                }
+                resume = Some(id);
+            } else {
+                last_sent = Self::start_last_sent(&ch, sr, pos);
+            }
+        } else {
+            last_sent = Self::start_last_sent(&ch, sr, pos);
+        }
+
+        let cs = self
+            .channels
+            .get_mut(&name)
+            .expect("channel just looked up");
+        let id = if let Some(id) = resume {
+            let sub = cs.subs.get_mut(&id).expect("resumed sub exists");
+            sub.st.client_id = cid.clone();
+            sub.st.inbox = sr.inbox.clone();
+            sub.st.ack_inbox = ack_inbox.clone();
+            sub.st.max_in_flight = sr.max_in_flight;
+            sub.st.ack_wait_in_secs = sr.ack_wait_in_secs;
+            sub.st.is_closed = false;
+            sub.offline = false;
+            sub.initialized = false;
+            if let Err(e) = cs.ch.subs().update_sub(&sub.st) {
+                return Err(e.to_string());
+            }
+            if let Some(q) = &queue
+                && let Some(g) = cs.queues.get_mut(q)
+            {
+                g.shadow = None;
+                g.members.push(id);
+            }
+            id
+        } else {
+            let mut st = SubState {
+                id: 0,
+                client_id: cid.clone(),
+                q_group: queue.clone().unwrap_or_default(),
+                inbox: sr.inbox.clone(),
+                ack_inbox: ack_inbox.clone(),
+                max_in_flight: sr.max_in_flight,
+                ack_wait_in_secs: sr.ack_wait_in_secs,
+                durable_name: if queue.is_some() {
+                    String::new()
+                } else {
+                    sr.durable_name.clone()
+                },
+                last_sent,
+                is_durable: durable,
+                is_closed: false,
+            };
+            cs.ch
+                .subs()
+                .create_sub(&mut st)
+                .map_err(|e| e.to_string())?;
+            let id = st.id;
+            if let Some(q) = &queue {
+                let g = cs.queues.entry(q.clone()).or_insert_with(|| QGroup {
+                    durable,
+                    last_sent,
+                    ..Default::default()
+                });
+                g.members.push(id);
+            } else if durable {
+                cs.durables
+                    .insert((cid.clone(), sr.durable_name.clone()), id);
+            }
+            cs.subs.insert(
+                id,
+                Sub {
+                    st,
+                    pending: BTreeMap::new(),
+                    initialized: false,
+                    offline: false,
+                    queue: queue.clone(),
+                    timer_at: None,
+                },
+            );
+            id
+        };
+        cs.inactivity_at = None;
+        self.dirty_subs.insert(name.clone());
+        self.acks.insert(ack_inbox.clone(), (name.clone(), id));
+        if let Some(c) = self.clients.get_mut(&cid) {
+            c.subs.insert((name.clone(), id));
+        }
+        debug!(
+            "STREAM: [Client:{cid}] Started subscription on {name:?} (inbox={}, queue={:?}, durable={:?}, resumed={})",
+            sr.inbox,
+            queue,
+            sr.durable_name,
+            resume.is_some()
+        );
+        // Marked initialized now; its first messages are produced at commit, after the reply.
+        if let Some(sub) = self
+            .channels
+            .get_mut(&name)
+            .and_then(|c| c.subs.get_mut(&id))
+        {
+            sub.initialized = true;
+        }
+        if resume.is_some() {
+            self.redeliver(&name, id, true);
+        }
+        self.to_deliver.insert(name);
+        Ok(ack_inbox)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Unsubscribe / close subscription
+    // -----------------------------------------------------------------------------------------
+
+    fn on_unsubscribe(&mut self, msg: rnats_client::Message, unsubscribe: bool) {
+        let reply = msg.reply.clone();
+        let Ok(req) = UnsubscribeRequest::decode(msg.payload.clone()) else {
+            return self.sub_response(&reply, String::new(), ERR_INVALID_UNSUB_REQ);
+        };
+        let Some(cs) = self.channels.get(&req.subject) else {
+            return self.sub_response(&reply, String::new(), ERR_UNKNOWN_CHANNEL);
+        };
+        let by_ack = self
+            .acks
+            .get(&req.inbox)
+            .filter(|(c, _)| *c == req.subject)
+            .map(|(_, id)| *id);
+        let id = by_ack.or_else(|| {
+            cs.subs
+                .values()
+                .find(|s| !s.offline && s.st.inbox == req.inbox)
+                .map(|s| s.st.id)
+        });
+        let Some(id) = id else {
+            return self.sub_response(&reply, String::new(), ERR_INVALID_SUB);
+        };
+        let owner = cs.subs[&id].st.client_id.clone();
+        if owner != req.client_id || !self.clients.contains_key(&req.client_id) {
+            return self.sub_response(&reply, String::new(), ERR_UNKNOWN_CLIENT);
+        }
+        if let Some(c) = self.clients.get_mut(&req.client_id) {
+            c.subs.remove(&(req.subject.clone(), id));
+        }
+        debug!(
+            "STREAM: [Client:{}] {} subscription on {:?}",
+            req.client_id,
+            if unsubscribe {
+                "Unsubscribed"
+            } else {
+                "Closed"
+            },
+            req.subject
+        );
+        self.remove_sub(&req.subject, id, unsubscribe);
+        self.reply(&reply, Bytes::new());
+    }
+
+    /// Removes a subscription (unsubscribe) or takes it offline (close of a durable, last
+    /// member of a durable queue group).
+    fn remove_sub(&mut self, name: &str, id: u64, unsubscribe: bool) {
+        let Some(cs) = self.channels.get_mut(name) else {
+            return;
+        };
+        let Some(sub) = cs.subs.get_mut(&id) else {
+            return;
+        };
+        if sub.offline {
+            if unsubscribe {
+                let key = (sub.st.client_id.clone(), sub.st.durable_name.clone());
+                if let Some(q) = sub.queue.clone() {
+                    cs.queues.remove(&q);
+                } else {
+                    cs.durables.remove(&key);
+                }
+                let _ = cs.ch.subs().delete_sub(id);
+                cs.subs.remove(&id);
+                self.dirty_subs.insert(name.to_string());
+            }
+            return;
+        }
+        self.acks.remove(&sub.st.ack_inbox);
+        if let Some(c) = self.clients.get_mut(&sub.st.client_id) {
+            c.subs.remove(&(name.to_string(), id));
+        }
+        self.dirty_subs.insert(name.to_string());
+        sub.timer_at = None;
+        if let Some(q) = sub.queue.clone() {
+            let group = cs.queues.get_mut(&q).expect("member's group exists");
+            group.members.retain(|m| *m != id);
+            if !group.members.is_empty() {
+                // Its pending messages go to the remaining members, redelivered shortly.
+                let sub = cs.subs.remove(&id).expect("sub exists");
+                let _ = cs.ch.subs().delete_sub(id);
+                let members = group.members.clone();
+                let at = Instant::now() + QUEUE_REASSIGN_DELAY;
+                for (i, (seq, pe)) in sub.pending.into_iter().enumerate() {
+                    let to = members[i % members.len()];
+                    let _ = cs.ch.subs().add_seq_pending(to, seq);
+                    if let Some(m) = cs.subs.get_mut(&to) {
+                        m.pending.insert(
+                            seq,
+                            Pending {
+                                expire: at,
+                                count: pe.count,
+                            },
+                        );
+                    }
+                }
+                for m in members {
+                    self.arm_redelivery(name, m);
+                }
+                self.to_deliver.insert(name.to_string());
+            } else if group.durable && !unsubscribe {
+                group.shadow = Some(id);
+                sub.offline = true;
+                sub.st.client_id.clear();
+                let _ = cs.ch.subs().update_sub(&sub.st);
+            } else {
+                cs.queues.remove(&q);
+                cs.subs.remove(&id);
+                let _ = cs.ch.subs().delete_sub(id);
+            }
+        } else if sub.st.is_durable && !unsubscribe {
+            sub.offline = true;
+            sub.st.is_closed = true;
+            let _ = cs.ch.subs().update_sub(&sub.st);
+        } else {
+            if sub.st.is_durable {
+                let key = (sub.st.client_id.clone(), sub.st.durable_name.clone());
+                cs.durables.remove(&key);
+            }
+            cs.subs.remove(&id);
+            let _ = cs.ch.subs().delete_sub(id);
+        }
+        self.check_inactivity(name);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Delivery, acks, redelivery
+    // -----------------------------------------------------------------------------------------
+
+    fn encode_msg(m: &MsgProto, redelivered: bool, count: u32) -> Bytes {
+        let mut m = m.clone();
+        m.redelivered = redelivered;
+        m.redelivery_count = count;
+        encode(&m)
+    }
+
+    /// Sends new messages to every subscription of the channel that can take them.
+    fn deliver(&mut self, name: &str) {
+        let Engine {
+            channels,
+            clients,
+            outbox,
+            stats,
+            timers,
+            dirty_subs,
+            ..
+        } = self;
+        let Some(cs) = channels.get_mut(name) else {
+            return;
+        };
+        let state = cs.ch.msgs().state();
+        let now = Instant::now();
+        let mut sent_any = false;
+        let mut to_arm: Vec<u64> = Vec::new();
+        // Plain subscriptions.
+        for sub in cs.subs.values_mut() {
+            if sub.queue.is_some() || sub.offline || !sub.initialized {
+                continue;
+            }
+            let mut armed = false;
+            while !sub.stalled() {
+                let seq = (sub.st.last_sent + 1).max(state.first);
+                if seq > state.last {
+                    break;
+                }
+                sub.st.last_sent = seq;
+                let Ok(Some(m)) = cs.ch.msgs().lookup(seq) else {
+                    continue;
+                };
+                let payload = Self::encode_msg(&m, false, 0);
+                stats.out_msgs += 1;
+                stats.out_bytes += m.data.len() as u64;
+                outbox.push((sub.st.inbox.clone(), payload));
+                sub.pending.insert(
+                    seq,
+                    Pending {
+                        expire: now + sub.ack_wait(),
+                        count: 0,
+                    },
+                );
+                let _ = cs.ch.subs().add_seq_pending(sub.st.id, seq);
+                sent_any = true;
+                armed = true;
+            }
+            if armed {
+                to_arm.push(sub.st.id);
+            }
+        }
+        // Queue groups: each message to the least loaded healthy member.
+        for group in cs.queues.values_mut() {
+            if group.members.is_empty() {
+                continue;
+            }
+            loop {
+                let seq = (group.last_sent + 1).max(state.first);
+                if seq > state.last {
+                    break;
+                }
+                let mut best: Option<(usize, usize)> = None;
+                for (i, mid) in group.members.iter().enumerate() {
+                    let Some(m) = cs.subs.get(mid) else { continue };
+                    if !m.initialized
+                        || m.stalled()
+                        || !Self::client_healthy(clients, &m.st.client_id)
+                    {
+                        continue;
+                    }
+                    if best.is_none_or(|(_, n)| m.pending.len() < n) {
+                        best = Some((i, m.pending.len()));
+                    }
+                }
+                let Some((idx, _)) = best else { break };
+                group.last_sent = seq;
+                let Ok(Some(m)) = cs.ch.msgs().lookup(seq) else {
+                    continue;
+                };
+                let mid = group.members.remove(idx);
+                group.members.push(mid);
+                let sub = cs.subs.get_mut(&mid).expect("member exists");
+                sub.st.last_sent = seq;
+                let payload = Self::encode_msg(&m, false, 0);
+                stats.out_msgs += 1;
+                stats.out_bytes += m.data.len() as u64;
+                outbox.push((sub.st.inbox.clone(), payload));
+                sub.pending.insert(
+                    seq,
+                    Pending {
+                        expire: now + sub.ack_wait(),
+                        count: 0,
+                    },
+                );
+                let _ = cs.ch.subs().add_seq_pending(mid, seq);
+                sent_any = true;
+                to_arm.push(mid);
+            }
+        }
+        if sent_any {
+            dirty_subs.insert(name.to_string());
+        }
+        to_arm.sort_unstable();
+        to_arm.dedup();
+        for id in to_arm {
+            Self::arm_sub_timer(timers, cs, name, id);
+        }
+    }
+
+    fn arm_sub_timer(
+        timers: &mut BinaryHeap<Reverse<(Instant, Timer)>>,
+        cs: &mut ChannelState,
+        name: &str,
+        id: u64,
+    ) {
+        let Some(sub) = cs.subs.get_mut(&id) else {
+            return;
+        };
+        if sub.offline {
+            return;
+        }
+        let Some(min) = sub.pending.values().map(|p| p.expire).min() else {
+            return;
+        };
+        if sub.timer_at.is_some_and(|t| t <= min) {
+            return;
+        }
+        sub.timer_at = Some(min);
+        timers.push(Reverse((min, Timer::Redeliver(name.to_string(), id))));
+    }
+
+    fn arm_redelivery(&mut self, name: &str, id: u64) {
+        let Engine {
+            channels, timers, ..
+        } = self;
+        if let Some(cs) = channels.get_mut(name) {
+            Self::arm_sub_timer(timers, cs, name, id);
+        }
+    }
+
+    fn on_ack(&mut self, msg: rnats_client::Message) {
+        let Some((name, id)) = self.acks.get(&msg.subject).cloned() else {
+            return;
+        };
+        let Ok(ack) = Ack::decode(msg.payload.clone()) else {
+            return;
+        };
+        if ack.subject != name {
+            return;
+        }
+        let Some(cs) = self.channels.get_mut(&name) else {
+            return;
+        };
+        let Some(sub) = cs.subs.get_mut(&id) else {
+            return;
+        };
+        let was_stalled = sub.stalled();
+        let mut acked = None;
+        if sub.pending.remove(&ack.sequence).is_some() {
+            acked = Some((id, was_stalled));
+        } else if let Some(q) = sub.queue.clone()
+            && let Some(g) = cs.queues.get(&q)
+        {
+            for mid in &g.members {
+                if let Some(m) = cs.subs.get_mut(mid) {
+                    let was = m.stalled();
+                    if m.pending.remove(&ack.sequence).is_some() {
+                        acked = Some((*mid, was));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some((sid, was_stalled)) = acked {
+            let _ = cs.ch.subs().ack_seq_pending(sid, ack.sequence);
+            self.dirty_subs.insert(name.clone());
+            if was_stalled {
+                self.to_deliver.insert(name);
+            }
+        }
+    }
+
+    fn on_redelivery_timer(&mut self, name: &str, id: u64, at: Instant) {
+        let Some(sub) = self
+            .channels
+            .get_mut(name)
+            .and_then(|c| c.subs.get_mut(&id))
+        else {
+            return;
+        };
+        if sub.timer_at != Some(at) {
+            return;
+        }
+        sub.timer_at = None;
+        self.redeliver(name, id, false);
+    }
+
+    /// Resends pending messages of a subscription: all of them (`all`, a resumed durable or
+    /// group), or those whose ack wait expired.
+    fn redeliver(&mut self, name: &str, id: u64, all: bool) {
+        let Engine {
+            channels,
+            clients,
+            outbox,
+            stats,
+            timers,
+            dirty_subs,
+            recovering,
+            ..
+        } = self;
+        let keep_member = all || *recovering;
+        let Some(cs) = channels.get_mut(name) else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(sub) = cs.subs.get_mut(&id) else {
+            return;
+        };
+        if sub.offline || !sub.initialized {
+            return;
+        }
+        let limit = now + REDELIVERY_SLACK;
+        let mut due: Vec<(Instant, u64)> = sub
+            .pending
+            .iter()
+            .filter(|(_, p)| all || p.expire <= limit)
+            .map(|(s, p)| (p.expire, *s))
+            .collect();
+        if all {
+            due.sort_by_key(|(_, s)| *s);
+        } else {
+            due.sort();
+        }
+        let healthy = Self::client_healthy(clients, &sub.st.client_id);
+        let queue = sub.queue.clone();
+        if queue.is_none() && !healthy && !all {
+            // The client missed heartbeats: try again after another ack wait.
+            let aw = sub.ack_wait();
+            for (_, seq) in &due {
+                if let Some(p) = sub.pending.get_mut(seq) {
+                    p.expire = now + aw;
+                }
+            }
+            Self::arm_sub_timer(timers, cs, name, id);
+            return;
+        }
+        let mut touched = vec![id];
+        for (_, seq) in due {
+            let msg = match cs.ch.msgs().lookup(seq) {
+                Ok(Some(m)) => m,
+                _ => {
+                    // Gone from the store (limits): nothing to redeliver.
+                    if let Some(s) = cs.subs.get_mut(&id) {
+                        s.pending.remove(&seq);
+                    }
+                    let _ = cs.ch.subs().ack_seq_pending(id, seq);
+                    dirty_subs.insert(name.to_string());
+                    continue;
+                }
+            };
+            // Queue members: the message may go to another (healthy, least loaded) member.
+            let mut target = id;
+            if let Some(q) = &queue
+                && !keep_member
+                && let Some(g) = cs.queues.get(q)
+            {
+                let mut best: Option<(u64, usize)> = None;
+                for mid in &g.members {
+                    let Some(m) = cs.subs.get(mid) else { continue };
+                    if !m.initialized || !Self::client_healthy(clients, &m.st.client_id) {
+                        continue;
+                    }
+                    if best.is_none_or(|(_, n)| m.pending.len() < n) {
+                        best = Some((*mid, m.pending.len()));
+                    }
+                }
+                if let Some((b, _)) = best {
+                    target = b;
+                }
+            }
+            let Some(pe) = cs.subs.get_mut(&id).and_then(|s| s.pending.remove(&seq)) else {
+                continue;
+            };
+            if target != id {
+                let _ = cs.ch.subs().ack_seq_pending(id, seq);
+                let _ = cs.ch.subs().add_seq_pending(target, seq);
+                dirty_subs.insert(name.to_string());
+            }
+            let Some(t) = cs.subs.get_mut(&target) else {
+                continue;
+            };
+            let count = pe.count + 1;
+            let payload = Self::encode_msg(&msg, true, count);
+            stats.out_msgs += 1;
+            stats.out_bytes += msg.data.len() as u64;
+            outbox.push((t.st.inbox.clone(), payload));
+            t.pending.insert(
+                seq,
+                Pending {
+                    expire: now + t.ack_wait(),
+                    count,
+                },
+            );
+            touched.push(target);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for t in touched {
+            Self::arm_sub_timer(timers, cs, name, t);
+        }
+    }
+}

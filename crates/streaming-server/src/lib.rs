@@ -1,0 +1,38 @@
+//! rnats-streaming-server: a NATS Streaming server, drop-in compatible with
+//! nats-streaming-server 0.25.
+//!
+//! The server is a NATS client: by default it runs an embedded rnats core server in its own
+//! process and talks to it over loopback; with `-ns` it attaches to an existing NATS server or
+//! cluster. It speaks the NATS Streaming protobuf protocol (discovery, connect, publish with
+//! PubAcks, subscriptions with every start position, durables, queue groups, acks,
+//! redelivery, heartbeats, pings, close) and keeps all state in an
+//! [`rnats_streaming::store`] (memory or file).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut opts = rnats_streaming_server::Options::default();
+//! opts.nats.port = -1; // any free port for the embedded NATS server
+//! let server = rnats_streaming_server::start(opts).await?;
+//! println!("clients connect to {}", server.nats_url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! * [`options`]: defaults, configuration keys and the command line of nats-streaming-server.
+//! * `engine`: the protocol state machine (one task; see its module documentation).
+//! * `monitor`: `/streaming/serverz`, `storez`, `clientsz`, `channelsz`.
+
+mod engine;
+mod monitor;
+pub mod options;
+mod server;
+
+pub use engine::{
+    ERR_CLIENT_REGISTERED, ERR_CLIENT_REPLACED, ERR_DUP_DURABLE, ERR_DUR_QUEUE_COLON,
+    ERR_INVALID_ACK_WAIT, ERR_INVALID_CLIENT_ID, ERR_INVALID_CLOSE_REQ, ERR_INVALID_CONN_REQ,
+    ERR_INVALID_MAX_INFLIGHT, ERR_INVALID_PUB_REQ, ERR_INVALID_START, ERR_INVALID_SUB,
+    ERR_INVALID_SUB_REQ, ERR_INVALID_SUBJECT, ERR_INVALID_UNSUB_REQ, ERR_MISSING_CLIENT,
+    ERR_MSG_TOO_LARGE, ERR_UNKNOWN_CHANNEL, ERR_UNKNOWN_CLIENT,
+};
+pub use options::Options;
+pub use server::{StartError, StreamingServer, start};

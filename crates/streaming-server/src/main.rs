@@ -1,0 +1,105 @@
+//! `rnats-streaming-server`: nats-streaming-server's command line over the library.
+
+use std::process::ExitCode;
+
+use rnats_streaming_server::options::{CommandLine, USAGE, VERSION};
+
+fn fatal(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("rnats-streaming-server: {msg}");
+    ExitCode::from(1)
+}
+
+fn main() -> ExitCode {
+    let cl = match CommandLine::parse(std::env::args().skip(1)) {
+        Ok(cl) => cl,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{USAGE}");
+            return ExitCode::from(1);
+        }
+    };
+    if cl.is_true("help") || cl.nats.is_true("help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if cl.is_true("version") || cl.nats.is_true("version") {
+        println!(
+            "rnats-streaming-server version {VERSION}, NATS Server version {}",
+            rnats_server::options::VERSION
+        );
+        return ExitCode::SUCCESS;
+    }
+    let opts = match cl.options() {
+        Ok(o) => o,
+        Err(e) => return fatal(e),
+    };
+    let debug = opts.nats.debug || opts.stan_debug;
+    let trace = opts.nats.trace || opts.stan_trace;
+    if let Err(e) = rnats_server::log::init(
+        debug,
+        trace,
+        opts.nats.logtime,
+        opts.nats.log_file.as_deref(),
+    ) {
+        return fatal(format!("could not open log file: {e}"));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fatal(e),
+    };
+    runtime.block_on(run(opts))
+}
+
+async fn run(opts: rnats_streaming_server::Options) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    let pid_file = opts.nats.pid_file.clone();
+    let server = match rnats_streaming_server::start(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("STREAM: Failed to start: {e}");
+            return fatal(e);
+        }
+    };
+    if let Some(path) = &pid_file
+        && let Err(e) = std::fs::write(path, std::process::id().to_string())
+    {
+        tracing::error!("Could not write pidfile: {e}");
+    }
+    let (Ok(mut int), Ok(mut term), Ok(mut usr1), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return fatal("could not install signal handlers");
+    };
+    let code = loop {
+        tokio::select! {
+            _ = int.recv() => {
+                tracing::info!("STREAM: Trapped \"interrupt\" signal");
+                break ExitCode::SUCCESS;
+            }
+            _ = term.recv() => {
+                tracing::info!("STREAM: Trapped \"terminated\" signal");
+                break ExitCode::from(143);
+            }
+            _ = usr1.recv() => {
+                if let Err(e) = rnats_server::log::reopen() {
+                    tracing::error!("Could not reopen log file: {e}");
+                }
+            }
+            _ = hup.recv() => {
+                tracing::warn!("STREAM: Configuration reload is not supported, ignoring SIGHUP");
+            }
+            () = server.stopped() => break ExitCode::SUCCESS,
+        }
+    };
+    server.shutdown().await;
+    if let Some(path) = &pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    code
+}
