@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::{Buf, BufMut, BytesMut};
+use rnats_client::{ConnectOptions, ServerAddr, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -145,16 +146,42 @@ pub fn put_pub(out: &mut BytesMut, subject: &[u8], reply: Option<&[u8]>, payload
 
 /// A connected, handshaken client connection and whatever the server sent past the PONG.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Transport,
     pub buf: BytesMut,
 }
 
 impl Conn {
     /// Connects, reads INFO, sends CONNECT+PING and waits for the PONG, all within `limit`.
-    pub async fn connect(addr: &str, limit: Duration) -> Result<Conn> {
-        tokio::time::timeout(limit, Self::connect_inner(addr))
-            .await
-            .map_err(|_| anyhow!("connect to {addr}: no PONG within {limit:?}"))?
+    ///
+    /// With `opts` (TLS, credentials) the handshake is rnats-client's ([`ConnectOptions::connect_raw`]),
+    /// and `addr` may be a URL (`tls://host:port`); without, it is the tool's own minimal one
+    /// over plain TCP ([`CONNECT`]).
+    pub async fn connect(
+        addr: &str,
+        limit: Duration,
+        opts: Option<&ConnectOptions>,
+    ) -> Result<Conn> {
+        match opts {
+            None => tokio::time::timeout(limit, Self::connect_inner(addr))
+                .await
+                .map_err(|_| anyhow!("connect to {addr}: no PONG within {limit:?}"))?,
+            Some(opts) => {
+                let server: ServerAddr =
+                    addr.parse().with_context(|| format!("server {addr:?}"))?;
+                let raw = opts
+                    .clone()
+                    .connect_timeout(limit)
+                    .connect_raw(&server)
+                    .await
+                    .with_context(|| format!("connect to {server}"))?;
+                let mut buf = raw.read_buf;
+                buf.reserve(64 * 1024);
+                Ok(Conn {
+                    stream: raw.stream,
+                    buf,
+                })
+            }
+        }
     }
 
     async fn connect_inner(addr: &str) -> Result<Conn> {
@@ -180,9 +207,18 @@ impl Conn {
             }
         }
         stream.write_all(CONNECT).await?;
-        let mut conn = Conn { stream, buf };
+        let mut conn = Conn {
+            stream: Transport::plain(stream),
+            buf,
+        };
         conn.wait_pong().await?;
         Ok(conn)
+    }
+
+    /// Writes all of `bytes` and flushes (TLS buffers records until flushed).
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 
     /// Reads until a PONG arrives, answering PINGs; `MSG`s on the way are an error (the
@@ -199,9 +235,7 @@ impl Conn {
                 bail!("server error: {err}");
             }
             if ev.pings > 0 {
-                self.stream
-                    .write_all(&b"PONG\r\n".repeat(ev.pings as usize))
-                    .await?;
+                self.send(&b"PONG\r\n".repeat(ev.pings as usize)).await?;
             }
             if ev.pongs > 0 {
                 return Ok(());
@@ -219,7 +253,7 @@ impl Conn {
         out.extend_from_slice(cmd);
         out.extend_from_slice(b"PING\r\n");
         tokio::time::timeout(limit, async {
-            self.stream.write_all(&out).await?;
+            self.send(&out).await?;
             self.wait_pong().await
         })
         .await

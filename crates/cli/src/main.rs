@@ -1,18 +1,27 @@
 //! `rnats`: a NATS command-line client with natscli's command shapes.
 //!
 //! ```text
-//! rnats [-s URL] [--user U --password P] [--timeout D] pub SUBJECT [BODY] [--count N] [--sleep D] [-H K:V]...
+//! rnats [-s URL] [--user U --password P | --creds F | --nkey F] [--tlsca F --tlscert F --tlskey F]
+//!       [--timeout D] COMMAND
+//! rnats pub SUBJECT [BODY] [--count N] [--sleep D] [-H K:V]...
 //! rnats sub SUBJECT [--queue Q] [--count N] [--raw] [--headers] [--timestamps]
 //! rnats req SUBJECT [BODY] [-H K:V]... [--raw]
 //! rnats reply SUBJECT [BODY] [--echo | --command CMD] [--queue Q] [--count N]
+//! rnats bench SUBJECT --pub N --sub N --msgs N --size BYTES [--request] [--queue G]
+//!       [--csv FILE] [--json] [--plot FILE.svg]
+//! rnats server info|ping [--monitor URL | -m PORT] [--json]
 //! ```
 //!
 //! Exit status: 0 on success, 1 on any error (one line on stderr saying what to do).
 //! Messages go to stdout; progress lines go to stderr.
 
+mod bench;
+mod monitor;
+mod plot;
 mod util;
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -39,25 +48,92 @@ struct Cli {
         long = "server",
         env = "NATS_URL",
         default_value = "nats://127.0.0.1:4222",
-        global = true
+        global = true,
+        help_heading = "Connection options"
     )]
     server: String,
 
     /// Username or token
-    #[arg(long, env = "NATS_USER", global = true)]
+    #[arg(
+        long,
+        env = "NATS_USER",
+        global = true,
+        help_heading = "Connection options"
+    )]
     user: Option<String>,
 
     /// Password
-    #[arg(long, env = "NATS_PASSWORD", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "NATS_PASSWORD",
+        global = true,
+        help_heading = "Connection options",
+        hide_env_values = true
+    )]
     password: Option<String>,
 
     /// Time to wait for the connection and for responses
-    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true,
+        help_heading = "Connection options")]
     timeout: Duration,
 
     /// Connection name shown by the server
-    #[arg(long = "connection-name", global = true)]
+    #[arg(
+        long = "connection-name",
+        global = true,
+        help_heading = "Connection options"
+    )]
     connection_name: Option<String>,
+
+    /// User credentials file (JWT and nkey seed, as nsc writes them)
+    #[arg(
+        long,
+        env = "NATS_CREDS",
+        global = true,
+        help_heading = "Connection options",
+        value_name = "FILE"
+    )]
+    creds: Option<PathBuf>,
+
+    /// File holding the user's nkey seed (SU…)
+    #[arg(
+        long,
+        env = "NATS_NKEY",
+        global = true,
+        help_heading = "Connection options",
+        value_name = "FILE"
+    )]
+    nkey: Option<PathBuf>,
+
+    /// CA certificate(s) to verify the server with (implies TLS)
+    #[arg(
+        long,
+        env = "NATS_CA",
+        global = true,
+        help_heading = "Connection options",
+        value_name = "FILE"
+    )]
+    tlsca: Option<PathBuf>,
+
+    /// Client certificate for mutual TLS (with --tlskey)
+    #[arg(
+        long,
+        env = "NATS_CERT",
+        global = true,
+        help_heading = "Connection options",
+        value_name = "FILE"
+    )]
+    tlscert: Option<PathBuf>,
+
+    /// Private key of the client certificate
+    #[arg(
+        long,
+        env = "NATS_KEY",
+        global = true,
+        help_heading = "Connection options",
+        value_name = "FILE"
+    )]
+    tlskey: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -74,6 +150,10 @@ enum Command {
     Req(ReqArgs),
     /// Answer requests with a fixed body, the request itself, or a command's output
     Reply(ReplyArgs),
+    /// Measure throughput (pub, pub/sub, queue) or request/reply latency
+    Bench(bench::BenchArgs),
+    /// Server information from the monitoring endpoint (/varz)
+    Server(monitor::ServerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -158,7 +238,7 @@ struct ReplyArgs {
 }
 
 /// A failure, as one line that says what to do.
-struct Failure(String);
+pub struct Failure(pub String);
 
 impl<S: Into<String>> From<S> for Failure {
     fn from(s: S) -> Self {
@@ -166,7 +246,7 @@ impl<S: Into<String>> From<S> for Failure {
     }
 }
 
-type Result<T, E = Failure> = std::result::Result<T, E>;
+pub type Result<T, E = Failure> = std::result::Result<T, E>;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -180,10 +260,17 @@ fn main() -> ExitCode {
             };
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // bench runs many connections: all cores; everything else is one connection.
+    let rt = if matches!(cli.command, Command::Bench(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rnats: error: cannot start the runtime: {e}");
@@ -200,52 +287,138 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let client = connect(&cli).await?;
-    let result = match cli.command {
+    let global = cli.global();
+    let command = match cli.command {
+        Command::Bench(a) => return bench::run(&global, a).await,
+        Command::Server(a) => return monitor::run(&global, a).await,
+        other => other,
+    };
+    let client = connect(&global).await?;
+    let result = match command {
         Command::Pub(a) => publish(&client, a).await,
         Command::Sub(a) => subscribe(&client, a).await,
         Command::Req(a) => request(&client, a, cli.timeout).await,
         Command::Reply(a) => reply(&client, a).await,
+        Command::Bench(_) | Command::Server(_) => unreachable!("handled above"),
     };
     client.close().await;
     result
 }
 
-async fn connect(cli: &Cli) -> Result<Client> {
-    let mut opts = ConnectOptions::new()
-        .connect_timeout(cli.timeout)
-        .request_timeout(cli.timeout)
-        .name(
-            cli.connection_name
-                .clone()
-                .unwrap_or_else(|| "rnats".into()),
-        );
-    match (&cli.user, &cli.password) {
-        (Some(u), Some(p)) => opts = opts.user_and_password(u, p),
-        (Some(token), None) => opts = opts.token(token),
-        (None, Some(_)) => return Err("--password needs --user".into()),
-        (None, None) => {}
+/// The global options, for the commands that live in other modules.
+pub struct Global {
+    pub server: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub timeout: Duration,
+    pub connection_name: Option<String>,
+    pub creds: Option<PathBuf>,
+    pub nkey: Option<PathBuf>,
+    pub tlsca: Option<PathBuf>,
+    pub tlscert: Option<PathBuf>,
+    pub tlskey: Option<PathBuf>,
+}
+
+impl Cli {
+    fn global(&self) -> Global {
+        Global {
+            server: self.server.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            timeout: self.timeout,
+            connection_name: self.connection_name.clone(),
+            creds: self.creds.clone(),
+            nkey: self.nkey.clone(),
+            tlsca: self.tlsca.clone(),
+            tlscert: self.tlscert.clone(),
+            tlskey: self.tlskey.clone(),
+        }
     }
-    let server = &cli.server;
-    opts.connect(server.as_str()).await.map_err(|e| {
-        let hint = match e.kind() {
-            ConnectErrorKind::InvalidAddress => "use nats://host:port (comma-separate several)",
-            ConnectErrorKind::Io | ConnectErrorKind::NoServers => {
-                "is a NATS server running there? Pick one with --server or NATS_URL"
+}
+
+impl Global {
+    /// Whether anything beyond a plain, anonymous connection was asked for.
+    pub fn has_security(&self) -> bool {
+        self.user.is_some()
+            || self.password.is_some()
+            || self.creds.is_some()
+            || self.nkey.is_some()
+            || self.tlsca.is_some()
+            || self.tlscert.is_some()
+            || self.tlskey.is_some()
+    }
+
+    /// Connect options from the global flags: name, timeouts, credentials, TLS.
+    pub fn connect_options(&self) -> Result<ConnectOptions> {
+        let mut opts = ConnectOptions::new()
+            .connect_timeout(self.timeout)
+            .request_timeout(self.timeout)
+            .name(
+                self.connection_name
+                    .clone()
+                    .unwrap_or_else(|| "rnats".into()),
+            );
+        match (&self.user, &self.password) {
+            (Some(u), Some(p)) => opts = opts.user_and_password(u, p),
+            (Some(token), None) => opts = opts.token(token),
+            (None, Some(_)) => return Err("--password needs --user".into()),
+            (None, None) => {}
+        }
+        if self.creds.is_some() && self.nkey.is_some() {
+            return Err("give either --creds or --nkey, not both".into());
+        }
+        if let Some(path) = &self.creds {
+            opts = opts.credentials_file(path);
+        }
+        if let Some(path) = &self.nkey {
+            opts = opts.nkey(util::read_nkey_seed(path)?);
+        }
+        if let Some(ca) = &self.tlsca {
+            opts = opts.add_root_certificates(ca);
+        }
+        match (&self.tlscert, &self.tlskey) {
+            (Some(cert), Some(key)) => opts = opts.add_client_certificate(cert, key),
+            (Some(_), None) => {
+                return Err("--tlscert needs --tlskey (the certificate's private key)".into());
             }
-            ConnectErrorKind::TimedOut => "check the address, or raise --timeout",
-            ConnectErrorKind::AuthorizationViolation => {
-                "give valid credentials with --user/--password"
-            }
-            ConnectErrorKind::TlsRequired => {
-                "this server requires TLS, which rnats does not support yet"
-            }
-            ConnectErrorKind::ServerError | ConnectErrorKind::Protocol => {
-                "check that this is a NATS server"
-            }
-        };
-        Failure(format!("cannot connect to {server}: {e}: {hint}"))
-    })
+            (None, Some(_)) => return Err("--tlskey needs --tlscert".into()),
+            (None, None) => {}
+        }
+        Ok(opts)
+    }
+}
+
+/// One line that says why the connection failed and what to do.
+pub fn connect_failure(server: &str, e: &rnats_client::ConnectError) -> Failure {
+    let hint = match e.kind() {
+        ConnectErrorKind::InvalidAddress => "use nats://host:port (comma-separate several)",
+        ConnectErrorKind::Io | ConnectErrorKind::NoServers => {
+            "is a NATS server running there? Pick one with --server or NATS_URL"
+        }
+        ConnectErrorKind::TimedOut => "check the address, or raise --timeout",
+        ConnectErrorKind::AuthorizationViolation => {
+            "give valid credentials with --user/--password, --creds or --nkey"
+        }
+        ConnectErrorKind::TlsRequired => {
+            "one side wants TLS and the other does not offer it: use tls:// and --tlsca for a TLS server, or drop the TLS options"
+        }
+        ConnectErrorKind::Tls => {
+            "check --tlsca (the CA that signed the server's certificate) and --tlscert/--tlskey"
+        }
+        ConnectErrorKind::Credentials => "check the file given with --creds or --nkey",
+        ConnectErrorKind::ServerError | ConnectErrorKind::Protocol => {
+            "check that this is a NATS server"
+        }
+    };
+    Failure(format!("cannot connect to {server}: {e}: {hint}"))
+}
+
+async fn connect(g: &Global) -> Result<Client> {
+    let opts = g.connect_options()?;
+    let server = &g.server;
+    opts.connect(server.as_str())
+        .await
+        .map_err(|e| connect_failure(server, &e))
 }
 
 fn read_stdin() -> Result<Vec<u8>> {

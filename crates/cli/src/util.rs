@@ -1,6 +1,8 @@
-//! Parsing helpers of the CLI: Go-style durations, `key:value` headers and `{{Count}}` body
-//! templates. Pure functions, unit-tested.
+//! Parsing and formatting helpers of the CLI: Go-style durations, `key:value` headers,
+//! `{{Count}}` body templates, byte sizes, nkey seed files, numbers with thousands separators.
+//! Pure functions (but for reading the seed file), unit-tested.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A Go-style duration: `500ms`, `1.5s`, `2m`, `1h30m`, `100us`; a bare number is seconds.
@@ -51,6 +53,89 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn secs_to_duration(secs: f64, s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
+}
+
+/// A byte size: `128`, `1KB`/`1K`/`1KiB` (1024), `2MB`/`2M`/`2MiB`, `16B`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: use a number of bytes, e.g. 128 or 1KB"))?;
+    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1024,
+        "M" | "MB" | "MIB" => 1024 * 1024,
+        u => return Err(format!("unknown size unit {u:?} in {s:?}: use B, KB or MB")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// The user seed (`SU…`) in a seed file: a bare seed, or the decorated form `nsc` writes.
+pub fn read_nkey_seed(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read the nkey seed file {}: {e}: give a file holding a user seed (SU...)",
+            path.display()
+        )
+    })?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("SU"))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "{} holds no user nkey seed: give a file with a line starting with SU",
+                path.display()
+            )
+        })
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A rate or count with thousands separators, rounded.
+pub fn thousands_f(v: f64) -> String {
+    if v.is_finite() && v >= 0.0 {
+        thousands(v.round() as u64)
+    } else {
+        "-".into()
+    }
+}
+
+/// Bytes per second (or bytes) in binary units: `1.50 MiB`.
+pub fn human_bytes(v: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = v.max(0.0);
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.2} {}", UNITS[u])
+}
+
+/// A duration in seconds, in the unit that fits: `850µs`, `12.3ms`, `1.25s`.
+pub fn human_secs(s: f64) -> String {
+    if s < 1e-3 {
+        format!("{:.0}µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.1}ms", s * 1e3)
+    } else {
+        format!("{s:.2}s")
+    }
 }
 
 /// `Key:Value` (natscli's `-H` form) into a name and a value, both trimmed.
@@ -112,7 +197,7 @@ pub fn render(template: &str, ctx: &TemplateContext<'_>) -> Result<Vec<u8>, Stri
     Ok(out)
 }
 
-fn random_id() -> String {
+pub fn random_id() -> String {
     // Process id and clock in hex: unique per message of one run, and across runs.
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -202,6 +287,51 @@ mod tests {
             request: Some(b"req"),
         };
         assert_eq!(render("got {{Request}}", &ctx).unwrap(), b"got req");
+    }
+
+    #[test]
+    fn sizes_and_numbers() {
+        assert_eq!(parse_size("128"), Ok(128));
+        assert_eq!(parse_size("16B"), Ok(16));
+        assert_eq!(parse_size("1KB"), Ok(1024));
+        assert_eq!(parse_size("2k"), Ok(2048));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert!(parse_size("1GB").is_err());
+        assert!(parse_size("x").is_err());
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(human_bytes(512.0), "512.00 B");
+        assert_eq!(human_bytes(1536.0 * 1024.0), "1.50 MiB");
+        assert_eq!(human_secs(0.0005), "500µs");
+        assert_eq!(human_secs(0.0123), "12.3ms");
+        assert_eq!(human_secs(2.5), "2.50s");
+    }
+
+    #[test]
+    fn nkey_seed_files() {
+        let dir = std::env::temp_dir().join(format!("rnats-cli-seed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bare = dir.join("bare.nk");
+        std::fs::write(&bare, "SUAAA\n").unwrap();
+        assert_eq!(read_nkey_seed(&bare), Ok("SUAAA".into()));
+        let decorated = dir.join("deco.nk");
+        std::fs::write(
+            &decorated,
+            "-----BEGIN USER NKEY SEED-----\nSUBBB\n------END USER NKEY SEED------\n",
+        )
+        .unwrap();
+        assert_eq!(read_nkey_seed(&decorated), Ok("SUBBB".into()));
+        let none = dir.join("none.nk");
+        std::fs::write(&none, "nothing here").unwrap();
+        assert!(read_nkey_seed(&none).unwrap_err().contains("SU"));
+        assert!(
+            read_nkey_seed(&dir.join("missing"))
+                .unwrap_err()
+                .contains("cannot read")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Drives the built `rnats` binary against rnats-server and the reference nats-server.
 //! Every wait is bounded: a command that hangs is killed and the test fails.
 
+#[path = "../../client/tests/it/pki.rs"]
+mod pki;
 #[path = "../../client/tests/it/support.rs"]
 mod support;
 
@@ -13,10 +15,19 @@ use support::{Kind, ServerProc, WAIT, kinds};
 
 fn rnats(url: &str, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rnats"));
-    c.args(args)
-        .env("NATS_URL", url)
-        .env_remove("NATS_USER")
-        .env_remove("NATS_PASSWORD");
+    c.args(args).env("NATS_URL", url);
+    for var in [
+        "NATS_USER",
+        "NATS_PASSWORD",
+        "NATS_CREDS",
+        "NATS_NKEY",
+        "NATS_CA",
+        "NATS_CERT",
+        "NATS_KEY",
+        "NATS_MONITOR_URL",
+    ] {
+        c.env_remove(var);
+    }
     c
 }
 
@@ -295,4 +306,528 @@ fn req_times_out_with_a_hint() {
     let (status, _, err) = run(&url, &["--timeout", "300ms", "req", "slow.svc", "x"], None);
     assert_eq!(status.code(), Some(1));
     assert!(err.last().unwrap().contains("raise --timeout"), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench
+
+fn json_of(out: &[String]) -> serde_json::Value {
+    let text = out.join("\n");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {text}"))
+}
+
+/// A valid SVG document: XML that parses, with an <svg> root in the SVG namespace.
+fn assert_svg(path: &std::path::Path) {
+    let text = std::fs::read_to_string(path).expect("the SVG file was written");
+    let doc = roxmltree::Document::parse(&text)
+        .unwrap_or_else(|e| panic!("{} is not well-formed XML: {e}", path.display()));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
+    assert!(root.attribute("width").is_some() && root.attribute("height").is_some());
+    assert!(
+        doc.descendants().any(|n| n.has_tag_name("rect")),
+        "bars are drawn"
+    );
+}
+
+#[test]
+fn bench_pubsub_json_csv_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in kinds() {
+        let srv = ServerProc::start(kind);
+        let name = srv.name();
+        let csv = dir.path().join(format!("{name}.csv"));
+        let svg = dir.path().join(format!("{name}.svg"));
+        let (status, out, err) = run(
+            &srv.url(),
+            &[
+                "bench",
+                "cli.bench",
+                "--pub",
+                "2",
+                "--sub",
+                "2",
+                "--msgs",
+                "2001",
+                "--size",
+                "32",
+                "--json",
+                "--csv",
+                csv.to_str().unwrap(),
+                "--plot",
+                svg.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(status.success(), "{name}: {err:?}");
+        let j = json_of(&out);
+        assert_eq!(j["mode"], "pubsub", "{name}: {j}");
+        assert_eq!(
+            (
+                j["msgs"].as_u64(),
+                j["published"].as_u64(),
+                j["received"].as_u64()
+            ),
+            (Some(2001), Some(2001), Some(4002)),
+            "{name}: --msgs is the total, every subscriber gets all: {j}"
+        );
+        assert_eq!(j["lost"], 0);
+        assert_eq!(j["latency_us"], serde_json::Value::Null);
+        let pubs = j["publishers"].as_array().unwrap();
+        assert_eq!(
+            pubs.iter()
+                .map(|p| p["msgs"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            [1001, 1000],
+            "{name}: the first publisher takes the remainder"
+        );
+        assert!(
+            pubs.iter()
+                .all(|p| p["msgs_per_sec"].as_f64().unwrap() > 0.0)
+        );
+        assert_eq!(j["subscribers"].as_array().unwrap().len(), 2);
+        // The table goes to stderr with --json.
+        let table = err.join("\n");
+        for want in [
+            "Starting Core NATS pub/sub benchmark",
+            "NATS Pub/Sub stats:",
+            "Msgs/sec",
+            "pub 1",
+            "pub 2",
+            "sub 2",
+            "sub (all)",
+            " 4,002 ",
+        ] {
+            assert!(table.contains(want), "{name}: {want:?} in\n{table}");
+        }
+        let csv = std::fs::read_to_string(&csv).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "#RunID, ClientID, MsgCount, MsgBytes, MsgsPerSec, BytesPerSec, DurationSecs"
+        );
+        assert_eq!(lines.len(), 5, "{csv}");
+        let sub1: Vec<&str> = lines[3].split(',').collect();
+        assert_eq!(
+            (sub1[1], sub1[2], sub1[3]),
+            ("sub-1", "2001", "64032"),
+            "{csv}"
+        );
+        assert_svg(&svg);
+    }
+}
+
+#[test]
+fn bench_request_reply_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in kinds() {
+        let srv = ServerProc::start(kind);
+        let name = srv.name();
+        let svg = dir.path().join(format!("rr-{name}.svg"));
+        let (status, out, err) = run(
+            &srv.url(),
+            &[
+                "bench",
+                "cli.rr",
+                "--request",
+                "--pub",
+                "2",
+                "--sub",
+                "2",
+                "--msgs",
+                "400",
+                "--size",
+                "16",
+                "--warmup",
+                "10",
+                "--plot",
+                svg.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(status.success(), "{name}: {err:?}");
+        let text = out.join("\n");
+        for want in [
+            "Starting Core NATS request/reply benchmark",
+            "NATS Request/Reply stats:",
+            "req 1",
+            "req 2",
+            "rep (all)",
+            "Request/reply latency (HDR histogram)",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "max",
+        ] {
+            assert!(text.contains(want), "{name}: {want:?} in\n{text}");
+        }
+        // The responders answered the 400 measured requests between them (warm-up excluded).
+        let rep_all = out.iter().find(|l| l.contains("rep (all)")).unwrap();
+        assert!(rep_all.contains(" 400 "), "{name}: {rep_all}");
+        assert_svg(&svg);
+        let svg_text = std::fs::read_to_string(&svg).unwrap();
+        assert!(
+            svg_text.contains("latency by percentile"),
+            "{name}: latency panel"
+        );
+
+        let (status, out, err) = run(
+            &srv.url(),
+            &[
+                "bench",
+                "cli.rr",
+                "--request",
+                "--sub",
+                "1",
+                "--msgs",
+                "200",
+                "--json",
+            ],
+            None,
+        );
+        assert!(status.success(), "{name}: {err:?}");
+        let j = json_of(&out);
+        assert_eq!(j["mode"], "request");
+        let l = &j["latency_us"];
+        assert_eq!(l["count"], 200, "{name}: {j}");
+        let (p50, p99, max) = (
+            l["p50"].as_f64().unwrap(),
+            l["p99"].as_f64().unwrap(),
+            l["max"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{name}: {l}");
+    }
+}
+
+#[test]
+fn bench_pub_only_and_queue_group() {
+    let srv = ServerProc::start(Kind::Rnats);
+    let (status, out, err) = run(
+        &srv.url(),
+        &["bench", "cli.p", "--msgs", "5000", "--size", "1KB"],
+        None,
+    );
+    assert!(status.success(), "{err:?}");
+    let text = out.join("\n");
+    assert!(text.contains("NATS Pub stats:"), "{text}");
+    assert!(text.contains("size=1,024 B"), "{text}");
+    assert!(text.contains("pub 1") && !text.contains("sub 1"), "{text}");
+
+    let (status, out, err) = run(
+        &srv.url(),
+        &[
+            "bench", "cli.q", "--sub", "3", "--queue", "workers", "--msgs", "3000", "--json",
+        ],
+        None,
+    );
+    assert!(status.success(), "{err:?}");
+    let j = json_of(&out);
+    assert_eq!(j["mode"], "queue");
+    assert_eq!(j["received"], 3000, "each message once to the group: {j}");
+    let per: u64 = j["subscribers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["msgs"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per, 3000);
+}
+
+#[test]
+fn bench_errors_say_what_to_do() {
+    let srv = ServerProc::start(Kind::Rnats);
+    let (status, _, err) = run(&srv.url(), &["bench", "x", "--request"], None);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.last().unwrap().contains("--sub N"), "{err:?}");
+    let (status, _, err) = run(&srv.url(), &["bench", "x", "--pub", "0"], None);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.last().unwrap().contains("--pub"), "{err:?}");
+    let (status, _, err) = run(&srv.url(), &["bench", "x", "--size", "1XB"], None);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.join(" ").contains("size"), "{err:?}");
+
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (status, _, err) = run(
+        &format!("nats://127.0.0.1:{dead}"),
+        &["bench", "x", "--msgs", "10"],
+        None,
+    );
+    assert_eq!(status.code(), Some(1));
+    let last = err.last().unwrap();
+    assert!(
+        last.starts_with("rnats: error: cannot run the benchmark") && last.contains("NATS_URL"),
+        "{err:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// server info / ping
+
+#[test]
+fn server_info_and_ping_read_varz() {
+    for kind in kinds() {
+        let srv = ServerProc::start_with(kind, &["-m", "-1", "--name", "cli-mon"]);
+        let name = srv.name();
+        let mport = srv.monitor_port.expect("monitor port logged").to_string();
+        // Some traffic, so that the statistics move.
+        let (status, _, _) = run(&srv.url(), &["pub", "mon.x", "hello"], None);
+        assert!(status.success());
+
+        let (status, out, err) = run(&srv.url(), &["server", "info", "-m", &mport], None);
+        assert!(status.success(), "{name}: {err:?}");
+        let text = out.join("\n");
+        assert!(
+            text.starts_with("Server information for cli-mon ("),
+            "{name}: {text}"
+        );
+        for want in [
+            "Version:",
+            "Max Payload: 1.00 MiB",
+            "Connections:",
+            "Messages:",
+        ] {
+            assert!(text.contains(want), "{name}: {want:?} in\n{text}");
+        }
+        assert!(
+            text.contains(&format!("Host: 127.0.0.1:{}", srv.port)),
+            "{name}: {text}"
+        );
+
+        let url = format!("http://127.0.0.1:{mport}");
+        let (status, out, err) = run(
+            &srv.url(),
+            &["server", "info", "--monitor", &url, "--json"],
+            None,
+        );
+        assert!(status.success(), "{name}: {err:?}");
+        let j = json_of(&out);
+        assert_eq!(j["server_name"], "cli-mon", "{name}");
+        assert_eq!(j["port"].as_u64(), Some(u64::from(srv.port)));
+        assert!(j["in_msgs"].as_u64().unwrap() >= 1, "{name}: {j}");
+
+        let (status, out, err) = run(
+            &srv.url(),
+            &[
+                "server",
+                "ping",
+                "-m",
+                &mport,
+                "--count",
+                "2",
+                "--interval",
+                "50ms",
+            ],
+            None,
+        );
+        assert!(status.success(), "{name}: {err:?}");
+        assert_eq!(
+            out.iter().filter(|l| l.starts_with("cli-mon (")).count(),
+            2,
+            "{name}: {out:?}"
+        );
+        assert!(
+            out.iter().any(|l| l.starts_with("2 replies, 0 failed")),
+            "{name}: {out:?}"
+        );
+    }
+
+    // No monitoring port: one line that says how to point at it.
+    let srv = ServerProc::start(Kind::Rnats);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let (status, _, err) = run(&srv.url(), &["server", "info", "-m", &dead], None);
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(err[0].contains("-m PORT"), "{err:?}");
+    let (status, out, _) = run(&srv.url(), &["server", "ping", "-m", &dead], None);
+    assert_eq!(status.code(), Some(1));
+    assert!(out.iter().any(|l| l.contains("failed")), "{out:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS, nkeys, creds
+
+#[test]
+fn tls_flags_with_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki::make_pki(dir.path());
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (ca, cert, key) = (s(&p.ca), s(&p.client_cert), s(&p.client_key));
+    let server_args = [
+        "--tlsverify".to_string(),
+        "--tlscert".into(),
+        s(&p.cert),
+        "--tlskey".into(),
+        s(&p.key),
+        "--tlscacert".into(),
+        s(&p.ca),
+    ];
+    let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    for kind in kinds() {
+        let srv = ServerProc::start_with(kind, &server_args);
+        let name = srv.name();
+        let url = srv.url();
+        let tls = [
+            "--tlsca",
+            ca.as_str(),
+            "--tlscert",
+            cert.as_str(),
+            "--tlskey",
+            key.as_str(),
+        ];
+        let mut sub_args = tls.to_vec();
+        sub_args.extend(["sub", "tls.x", "--count", "1", "--raw"]);
+        let mut sub = Bg::spawn(&mut rnats(&url, &sub_args), None);
+        sub.wait_stderr("Subscribing on tls.x");
+        let mut pub_args = tls.to_vec();
+        pub_args.extend(["pub", "tls.x", "secret"]);
+        let (status, _, err) = run(&url, &pub_args, None);
+        assert!(status.success(), "{name}: {err:?}");
+        let (status, out, _) = sub.finish();
+        assert!(status.success());
+        assert_eq!(out, ["secret"], "{name}");
+
+        // The bench engine connects through rnats-client's TLS handshake.
+        let mut bench_args = tls.to_vec();
+        bench_args.extend(["bench", "tls.b", "--sub", "1", "--msgs", "500", "--json"]);
+        let (status, out, err) = run(&url, &bench_args, None);
+        assert!(status.success(), "{name}: {err:?}");
+        assert_eq!(json_of(&out)["received"], 500, "{name}");
+
+        // Without the client certificate, or without the CA: exit 1 and a hint.
+        let (status, _, err) = run(&url, &["--tlsca", &ca, "pub", "tls.x", "y"], None);
+        assert_eq!(status.code(), Some(1), "{name}");
+        assert!(
+            err.last()
+                .unwrap()
+                .starts_with("rnats: error: cannot connect"),
+            "{err:?}"
+        );
+        let (status, _, err) = run(&url, &["pub", "tls.x", "y"], None);
+        assert_eq!(status.code(), Some(1), "{name}");
+        assert!(err.last().unwrap().contains("--tlsca"), "{name}: {err:?}");
+        let (status, _, err) = run(&url, &["--tlscert", &cert, "pub", "tls.x", "y"], None);
+        assert_eq!(status.code(), Some(1));
+        assert!(err.last().unwrap().contains("--tlskey"), "{err:?}");
+    }
+}
+
+#[test]
+fn nkey_seed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = nkeys::KeyPair::new_user();
+    let conf = pki::write(
+        dir.path(),
+        "nkey.conf",
+        &format!(
+            "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+            kp.public_key()
+        ),
+    );
+    let seed = pki::write(dir.path(), "user.nk", &format!("{}\n", kp.seed().unwrap()));
+    let other = pki::write(
+        dir.path(),
+        "other.nk",
+        &nkeys::KeyPair::new_user().seed().unwrap(),
+    );
+    let (seed, other) = (seed.to_str().unwrap(), other.to_str().unwrap());
+    for kind in kinds() {
+        let srv = ServerProc::start_with(kind, &["-c", conf.to_str().unwrap()]);
+        let name = srv.name();
+        let (status, _, err) = run(&srv.url(), &["--nkey", seed, "pub", "nk.x", "y"], None);
+        assert!(status.success(), "{name}: {err:?}");
+        let (status, out, err) = run(
+            &srv.url(),
+            &[
+                "--nkey", seed, "bench", "nk.b", "--sub", "1", "--msgs", "100", "--json",
+            ],
+            None,
+        );
+        assert!(status.success(), "{name}: {err:?}");
+        assert_eq!(json_of(&out)["received"], 100, "{name}");
+
+        let (status, _, err) = run(&srv.url(), &["--nkey", other, "pub", "nk.x", "y"], None);
+        assert_eq!(status.code(), Some(1), "{name}");
+        assert!(
+            err.last().unwrap().contains("--creds or --nkey"),
+            "{name}: {err:?}"
+        );
+        let missing = dir.path().join("missing.nk");
+        let (status, _, err) = run(
+            &srv.url(),
+            &["--nkey", missing.to_str().unwrap(), "pub", "nk.x", "y"],
+            None,
+        );
+        assert_eq!(status.code(), Some(1));
+        assert!(
+            err.last()
+                .unwrap()
+                .contains("cannot read the nkey seed file"),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn creds_file_against_the_reference() {
+    if support::reference_bin().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, creds) = pki::operator_setup(dir.path());
+    let creds = pki::write(dir.path(), "user.creds", &creds);
+    let creds = creds.to_str().unwrap();
+    let srv = ServerProc::start_with(Kind::Reference, &["-c", conf.to_str().unwrap()]);
+    let url = srv.url();
+    let mut reply = Bg::spawn(
+        &mut rnats(
+            &url,
+            &[
+                "--creds",
+                creds,
+                "reply",
+                "jwt.svc",
+                "ok {{Count}}",
+                "--count",
+                "1",
+            ],
+        ),
+        None,
+    );
+    reply.wait_stderr("Listening on");
+    let (status, out, err) = run(
+        &url,
+        &["--creds", creds, "req", "jwt.svc", "hi", "--raw"],
+        None,
+    );
+    assert!(status.success(), "{err:?}");
+    assert_eq!(out, ["ok 1"]);
+    assert!(reply.finish().0.success());
+
+    let (status, out, err) = run(
+        &url,
+        &[
+            "--creds", creds, "bench", "jwt.b", "--sub", "1", "--msgs", "100", "--json",
+        ],
+        None,
+    );
+    assert!(status.success(), "{err:?}");
+    assert_eq!(json_of(&out)["received"], 100);
+
+    let (status, _, err) = run(&url, &["pub", "jwt.x", "y"], None);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.last().unwrap().contains("--creds or --nkey"), "{err:?}");
 }

@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
-use crate::connection::{Established, ServerInfo, Transport, handshake};
+use crate::connection::{RawConnection as Established, ServerInfo, Transport, handshake};
 use crate::error::*;
 use crate::header::{HeaderMap, NO_RESPONDERS, parse_headers};
 use crate::options::{ConnectOptions, Event, ServerAddr};

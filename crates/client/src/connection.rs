@@ -1,12 +1,14 @@
-//! Opening one connection: TCP connect, INFO, CONNECT, PING/PONG, all within the connect
-//! timeout. The result is an [`Established`] connection whose read buffer may already hold
-//! bytes that followed the PONG.
+//! Opening one connection: TCP connect, INFO, TLS (when the URL, the options or the server
+//! ask for it), CONNECT (with the nonce signed for nkey / JWT users), PING/PONG, all within the
+//! connect timeout. The result is a [`RawConnection`] whose read buffer may already hold bytes
+//! that followed the PONG.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
+use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -67,11 +69,47 @@ struct ConnectInfo<'a> {
     pass: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nkey: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sig: Option<&'a str>,
 }
 
-/// The byte stream under a connection. Plain TCP today; TLS becomes another variant.
-pub(crate) enum Transport {
+/// The byte stream under a connection: plain TCP or TLS over TCP. Implements tokio's
+/// `AsyncRead` and `AsyncWrite`.
+pub struct Transport {
+    inner: Inner,
+}
+
+enum Inner {
     Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    /// Wraps a plain TCP stream (for tools that do their own handshake).
+    pub fn plain(tcp: TcpStream) -> Transport {
+        Transport {
+            inner: Inner::Plain(tcp),
+        }
+    }
+
+    /// Whether the stream is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.inner, Inner::Tls(_))
+    }
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_tls() {
+            "Transport(tls)"
+        } else {
+            "Transport(plain)"
+        })
+    }
 }
 
 impl AsyncRead for Transport {
@@ -80,8 +118,9 @@ impl AsyncRead for Transport {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        match &mut self.get_mut().inner {
+            Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -92,20 +131,23 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        match &mut self.get_mut().inner {
+            Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+        match &mut self.get_mut().inner {
+            Inner::Plain(s) => Pin::new(s).poll_flush(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        match &mut self.get_mut().inner {
+            Inner::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -114,21 +156,28 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().inner {
+            Inner::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Transport::Plain(s) => s.is_write_vectored(),
+        match &self.inner {
+            Inner::Plain(s) => s.is_write_vectored(),
+            Inner::Tls(s) => s.is_write_vectored(),
         }
     }
 }
 
-pub(crate) struct Established {
+/// A connection whose handshake is complete (INFO read, TLS if any, CONNECT sent, PONG
+/// received): see [`ConnectOptions::connect_raw`].
+#[derive(Debug)]
+pub struct RawConnection {
     pub stream: Transport,
+    /// Bytes the server sent after the PONG, not yet parsed.
     pub read_buf: BytesMut,
+    /// The server's INFO (the latest one, if it sent another during the handshake).
     pub info: ServerInfo,
     pub addr: ServerAddr,
 }
@@ -137,7 +186,7 @@ pub(crate) struct Established {
 pub(crate) async fn handshake(
     addr: &ServerAddr,
     opts: &ConnectOptions,
-) -> Result<Established, ConnectError> {
+) -> Result<RawConnection, ConnectError> {
     match tokio::time::timeout(opts.connect_timeout, handshake_inner(addr, opts)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::with_source(
@@ -150,20 +199,49 @@ pub(crate) async fn handshake(
     }
 }
 
+/// Upgrades to TLS after INFO, verifying the server's certificate against `addr.host`.
+async fn start_tls(
+    tcp: TcpStream,
+    addr: &ServerAddr,
+    opts: &ConnectOptions,
+) -> Result<Transport, ConnectError> {
+    let config = crate::tls::client_config(&opts.tls)?;
+    let name = ServerName::try_from(addr.host.clone()).map_err(|e| {
+        ConnectError::with_source(
+            ConnectErrorKind::Tls,
+            format!(
+                "{addr}: {:?} is not a valid TLS server name: {e}",
+                addr.host
+            ),
+        )
+    })?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| {
+            ConnectError::with_source(
+                ConnectErrorKind::Tls,
+                format!("{addr}: TLS handshake failed: {e}"),
+            )
+        })?;
+    Ok(Transport {
+        inner: Inner::Tls(Box::new(tls)),
+    })
+}
+
 async fn handshake_inner(
     addr: &ServerAddr,
     opts: &ConnectOptions,
-) -> Result<Established, ConnectError> {
+) -> Result<RawConnection, ConnectError> {
     let io_err =
         |e: io::Error| ConnectError::with_source(ConnectErrorKind::Io, format!("{addr}: {e}"));
-    let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
+    let mut tcp = TcpStream::connect((addr.host.as_str(), addr.port))
         .await
         .map_err(io_err)?;
     let _ = tcp.set_nodelay(true);
-    let mut stream = Transport::Plain(tcp);
     let mut buf = BytesMut::with_capacity(8192);
 
-    let info = match read_op(&mut stream, &mut buf, addr).await? {
+    let info = match read_op(&mut tcp, &mut buf, addr).await? {
         ServerOp::Info(json) => ServerInfo::parse(&json).map_err(|e| {
             ConnectError::with_source(ConnectErrorKind::Protocol, format!("{addr}: bad INFO: {e}"))
         })?,
@@ -174,12 +252,24 @@ async fn handshake_inner(
             ));
         }
     };
-    if info.tls_required || addr.tls {
-        return Err(ConnectError::with_source(
-            ConnectErrorKind::TlsRequired,
-            format!("{addr}: TLS is not supported by this client yet"),
-        ));
-    }
+    let want_tls = info.tls_required || addr.tls || opts.tls.configured();
+    let mut stream = if want_tls {
+        if !info.tls_required && !info.tls_available {
+            return Err(ConnectError::with_source(
+                ConnectErrorKind::TlsRequired,
+                format!("{addr}: TLS was asked for, but the server does not offer it"),
+            ));
+        }
+        if !buf.is_empty() {
+            return Err(ConnectError::with_source(
+                ConnectErrorKind::Protocol,
+                format!("{addr}: unexpected data after INFO before the TLS handshake"),
+            ));
+        }
+        start_tls(tcp, addr, opts).await?
+    } else {
+        Transport::plain(tcp)
+    };
 
     let (user, pass) = match (&addr.user, &opts.user) {
         (Some(u), _) => (Some(u.as_str()), addr.password.as_deref()),
@@ -191,10 +281,12 @@ async fn handshake_inner(
         (Some(u), None, None) if addr.user.is_some() => (None, None, Some(u)),
         (u, p, t) => (u, p, t.as_deref()),
     };
+    let signed = crate::auth::sign(opts, info.nonce.as_deref().filter(|n| !n.is_empty()))
+        .map_err(|e| ConnectError::with_source(e.kind(), format!("{addr}: {e}")))?;
     let connect = ConnectInfo {
         verbose: false,
         pedantic: false,
-        tls_required: false,
+        tls_required: stream.is_tls(),
         name: opts.name.as_deref(),
         lang: "rust",
         version: env!("CARGO_PKG_VERSION"),
@@ -205,12 +297,16 @@ async fn handshake_inner(
         user,
         pass,
         auth_token: token,
+        nkey: signed.nkey.as_deref(),
+        jwt: signed.jwt.as_deref(),
+        sig: signed.sig.as_deref(),
     };
     let json = serde_json::to_vec(&connect).expect("CONNECT serializes");
     let mut out = BytesMut::with_capacity(json.len() + 16);
     proto::encode_connect(&mut out, &json);
     out.extend_from_slice(proto::PING);
     stream.write_all(&out).await.map_err(io_err)?;
+    stream.flush().await.map_err(io_err)?;
 
     let mut info = info;
     loop {
@@ -235,11 +331,14 @@ async fn handshake_inner(
                     info = i;
                 }
             }
-            ServerOp::Ping => stream.write_all(proto::PONG).await.map_err(io_err)?,
+            ServerOp::Ping => {
+                stream.write_all(proto::PONG).await.map_err(io_err)?;
+                stream.flush().await.map_err(io_err)?;
+            }
             ServerOp::Ok | ServerOp::Msg { .. } => {}
         }
     }
-    Ok(Established {
+    Ok(RawConnection {
         stream,
         read_buf: buf,
         info,
@@ -248,7 +347,7 @@ async fn handshake_inner(
 }
 
 async fn read_op(
-    stream: &mut Transport,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
     addr: &ServerAddr,
 ) -> Result<ServerOp, ConnectError> {
@@ -309,6 +408,9 @@ mod tests {
             user: None,
             pass: None,
             auth_token: Some("t"),
+            nkey: None,
+            jwt: None,
+            sig: None,
         };
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(

@@ -70,8 +70,12 @@ pub enum ConnectErrorKind {
     TimedOut,
     #[error("authorization violation")]
     AuthorizationViolation,
-    #[error("the server requires TLS")]
+    #[error("TLS mismatch: one side requires TLS and the other does not offer it")]
     TlsRequired,
+    #[error("TLS error")]
+    Tls,
+    #[error("invalid credentials")]
+    Credentials,
     #[error("the server refused the connection")]
     ServerError,
     #[error("the server does not speak the NATS protocol")]

@@ -15,8 +15,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! * [`ConnectOptions`]: server pool, credentials, timeouts, keepalive, reconnect backoff,
-//!   reconnect buffer, events.
+//! * [`ConnectOptions`]: server pool, credentials (user/password, token, nkey seed, `.creds`
+//!   file), TLS (`tls://`, CA file, client certificate for mutual TLS, require TLS), timeouts,
+//!   keepalive, reconnect backoff, reconnect buffer, events.
 //! * [`Client`]: publish (with reply, with headers), subscribe / queue_subscribe → a
 //!   [`Subscriber`] stream, request (shared inbox mux), flush (a PING/PONG round trip), drain,
 //!   close.
@@ -29,6 +30,7 @@
 //! reply inbox, request/reply with a timeout, and subscriptions on inboxes
 //! ([`Client::new_inbox`]). How it works inside: see the `client` module docs.
 
+mod auth;
 mod client;
 mod connection;
 mod error;
@@ -38,9 +40,10 @@ mod pool;
 pub mod proto;
 mod subject;
 mod subscriber;
+mod tls;
 
 pub use client::{Client, Message, Request, State, Statistics};
-pub use connection::ServerInfo;
+pub use connection::{RawConnection, ServerInfo, Transport};
 pub use error::{
     ConnectError, ConnectErrorKind, DrainError, DrainErrorKind, Error, FlushError, FlushErrorKind,
     PublishError, PublishErrorKind, RequestError, RequestErrorKind, SubscribeError,

@@ -1,11 +1,13 @@
 //! Connect options, server addresses and connection events.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::client::Client;
+use crate::connection::RawConnection;
 use crate::error::{ConnectError, ConnectErrorKind};
 
 /// One server of the pool: `nats://[user[:pass]@]host[:port]` (also `tls://`, or a bare
@@ -184,17 +186,59 @@ pub enum Event {
 pub type EventCallback = Arc<dyn Fn(Event) + Send + Sync>;
 pub type ReconnectDelayCallback = Arc<dyn Fn(usize) -> Duration + Send + Sync>;
 
+/// Where the user JWT and its nkey seed come from.
+#[derive(Clone)]
+pub(crate) enum UserCredentials {
+    /// A `.creds` file, read at every connect (so that a rotated file is picked up).
+    File(PathBuf),
+    /// A JWT and the seed that signs the server's nonce.
+    Jwt { jwt: String, seed: String },
+}
+
+/// TLS settings: trusted roots, a client certificate for mutual TLS, whether TLS is required,
+/// or a complete rustls configuration. The rustls `ClientConfig` built from the files is cached
+/// (shared by clones of the options) so that reconnects do not read them again.
+#[derive(Clone, Default)]
+pub(crate) struct TlsOptions {
+    pub(crate) required: bool,
+    pub(crate) root_certs: Vec<PathBuf>,
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+    pub(crate) config: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) cache: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
+}
+
+impl TlsOptions {
+    /// Whether any TLS option was given (then TLS is used with every server).
+    pub(crate) fn configured(&self) -> bool {
+        self.required
+            || !self.root_certs.is_empty()
+            || self.client_cert.is_some()
+            || self.config.is_some()
+    }
+
+    fn changed(&mut self) {
+        self.cache = Arc::default();
+    }
+}
+
 /// How to connect and how to behave once connected. Build with the setters, finish with
 /// [`ConnectOptions::connect`].
 ///
-/// Planned (the fields are designed in, not yet supported): TLS (`tls://`, CA and client
-/// certificate), nkey seeds and `.creds` files (signing the INFO `nonce`).
+/// Authentication: user/password or a token (also from the URL), an nkey seed
+/// ([`nkey`](Self::nkey)) or a user JWT with its seed ([`credentials_file`](Self::credentials_file),
+/// [`credentials`](Self::credentials)); for the last two the client signs the `nonce` of the
+/// server's INFO. TLS (rustls with the ring provider) is used when the URL says `tls://`, when
+/// the server requires it (INFO `tls_required`), or when any TLS option is set; the handshake
+/// happens after INFO, as with every NATS server.
 #[derive(Clone)]
 pub struct ConnectOptions {
     pub(crate) name: Option<String>,
     pub(crate) user: Option<String>,
     pub(crate) password: Option<String>,
     pub(crate) token: Option<String>,
+    pub(crate) nkey_seed: Option<String>,
+    pub(crate) user_credentials: Option<UserCredentials>,
+    pub(crate) tls: TlsOptions,
     pub(crate) no_echo: bool,
     pub(crate) connect_timeout: Duration,
     pub(crate) ping_interval: Duration,
@@ -222,6 +266,9 @@ impl Default for ConnectOptions {
             user: None,
             password: None,
             token: None,
+            nkey_seed: None,
+            user_credentials: None,
+            tls: TlsOptions::default(),
             no_echo: false,
             connect_timeout: Duration::from_secs(2),
             ping_interval: Duration::from_secs(120),
@@ -251,6 +298,17 @@ impl fmt::Debug for ConnectOptions {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("nkey", &self.nkey_seed.as_ref().map(|_| "***"))
+            .field(
+                "credentials",
+                &self.user_credentials.as_ref().map(|c| match c {
+                    UserCredentials::File(p) => p.display().to_string(),
+                    UserCredentials::Jwt { .. } => "***".to_string(),
+                }),
+            )
+            .field("tls_required", &self.tls.required)
+            .field("tls_root_certs", &self.tls.root_certs)
+            .field("tls_client_cert", &self.tls.client_cert)
             .field("no_echo", &self.no_echo)
             .field("connect_timeout", &self.connect_timeout)
             .field("ping_interval", &self.ping_interval)
@@ -291,6 +349,81 @@ impl ConnectOptions {
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
+    }
+
+    /// Authenticate with an nkey: `seed` is the user's seed (`SU…`); the client sends the public
+    /// key and signs the server's nonce with it.
+    pub fn nkey(mut self, seed: impl Into<String>) -> Self {
+        self.nkey_seed = Some(seed.into().trim().to_string());
+        self
+    }
+
+    /// Authenticate with a `.creds` file (a user JWT and its nkey seed in the decorated
+    /// format `nsc` writes). The file is read at every connect; a missing or malformed file
+    /// fails the connect with `ConnectErrorKind::Credentials`.
+    pub fn credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.user_credentials = Some(UserCredentials::File(path.into()));
+        self
+    }
+
+    /// Authenticate with the contents of a `.creds` file.
+    pub fn credentials(mut self, contents: &str) -> Result<Self, ConnectError> {
+        let (jwt, seed) = crate::auth::parse_creds(contents)
+            .map_err(|e| ConnectError::with_source(ConnectErrorKind::Credentials, e))?;
+        self.user_credentials = Some(UserCredentials::Jwt { jwt, seed });
+        Ok(self)
+    }
+
+    /// Authenticate with a user JWT and the nkey seed that signs the server's nonce.
+    pub fn user_jwt(mut self, jwt: impl Into<String>, seed: impl Into<String>) -> Self {
+        self.user_credentials = Some(UserCredentials::Jwt {
+            jwt: jwt.into().trim().to_string(),
+            seed: seed.into().trim().to_string(),
+        });
+        self
+    }
+
+    /// Use TLS with every server, and fail with `ConnectErrorKind::TlsRequired` when a server
+    /// does not offer it.
+    pub fn require_tls(mut self, required: bool) -> Self {
+        self.tls.required = required;
+        self.tls.changed();
+        self
+    }
+
+    /// Trust the CA certificate(s) in this PEM file (instead of the system's roots).
+    /// Repeatable. Implies TLS.
+    pub fn add_root_certificates(mut self, pem_file: impl Into<PathBuf>) -> Self {
+        self.tls.root_certs.push(pem_file.into());
+        self.tls.changed();
+        self
+    }
+
+    /// Present this client certificate chain and private key (PEM files) to the server, for
+    /// servers that verify clients (mutual TLS). Implies TLS.
+    pub fn add_client_certificate(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls.client_cert = Some((cert_file.into(), key_file.into()));
+        self.tls.changed();
+        self
+    }
+
+    /// A complete rustls client configuration, replacing the root and client certificate
+    /// options. Implies TLS.
+    pub fn tls_client_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls.config = Some(Arc::new(config));
+        self.tls.changed();
+        self
+    }
+
+    /// Connects to one server and completes the handshake (TLS and authentication included),
+    /// without the client machinery: for tools that speak the protocol themselves over the
+    /// returned stream, such as a load generator. No reconnects, no keepalive.
+    pub async fn connect_raw(&self, addr: &ServerAddr) -> Result<RawConnection, ConnectError> {
+        crate::connection::handshake(addr, self).await
     }
 
     /// Do not deliver this connection's own publishes to its own subscriptions.

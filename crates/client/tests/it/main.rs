@@ -2,5 +2,7 @@
 //! nats-server (both as child processes), and a scripted fake server for the rest.
 
 mod fake;
+mod pki;
 mod scenarios;
+mod security;
 mod support;

@@ -82,6 +82,8 @@ pub fn kinds() -> Vec<Kind> {
 pub struct ServerProc {
     pub kind: Kind,
     pub port: u16,
+    /// The HTTP monitoring port, when started with `-m`.
+    pub monitor_port: Option<u16>,
     args: Vec<String>,
     child: Option<Child>,
 }
@@ -94,10 +96,11 @@ impl ServerProc {
 
     pub fn start_with(kind: Kind, args: &[&str]) -> ServerProc {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, port) = spawn(kind, None, &args);
+        let (child, port, monitor_port) = spawn(kind, None, &args);
         ServerProc {
             kind,
             port,
+            monitor_port,
             args,
             child: Some(child),
         }
@@ -132,7 +135,7 @@ impl ServerProc {
     /// Starts a new server on the same port (after `kill`).
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "kill it first");
-        let (child, port) = spawn(self.kind, Some(self.port), &self.args);
+        let (child, port, _) = spawn(self.kind, Some(self.port), &self.args);
         assert_eq!(port, self.port);
         self.child = Some(child);
     }
@@ -144,7 +147,17 @@ impl Drop for ServerProc {
     }
 }
 
-fn spawn(kind: Kind, port: Option<u16>, args: &[String]) -> (Child, u16) {
+fn port_of(addr: &str) -> u16 {
+    addr.trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("port in {addr:?}"))
+}
+
+/// Starts the server; its client port, and its monitoring port if it logged one first (both
+/// servers log the monitor before the client listener).
+fn spawn(kind: Kind, port: Option<u16>, args: &[String]) -> (Child, u16, Option<u16>) {
     let port_arg = port.map_or_else(|| "-1".to_string(), |p| p.to_string());
     let mut child = Command::new(kind.bin())
         .args(["-a", "127.0.0.1", "-p", &port_arg])
@@ -160,36 +173,39 @@ fn spawn(kind: Kind, port: Option<u16>, args: &[String]) -> (Child, u16) {
         // Keep draining, so that the server never blocks on a full pipe.
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
-                let _ = tx.send(Ok(addr.trim().to_string()));
+                let _ = tx.send(Ok((false, addr.trim().to_string())));
+            } else if let Some(addr) = line.split("Starting http monitor on ").nth(1) {
+                let _ = tx.send(Ok((true, addr.trim().to_string())));
             } else if line.contains("[FTL]") || line.contains("[ERR]") {
                 let _ = tx.send(Err(line));
             }
         }
     });
-    let addr = match rx.recv_timeout(WAIT) {
-        Ok(Ok(addr)) => addr,
-        Ok(Err(line)) => {
-            let _ = child.kill();
-            panic!("{} failed to start: {line}", kind.name());
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            let status = child.wait().ok();
-            panic!(
-                "{} exited ({status:?}) before reporting its port",
-                kind.name()
-            );
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            let _ = child.kill();
-            panic!("{} did not report its port in {WAIT:?}", kind.name());
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut monitor = None;
+    let addr = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Ok((true, addr))) => monitor = Some(port_of(&addr)),
+            Ok(Ok((false, addr))) => break addr,
+            Ok(Err(line)) => {
+                let _ = child.kill();
+                panic!("{} failed to start: {line}", kind.name());
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().ok();
+                panic!(
+                    "{} exited ({status:?}) before reporting its port",
+                    kind.name()
+                );
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("{} did not report its port in {WAIT:?}", kind.name());
+            }
         }
     };
-    let port = addr
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("port in {addr:?}"));
-    (child, port)
+    (child, port_of(&addr), monitor)
 }
 
 /// Waits for the first event that `want` accepts, skipping others; panics after `WAIT`.
