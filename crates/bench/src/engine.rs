@@ -51,6 +51,9 @@ impl Scenario {
 pub struct Config {
     /// `host:port`; with [`connect`](Self::connect) also a URL (`tls://host:port`).
     pub server: String,
+    /// Another server of the same cluster for the subscribers (responders): the
+    /// cross-server scenarios. `None`: everyone on `server`.
+    pub sub_server: Option<String>,
     pub scenario: Scenario,
     /// Publisher connections (requesters for `reqrep`).
     pub pubs: usize,
@@ -83,6 +86,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             server: "127.0.0.1:4222".into(),
+            sub_server: None,
             scenario: Scenario::Pubsub,
             pubs: 1,
             subs: 1,
@@ -286,6 +290,50 @@ async fn connect(cfg: &Config, what: &str) -> Result<Conn> {
         .with_context(|| what.to_string())
 }
 
+async fn connect_sub(cfg: &Config, what: &str) -> Result<Conn> {
+    let server = cfg.sub_server.as_deref().unwrap_or(&cfg.server);
+    Conn::connect(server, limit(cfg), cfg.connect.as_ref())
+        .await
+        .with_context(|| what.to_string())
+}
+
+/// With subscribers on another server of a cluster, waits until the publishers' server
+/// routes to them: a probe published there must reach a probe subscription made on the
+/// subscribers' server after the bench subscriptions (interest crosses a route in order,
+/// so theirs has arrived too).
+async fn await_route_interest(cfg: &Config) -> Result<()> {
+    let lim = limit(cfg);
+    let probe = format!("{}.probe.{}", cfg.subject, std::process::id());
+    let mut sub = connect_sub(cfg, "interest probe subscriber").await?;
+    sub.flush_with(format!("SUB {probe} 1\r\n").as_bytes(), lim)
+        .await?;
+    let mut publ = connect(cfg, "interest probe publisher").await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        publ.flush_with(format!("PUB {probe} 0\r\n\r\n").as_bytes(), lim)
+            .await?;
+        let arrived = tokio::time::timeout(Duration::from_millis(50), async {
+            loop {
+                let mut seen = false;
+                parse(&mut sub.buf, |_, _, _| seen = true)?;
+                if seen {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                if sub.stream.read_buf(&mut sub.buf).await? == 0 {
+                    bail!("probe connection closed");
+                }
+            }
+        })
+        .await;
+        if let Ok(result) = arrived {
+            return result;
+        }
+        if Instant::now() > deadline {
+            bail!("the publishers' server never routed to the subscribers' server (10 s)");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Throughput scenarios
 
@@ -310,7 +358,7 @@ async fn run_throughput(cfg: &Config, progress: Arc<Progress>) -> Result<Report>
     let total_pub = cfg.total_msgs();
     let subs = cfg.sub_count();
     for i in 0..subs {
-        let mut conn = connect(cfg, &format!("subscriber {i}")).await?;
+        let mut conn = connect_sub(cfg, &format!("subscriber {i}")).await?;
         let sub = if cfg.scenario == Scenario::Queue {
             format!("SUB {} {} {}\r\n", cfg.subject, cfg.queue_group, i + 1)
         } else {
@@ -327,6 +375,10 @@ async fn run_throughput(cfg: &Config, progress: Arc<Progress>) -> Result<Report>
             i,
             stop_rx.clone(),
         )));
+    }
+
+    if cfg.sub_server.is_some() && subs > 0 {
+        await_route_interest(cfg).await?;
     }
 
     // Publishers: connected and handshaken before the clock starts.

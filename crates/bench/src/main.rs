@@ -33,6 +33,10 @@ struct Args {
     /// Server address (host:port).
     #[arg(long, default_value = "127.0.0.1:4222")]
     server: String,
+    /// Subscribers (responders) on this other server of the same cluster: publish on one
+    /// server, receive on another.
+    #[arg(long)]
+    sub_server: Option<String>,
     /// What to measure.
     #[arg(long, value_enum, default_value = "pubsub")]
     scenario: Scenario,
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
     }
     let cfg = Config {
         server: args.server.clone(),
+        sub_server: args.sub_server.clone(),
         scenario: args.scenario,
         pubs: args.pubs,
         subs: args.subs,

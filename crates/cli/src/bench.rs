@@ -136,6 +136,7 @@ fn config(g: &Global, a: &BenchArgs) -> Result<Config> {
         None
     };
     Ok(Config {
+        sub_server: None,
         server: if secure {
             first.to_string()
         } else {

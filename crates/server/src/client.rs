@@ -121,7 +121,7 @@ pub struct ClientShared {
     drained: Notify,
     pub(crate) cancel: CancellationToken,
     headers: AtomicBool,
-    max_pending: usize,
+    pub(crate) max_pending: usize,
     close_reason: Mutex<Option<CloseReason>>,
     pub stats: ClientStats,
     pub subs: Mutex<HashMap<Box<[u8]>, Arc<Subscription>>>,
@@ -427,9 +427,9 @@ const MIN_READ: usize = 512;
 /// Largest outbound buffer kept between bursts.
 const KEEP_OUTBOUND: usize = 4 * 1024 * 1024;
 /// A subscriber with this much pending makes its publishers wait for its writer.
-const STALL_PENDING: usize = 2 * 1024 * 1024;
+pub(crate) const STALL_PENDING: usize = 2 * 1024 * 1024;
 /// Longest a publisher waits per read for such a subscriber (as the reference's stall).
-const STALL_MAX: Duration = Duration::from_millis(10);
+pub(crate) const STALL_MAX: Duration = Duration::from_millis(10);
 const MAX_READ: usize = 64 * 1024;
 
 /// The reader side of a connection and everything only it touches.
@@ -1121,12 +1121,8 @@ impl Conn {
         for (route, groups) in self.route_targets.drain(..) {
             let queues = groups.iter().map(|&g| &*result.queues[g].name);
             let header = msg.header_len.map(|_| (msg.header_token, msg.size_token));
-            route.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
-            route
-                .stats
-                .out_bytes
-                .fetch_add(msg.payload.len() as u64, Ordering::Relaxed);
-            route.send_now(|out| {
+            let len = msg.subject.len() + msg.reply.map_or(0, <[u8]>::len) + msg.payload.len() + 64;
+            let enqueued = route.enqueue(len, Some(msg.payload.len()), |out| {
                 rnats_protocol::write_rmsg(
                     out,
                     b"$G",
@@ -1138,7 +1134,17 @@ impl Conn {
                     msg.payload,
                 );
             });
-            sent += 1;
+            // Routes have no max_pending; a route that falls behind slows its publishers
+            // down like a subscriber does, and TCP carries that back to the other server.
+            if let Enqueued::Yes { schedule, pending } = enqueued {
+                if schedule {
+                    self.batch.touched.push(route.clone());
+                }
+                if pending > STALL_PENDING && self.batch.stall.is_none() {
+                    self.batch.stall = Some(route.clone());
+                }
+                sent += 1;
+            }
         }
         sent
     }

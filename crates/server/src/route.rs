@@ -20,7 +20,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, error, info};
 
-use crate::client::{Batch, ClientShared, CloseReason, Msg, Subscription, deliver_to, write_loop};
+use crate::client::{
+    Batch, ClientShared, CloseReason, Msg, STALL_MAX, STALL_PENDING, Subscription, deliver_to,
+    write_loop,
+};
 use crate::cluster::{GLOBAL_ACCOUNT, RouteEntry};
 use crate::options::VERSION;
 use crate::server::ServerShared;
@@ -391,10 +394,19 @@ impl RouteConn {
                 }
             };
             self.batch.wake_all(&self.srv);
-            // Routes do not stall on slow local subscribers; those are cut off instead.
-            self.batch.stall = None;
             if let RouteFlow::Close(reason) = flow {
                 return reason;
+            }
+            // A local subscriber fell behind: wait for it (bounded) before reading more from
+            // the route, so the other server is slowed down instead of the subscriber cut.
+            while let Some(behind) = self.batch.stall.take() {
+                let threshold = STALL_PENDING.min(behind.max_pending / 2) / 2;
+                let _ = tokio::time::timeout(STALL_MAX, behind.drained_to(threshold)).await;
+                let flow = self.process_buffer(&mut buf);
+                self.batch.wake_all(&self.srv);
+                if let RouteFlow::Close(reason) = flow {
+                    return reason;
+                }
             }
         }
     }
@@ -408,7 +420,7 @@ impl RouteConn {
                 Ok(Parsed::Op(op, used)) => {
                     pos += used;
                     flow = self.process_op(op);
-                    if matches!(flow, RouteFlow::Close(_)) {
+                    if matches!(flow, RouteFlow::Close(_)) || self.batch.stall.is_some() {
                         break;
                     }
                 }
