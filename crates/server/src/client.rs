@@ -303,6 +303,11 @@ impl ClientShared {
         *self.close_reason.lock()
     }
 
+    /// The plain TCP socket, for inline flushes (not for TLS connections).
+    pub(crate) fn set_socket(&self, sock: Option<Arc<TcpStream>>) {
+        self.out.lock().sock = sock;
+    }
+
     pub(crate) fn set_headers(&self, headers: bool) {
         self.headers.store(headers, Ordering::Relaxed);
     }

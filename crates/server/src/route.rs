@@ -25,6 +25,7 @@ use crate::client::{
     write_loop,
 };
 use crate::cluster::{GLOBAL_ACCOUNT, RouteEntry};
+use crate::net::SharedTcp;
 use crate::options::VERSION;
 use crate::server::ServerShared;
 use crate::sublist::MatchCache;
@@ -272,7 +273,10 @@ pub async fn run_route(
     solicit: Option<Solicit>,
 ) {
     let Some(tls) = srv.cluster.as_ref().and_then(|c| c.tls.clone()) else {
-        return run_route_stream(srv, stream, addr, solicit).await;
+        // Plain TCP: shared halves, so publishers can flush route traffic inline.
+        let sock = Arc::new(stream);
+        let halves = (SharedTcp(sock.clone()), SharedTcp(sock.clone()));
+        return run_route_stream(srv, halves, addr, solicit, Some(sock)).await;
     };
     // On routes TLS starts right after the TCP connection, before any INFO.
     match &solicit {
@@ -285,31 +289,37 @@ pub async fn run_route(
                 return;
             };
             match tokio::time::timeout(tls.timeout, tls.connector.connect(name, stream)).await {
-                Ok(Ok(tls_stream)) => run_route_stream(srv, tls_stream, addr, solicit).await,
+                Ok(Ok(tls_stream)) => {
+                    run_route_stream(srv, tokio::io::split(tls_stream), addr, solicit, None).await
+                }
                 Ok(Err(e)) => error!("{addr} - rid - TLS route handshake error: {e}"),
                 Err(_) => error!("{addr} - rid - TLS route handshake timeout"),
             }
         }
         None => match tokio::time::timeout(tls.timeout, tls.acceptor.accept(stream)).await {
-            Ok(Ok(tls_stream)) => run_route_stream(srv, tls_stream, addr, None).await,
+            Ok(Ok(tls_stream)) => {
+                run_route_stream(srv, tokio::io::split(tls_stream), addr, None, None).await
+            }
             Ok(Err(e)) => error!("{addr} - rid - TLS route handshake error: {e}"),
             Err(_) => error!("{addr} - rid - TLS route handshake timeout"),
         },
     }
 }
 
-async fn run_route_stream<S>(
+async fn run_route_stream<R, W>(
     srv: Arc<ServerShared>,
-    stream: S,
+    (mut reader, writer): (R, W),
     addr: SocketAddr,
     solicit: Option<Solicit>,
+    sock: Option<Arc<TcpStream>>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Send + 'static,
 {
     let cid = srv.next_cid();
     let me = Arc::new(ClientShared::new(cid, addr, usize::MAX, true));
     me.set_headers(true);
-    let (mut reader, writer) = tokio::io::split(stream);
+    me.set_socket(sock);
     let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts().write_deadline));
     if let Some(s) = &solicit {
         let cluster = srv.cluster.as_ref().expect("cluster");
