@@ -115,6 +115,12 @@ const BOOL_FLAGS: &[(&str, &[&str])] = &[
     ("help_tls", &["help_tls"]),
 ];
 
+/// Whether `name` (without dashes) is one of the server's flags that take a value: for
+/// programs that pass the server's flags through (the streaming server).
+pub fn takes_value(name: &str) -> bool {
+    VALUE_FLAGS.iter().any(|(_, names)| names.contains(&name))
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum FlagError {
     /// `flag provided but not defined: -x`

@@ -246,49 +246,6 @@ const BOOL_FLAGS: &[(&str, &[&str])] = &[
     ("version", &["v", "version"]),
 ];
 
-/// Core server flags that take a value (so that their value is passed along with them).
-const NATS_VALUE_FLAGS: &[&str] = &[
-    "a",
-    "addr",
-    "net",
-    "p",
-    "port",
-    "n",
-    "name",
-    "server_name",
-    "P",
-    "pid",
-    "ms",
-    "https_port",
-    "c",
-    "config",
-    "sl",
-    "signal",
-    "client_advertise",
-    "ports_file_dir",
-    "l",
-    "log",
-    "r",
-    "remote_syslog",
-    "log_size_limit",
-    "max_traced_msg_len",
-    "sd",
-    "store_dir",
-    "user",
-    "pass",
-    "auth",
-    "tlscert",
-    "tlskey",
-    "tlscacert",
-    "cluster",
-    "cluster_listen",
-    "routes",
-    "cluster_name",
-    "cluster_advertise",
-    "connect_retries",
-    "profile",
-];
-
 /// The parsed command line: streaming flags by canonical name, and the core server's flags.
 #[derive(Debug, Default)]
 pub struct CommandLine {
@@ -342,7 +299,7 @@ impl CommandLine {
                 };
                 stan.push((*canon, value));
             } else {
-                let takes_value = inline.is_none() && NATS_VALUE_FLAGS.contains(&name);
+                let takes_value = inline.is_none() && rnats_server::flags::takes_value(name);
                 rest.push(arg);
                 if takes_value && let Some(v) = args.next() {
                     rest.push(v);
