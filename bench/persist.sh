@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Persistence side by side: rnats-streaming-server's file store vs the reference nats-server's
+# JetStream file store, driven by rnats-stream-bench, and a markdown report (command, date,
+# machine, medians, ratios, peak RSS, targets of issue 9).
+#
+#   bench/persist.sh                 # 3 rounds, every scenario, both durability settings
+#   bench/persist.sh --rounds 5
+#   bench/persist.sh --defaults-only # only the servers as shipped (no fsync variants)
+#   bench/persist.sh --quick         # smoke run: tiny counts, 1 round
+#   bench/persist.sh --out FILE      # also write the report to FILE
+#
+# Servers (each run: a fresh process on a fresh store directory):
+#   rnats         rnats-streaming-server -cid test-cluster -st FILE --dir D -a 127.0.0.1 -p -1
+#                 (file_sync=true, the default: PubAcks only after fdatasync of the batch)
+#   js            nats-server -js -sd D -a 127.0.0.1 -p -1
+#                 (default sync_interval 2 min: PubAcks after the write to the kernel)
+#   rnats-nosync  rnats-streaming-server ... --file_sync=false   (kernel only, as js)
+#   js-sync       nats-server -c js.conf with jetstream { sync_interval: always }  (fsync, as rnats)
+#   js-ack        js, replay with an explicitly acking consumer (every message acked, as a
+#                 streaming subscriber must)
+# Scenarios: acked publish, synchronous (window 1) and windowed (256 outstanding), 16 B and
+# 1 KiB, each for a fixed time; replay of a whole channel/stream (16 B and 1 KiB): fill it
+# (unmeasured, window 1024), stop the server (SIGTERM), start it again on the same directory
+# (time to ready is recorded), then read everything from the first sequence.
+# Implementations alternate within each round. Peak RSS = VmHWM of the measured server process
+# read from /proc just before it is stopped. Raw results: $BENCH_WORK (default a temp dir).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+ROUNDS=3
+QUICK=0
+DEFAULTS_ONLY=0
+OUT=""
+ARGS_ORIG="$*"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS="$2"; shift ;;
+    --rounds=*) ROUNDS="${1#*=}" ;;
+    --quick) QUICK=1 ;;
+    --defaults-only) DEFAULTS_ONLY=1 ;;
+    --out) OUT="$2"; shift ;;
+    --out=*) OUT="${1#*=}" ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "persist.sh: unknown argument $1" >&2; exit 1 ;;
+  esac
+  shift
+done
+[ "$QUICK" = 1 ] && ROUNDS=1
+
+log() { echo "persist.sh: $*" >&2; }
+
+log "building rnats-streaming-server and rnats-stream-bench (release)"
+cargo build --release -q -p rnats-streaming-server -p rnats-stream-bench >&2
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+STAN_BIN="$TARGET_DIR/release/rnats-streaming-server"
+BENCH="$TARGET_DIR/release/rnats-stream-bench"
+REF="$(bash scripts/setup-reference.sh)"
+
+WORK="${BENCH_WORK:-$(mktemp -d /tmp/rnats-persist.XXXXXX)}"
+mkdir -p "$WORK"
+RAW="$WORK/results.jsonl"
+: >"$RAW"
+
+if [ "$QUICK" = 1 ]; then
+  PUB_SECS=0.5; SYNC_SECS=0.5; FILL16=20000; FILL1K=5000
+else
+  PUB_SECS=3; SYNC_SECS=3; FILL16=300000; FILL1K=100000
+fi
+
+# id | label | implementations | bench arguments (replay: N messages, filled first)
+SCENARIOS=(
+  "sync16|sync publish 16 B|rnats js|pub --window 1 --size 16 --duration $SYNC_SECS"
+  "sync1k|sync publish 1 KiB|rnats js|pub --window 1 --size 1024 --duration $SYNC_SECS"
+  "win16|windowed (256) publish 16 B|rnats js|pub --window 256 --size 16 --duration $PUB_SECS"
+  "win1k|windowed (256) publish 1 KiB|rnats js|pub --window 256 --size 1024 --duration $PUB_SECS"
+  "replay16|replay of $FILL16 × 16 B|rnats js js-ack|replay --size 16 --msgs $FILL16"
+  "replay1k|replay of $FILL1K × 1 KiB|rnats js js-ack|replay --size 1024 --msgs $FILL1K"
+)
+if [ "$DEFAULTS_ONLY" = 0 ]; then
+  SCENARIOS+=(
+    "sync16-eq|sync publish 16 B|rnats-nosync js-sync|pub --window 1 --size 16 --duration $SYNC_SECS"
+    "win16-eq|windowed (256) publish 16 B|rnats-nosync js-sync|pub --window 256 --size 16 --duration $PUB_SECS"
+    "win1k-eq|windowed (256) publish 1 KiB|rnats-nosync js-sync|pub --window 256 --size 1024 --duration $PUB_SECS"
+  )
+fi
+
+SRV_PID=""
+CLK_TCK="$(getconf CLK_TCK)"
+cleanup() {
+  if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then kill "$SRV_PID" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+
+proto_of() { case "$1" in rnats*) echo stan ;; *) echo js ;; esac; }
+
+# start_server IMPL DIR LOG: sets SRV_PID, SRV_PORT, SRV_READY_MS (spawn to ready)
+start_server() {
+  local impl="$1" dir="$2" logf="$3" ready t0
+  t0=$(date +%s%N)
+  case "$impl" in
+    rnats) "$STAN_BIN" -cid test-cluster -st FILE --dir "$dir" -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
+      ready="Streaming Server is ready" ;;
+    rnats-nosync) "$STAN_BIN" -cid test-cluster -st FILE --dir "$dir" --file_sync=false -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
+      ready="Streaming Server is ready" ;;
+    js|js-ack) "$REF" -js -sd "$dir" -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
+      ready="Server is ready" ;;
+    js-sync)
+      printf 'jetstream { store_dir: "%s", sync_interval: always }\n' "$dir" >"$dir.conf"
+      "$REF" -c "$dir.conf" -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
+      ready="Server is ready" ;;
+  esac
+  SRV_PID=$!
+  SRV_PORT=""
+  for _ in $(seq 1 1200); do
+    if grep -q "$ready" "$logf" 2>/dev/null; then
+      SRV_PORT="$(grep -o 'Listening for client connections on 127.0.0.1:[0-9]*' "$logf" | head -1 | sed 's/.*://')"
+      SRV_READY_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+      return 0
+    fi
+    kill -0 "$SRV_PID" 2>/dev/null || break
+    sleep 0.01
+  done
+  log "server $impl did not become ready; log:"; cat "$logf" >&2
+  return 1
+}
+
+# stop_server: sets SRV_RSS (VmHWM kB) and SRV_CPU (s), stops the server with SIGTERM
+stop_server() {
+  SRV_RSS="$(awk '/^VmHWM:/{print $2}' "/proc/$SRV_PID/status" 2>/dev/null || true)"; SRV_RSS="${SRV_RSS:-0}"
+  SRV_CPU="$(sed 's/.*) //' "/proc/$SRV_PID/stat" 2>/dev/null | awk -v hz="$CLK_TCK" '{printf "%.3f", ($12 + $13) / hz}' || true)"; SRV_CPU="${SRV_CPU:-0}"
+  kill "$SRV_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$SRV_PID" 2>/dev/null || true
+  wait "$SRV_PID" 2>/dev/null || true
+  SRV_PID=""
+}
+
+record() { # impl round id rc ready_ms json
+  printf '{"impl":"%s","round":%s,"id":"%s","rss_kb":%s,"cpu_s":%s,"rc":%s,"ready_ms":%s,"disk_kb":%s,"bench":%s}\n' \
+    "$1" "$2" "$3" "$SRV_RSS" "$SRV_CPU" "$4" "$5" "${DISK_KB:-0}" "$6" >>"$RAW"
+}
+
+run_one() { # impl round id scenario-args...
+  local impl="$1" round="$2" id="$3"; shift 3
+  local kind="$1"; shift
+  local proto; proto="$(proto_of "$impl")"
+  local dir="$WORK/store.$id.$impl.$round" logf="$WORK/$id.$impl.$round.log" blog="$WORK/$id.$impl.$round.bench.log"
+  rm -rf "$dir" "$dir.conf"
+  local json rc=0 extra=()
+  [ "$impl" = js-ack ] && extra=(--js-ack explicit)
+  SRV_RSS=0; SRV_CPU=0; DISK_KB=0
+  if ! start_server "$impl" "$dir" "$logf"; then
+    record "$impl" "$round" "$id" 99 0 '{}'
+    log "$impl round $round $id: server did not start (log $logf)"
+    return 0
+  fi
+  if [ "$kind" = pub ]; then
+    json="$(timeout 120 "$BENCH" bench --server "127.0.0.1:$SRV_PORT" --proto "$proto" --scenario pub --json --label "$impl" "$@" 2>"$blog")" || rc=$?
+    DISK_KB="$(du -sk "$dir" | cut -f1)"
+    stop_server
+    [ -n "$json" ] || json='{}'
+    record "$impl" "$round" "$id" "$rc" 0 "$json"
+  else
+    # fill (unmeasured), restart on the same directory, replay
+    local n size
+    n="$(echo "$@" | sed 's/.*--msgs \([0-9]*\).*/\1/')"
+    size="$(echo "$@" | sed 's/.*--size \([0-9]*\).*/\1/')"
+    timeout 300 "$BENCH" bench --server "127.0.0.1:$SRV_PORT" --proto "$proto" --scenario pub --window 1024 \
+      --size "$size" --msgs "$n" --label "$impl-fill" 2>"$blog.fill" >/dev/null || rc=$?
+    stop_server
+    DISK_KB="$(du -sk "$dir" | cut -f1)"
+    if ! start_server "$impl" "$dir" "$logf.2"; then
+      record "$impl" "$round" "$id" 98 0 '{}'
+      log "$impl round $round $id: server did not restart on its store (log $logf.2)"
+      return 0
+    fi
+    local ready="$SRV_READY_MS"
+    if [ "$rc" = 0 ]; then
+      json="$(timeout 300 "$BENCH" bench --server "127.0.0.1:$SRV_PORT" --proto "$proto" --scenario replay --json --label "$impl" "${extra[@]}" "$@" 2>"$blog")" || rc=$?
+    else
+      json='{}'; log "fill failed: $(tail -1 "$blog.fill")"
+    fi
+    stop_server
+    [ -n "$json" ] || json='{}'
+    record "$impl" "$round" "$id" "$rc" "$ready" "$json"
+  fi
+  rm -rf "$dir" "$dir.conf"
+  log "$(printf '%-13s round %s %-9s rc=%s rss=%sMB %s' "$impl" "$round" "$id" "$rc" "$((SRV_RSS / 1024))" \
+    "$(tail -1 "$blog" | cut -c1-170)")"
+}
+
+START_TS=$(date +%s)
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+for entry in "${SCENARIOS[@]}"; do
+  IFS='|' read -r id label impls args <<<"$entry"
+  for round in $(seq 1 "$ROUNDS"); do
+    # alternate which implementation goes first
+    read -r -a order <<<"$impls"
+    if [ $((round % 2)) = 0 ]; then
+      rev=(); for ((i=${#order[@]}-1; i>=0; i--)); do rev+=("${order[$i]}"); done; order=("${rev[@]}")
+    fi
+    for impl in "${order[@]}"; do
+      # shellcheck disable=SC2086
+      run_one "$impl" "$round" "$id" $args
+    done
+  done
+done
+ELAPSED=$(( $(date +%s) - START_TS ))
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+LABELS=""
+for entry in "${SCENARIOS[@]}"; do IFS='|' read -r id label impls _ <<<"$entry"; LABELS+="$id|$label|$impls"$'\n'; done
+REPORT="$WORK/report.md"
+python3 "$ROOT/bench/persist_summary.py" "$RAW" "$ROUNDS" "bench/persist.sh${ARGS_ORIG:+ $ARGS_ORIG}" \
+  "$ELAPSED" "$LABELS" "$LOAD_BEFORE" "$LOAD_AFTER" "$("$REF" --version 2>&1 | head -1)" >"$REPORT"
+cat "$REPORT"
+[ -n "$OUT" ] && cp "$REPORT" "$OUT"
+log "raw results: $RAW"
