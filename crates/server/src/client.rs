@@ -1489,9 +1489,28 @@ fn connect_types_ok(obj: &serde_json::Map<String, Value>) -> bool {
     })
 }
 
+/// CONNECT JSON for the trace log, with passwords and tokens replaced by `[REDACTED]` (as
+/// nats-server does): secrets never reach the logs.
+pub(crate) fn redact_secrets(json: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(json) {
+        Ok(Value::Object(mut obj)) => {
+            for key in ["pass", "auth_token"] {
+                if let Some(v) = obj.get_mut(key) {
+                    if !v.is_null() {
+                        *v = Value::String("[REDACTED]".into());
+                    }
+                }
+            }
+            Value::Object(obj).to_string()
+        }
+        // Not JSON: nothing structured to redact, so show none of it.
+        _ => "[invalid JSON]".into(),
+    }
+}
+
 fn trace_op(me: &ClientShared, op: &ClientOp<'_>) {
     let text = match op {
-        ClientOp::Connect(json) => format!("CONNECT {}", String::from_utf8_lossy(json)),
+        ClientOp::Connect(json) => format!("CONNECT {}", redact_secrets(json)),
         ClientOp::Pub {
             subject,
             reply,

@@ -140,7 +140,10 @@ pub struct Solicit {
 /// to the server at that address is up.
 pub async fn solicit_forever(srv: Arc<ServerShared>, url: String) {
     let Some((user, host, port)) = crate::flags::parse_route_url(&url) else {
-        error!("Error parsing route URL \"{url}\"");
+        error!(
+            "Error parsing route URL \"{}\"",
+            crate::route::redact_url(&url)
+        );
         return;
     };
     let target = crate::cluster::format_host_port(&host, port as u16);
@@ -889,4 +892,38 @@ pub async fn bind(opts: &crate::options::ClusterOptions) -> std::io::Result<TcpL
         crate::cluster::format_host_port(&opts.host, addr.port())
     );
     Ok(listener)
+}
+
+/// A route URL for logs: `user:pass@` becomes `user:[REDACTED]@`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:[REDACTED]@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_and_connect_json_are_redacted() {
+        assert_eq!(
+            super::redact_url("nats-route://ruser:secret@10.0.0.2:6222"),
+            "nats-route://ruser:[REDACTED]@10.0.0.2:6222"
+        );
+        assert_eq!(super::redact_url("nats://h:1"), "nats://h:1");
+        let traced = crate::client::redact_secrets(
+            br#"{"user":"u","pass":"secret","auth_token":"tok","name":"n"}"#,
+        );
+        assert!(
+            !traced.contains("secret") && !traced.contains("\"tok\""),
+            "{traced}"
+        );
+        assert!(traced.contains("\"user\":\"u\""));
+    }
 }

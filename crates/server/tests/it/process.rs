@@ -183,3 +183,40 @@ async fn log_file_and_flags_override_the_config() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Secrets never reach the logs, even with -DV (the CONNECT trace is redacted).
+#[tokio::test]
+async fn passwords_and_tokens_are_not_logged() {
+    let (mut child, port, logs) = spawn(&[
+        "-a",
+        "127.0.0.1",
+        "-p",
+        "-1",
+        "-DV",
+        "--user",
+        "alice",
+        "--pass",
+        "s3cr3t-pw",
+    ]);
+    let mut c = Raw::connect(([127, 0, 0, 1], port).into()).await;
+    c.send(b"CONNECT {\"user\":\"alice\",\"pass\":\"s3cr3t-pw\",\"verbose\":false}\r\nPING\r\n")
+        .await;
+    c.expect_line("PONG").await;
+    let mut bad = Raw::connect(([127, 0, 0, 1], port).into()).await;
+    bad.send(b"CONNECT {\"user\":\"alice\",\"pass\":\"wrong-s3cr3t\"}\r\n")
+        .await;
+    assert!(bad.until_closed().await.is_some());
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let lines: Vec<String> = logs.iter().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("CONNECT") && l.contains("[REDACTED]")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("s3cr3t")),
+        "a password reached the log: {lines:?}"
+    );
+}
