@@ -1495,10 +1495,10 @@ pub(crate) fn redact_secrets(json: &[u8]) -> String {
     match serde_json::from_slice::<Value>(json) {
         Ok(Value::Object(mut obj)) => {
             for key in ["pass", "auth_token"] {
-                if let Some(v) = obj.get_mut(key) {
-                    if !v.is_null() {
-                        *v = Value::String("[REDACTED]".into());
-                    }
+                if let Some(v) = obj.get_mut(key)
+                    && !v.is_null()
+                {
+                    *v = Value::String("[REDACTED]".into());
                 }
             }
             Value::Object(obj).to_string()
