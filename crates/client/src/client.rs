@@ -299,6 +299,19 @@ impl Client {
             .await
     }
 
+    /// Publishes several messages (no reply, no headers) in order, taking the outbound buffer
+    /// once per `write_buffer_limit` worth of data and waking the writer once, instead of
+    /// once per message. A message that cannot be sent (invalid subject, larger than the
+    /// server's max payload) is skipped and the first such error is returned once the others
+    /// were queued; a closed connection (or a full reconnect buffer) stops the batch there.
+    pub async fn publish_batch<S, P>(&self, msgs: &[(S, P)]) -> Result<(), PublishError>
+    where
+        S: AsRef<str>,
+        P: AsRef<[u8]>,
+    {
+        self.shared().publish_batch(msgs).await
+    }
+
     /// Publishes with headers (`HPUB`).
     pub async fn publish_with_headers(
         &self,
@@ -610,6 +623,95 @@ impl Shared {
             }
             self.write_wake.notify_one();
             drained.await;
+        }
+    }
+
+    async fn publish_batch<S, P>(&self, msgs: &[(S, P)]) -> Result<(), PublishError>
+    where
+        S: AsRef<str>,
+        P: AsRef<[u8]>,
+    {
+        tokio::task::coop::consume_budget().await;
+        let mut first_err: Option<PublishError> = None;
+        let mut next = 0;
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let mut out = self.out.lock();
+                let link = out.link;
+                if matches!(link, Link::Closing | Link::Closed) {
+                    return Err(PublishError::new(PublishErrorKind::Closed));
+                }
+                let max = self.max_payload.load(Ordering::Relaxed);
+                let (mut n, mut bytes) = (0u64, 0u64);
+                let mut done = false;
+                loop {
+                    if link == Link::Connected && out.buf.len() >= self.opts.write_buffer_limit {
+                        break;
+                    }
+                    let Some((subject, payload)) = msgs.get(next) else {
+                        done = true;
+                        break;
+                    };
+                    next += 1;
+                    let (subject, payload) = (subject.as_ref(), payload.as_ref());
+                    if !is_valid_publish_subject(subject) {
+                        first_err.get_or_insert_with(|| {
+                            PublishError::with_source(
+                                PublishErrorKind::InvalidSubject,
+                                format!("{subject:?}"),
+                            )
+                        });
+                        continue;
+                    }
+                    if max > 0 && payload.len() > max {
+                        first_err.get_or_insert_with(|| {
+                            PublishError::with_source(
+                                PublishErrorKind::MaxPayloadExceeded,
+                                format!("{} bytes, the server allows {max}", payload.len()),
+                            )
+                        });
+                        continue;
+                    }
+                    let before = out.buf.len();
+                    proto::encode_pub(&mut out.buf, subject, None, None, payload);
+                    if link == Link::Disconnected && out.buf.len() > self.opts.reconnect_buffer_size
+                    {
+                        out.buf.truncate(before);
+                        drop(out);
+                        self.count_out(n, bytes);
+                        return Err(PublishError::with_source(
+                            PublishErrorKind::ReconnectBufferFull,
+                            format!(
+                                "{} bytes buffered, limit {}: wait for the reconnect or raise reconnect_buffer_size",
+                                before, self.opts.reconnect_buffer_size
+                            ),
+                        ));
+                    }
+                    n += 1;
+                    bytes += payload.len() as u64;
+                }
+                drop(out);
+                self.count_out(n, bytes);
+                if link == Link::Connected && n > 0 {
+                    self.write_wake.notify_one();
+                }
+                if done {
+                    return first_err.map_or(Ok(()), Err);
+                }
+                // The buffer is full: the rest goes once the writer took it.
+            }
+            self.write_wake.notify_one();
+            drained.await;
+        }
+    }
+
+    fn count_out(&self, n: u64, bytes: u64) {
+        if n > 0 {
+            self.counters.out_msgs.fetch_add(n, Ordering::Relaxed);
+            self.counters.out_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 

@@ -43,6 +43,17 @@ impl Subscriber {
         self.client.shared().unsubscribe(self.sid, Some(n))
     }
 
+    /// The next message if one is buffered, without waiting (and without using the task's
+    /// cooperative budget): `Some(Some(m))` a message, `Some(None)` the stream ended, `None`
+    /// nothing buffered now.
+    pub fn try_next(&mut self) -> Option<Option<Message>> {
+        match self.rx.try_recv() {
+            Ok(m) => Some(Some(m)),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+        }
+    }
+
     /// Unsubscribes and waits until the server confirmed; the messages it sent before stay
     /// readable, then the stream ends.
     pub async fn drain(&mut self) -> Result<(), DrainError> {

@@ -3,7 +3,8 @@
 //! # Shape
 //!
 //! Every protocol message (connect, publish, subscribe, unsubscribe, close, ping, ack) reaches
-//! the engine as an [`Event`] on one channel; timers (redelivery, heartbeats, age expiry,
+//! the engine from its NATS subscriptions, which it reads itself ([`Inbound`]); other inputs
+//! come as an [`Event`] on one channel; timers (redelivery, heartbeats, age expiry,
 //! channel inactivity) live in a heap inside the engine; asynchronous checks (heartbeat
 //! requests, the duplicate-client probe) run in small tasks that report back as events.
 //!
@@ -11,20 +12,40 @@
 //! mark channels whose stores need a flush or whose subscriptions may get messages. After each
 //! batch of events (up to `io_batch_size` publishes arrive together) the engine *commits*:
 //!
-//! 1. runs delivery for the marked channels (new messages, unstalled subscriptions, new subs);
-//! 2. flushes the touched message and subscription stores (fsync for the file store, on a
-//!    blocking thread);
-//! 3. sends the outbox in order (responses, deliveries), then the PubAcks.
+//! 1. runs delivery for the marked channels (new messages, unstalled subscriptions, new subs),
+//!    reading the messages in batches from the store, in the form they are sent;
+//! 2. flushes the subscription stores that a reply depends on (a subscription created,
+//!    resumed, closed or removed), on a blocking thread, and waits for it;
+//! 3. hands the channels appended to since the previous commit, with the PubAcks of those
+//!    messages, to the *flusher*;
+//! 4. sends the replies, then the deliveries, then the PubAcks that became ready, each list
+//!    with one call into the NATS client.
 //!
-//! So a PubAck is only sent once its message is durable, a subscription response always goes
-//! out before the first message to that subscription, and per-channel order is the store's.
+//! The flusher is one thread that runs message flushes (fsync for the file store) back to
+//! back while the engine goes on (group commit, pipelined): what is appended during a flush
+//! joins the next one, which starts as soon as the previous returns and covers all of it.
+//! When a flush completes, the channel's *durable* sequence moves up to what it covered, its
+//! PubAcks become ready and its subscriptions may receive the messages: **a message is
+//! delivered and acknowledged only once it is durable** (per the store's sync policy), so a
+//! sequence a subscriber saw cannot come back with another message after a crash. (The memory
+//! store is "flushed" at the start of each commit.) A subscription response always goes out
+//! before the first message to that subscription, and per-channel order is the store's.
+//! Requests that end something (close, unsubscribe, subscription close) are handled only once
+//! the PubAcks of the publishes received before them were sent.
+//!
+//! Pending and ack records of subscriptions (one per delivery and per ack) are flushed in the
+//! background, not before the deliveries go out: a crash can lose the last of them, and the
+//! messages concerned are then delivered again (at-least-once, as for an ack lost on the way).
+//! Each subscription keeps its pending messages' expiries in order ([`Deadlines`]), so finding
+//! the next redelivery is O(1) (O(log n) for the out-of-order cases), not a walk over
+//! everything in flight.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 use rnats_client::{Client, Request};
 use rnats_streaming::proto::{
@@ -33,10 +54,11 @@ use rnats_streaming::proto::{
     SubscriptionRequest, SubscriptionResponse, UnsubscribeRequest,
 };
 use rnats_streaming::store::{
-    Channel, NewMessage, RecoveredState, Store, StoreError, StoreKind, is_valid_channel_name,
-    now_nanos,
+    Channel, EncodedMsg, NewMessage, RecoveredState, Store, StoreError, StoreKind,
+    is_valid_channel_name, now_nanos,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tracing::{debug, error, info, trace, warn};
 
 use crate::monitor::{self, MonitorQuery, MonitorReply};
@@ -69,6 +91,10 @@ pub const ERR_MSG_TOO_LARGE: &str = "stan: message payload too large";
 const REDELIVERY_SLACK: Duration = Duration::from_millis(15);
 /// Pending messages of a queue member that left go to the others after this delay.
 const QUEUE_REASSIGN_DELAY: Duration = Duration::from_millis(100);
+/// Messages read from the store at once for delivery.
+const DELIVER_BATCH: usize = 1024;
+/// Bytes read from the store at once for delivery (at least one message).
+const DELIVER_BATCH_BYTES: usize = 1 << 20;
 
 /// What a NATS message was received on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +197,15 @@ pub(crate) struct Pending {
 
 pub(crate) struct Sub {
     pub(crate) st: SubState,
+    /// Sent and not acknowledged. Insert only through [`Sub::add_pending`], which keeps
+    /// `deadlines` in step; removing needs nothing more.
     pub(crate) pending: BTreeMap<u64, Pending>,
+    /// (expiry, sequence) of the pending messages. Entries of messages acked or re-armed
+    /// since are stale and dropped when they reach the front (or in a rebuild when they pile
+    /// up).
+    deadlines: Deadlines,
+    /// `st.inbox`, shared by every delivery.
+    inbox: Arc<str>,
     initialized: bool,
     /// Durable without a client (closed), or the shadow of a durable queue group.
     pub(crate) offline: bool,
@@ -180,12 +214,135 @@ pub(crate) struct Sub {
     timer_at: Option<Instant>,
 }
 
-impl Sub {
-    pub(crate) fn stalled(&self) -> bool {
-        self.pending.len() >= self.st.max_in_flight.max(1) as usize
+/// Expiries of a subscription's pending messages: a queue for those armed in order (every
+/// delivery and redelivery: now + ack wait), a heap for the rest (recovery, messages taken
+/// over from a queue member that left, a changed ack wait). Pushing, popping and finding the
+/// earliest are O(1) for the queue, O(log n) for the heap.
+#[derive(Default)]
+struct Deadlines {
+    queue: VecDeque<(Instant, u64)>,
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
+impl Deadlines {
+    fn from_pending(pending: &BTreeMap<u64, Pending>) -> Deadlines {
+        let mut v: Vec<(Instant, u64)> = pending.iter().map(|(s, p)| (p.expire, *s)).collect();
+        v.sort_unstable();
+        Deadlines {
+            queue: v.into(),
+            heap: BinaryHeap::new(),
+        }
     }
+
+    fn len(&self) -> usize {
+        self.queue.len() + self.heap.len()
+    }
+
+    fn push(&mut self, at: Instant, seq: u64) {
+        match self.queue.back() {
+            Some(&(last, _)) if at < last => self.heap.push(Reverse((at, seq))),
+            _ => self.queue.push_back((at, seq)),
+        }
+    }
+
+    /// The earliest entry.
+    fn peek(&self) -> Option<(Instant, u64)> {
+        let q = self.queue.front().copied();
+        let h = self.heap.peek().map(|Reverse(e)| *e);
+        match (q, h) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn pop(&mut self) {
+        let from_queue = match (self.queue.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => a <= b,
+            (a, _) => a.is_some(),
+        };
+        if from_queue {
+            self.queue.pop_front();
+        } else {
+            self.heap.pop();
+        }
+    }
+}
+
+impl Sub {
+    fn new(st: SubState, pending: BTreeMap<u64, Pending>, queue: Option<String>) -> Sub {
+        let deadlines = Deadlines::from_pending(&pending);
+        Sub {
+            inbox: Arc::from(st.inbox.as_str()),
+            st,
+            pending,
+            deadlines,
+            initialized: false,
+            offline: false,
+            queue,
+            timer_at: None,
+        }
+    }
+
+    pub(crate) fn stalled(&self) -> bool {
+        self.pending.len() >= self.max_in_flight()
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.st.max_in_flight.max(1) as usize
+    }
+
+    /// Messages it can take before it stalls.
+    fn room(&self) -> usize {
+        self.max_in_flight().saturating_sub(self.pending.len())
+    }
+
     fn ack_wait(&self) -> Duration {
         Duration::from_secs(self.st.ack_wait_in_secs.max(1) as u64)
+    }
+
+    fn add_pending(&mut self, seq: u64, p: Pending) {
+        self.pending.insert(seq, p);
+        self.deadlines.push(p.expire, seq);
+    }
+
+    fn is_live(&self, at: Instant, seq: u64) -> bool {
+        self.pending.get(&seq).is_some_and(|p| p.expire == at)
+    }
+
+    /// The earliest expiry among the pending messages.
+    fn next_expiry(&mut self) -> Option<Instant> {
+        if self.deadlines.len() > 2 * self.pending.len() + 64 {
+            self.deadlines = Deadlines::from_pending(&self.pending);
+        }
+        while let Some((at, seq)) = self.deadlines.peek() {
+            if self.is_live(at, seq) {
+                return Some(at);
+            }
+            self.deadlines.pop();
+        }
+        None
+    }
+
+    /// Takes the pending messages expiring at or before `limit`, earliest first.
+    fn take_due(&mut self, limit: Instant) -> Vec<(Instant, u64)> {
+        let mut due = Vec::new();
+        while let Some((at, seq)) = self.deadlines.peek() {
+            if self.is_live(at, seq) {
+                if at > limit {
+                    break;
+                }
+                if due.last() != Some(&(at, seq)) {
+                    due.push((at, seq));
+                }
+            }
+            self.deadlines.pop();
+        }
+        due
+    }
+
+    fn set_inbox(&mut self, inbox: &str) {
+        self.st.inbox = inbox.to_string();
+        self.inbox = Arc::from(inbox);
     }
 }
 
@@ -199,6 +356,8 @@ struct QGroup {
 
 pub(crate) struct ChannelState {
     pub(crate) ch: Arc<Channel>,
+    /// Last sequence known to be flushed: messages after it are not delivered yet.
+    durable: u64,
     pub(crate) subs: BTreeMap<u64, Sub>,
     /// (client ID, durable name) → subscription ID, for plain durables.
     durables: HashMap<(String, String), u64>,
@@ -211,6 +370,7 @@ pub(crate) struct ChannelState {
 impl ChannelState {
     fn new(ch: Arc<Channel>) -> Self {
         ChannelState {
+            durable: ch.msgs().state().last,
             ch,
             subs: BTreeMap::new(),
             durables: HashMap::new(),
@@ -235,11 +395,313 @@ pub(crate) struct Stats {
     pub(crate) out_bytes: u64,
 }
 
+/// A PubAck waiting for its message to be flushed.
 struct PendingPubAck {
     reply: String,
     guid: String,
-    channel: Option<String>,
-    error: Option<String>,
+    channel: String,
+}
+
+/// A message flush: the channels appended to (with the last sequence each had when the flush
+/// was started) and the PubAcks of those messages.
+#[derive(Default)]
+struct FlushJob {
+    channels: Vec<(String, Arc<Channel>, u64)>,
+    acks: Vec<PendingPubAck>,
+}
+
+/// What a message flush did: per channel the sequence it covered and its error, if any.
+#[derive(Default)]
+struct Flushed {
+    channels: Vec<(String, Arc<Channel>, u64, Option<String>)>,
+    acks: Vec<PendingPubAck>,
+    /// Jobs submitted to the flusher that this flush covered.
+    jobs: usize,
+}
+
+impl FlushJob {
+    fn run(self) -> Flushed {
+        let channels = self
+            .channels
+            .into_iter()
+            .map(|(name, ch, upto)| {
+                let err = ch.msgs().flush().err().map(|e| e.to_string());
+                (name, ch, upto, err)
+            })
+            .collect();
+        Flushed {
+            channels,
+            acks: self.acks,
+            jobs: 1,
+        }
+    }
+
+    /// Adds `other` to this job (one flush per channel, up to the highest sequence).
+    fn merge(&mut self, other: FlushJob) {
+        for (name, ch, upto) in other.channels {
+            match self.channels.iter_mut().find(|(n, _, _)| *n == name) {
+                Some(e) => e.2 = e.2.max(upto),
+                None => self.channels.push((name, ch, upto)),
+            }
+        }
+        self.acks.extend(other.acks);
+    }
+}
+
+/// The message flusher: one thread running flushes back to back. While it flushes, the
+/// engine adds what it appends to the *next* job; as soon as a flush returns, the flusher
+/// takes that job, so the disk never waits for the engine (group commit, pipelined).
+struct Flusher {
+    shared: Arc<FlusherShared>,
+    done: mpsc::UnboundedReceiver<Flushed>,
+    /// Jobs submitted and not reported done yet.
+    outstanding: usize,
+}
+
+struct FlusherShared {
+    next: parking_lot::Mutex<FlusherNext>,
+    wake: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct FlusherNext {
+    job: FlushJob,
+    jobs: usize,
+    stop: bool,
+}
+
+impl Flusher {
+    fn start() -> std::io::Result<Flusher> {
+        let shared = Arc::new(FlusherShared {
+            next: parking_lot::Mutex::new(FlusherNext::default()),
+            wake: parking_lot::Condvar::new(),
+        });
+        let (tx, done) = mpsc::unbounded_channel();
+        let sh = shared.clone();
+        std::thread::Builder::new()
+            .name("stan-flusher".into())
+            .spawn(move || {
+                loop {
+                    let (job, jobs) = {
+                        let mut next = sh.next.lock();
+                        while next.jobs == 0 && !next.stop {
+                            sh.wake.wait(&mut next);
+                        }
+                        if next.jobs == 0 {
+                            return;
+                        }
+                        let jobs = std::mem::take(&mut next.jobs);
+                        (std::mem::take(&mut next.job), jobs)
+                    };
+                    // A panic must not stop the flusher (the engine would wait for it forever):
+                    // the PubAcks of that flush are lost, the publishers time out.
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
+                    let mut done = run.unwrap_or_else(|_| {
+                        error!("STREAM: A message flush panicked");
+                        Flushed::default()
+                    });
+                    done.jobs = jobs;
+                    if tx.send(done).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Flusher {
+            shared,
+            done,
+            outstanding: 0,
+        })
+    }
+
+    fn submit(&mut self, job: FlushJob) {
+        {
+            let mut next = self.shared.next.lock();
+            next.job.merge(job);
+            next.jobs += 1;
+        }
+        self.shared.wake.notify_one();
+        self.outstanding += 1;
+    }
+
+    /// The next completed flush (never resolves when none is outstanding).
+    async fn completed(&mut self) -> Flushed {
+        if self.outstanding == 0 {
+            return std::future::pending().await;
+        }
+        match self.done.recv().await {
+            Some(done) => {
+                self.outstanding = self.outstanding.saturating_sub(done.jobs);
+                done
+            }
+            None => {
+                self.outstanding = 0;
+                std::future::pending().await
+            }
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.shared.next.lock().stop = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The flusher's next completion, if there is a flusher.
+async fn flushed(f: &mut Option<Flusher>) -> Flushed {
+    match f {
+        Some(f) => f.completed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The protocol subscriptions, read by the engine itself (no forwarding task between them).
+///
+/// They are listed by priority: acks and publishes first, the requests that end something
+/// (unsubscribe, subscription close, connection close) last. Those are processed behind a
+/// *barrier*: before one is handed out, every message already received on a higher-priority
+/// subscription is handed out first. The NATS client hands messages to the subscriptions in
+/// arrival order, so an ack a client sent before closing is always seen by the engine before
+/// the close (the reference server gets the same guarantee by flushing its connections).
+pub(crate) struct Inbound {
+    subs: Vec<(Kind, rnats_client::Subscriber)>,
+    ready: VecDeque<(Kind, rnats_client::Message)>,
+    ended: bool,
+}
+
+impl Inbound {
+    pub(crate) fn new(subs: Vec<(Kind, rnats_client::Subscriber)>) -> Inbound {
+        Inbound {
+            subs,
+            ready: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    /// The next message, if one is there now.
+    fn try_next(&mut self) -> Option<(Kind, rnats_client::Message)> {
+        if let Some(x) = self.ready.pop_front() {
+            return Some(x);
+        }
+        if self.ended {
+            return None;
+        }
+        for i in 0..self.subs.len() {
+            match self.subs[i].1.try_next() {
+                Some(Some(m)) => return Some(self.arrived(i, m)),
+                Some(None) => {
+                    self.ended = true;
+                    return None;
+                }
+                None => {}
+            }
+        }
+        None
+    }
+
+    /// The next message; never resolves once the subscriptions ended (connection closed).
+    fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<(Kind, rnats_client::Message)> {
+        use futures_core::Stream;
+        use std::task::Poll;
+        if let Some(x) = self.ready.pop_front() {
+            return Poll::Ready(x);
+        }
+        if self.ended {
+            return Poll::Pending;
+        }
+        for i in 0..self.subs.len() {
+            match std::pin::Pin::new(&mut self.subs[i].1).poll_next(cx) {
+                Poll::Ready(Some(m)) => return Poll::Ready(self.arrived(i, m)),
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    return Poll::Pending;
+                }
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+
+    /// `m` arrived on subscription `i`: a request that ends something goes after what the
+    /// subscriptions before it hold (read without the cooperative budget, which could report
+    /// one of them empty when it is not).
+    fn arrived(&mut self, i: usize, m: rnats_client::Message) -> (Kind, rnats_client::Message) {
+        let kind = self.subs[i].0;
+        if !matches!(kind, Kind::Unsubscribe | Kind::SubClose | Kind::Close) {
+            return (kind, m);
+        }
+        loop {
+            let mut any = false;
+            for (k, s) in &mut self.subs[..i] {
+                while let Some(Some(e)) = s.try_next() {
+                    self.ready.push_back((*k, e));
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        self.ready.push_back((kind, m));
+        self.ready.pop_front().expect("just pushed")
+    }
+}
+
+/// What woke the engine up.
+enum Wake {
+    Event(Event),
+    Closed,
+    Timer,
+    Flushed(Flushed),
+    SubsFlushed,
+}
+
+async fn join_subs_flush(h: &mut Option<JoinHandle<()>>) {
+    match h {
+        Some(j) => {
+            let _ = j.await;
+            *h = None;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Adds `name` to `set` (allocating only when it is not there yet).
+fn mark(set: &mut BTreeSet<String>, name: &str) {
+    if !set.contains(name) {
+        set.insert(name.to_string());
+    }
+}
+
+/// Flushes subscription stores, logging failures.
+fn flush_subs(chans: &[Arc<Channel>]) {
+    for ch in chans {
+        if let Err(e) = ch.subs().flush() {
+            error!(
+                "STREAM: Unable to flush subscriptions of {:?}: {e}",
+                ch.name()
+            );
+        }
+    }
+}
+
+/// The size of the largest `MsgProto` a message with these fields can be sent as (any
+/// sequence, timestamp and redelivery count).
+fn max_delivery_len(subject: &str, reply: &str, data: usize) -> usize {
+    fn bytes_field(n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            1 + prost::encoding::encoded_len_varint(n as u64) + n
+        }
+    }
+    // sequence u64::MAX: key + 10 bytes; timestamp i64::MAX: key + 9; redelivered: key + 1;
+    // redelivery_count u32::MAX: key + 5.
+    11 + bytes_field(subject.len()) + bytes_field(reply.len()) + bytes_field(data) + 10 + 2 + 6
 }
 
 pub(crate) struct Engine {
@@ -252,19 +714,31 @@ pub(crate) struct Engine {
     pub(crate) clients: BTreeMap<String, ClientState>,
     conn_ids: HashMap<Vec<u8>, String>,
     pub(crate) channels: BTreeMap<String, ChannelState>,
-    /// Ack inbox → (channel, subscription ID).
-    acks: HashMap<String, (String, u64)>,
+    /// Ack inbox → (channel, subscription ID). foldhash: one lookup per ack.
+    acks: HashMap<String, (String, u64), foldhash::fast::RandomState>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     dup_checks: HashSet<String>,
     tx: mpsc::UnboundedSender<Event>,
     pub(crate) stats: Stats,
     max_payload: usize,
-    outbox: Vec<(String, Bytes)>,
+    /// Deliveries, sent after the replies.
+    outbox: Vec<(Arc<str>, Bytes)>,
     replies: Vec<(String, Bytes)>,
+    /// PubAcks of messages appended since the last message flush started.
     pubacks: Vec<PendingPubAck>,
+    /// PubAcks to send (messages flushed, or errors).
+    ready_acks: Vec<(String, PubAck)>,
     to_deliver: BTreeSet<String>,
+    /// Channels appended to since the last message flush started.
     dirty_msgs: BTreeSet<String>,
+    /// Subscription stores with changes a reply depends on: flushed before the replies.
     dirty_subs: BTreeSet<String>,
+    /// Subscription stores with only pending/ack records: flushed in the background.
+    lazy_subs: BTreeSet<String>,
+    /// The message flusher (file store; None for the memory store, flushed inline).
+    flusher: Option<Flusher>,
+    /// The background flush of subscription stores.
+    subs_flushing: Option<JoinHandle<()>>,
     warned_limits: HashSet<String>,
     /// During the start-up redelivery pass, queue messages stay with the member that had them.
     recovering: bool,
@@ -300,6 +774,17 @@ impl Engine {
         tx: mpsc::UnboundedSender<Event>,
     ) -> Engine {
         let max_payload = nc.max_payload();
+        let flusher = if store.kind() == StoreKind::Memory {
+            None
+        } else {
+            match Flusher::start() {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    error!("STREAM: Unable to start the flusher thread, flushing inline: {e}");
+                    None
+                }
+            }
+        };
         Engine {
             subjects: Subjects::from_info(info, &opts),
             opts,
@@ -310,7 +795,7 @@ impl Engine {
             clients: BTreeMap::new(),
             conn_ids: HashMap::new(),
             channels: BTreeMap::new(),
-            acks: HashMap::new(),
+            acks: HashMap::default(),
             timers: BinaryHeap::new(),
             dup_checks: HashSet::new(),
             tx,
@@ -319,9 +804,13 @@ impl Engine {
             outbox: Vec::new(),
             replies: Vec::new(),
             pubacks: Vec::new(),
+            ready_acks: Vec::new(),
             to_deliver: BTreeSet::new(),
             dirty_msgs: BTreeSet::new(),
             dirty_subs: BTreeSet::new(),
+            lazy_subs: BTreeSet::new(),
+            flusher,
+            subs_flushing: None,
             warned_limits: HashSet::new(),
             recovering: false,
         }
@@ -331,7 +820,11 @@ impl Engine {
     // Main loop
     // -----------------------------------------------------------------------------------------
 
-    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        mut inbound: Inbound,
+    ) {
         let batch = self.opts.io_batch_size.max(1);
         // The start-up pass (recovered pending messages) before anything else.
         self.commit().await;
@@ -343,32 +836,69 @@ impl Engine {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                ev = rx.recv() => {
-                    let Some(ev) = ev else { break };
-                    if let Event::Shutdown(done) = ev {
-                        self.commit().await;
-                        let _ = done.send(());
-                        break;
-                    }
-                    self.handle(ev);
-                    let mut n = 1;
-                    while n < batch {
-                        match rx.try_recv() {
-                            Ok(Event::Shutdown(done)) => {
-                                self.commit().await;
-                                let _ = done.send(());
-                                return;
-                            }
-                            Ok(ev) => self.handle(ev),
-                            Err(_) => break,
+            let wake = tokio::select! {
+                (kind, m) = std::future::poll_fn(|cx| inbound.poll_next(cx)) => {
+                    Wake::Event(Event::Nats(kind, m))
+                }
+                ev = rx.recv() => ev.map_or(Wake::Closed, Wake::Event),
+                () = sleep => Wake::Timer,
+                done = flushed(&mut self.flusher) => Wake::Flushed(done),
+                () = join_subs_flush(&mut self.subs_flushing) => Wake::SubsFlushed,
+            };
+            match wake {
+                Wake::Closed => break,
+                Wake::Timer => self.fire_timers(),
+                Wake::Flushed(done) => self.on_flushed(done),
+                Wake::SubsFlushed => {}
+                Wake::Event(ev) => {
+                    let mut next = Some(ev);
+                    let mut n = 0;
+                    while let Some(ev) = next.take() {
+                        if let Event::Shutdown(done) = ev {
+                            self.settle(true).await;
+                            let _ = done.send(());
+                            return;
                         }
+                        if self.is_barrier(&ev) {
+                            self.settle(false).await;
+                        }
+                        self.handle(ev);
                         n += 1;
+                        if n < batch {
+                            next = rx
+                                .try_recv()
+                                .ok()
+                                .or_else(|| inbound.try_next().map(|(k, m)| Event::Nats(k, m)));
+                        }
                     }
                 }
-                () = sleep => self.fire_timers(),
             }
             self.commit().await;
+        }
+        self.settle(true).await;
+    }
+
+    /// Requests that end something wait for the PubAcks of earlier publishes.
+    fn is_barrier(&self, ev: &Event) -> bool {
+        matches!(
+            ev,
+            Event::Nats(Kind::Close | Kind::Unsubscribe | Kind::SubClose, _)
+        ) && (self.flushes_outstanding() || !self.dirty_msgs.is_empty())
+    }
+
+    /// Commits until every message flush (and with `all`, every subscription flush) is done
+    /// and everything it made ready was sent.
+    async fn settle(&mut self, all: bool) {
+        loop {
+            self.commit().await;
+            if self.flushes_outstanding() {
+                let done = flushed(&mut self.flusher).await;
+                self.on_flushed(done);
+            } else if all && self.subs_flushing.is_some() {
+                join_subs_flush(&mut self.subs_flushing).await;
+            } else {
+                break;
+            }
         }
     }
 
@@ -407,67 +937,142 @@ impl Engine {
         }
     }
 
-    /// Delivers, flushes the stores, then sends what the handlers produced.
+    fn file_store(&self) -> bool {
+        self.store.kind() != StoreKind::Memory
+    }
+
+    fn flushes_outstanding(&self) -> bool {
+        self.flusher.as_ref().is_some_and(|f| f.outstanding > 0)
+    }
+
+    /// Delivers, flushes the subscription stores replies depend on, sends what the handlers
+    /// produced and the PubAcks that are ready, then starts the next message flush.
     async fn commit(&mut self) {
+        if self.flusher.is_none() && !self.dirty_msgs.is_empty() {
+            // Memory store (nothing to wait for), or no flusher thread: flush now, so that
+            // this commit delivers and acks.
+            let job = self.flush_job();
+            self.on_flushed(job.run());
+        }
         let chans: Vec<String> = std::mem::take(&mut self.to_deliver).into_iter().collect();
         for name in chans {
             self.deliver(&name);
         }
-        let mut failed: HashMap<String, String> = HashMap::new();
-        if !self.dirty_msgs.is_empty() || !self.dirty_subs.is_empty() {
-            let msgs: Vec<(String, Arc<Channel>)> = std::mem::take(&mut self.dirty_msgs)
-                .into_iter()
-                .filter_map(|n| self.channels.get(&n).map(|c| (n, c.ch.clone())))
+        if !self.dirty_subs.is_empty() {
+            let names = std::mem::take(&mut self.dirty_subs);
+            let subs: Vec<Arc<Channel>> = names
+                .iter()
+                .filter_map(|n| self.channels.get(n).map(|c| c.ch.clone()))
                 .collect();
-            let subs: Vec<Arc<Channel>> = std::mem::take(&mut self.dirty_subs)
-                .into_iter()
-                .filter_map(|n| self.channels.get(&n).map(|c| c.ch.clone()))
-                .collect();
-            let work = move || {
-                let mut failed = HashMap::new();
-                for (name, ch) in &msgs {
-                    if let Err(e) = ch.msgs().flush() {
-                        failed.insert(name.clone(), e.to_string());
-                    }
-                }
-                for ch in &subs {
-                    if let Err(e) = ch.subs().flush() {
-                        error!(
-                            "STREAM: Unable to flush subscriptions of {:?}: {e}",
-                            ch.name()
-                        );
-                    }
-                }
-                failed
-            };
-            failed = if self.store.kind() == StoreKind::Memory {
-                work()
+            for n in &names {
+                self.lazy_subs.remove(n);
+            }
+            if self.file_store() {
+                let _ = tokio::task::spawn_blocking(move || flush_subs(&subs)).await;
             } else {
-                tokio::task::spawn_blocking(work).await.unwrap_or_default()
-            };
-        }
-        for (name, err) in &failed {
-            error!("STREAM: Unable to store messages of channel {name:?}: {err}");
-        }
-        let nc = &self.nc;
-        for (subject, payload) in self.replies.drain(..).chain(self.outbox.drain(..)) {
-            if let Err(e) = nc.publish(&subject, &payload).await {
-                debug!("STREAM: publish to {subject} failed: {e}");
+                flush_subs(&subs);
             }
         }
-        for ack in self.pubacks.drain(..) {
-            let error = ack.error.unwrap_or_else(|| {
-                ack.channel
-                    .as_ref()
-                    .and_then(|c| failed.get(c).cloned())
-                    .unwrap_or_default()
-            });
-            let payload = encode(&PubAck {
-                guid: ack.guid,
-                error,
-            });
-            if let Err(e) = nc.publish(&ack.reply, &payload).await {
-                debug!("STREAM: publish ack to {} failed: {e}", ack.reply);
+        if !self.dirty_msgs.is_empty() {
+            let job = self.flush_job();
+            if let Some(f) = &mut self.flusher {
+                f.submit(job);
+            }
+        }
+        self.send().await;
+        if self.subs_flushing.is_none() && !self.lazy_subs.is_empty() {
+            let subs: Vec<Arc<Channel>> = std::mem::take(&mut self.lazy_subs)
+                .iter()
+                .filter_map(|n| self.channels.get(n).map(|c| c.ch.clone()))
+                .collect();
+            if self.file_store() {
+                self.subs_flushing = Some(tokio::task::spawn_blocking(move || flush_subs(&subs)));
+            } else {
+                flush_subs(&subs);
+            }
+        }
+    }
+
+    /// The next message flush: the channels appended to since the last one, with the PubAcks
+    /// of their messages.
+    fn flush_job(&mut self) -> FlushJob {
+        let channels = std::mem::take(&mut self.dirty_msgs)
+            .into_iter()
+            .filter_map(|n| {
+                let ch = self.channels.get(&n)?.ch.clone();
+                let upto = ch.msgs().state().last;
+                Some((n, ch, upto))
+            })
+            .collect();
+        FlushJob {
+            channels,
+            acks: std::mem::take(&mut self.pubacks),
+        }
+    }
+
+    /// A message flush completed: its messages may be delivered, its PubAcks sent.
+    fn on_flushed(&mut self, done: Flushed) {
+        let mut failed: HashMap<String, String> = HashMap::new();
+        for (name, ch, upto, err) in done.channels {
+            if let Some(e) = err {
+                error!("STREAM: Unable to store messages of channel {name:?}: {e}");
+                failed.insert(name.clone(), e);
+            }
+            // (Not a channel deleted and created again meanwhile.)
+            if let Some(cs) = self.channels.get_mut(&name)
+                && Arc::ptr_eq(&cs.ch, &ch)
+            {
+                cs.durable = cs.durable.max(upto);
+                if !cs.subs.is_empty() {
+                    mark(&mut self.to_deliver, &name);
+                }
+            }
+        }
+        for ack in done.acks {
+            let error = failed.get(&ack.channel).cloned().unwrap_or_default();
+            self.ready_acks.push((
+                ack.reply,
+                PubAck {
+                    guid: ack.guid,
+                    error,
+                },
+            ));
+        }
+    }
+
+    /// Sends the replies, the deliveries, then the ready PubAcks.
+    async fn send(&mut self) {
+        if !self.replies.is_empty() {
+            if let Err(e) = self.nc.publish_batch(&self.replies).await {
+                debug!("STREAM: publish of a reply failed: {e}");
+            }
+            self.replies.clear();
+        }
+        if !self.outbox.is_empty() {
+            if let Err(e) = self.nc.publish_batch(&self.outbox).await {
+                debug!("STREAM: publish of a message failed: {e}");
+            }
+            self.outbox.clear();
+        }
+        if !self.ready_acks.is_empty() {
+            // One buffer for all the encoded PubAcks, each sent as a slice of it.
+            let acks = std::mem::take(&mut self.ready_acks);
+            let mut buf = BytesMut::with_capacity(acks.len() * 32);
+            let mut ends = Vec::with_capacity(acks.len());
+            for (_, ack) in &acks {
+                // Encoding into a BytesMut cannot fail: it grows as needed.
+                let _ = ack.encode(&mut buf);
+                ends.push(buf.len());
+            }
+            let buf = buf.freeze();
+            let mut start = 0;
+            let mut out: Vec<(String, Bytes)> = Vec::with_capacity(acks.len());
+            for ((reply, _), end) in acks.into_iter().zip(ends) {
+                out.push((reply, buf.slice(start..end)));
+                start = end;
+            }
+            if let Err(e) = self.nc.publish_batch(&out).await {
+                debug!("STREAM: publish of a PubAck failed: {e}");
             }
         }
     }
@@ -573,7 +1178,7 @@ impl Engine {
                             if let Some(p) = cs.subs.get_mut(&prev) {
                                 for (seq, pe) in pending {
                                     let _ = cs.ch.subs().add_seq_pending(prev, seq);
-                                    p.pending.insert(seq, pe);
+                                    p.add_pending(seq, pe);
                                 }
                             }
                             continue;
@@ -593,17 +1198,10 @@ impl Engine {
                         c.subs.insert((name.clone(), id));
                     }
                 }
-                cs.subs.insert(
-                    id,
-                    Sub {
-                        st,
-                        pending,
-                        initialized: true,
-                        offline,
-                        queue,
-                        timer_at: None,
-                    },
-                );
+                let mut sub = Sub::new(st, pending, queue);
+                sub.initialized = true;
+                sub.offline = offline;
+                cs.subs.insert(id, sub);
             }
             // A group with online members and a shadow: the members take the shadow's pending.
             let groups: Vec<String> = cs.queues.keys().cloned().collect();
@@ -618,7 +1216,7 @@ impl Engine {
                             let to = members[i % members.len()];
                             let _ = cs.ch.subs().add_seq_pending(to, seq);
                             if let Some(m) = cs.subs.get_mut(&to) {
-                                m.pending.insert(seq, pe);
+                                m.add_pending(seq, pe);
                             }
                         }
                     }
@@ -938,12 +1536,13 @@ impl Engine {
 
     fn pub_error(&mut self, reply: &Option<String>, guid: String, err: &str) {
         if let Some(r) = reply.as_ref().filter(|r| !r.is_empty()) {
-            self.pubacks.push(PendingPubAck {
-                reply: r.clone(),
-                guid,
-                channel: None,
-                error: Some(err.to_string()),
-            });
+            self.ready_acks.push((
+                r.clone(),
+                PubAck {
+                    guid,
+                    error: err.to_string(),
+                },
+            ));
         }
     }
 
@@ -977,17 +1576,7 @@ impl Engine {
         // The largest MsgProto this message can become must fit in a NATS message. (Clients'
         // PubMsgs carry more framing than that, so this only fires when the server's NATS
         // connection allows less than the publisher's.)
-        let largest = MsgProto {
-            sequence: u64::MAX,
-            subject: pm.subject.clone(),
-            reply: pm.reply.clone(),
-            data: pm.data.clone(),
-            timestamp: i64::MAX,
-            redelivered: true,
-            redelivery_count: u32::MAX,
-            crc32: 0,
-        };
-        if largest.encoded_len() > self.max_payload {
+        if max_delivery_len(&pm.subject, &pm.reply, pm.data.len()) > self.max_payload {
             return self.pub_error(&msg.reply, pm.guid, ERR_MSG_TOO_LARGE);
         }
         let ch = match self.lookup_or_create(&pm.subject) {
@@ -996,11 +1585,11 @@ impl Engine {
         };
         let before = ch.msgs().state();
         let stored = ch.msgs().append(NewMessage {
-            reply: pm.reply.clone(),
-            data: pm.data.clone(),
+            reply: pm.reply,
+            data: pm.data,
             timestamp: now_nanos(),
         });
-        let name = pm.subject.clone();
+        let name = pm.subject;
         match stored {
             Ok(m) => {
                 self.stats.in_msgs += 1;
@@ -1012,20 +1601,19 @@ impl Engine {
                         after.msgs, after.bytes
                     );
                 }
-                if let Some(r) = msg.reply.as_ref().filter(|r| !r.is_empty()) {
-                    self.pubacks.push(PendingPubAck {
-                        reply: r.clone(),
-                        guid: pm.guid,
-                        channel: Some(name.clone()),
-                        error: None,
-                    });
-                }
-                self.dirty_msgs.insert(name.clone());
-                self.to_deliver.insert(name.clone());
+                mark(&mut self.dirty_msgs, &name);
                 if let Some(cs) = self.channels.get_mut(&name) {
                     cs.last_activity = Instant::now();
                 }
                 self.arm_channel_timers(&name);
+                // Sent (and the message delivered) once the flush that covers it completes.
+                if let Some(reply) = msg.reply.filter(|r| !r.is_empty()) {
+                    self.pubacks.push(PendingPubAck {
+                        reply,
+                        guid: pm.guid,
+                        channel: name,
+                    });
+                }
             }
             Err(e) => {
                 error!("STREAM: Unable to store message on {name:?}: {e}");
@@ -1090,6 +1678,7 @@ impl Engine {
         }
         self.dirty_msgs.remove(name);
         self.dirty_subs.remove(name);
+        self.lazy_subs.remove(name);
         self.to_deliver.remove(name);
         match self.store.delete_channel(name) {
             Ok(_) => info!("STREAM: Channel {name:?} has been deleted (inactivity)"),
@@ -1229,7 +1818,7 @@ impl Engine {
         let id = if let Some(id) = resume {
             let sub = cs.subs.get_mut(&id).expect("resumed sub exists");
             sub.st.client_id = cid.clone();
-            sub.st.inbox = sr.inbox.clone();
+            sub.set_inbox(&sr.inbox);
             sub.st.ack_inbox = ack_inbox.clone();
             sub.st.max_in_flight = sr.max_in_flight;
             sub.st.ack_wait_in_secs = sr.ack_wait_in_secs;
@@ -1280,17 +1869,8 @@ impl Engine {
                 cs.durables
                     .insert((cid.clone(), sr.durable_name.clone()), id);
             }
-            cs.subs.insert(
-                id,
-                Sub {
-                    st,
-                    pending: BTreeMap::new(),
-                    initialized: false,
-                    offline: false,
-                    queue: queue.clone(),
-                    timer_at: None,
-                },
-            );
+            cs.subs
+                .insert(id, Sub::new(st, BTreeMap::new(), queue.clone()));
             id
         };
         cs.inactivity_at = None;
@@ -1410,7 +1990,7 @@ impl Engine {
                     let to = members[i % members.len()];
                     let _ = cs.ch.subs().add_seq_pending(to, seq);
                     if let Some(m) = cs.subs.get_mut(&to) {
-                        m.pending.insert(
+                        m.add_pending(
                             seq,
                             Pending {
                                 expire: at,
@@ -1459,7 +2039,25 @@ impl Engine {
         encode(&m)
     }
 
-    /// Sends new messages to every subscription of the channel that can take them.
+    /// Up to `n` messages from `seq` for delivery, in their wire form. A message the store
+    /// cannot read is skipped, as a lookup would: `Err(seq)` to move past it.
+    fn read_for_delivery(ch: &Channel, seq: u64, n: usize) -> Result<Vec<EncodedMsg>, u64> {
+        match ch.msgs().read_batch_encoded(seq, n, DELIVER_BATCH_BYTES) {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                warn!(
+                    "STREAM: Unable to read messages of {:?} from {seq}: {e}",
+                    ch.name()
+                );
+                match ch.msgs().lookup(seq) {
+                    Ok(Some(m)) => Ok(vec![EncodedMsg::from_msg(&m)]),
+                    _ => Err(seq),
+                }
+            }
+        }
+    }
+
+    /// Sends new (durable) messages to every subscription of the channel that can take them.
     fn deliver(&mut self, name: &str) {
         let Engine {
             channels,
@@ -1467,13 +2065,14 @@ impl Engine {
             outbox,
             stats,
             timers,
-            dirty_subs,
+            lazy_subs,
             ..
         } = self;
         let Some(cs) = channels.get_mut(name) else {
             return;
         };
         let state = cs.ch.msgs().state();
+        let last = state.last.min(cs.durable);
         let now = Instant::now();
         let mut sent_any = false;
         let mut to_arm: Vec<u64> = Vec::new();
@@ -1483,29 +2082,38 @@ impl Engine {
                 continue;
             }
             let mut armed = false;
-            while !sub.stalled() {
+            loop {
+                let room = sub.room();
                 let seq = (sub.st.last_sent + 1).max(state.first);
-                if seq > state.last {
+                if room == 0 || seq > last {
                     break;
                 }
-                sub.st.last_sent = seq;
-                let Ok(Some(m)) = cs.ch.msgs().lookup(seq) else {
-                    continue;
+                let n = room.min((last - seq + 1) as usize).min(DELIVER_BATCH);
+                let batch = match Self::read_for_delivery(&cs.ch, seq, n) {
+                    Ok(b) if b.is_empty() => break,
+                    Ok(b) => b,
+                    Err(skip) => {
+                        sub.st.last_sent = skip;
+                        continue;
+                    }
                 };
-                let payload = Self::encode_msg(&m, false, 0);
-                stats.out_msgs += 1;
-                stats.out_bytes += m.data.len() as u64;
-                outbox.push((sub.st.inbox.clone(), payload));
-                sub.pending.insert(
-                    seq,
-                    Pending {
-                        expire: now + sub.ack_wait(),
-                        count: 0,
-                    },
-                );
-                let _ = cs.ch.subs().add_seq_pending(sub.st.id, seq);
-                sent_any = true;
-                armed = true;
+                if batch[0].sequence > last {
+                    break;
+                }
+                let expire = now + sub.ack_wait();
+                for m in batch {
+                    if m.sequence > last {
+                        break;
+                    }
+                    sub.st.last_sent = m.sequence;
+                    stats.out_msgs += 1;
+                    stats.out_bytes += m.data_len as u64;
+                    outbox.push((sub.inbox.clone(), m.encoded));
+                    sub.add_pending(m.sequence, Pending { expire, count: 0 });
+                    let _ = cs.ch.subs().add_seq_pending(sub.st.id, m.sequence);
+                    sent_any = true;
+                    armed = true;
+                }
             }
             if armed {
                 to_arm.push(sub.st.id);
@@ -1516,51 +2124,68 @@ impl Engine {
             if group.members.is_empty() {
                 continue;
             }
-            loop {
+            'group: loop {
                 let seq = (group.last_sent + 1).max(state.first);
-                if seq > state.last {
+                if seq > last {
                     break;
                 }
-                let mut best: Option<(usize, usize)> = None;
-                for (i, mid) in group.members.iter().enumerate() {
-                    let Some(m) = cs.subs.get(mid) else { continue };
-                    if !m.initialized
-                        || m.stalled()
-                        || !Self::client_healthy(clients, &m.st.client_id)
-                    {
+                let room: usize = group
+                    .members
+                    .iter()
+                    .filter_map(|mid| cs.subs.get(mid))
+                    .filter(|m| m.initialized && Self::client_healthy(clients, &m.st.client_id))
+                    .map(Sub::room)
+                    .sum();
+                if room == 0 {
+                    break;
+                }
+                let n = room.min((last - seq + 1) as usize).min(DELIVER_BATCH);
+                let batch = match Self::read_for_delivery(&cs.ch, seq, n) {
+                    Ok(b) if b.is_empty() => break,
+                    Ok(b) => b,
+                    Err(skip) => {
+                        group.last_sent = skip;
                         continue;
                     }
-                    if best.is_none_or(|(_, n)| m.pending.len() < n) {
-                        best = Some((i, m.pending.len()));
-                    }
-                }
-                let Some((idx, _)) = best else { break };
-                group.last_sent = seq;
-                let Ok(Some(m)) = cs.ch.msgs().lookup(seq) else {
-                    continue;
                 };
-                let mid = group.members.remove(idx);
-                group.members.push(mid);
-                let sub = cs.subs.get_mut(&mid).expect("member exists");
-                sub.st.last_sent = seq;
-                let payload = Self::encode_msg(&m, false, 0);
-                stats.out_msgs += 1;
-                stats.out_bytes += m.data.len() as u64;
-                outbox.push((sub.st.inbox.clone(), payload));
-                sub.pending.insert(
-                    seq,
-                    Pending {
-                        expire: now + sub.ack_wait(),
-                        count: 0,
-                    },
-                );
-                let _ = cs.ch.subs().add_seq_pending(mid, seq);
-                sent_any = true;
-                to_arm.push(mid);
+                for m in batch {
+                    if m.sequence > last {
+                        break 'group;
+                    }
+                    let mut best: Option<(usize, usize)> = None;
+                    for (i, mid) in group.members.iter().enumerate() {
+                        let Some(m) = cs.subs.get(mid) else { continue };
+                        if !m.initialized
+                            || m.stalled()
+                            || !Self::client_healthy(clients, &m.st.client_id)
+                        {
+                            continue;
+                        }
+                        if best.is_none_or(|(_, n)| m.pending.len() < n) {
+                            best = Some((i, m.pending.len()));
+                        }
+                    }
+                    let Some((idx, _)) = best else {
+                        break 'group;
+                    };
+                    group.last_sent = m.sequence;
+                    let mid = group.members.remove(idx);
+                    group.members.push(mid);
+                    let sub = cs.subs.get_mut(&mid).expect("member exists");
+                    sub.st.last_sent = m.sequence;
+                    stats.out_msgs += 1;
+                    stats.out_bytes += m.data_len as u64;
+                    outbox.push((sub.inbox.clone(), m.encoded));
+                    let expire = now + sub.ack_wait();
+                    sub.add_pending(m.sequence, Pending { expire, count: 0 });
+                    let _ = cs.ch.subs().add_seq_pending(mid, m.sequence);
+                    sent_any = true;
+                    to_arm.push(mid);
+                }
             }
         }
         if sent_any {
-            dirty_subs.insert(name.to_string());
+            mark(lazy_subs, name);
         }
         to_arm.sort_unstable();
         to_arm.dedup();
@@ -1569,6 +2194,7 @@ impl Engine {
         }
     }
 
+    /// Makes sure a redelivery timer fires at the subscription's earliest expiry.
     fn arm_sub_timer(
         timers: &mut BinaryHeap<Reverse<(Instant, Timer)>>,
         cs: &mut ChannelState,
@@ -1581,7 +2207,7 @@ impl Engine {
         if sub.offline {
             return;
         }
-        let Some(min) = sub.pending.values().map(|p| p.expire).min() else {
+        let Some(min) = sub.next_expiry() else {
             return;
         };
         if sub.timer_at.is_some_and(|t| t <= min) {
@@ -1601,16 +2227,24 @@ impl Engine {
     }
 
     fn on_ack(&mut self, msg: rnats_client::Message) {
-        let Some((name, id)) = self.acks.get(&msg.subject).cloned() else {
+        let Engine {
+            acks,
+            channels,
+            lazy_subs,
+            to_deliver,
+            ..
+        } = self;
+        let Some((name, id)) = acks.get(&msg.subject) else {
             return;
         };
-        let Ok(ack) = Ack::decode(msg.payload.clone()) else {
+        let id = *id;
+        let Ok(ack) = Ack::decode(msg.payload) else {
             return;
         };
-        if ack.subject != name {
+        if ack.subject != *name {
             return;
         }
-        let Some(cs) = self.channels.get_mut(&name) else {
+        let Some(cs) = channels.get_mut(name) else {
             return;
         };
         let Some(sub) = cs.subs.get_mut(&id) else {
@@ -1635,9 +2269,9 @@ impl Engine {
         }
         if let Some((sid, was_stalled)) = acked {
             let _ = cs.ch.subs().ack_seq_pending(sid, ack.sequence);
-            self.dirty_subs.insert(name.clone());
+            mark(lazy_subs, name);
             if was_stalled {
-                self.to_deliver.insert(name);
+                mark(to_deliver, name);
             }
         }
     }
@@ -1666,7 +2300,7 @@ impl Engine {
             outbox,
             stats,
             timers,
-            dirty_subs,
+            lazy_subs,
             recovering,
             ..
         } = self;
@@ -1682,25 +2316,25 @@ impl Engine {
             return;
         }
         let limit = now + REDELIVERY_SLACK;
-        let mut due: Vec<(Instant, u64)> = sub
-            .pending
-            .iter()
-            .filter(|(_, p)| all || p.expire <= limit)
-            .map(|(s, p)| (p.expire, *s))
-            .collect();
-        if all {
-            due.sort_by_key(|(_, s)| *s);
+        let due: Vec<(Instant, u64)> = if all {
+            sub.pending.iter().map(|(s, p)| (p.expire, *s)).collect()
         } else {
-            due.sort();
-        }
+            sub.take_due(limit)
+        };
         let healthy = Self::client_healthy(clients, &sub.st.client_id);
         let queue = sub.queue.clone();
         if queue.is_none() && !healthy && !all {
             // The client missed heartbeats: try again after another ack wait.
             let aw = sub.ack_wait();
             for (_, seq) in &due {
-                if let Some(p) = sub.pending.get_mut(seq) {
-                    p.expire = now + aw;
+                if let Some(p) = sub.pending.get(seq).copied() {
+                    sub.add_pending(
+                        *seq,
+                        Pending {
+                            expire: now + aw,
+                            ..p
+                        },
+                    );
                 }
             }
             Self::arm_sub_timer(timers, cs, name, id);
@@ -1716,7 +2350,7 @@ impl Engine {
                         s.pending.remove(&seq);
                     }
                     let _ = cs.ch.subs().ack_seq_pending(id, seq);
-                    dirty_subs.insert(name.to_string());
+                    mark(lazy_subs, name);
                     continue;
                 }
             };
@@ -1746,7 +2380,7 @@ impl Engine {
             if target != id {
                 let _ = cs.ch.subs().ack_seq_pending(id, seq);
                 let _ = cs.ch.subs().add_seq_pending(target, seq);
-                dirty_subs.insert(name.to_string());
+                mark(lazy_subs, name);
             }
             let Some(t) = cs.subs.get_mut(&target) else {
                 continue;
@@ -1755,14 +2389,9 @@ impl Engine {
             let payload = Self::encode_msg(&msg, true, count);
             stats.out_msgs += 1;
             stats.out_bytes += msg.data.len() as u64;
-            outbox.push((t.st.inbox.clone(), payload));
-            t.pending.insert(
-                seq,
-                Pending {
-                    expire: now + t.ack_wait(),
-                    count,
-                },
-            );
+            outbox.push((t.inbox.clone(), payload));
+            let expire = now + t.ack_wait();
+            t.add_pending(seq, Pending { expire, count });
             touched.push(target);
         }
         touched.sort_unstable();
@@ -1770,5 +2399,100 @@ impl Engine {
         for t in touched {
             Self::arm_sub_timer(timers, cs, name, t);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_delivery_len_is_the_largest_encoding() {
+        for (subject, reply, data) in [
+            ("", "", 0),
+            ("foo", "", 0),
+            ("foo.bar", "r", 1),
+            ("c", "", 127),
+            ("c", "reply.inbox", 128),
+            ("channel", "", 16_384),
+            ("channel", "", 1 << 20),
+        ] {
+            let m = MsgProto {
+                sequence: u64::MAX,
+                subject: subject.into(),
+                reply: reply.into(),
+                data: Bytes::from(vec![0u8; data]),
+                timestamp: i64::MAX,
+                redelivered: true,
+                redelivery_count: u32::MAX,
+                crc32: 0,
+            };
+            assert_eq!(
+                max_delivery_len(subject, reply, data),
+                m.encoded_len(),
+                "{subject:?} {reply:?} {data}"
+            );
+        }
+    }
+
+    #[test]
+    fn deadlines_follow_pending() {
+        let now = Instant::now();
+        let st = SubState {
+            max_in_flight: 3,
+            ..Default::default()
+        };
+        let mut sub = Sub::new(st, BTreeMap::new(), None);
+        let at = |ms| now + Duration::from_millis(ms);
+        for (seq, ms) in [(1, 30), (2, 10), (3, 20)] {
+            sub.add_pending(
+                seq,
+                Pending {
+                    expire: at(ms),
+                    count: 0,
+                },
+            );
+        }
+        assert!(sub.stalled());
+        assert_eq!(sub.room(), 0);
+        assert_eq!(sub.next_expiry(), Some(at(10)));
+        // Acked: its deadline goes stale.
+        sub.pending.remove(&2);
+        assert_eq!(sub.next_expiry(), Some(at(20)));
+        // Re-armed later: the old deadline is stale.
+        sub.add_pending(
+            3,
+            Pending {
+                expire: at(40),
+                count: 1,
+            },
+        );
+        assert_eq!(sub.next_expiry(), Some(at(30)));
+        assert_eq!(sub.take_due(at(35)), vec![(at(30), 1)]);
+        assert_eq!(sub.take_due(at(100)), vec![(at(40), 3)]);
+        assert_eq!(sub.next_expiry(), None);
+        // The caller redelivers (re-adds) or drops what it took.
+        sub.pending.remove(&1);
+        sub.pending.remove(&3);
+        // Many acks: the heap is rebuilt instead of growing without bound.
+        for seq in 10..1000 {
+            sub.add_pending(
+                seq,
+                Pending {
+                    expire: at(seq),
+                    count: 0,
+                },
+            );
+            sub.pending.remove(&seq);
+        }
+        sub.add_pending(
+            5000,
+            Pending {
+                expire: at(5000),
+                count: 0,
+            },
+        );
+        assert_eq!(sub.next_expiry(), Some(at(5000)));
+        assert!(sub.deadlines.len() <= 2 * sub.pending.len() + 64);
     }
 }

@@ -4,6 +4,10 @@ use std::process::ExitCode;
 
 use rnats_streaming_server::options::{CommandLine, USAGE, VERSION};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn fatal(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("rnats-streaming-server: {msg}");
     ExitCode::from(1)

@@ -2,15 +2,12 @@
 //! engine's NATS connection and subscriptions, the store, recovery and monitoring.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_core::Stream;
 use prost::Message as _;
-use rnats_client::{Client, ConnectOptions, Request, Subscriber};
+use rnats_client::{Client, ConnectOptions, Request};
 use rnats_streaming::proto::{CloseRequest, ConnectRequest, ConnectResponse};
 use rnats_streaming::store::file::FileStore;
 use rnats_streaming::store::memory::MemoryStore;
@@ -20,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
-use crate::engine::{Engine, Event, Kind, Subjects, new_server_info};
+use crate::engine::{Engine, Event, Inbound, Kind, Subjects, new_server_info};
 use crate::options::{Options, VERSION};
 
 /// Why the server could not start.
@@ -49,7 +46,6 @@ pub struct StreamingServer {
     store: Arc<dyn Store>,
     tx: mpsc::UnboundedSender<Event>,
     engine: JoinHandle<()>,
-    forwarders: Vec<JoinHandle<()>>,
     monitor: Option<(SocketAddr, JoinHandle<()>)>,
     nats_url: String,
 }
@@ -88,9 +84,6 @@ impl StreamingServer {
         info!("STREAM: Shutting down.");
         if let Some((_, m)) = &self.monitor {
             m.abort();
-        }
-        for f in &self.forwarders {
-            f.abort();
         }
         let (done, wait) = oneshot::channel();
         if self.tx.send(Event::Shutdown(done)).is_ok() {
@@ -149,58 +142,6 @@ fn loopback(addr: SocketAddr) -> String {
         ip.to_string()
     };
     format!("nats://{host}:{}", addr.port())
-}
-
-/// Forwards the protocol subscriptions' messages to the engine, in one task.
-///
-/// The subscriptions are listed by priority: acks and publishes first, the requests that end
-/// something (unsubscribe, subscription close, connection close) last. Those are processed
-/// behind a *barrier*: before one is forwarded, every message already received on a
-/// higher-priority subscription is forwarded first. The NATS client hands messages to the
-/// subscriptions in arrival order, so an ack a client sent before closing is always seen by
-/// the engine before the close (the reference server gets the same guarantee by flushing its
-/// connections).
-fn pump(mut subs: Vec<(Kind, Subscriber)>, tx: mpsc::UnboundedSender<Event>) -> JoinHandle<()> {
-    let run = async move {
-        loop {
-            let next = std::future::poll_fn(|cx| {
-                for (i, (_, s)) in subs.iter_mut().enumerate() {
-                    match Pin::new(s).poll_next(cx) {
-                        Poll::Ready(Some(m)) => return Poll::Ready(Some((i, m))),
-                        Poll::Ready(None) => return Poll::Ready(None),
-                        Poll::Pending => {}
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            let Some((idx, msg)) = next else { break };
-            let kind = subs[idx].0;
-            if matches!(kind, Kind::Unsubscribe | Kind::SubClose | Kind::Close) {
-                // Barrier: drain what arrived before this request on the other subscriptions.
-                loop {
-                    let earlier = std::future::poll_fn(|cx| {
-                        for (j, (_, s)) in subs[..idx].iter_mut().enumerate() {
-                            if let Poll::Ready(Some(m)) = Pin::new(s).poll_next(cx) {
-                                return Poll::Ready(Some((j, m)));
-                            }
-                        }
-                        Poll::Ready(None)
-                    })
-                    .await;
-                    let Some((j, m)) = earlier else { break };
-                    if tx.send(Event::Nats(subs[j].0, m)).is_err() {
-                        return;
-                    }
-                }
-            }
-            if tx.send(Event::Nats(kind, msg)).is_err() {
-                break;
-            }
-        }
-    };
-    // No cooperative budget: a spurious "pending" would let a request pass its barrier.
-    tokio::spawn(tokio::task::unconstrained(run))
 }
 
 /// Starts a streaming server.
@@ -396,7 +337,7 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
     );
     engine.recover(recovered);
 
-    // Protocol subscriptions, by priority (see `pump`).
+    // Protocol subscriptions, by priority (see `engine::Inbound`).
     let subs = [
         (format!("{}.*", subjects.acks), Kind::Ack),
         (format!("{}.>", subjects.publish), Kind::Publish),
@@ -418,11 +359,10 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
         }
         debug!("STREAM: Subscribed to {subject}");
     }
-    let forwarders = vec![pump(streams, tx.clone())];
     if let Err(e) = nc.flush().await {
         return fail(nats, nc, StartError::Nats(e.to_string())).await;
     }
-    let engine = tokio::spawn(engine.run(rx));
+    let engine = tokio::spawn(engine.run(rx, Inbound::new(streams)));
 
     // Monitoring.
     let mut monitor = None;
@@ -460,7 +400,6 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
         store,
         tx,
         engine,
-        forwarders,
         monitor,
         nats_url,
     })

@@ -489,6 +489,54 @@ pub struct SubscriptionSnapshot {
     pub acks_pending: Vec<u64>,
 }
 
+/// The sequence and the `data` length of an encoded [`MsgProto`], read without decoding it
+/// (no allocation). `None` if the bytes are not a well-formed protobuf message. Scalars
+/// repeated on the wire count as proto3 does (the last one wins).
+pub fn peek_msg_proto(mut b: &[u8]) -> Option<(u64, usize)> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let (mut seq, mut data_len) = (0u64, 0usize);
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        let (field, wire) = (key >> 3, key & 7);
+        if field == 0 {
+            return None;
+        }
+        match wire {
+            0 => {
+                let v = varint(&mut b)?;
+                if field == 1 {
+                    seq = v;
+                }
+            }
+            1 => b = b.get(8..)?,
+            2 => {
+                let n = usize::try_from(varint(&mut b)?).ok()?;
+                if n > b.len() {
+                    return None;
+                }
+                if field == 4 {
+                    data_len = n;
+                }
+                b = &b[n..];
+            }
+            5 => b = b.get(4..)?,
+            _ => return None,
+        }
+    }
+    Some((seq, data_len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -857,7 +905,15 @@ mod tests {
                 };
                 let b = m.encode_to_vec();
                 prop_assert_eq!(b.len(), m.encoded_len());
+                prop_assert_eq!(peek_msg_proto(&b), Some((m.sequence, m.data.len())));
                 prop_assert_eq!(MsgProto::decode(&b[..]).unwrap(), m);
+            }
+
+            #[test]
+            fn peek_never_panics(b in proptest::collection::vec(any::<u8>(), 0..256)) {
+                if let (Some((seq, len)), Ok(m)) = (peek_msg_proto(&b), MsgProto::decode(&b[..])) {
+                    prop_assert_eq!((seq, len), (m.sequence, m.data.len()));
+                }
             }
 
             #[test]

@@ -75,6 +75,49 @@ async fn pub_sub() {
 }
 
 #[tokio::test]
+async fn publish_batch() {
+    for kind in kinds() {
+        let srv = ServerProc::start(kind);
+        let c = client(&srv).await;
+        let mut sub = c.subscribe("batch.>").await.unwrap();
+        c.flush().await.unwrap();
+        let msgs: Vec<(String, Vec<u8>)> = (0..5)
+            .map(|i| (format!("batch.{i}"), format!("m{i}").into_bytes()))
+            .collect();
+        c.publish_batch(&msgs).await.unwrap();
+        assert_eq!(
+            payloads(&mut sub, 5, srv.name()).await,
+            ["m0", "m1", "m2", "m3", "m4"]
+        );
+        // An invalid subject is skipped and reported; the others go out, in order.
+        let err = c
+            .publish_batch(&[("batch.a", "a"), ("bad subject", "x"), ("batch.b", "b")])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), PublishErrorKind::InvalidSubject);
+        assert_eq!(payloads(&mut sub, 2, srv.name()).await, ["a", "b"]);
+        assert_eq!(c.statistics().out_msgs, 7, "{}", srv.name());
+        // Larger than the outbound buffer limit: the batch waits for the writer, nothing lost.
+        let big = vec![b'x'; 64 * 1024];
+        let n = 200;
+        let many: Vec<(&str, &[u8])> = (0..n).map(|_| ("batch.big", big.as_slice())).collect();
+        c.publish_batch(&many).await.unwrap();
+        for _ in 0..n {
+            let m = next(&mut sub, "big").await.unwrap();
+            assert_eq!(m.payload.len(), big.len());
+        }
+        c.close().await;
+        assert_eq!(
+            c.publish_batch(&[("batch.a", "a")])
+                .await
+                .unwrap_err()
+                .kind(),
+            PublishErrorKind::Closed
+        );
+    }
+}
+
+#[tokio::test]
 async fn wildcards() {
     for kind in kinds() {
         let srv = ServerProc::start(kind);

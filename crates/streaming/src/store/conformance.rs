@@ -156,6 +156,19 @@ fn lookup_and_batches(mk: Mk, l: StoreLimits) {
         b.iter().map(|m| m.sequence).collect::<Vec<_>>(),
         (3..=10).collect::<Vec<_>>()
     );
+    // The wire form: the encoding of each message as a first delivery.
+    let enc = ch.msgs().read_batch_encoded(3, 100, 1 << 20).unwrap();
+    assert_eq!(
+        enc,
+        b.iter()
+            .map(crate::store::EncodedMsg::from_msg)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        ch.msgs().read_batch_encoded(0, 4, 1 << 20).unwrap().len(),
+        4
+    );
+    assert_eq!(ch.msgs().read_batch_encoded(5, 100, 1).unwrap().len(), 1);
     // The byte budget stops the batch, but at least one message comes back.
     let one = ch.msgs().read_batch(5, 100, 1).unwrap();
     assert_eq!(datas(&one), ["m5"]);

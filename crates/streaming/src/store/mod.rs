@@ -33,8 +33,10 @@
 //!
 //! Appends and subscription updates are buffered: nothing is promised until the matching
 //! `flush()` returns `Ok`. The server therefore stores a batch, flushes the touched channels,
-//! and only then sends the PubAcks (and likewise flushes subscription stores before replying
-//! to subscription requests). What "flushed" means on disk depends on the store; see the file
+//! and only then sends the PubAcks and delivers the messages (and likewise flushes
+//! subscription stores before replying to subscription requests). The pending and ack
+//! records of deliveries are flushed in the background: one lost in a crash means the message
+//! is delivered again, which at-least-once delivery allows. What "flushed" means on disk depends on the store; see the file
 //! store's module documentation. Client records and server info are durable when
 //! [`Store::add_client`], [`Store::delete_client`] and [`Store::init`] return.
 //!
@@ -229,6 +231,30 @@ pub struct NewMessage {
     pub timestamp: i64,
 }
 
+/// A stored message in the form a subscriber receives it on first delivery: its encoded
+/// `MsgProto` (`redelivered` false, `redelivery_count` 0), ready to send as a NATS payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedMsg {
+    pub sequence: u64,
+    /// Length of the message's `data` (for statistics).
+    pub data_len: usize,
+    pub encoded: Bytes,
+}
+
+impl EncodedMsg {
+    /// Encodes `m` as a first delivery.
+    pub fn from_msg(m: &MsgProto) -> EncodedMsg {
+        let mut m = m.clone();
+        m.redelivered = false;
+        m.redelivery_count = 0;
+        EncodedMsg {
+            sequence: m.sequence,
+            data_len: m.data.len(),
+            encoded: Bytes::from(prost::Message::encode_to_vec(&m)),
+        }
+    }
+}
+
 /// Counters of one message log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MsgStoreState {
@@ -271,6 +297,22 @@ pub trait MsgStore: Send + Sync {
     /// `start` is older), stopping once `max_bytes` of encoded messages would be exceeded (at
     /// least one message is returned when any is available). For replay.
     fn read_batch(&self, start: u64, max_msgs: usize, max_bytes: usize) -> Result<Vec<MsgProto>>;
+
+    /// [`read_batch`](Self::read_batch), each message in its wire form. The file store hands
+    /// out the stored records themselves (checked, not decoded): one read for the index, one
+    /// for the data, no allocation per message.
+    fn read_batch_encoded(
+        &self,
+        start: u64,
+        max_msgs: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<EncodedMsg>> {
+        Ok(self
+            .read_batch(start, max_msgs, max_bytes)?
+            .iter()
+            .map(EncodedMsg::from_msg)
+            .collect())
+    }
 
     /// Counters: first/last sequence, message count, bytes.
     fn state(&self) -> MsgStoreState;

@@ -18,8 +18,10 @@ use super::record::{
     REC_HEADER_LEN, SEG_HEADER_LEN, check_header, decode_at, encode_record, seg_header, sync_dir,
 };
 use super::{RecoveryCheck, SyncPolicy};
-use crate::proto::MsgProto;
-use crate::store::{Corruption, MsgStore, MsgStoreState, NewMessage, Result, StoreError};
+use crate::proto::{MsgProto, peek_msg_proto};
+use crate::store::{
+    Corruption, EncodedMsg, MsgStore, MsgStoreState, NewMessage, Result, StoreError,
+};
 
 /// Index entries read at once to refill the head cache used by limits enforcement.
 const HEAD_BATCH: u64 = 256;
@@ -434,10 +436,17 @@ impl MsgLog {
         Ok(())
     }
 
-    /// The messages of consecutive `entries` of segment `i`, read with one positional read.
-    fn read_data(&mut self, i: usize, entries: &[IdxEntry]) -> Result<Vec<MsgProto>> {
+    /// The records of consecutive `entries` of segment `i`, read with one positional read and
+    /// checked (offsets, lengths, CRC); `f` gets each entry with its payload (a slice of the
+    /// shared read buffer).
+    fn read_records(
+        &mut self,
+        i: usize,
+        entries: &[IdxEntry],
+        mut f: impl FnMut(&IdxEntry, Bytes) -> Result<()>,
+    ) -> Result<()> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         if last.end() > self.segs[i].written {
             self.write_out()?;
@@ -446,11 +455,10 @@ impl MsgLog {
         let path = seg.dat.path();
         let start = first.offset;
         let mut buf = vec![0u8; (last.end() - start) as usize];
-        let f = self.fds.get(&seg.dat).map_err(io_err(path))?;
-        f.read_exact_at(&mut buf, start).map_err(io_err(path))?;
-        drop(f);
+        let file = self.fds.get(&seg.dat).map_err(io_err(path))?;
+        file.read_exact_at(&mut buf, start).map_err(io_err(path))?;
+        drop(file);
         let buf = Bytes::from(buf);
-        let mut out = Vec::with_capacity(entries.len());
         let mut expected_off = start;
         for e in entries {
             let corrupt = |kind| StoreError::corrupt(path, e.offset, kind);
@@ -471,6 +479,18 @@ impl MsgLog {
                     computed,
                 }));
             }
+            f(e, payload)?;
+            expected_off = e.end();
+        }
+        Ok(())
+    }
+
+    /// The messages of consecutive `entries` of segment `i`, decoded.
+    fn read_data(&mut self, i: usize, entries: &[IdxEntry]) -> Result<Vec<MsgProto>> {
+        let mut out = Vec::with_capacity(entries.len());
+        let path = self.segs[i].dat.path().to_owned();
+        self.read_records(i, entries, |e, payload| {
+            let corrupt = |kind| StoreError::corrupt(&path, e.offset, kind);
             let m = MsgProto::decode(payload)
                 .map_err(|err| corrupt(Corruption::Decode(err.to_string())))?;
             if m.sequence != e.seq {
@@ -480,7 +500,74 @@ impl MsgLog {
                 }));
             }
             out.push(m);
-            expected_off = e.end();
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The messages of consecutive `entries` of segment `i` as stored (encoded `MsgProto`s,
+    /// as a first delivery sends them), checked but not decoded.
+    fn read_encoded(&mut self, i: usize, entries: &[IdxEntry]) -> Result<Vec<EncodedMsg>> {
+        let mut out = Vec::with_capacity(entries.len());
+        let path = self.segs[i].dat.path().to_owned();
+        self.read_records(i, entries, |e, payload| {
+            let corrupt = |kind| StoreError::corrupt(&path, e.offset, kind);
+            let Some((sequence, data_len)) = peek_msg_proto(&payload) else {
+                return Err(corrupt(Corruption::Decode("malformed MsgProto".into())));
+            };
+            if sequence != e.seq {
+                return Err(corrupt(Corruption::SequenceMismatch {
+                    expected: e.seq,
+                    found: sequence,
+                }));
+            }
+            out.push(EncodedMsg {
+                sequence,
+                data_len,
+                encoded: payload,
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Up to `max_msgs` consecutive messages from `start`, within `max_bytes` (at least one),
+    /// each segment's part read by `read`.
+    fn batch<T>(
+        &mut self,
+        start: u64,
+        max_msgs: usize,
+        max_bytes: usize,
+        read: impl Fn(&mut MsgLog, usize, &[IdxEntry]) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        self.check_open()?;
+        let mut out = Vec::new();
+        if self.msgs == 0 {
+            return Ok(out);
+        }
+        let mut seq = start.max(self.first);
+        let mut budget = 0usize;
+        while out.len() < max_msgs && seq <= self.last {
+            let i = self.seg_index(seq);
+            let end = self.segs[i].end_seq();
+            let n = ((max_msgs - out.len()) as u64)
+                .min(end - seq)
+                .min(BATCH_ENTRIES);
+            let entries = self.read_entries(i, seq, n)?;
+            let mut k = 0;
+            for e in &entries {
+                let size = e.size as usize;
+                if budget + size > max_bytes && (k > 0 || !out.is_empty()) {
+                    break;
+                }
+                budget += size;
+                k += 1;
+            }
+            out.extend(read(self, i, &entries[..k])?);
+            seq += k as u64;
+            if k < entries.len() {
+                break;
+            }
         }
         Ok(out)
     }
@@ -721,37 +808,20 @@ impl MsgStore for FileMsgStore {
     }
 
     fn read_batch(&self, start: u64, max_msgs: usize, max_bytes: usize) -> Result<Vec<MsgProto>> {
-        let mut log = self.log.lock();
-        log.check_open()?;
-        let mut out = Vec::new();
-        if log.msgs == 0 {
-            return Ok(out);
-        }
-        let mut seq = start.max(log.first);
-        let mut budget = 0usize;
-        while out.len() < max_msgs && seq <= log.last {
-            let i = log.seg_index(seq);
-            let end = log.segs[i].end_seq();
-            let n = ((max_msgs - out.len()) as u64)
-                .min(end - seq)
-                .min(BATCH_ENTRIES);
-            let entries = log.read_entries(i, seq, n)?;
-            let mut k = 0;
-            for e in &entries {
-                let size = e.size as usize;
-                if budget + size > max_bytes && (k > 0 || !out.is_empty()) {
-                    break;
-                }
-                budget += size;
-                k += 1;
-            }
-            out.extend(log.read_data(i, &entries[..k])?);
-            seq += k as u64;
-            if k < entries.len() {
-                break;
-            }
-        }
-        Ok(out)
+        self.log
+            .lock()
+            .batch(start, max_msgs, max_bytes, MsgLog::read_data)
+    }
+
+    fn read_batch_encoded(
+        &self,
+        start: u64,
+        max_msgs: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<EncodedMsg>> {
+        self.log
+            .lock()
+            .batch(start, max_msgs, max_bytes, MsgLog::read_encoded)
     }
 
     fn state(&self) -> MsgStoreState {
