@@ -1109,25 +1109,31 @@ impl Engine {
     // Recovery
     // -----------------------------------------------------------------------------------------
 
+    /// Adds a client (new or recovered) and arms its first heartbeat.
+    fn add_client_state(&mut self, info: ClientInfo, now: Instant) -> String {
+        if !info.conn_id.is_empty() {
+            self.conn_ids.insert(info.conn_id.clone(), info.id.clone());
+        }
+        let id = info.id.clone();
+        self.clients.insert(
+            id.clone(),
+            ClientState {
+                info,
+                subs: BTreeSet::new(),
+                hb_fails: 0,
+                hb_in_flight: false,
+                hb_at: None,
+            },
+        );
+        self.arm_hb(&id, now + self.opts.hb_interval);
+        id
+    }
+
     pub(crate) fn recover(&mut self, state: RecoveredState) {
         let now = Instant::now();
         let now_ns = now_nanos();
         for info in state.clients {
-            if !info.conn_id.is_empty() {
-                self.conn_ids.insert(info.conn_id.clone(), info.id.clone());
-            }
-            let id = info.id.clone();
-            self.clients.insert(
-                id.clone(),
-                ClientState {
-                    info,
-                    subs: BTreeSet::new(),
-                    hb_fails: 0,
-                    hb_in_flight: false,
-                    hb_at: None,
-                },
-            );
-            self.arm_hb(&id, now + self.opts.hb_interval);
+            self.add_client_state(info, now);
         }
         for rc in state.channels {
             let name = rc.channel.name().to_string();
@@ -1354,21 +1360,7 @@ impl Engine {
             error!("STREAM: [Client:{}] Unable to store client: {e}", info.id);
             return self.connect_error(reply, &e.to_string());
         }
-        if !info.conn_id.is_empty() {
-            self.conn_ids.insert(info.conn_id.clone(), info.id.clone());
-        }
-        let id = info.id.clone();
-        self.clients.insert(
-            id.clone(),
-            ClientState {
-                info,
-                subs: BTreeSet::new(),
-                hb_fails: 0,
-                hb_in_flight: false,
-                hb_at: None,
-            },
-        );
-        self.arm_hb(&id, Instant::now() + self.opts.hb_interval);
+        let id = self.add_client_state(info, Instant::now());
         debug!(
             "STREAM: [Client:{}] Connected (Inbox={})",
             id, req.heartbeat_inbox
