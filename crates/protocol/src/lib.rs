@@ -20,12 +20,17 @@ mod encode;
 mod error;
 mod parse;
 mod route;
+mod server_op;
 mod subject;
 
 pub use encode::{write_err, write_hmsg, write_msg, write_u64};
 pub use error::ProtoError;
 pub use parse::{ClientOp, Limits, Parsed, parse_client_op};
 pub use route::{RouteOp, parse_route_op, write_rmsg, write_rs_minus, write_rs_plus};
+pub use server_op::{
+    MAX_CONTROL_LINE as MAX_SERVER_CONTROL_LINE, ParseError as ServerOpError, ServerOp,
+    parse_server_op,
+};
 pub use subject::{is_valid_literal_subject, is_valid_subject, subject_matches, tokens};
 
 /// Status line of the header block the server sends for "no responders" (503).

@@ -249,6 +249,41 @@ impl ClientShared {
         self.wake.notify_one();
     }
 
+    /// For a connection without a writer (a local one): moves what is queued into `buf`
+    /// (the buffers are swapped when `buf` is empty, so nothing is copied) and counts it as
+    /// sent. Some(false) when nothing is queued, None once closed and drained.
+    pub(crate) fn take_pending(&self, buf: &mut BytesMut) -> Option<bool> {
+        let (msgs, bytes) = {
+            let mut out = self.out.lock();
+            out.flush_scheduled = false;
+            if out.data.is_empty() {
+                return if out.closed { None } else { Some(false) };
+            }
+            if buf.is_empty() {
+                std::mem::swap(&mut out.data, buf);
+            } else {
+                buf.extend_from_slice(&out.data);
+                out.data.clear();
+            }
+            (
+                std::mem::take(&mut out.out_msgs),
+                std::mem::take(&mut out.out_bytes),
+            )
+        };
+        if msgs > 0 {
+            self.stats.out_msgs.fetch_add(msgs, Ordering::Relaxed);
+            self.stats.out_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        self.drained.notify_waiters();
+        Some(true)
+    }
+
+    /// Records activity now (monitoring's `last_activity`).
+    pub(crate) fn touch(&self) {
+        self.last_activity
+            .store(unix_nanos(SystemTime::now()), Ordering::Relaxed);
+    }
+
     /// Waits until pending bytes are at most `threshold` (a fast producer's stall).
     pub(crate) async fn drained_to(&self, threshold: usize) {
         loop {
@@ -445,12 +480,8 @@ struct Conn {
     connected: bool,
     auth_required: bool,
     limits: Limits,
-    /// Connections to wake once this read is processed.
-    /// Writers to wake and counters to publish once this read is processed.
-    batch: Batch,
-    cache: MatchCache<Subscription>,
-    cache_generation: u64,
-    rng: SmallRng,
+    /// Delivers what this connection publishes.
+    router: Router,
     in_msgs: u64,
     in_bytes: u64,
     pings_out: u32,
@@ -460,8 +491,6 @@ struct Conn {
     info_after_pong: bool,
     nonce: Option<String>,
     perms: Option<Arc<Permissions>>,
-    /// Routes this message goes to, with the queue groups (indices) each is picked for.
-    route_targets: Vec<(Arc<ClientShared>, Vec<usize>)>,
     /// Publish permission results by subject (permissions are fixed between CONNECTs).
     pub_allowed: FastMap<Box<[u8]>, bool>,
     trace: bool,
@@ -545,10 +574,7 @@ async fn serve<R, W>(
         me: me.clone(),
         flags: ConnectFlags::default(),
         connected: false,
-        batch: Batch::default(),
-        cache: MatchCache::default(),
-        cache_generation: 0,
-        rng: SmallRng::from_os_rng(),
+        router: Router::new(),
         in_msgs: 0,
         in_bytes: 0,
         pings_out: 0,
@@ -556,7 +582,6 @@ async fn serve<R, W>(
         info_after_pong: false,
         nonce: nonce.clone(),
         perms: None,
-        route_targets: Vec::new(),
         pub_allowed: FastMap::default(),
         trace: tracing::enabled!(tracing::Level::TRACE),
     };
@@ -713,7 +738,7 @@ impl Conn {
             // Fast producer: let a subscriber that fell behind catch up before going on
             // (bounded, so a slow consumer cannot hold publishers for long: it is cut off at
             // max_pending instead), then finish what is already buffered.
-            while let Some(behind) = self.batch.stall.take() {
+            while let Some(behind) = self.router.batch.stall.take() {
                 let threshold = STALL_PENDING.min(behind.max_pending / 2) / 2;
                 let _ = tokio::time::timeout(STALL_MAX, behind.drained_to(threshold)).await;
                 let flow = self.process_buffer(&mut buf);
@@ -765,7 +790,7 @@ impl Conn {
                     flow = self.process_op(op);
                     // A closing connection stops here; so does a publisher that must wait
                     // for a subscriber (the rest of the buffer is processed after the wait).
-                    if matches!(flow, Flow::Close(_)) || self.batch.stall.is_some() {
+                    if matches!(flow, Flow::Close(_)) || self.router.batch.stall.is_some() {
                         break;
                     }
                 }
@@ -1029,7 +1054,73 @@ impl Conn {
         }
         self.ok();
 
-        let generation = self.srv.sublist.generation();
+        let skip = (!self.flags.echo).then_some(self.me.cid);
+        let delivered = self.router.route(&self.srv, msg, skip);
+        if delivered == 0
+            && self.flags.no_responders
+            && let Some(reply) = msg.reply
+        {
+            self.no_responders(msg.subject, reply);
+        }
+        Flow::Continue
+    }
+
+    fn may_publish(&mut self, subject: &[u8]) -> bool {
+        let Some(perms) = &self.perms else {
+            return true;
+        };
+        let allowed = match self.pub_allowed.get(subject) {
+            Some(&allowed) => allowed,
+            None => {
+                let allowed = perms.can_publish(subject);
+                if self.pub_allowed.len() >= LOCAL_CACHE_MAX {
+                    self.pub_allowed.clear();
+                }
+                self.pub_allowed.insert(subject.into(), allowed);
+                allowed
+            }
+        };
+        allowed || (perms.allow_responses.is_some() && self.me.grants.lock().take(subject))
+    }
+}
+
+/// Routes published messages: to local subscribers (queue groups spread at random) and once
+/// per route that has interest. A publisher (a connection's reader, a local connection) owns
+/// one, with its match cache and the writers it touched since it last woke them.
+pub(crate) struct Router {
+    /// Writers to wake and counters to publish once the publisher's batch is processed.
+    pub batch: Batch,
+    cache: MatchCache<Subscription>,
+    cache_generation: u64,
+    rng: SmallRng,
+    /// Routes this message goes to, with the queue groups (indices) each is picked for.
+    route_targets: Vec<(Arc<ClientShared>, Vec<usize>)>,
+}
+
+impl Router {
+    pub(crate) fn new() -> Router {
+        Router {
+            batch: Batch::default(),
+            cache: MatchCache::default(),
+            cache_generation: 0,
+            rng: SmallRng::from_os_rng(),
+            route_targets: Vec::new(),
+        }
+    }
+
+    pub(crate) fn clear_cache(&mut self) {
+        self.cache.clear();
+    }
+
+    /// Delivers `msg` to whoever wants it (not to `skip_cid`, a publisher with echo off);
+    /// returns how many subscribers and routes got it.
+    pub(crate) fn route(
+        &mut self,
+        srv: &ServerShared,
+        msg: &Msg<'_>,
+        skip_cid: Option<u64>,
+    ) -> usize {
+        let generation = srv.sublist.generation();
         if generation != self.cache_generation {
             self.cache.clear();
             self.cache_generation = generation;
@@ -1037,7 +1128,7 @@ impl Conn {
         let result = match self.cache.get(msg.subject) {
             Some(hit) => hit.clone(),
             None => {
-                let result = self.srv.sublist.matches(msg.subject);
+                let result = srv.sublist.matches(msg.subject);
                 if self.cache.len() >= LOCAL_CACHE_MAX {
                     self.cache.clear();
                 }
@@ -1051,7 +1142,7 @@ impl Conn {
             if sub.client.is_route {
                 routed |= self.route_target(&sub.client, None);
             } else {
-                delivered += usize::from(self.deliver(sub, msg));
+                delivered += usize::from(deliver_to(srv, &mut self.batch, sub, msg, skip_cid));
             }
         }
         for (gi, group) in result.queues.iter().enumerate() {
@@ -1083,7 +1174,9 @@ impl Conn {
             }
             for i in 0..n {
                 let member = &group.members[(start + i) % n];
-                if !member.client.is_route && self.deliver(member, msg) {
+                if !member.client.is_route
+                    && deliver_to(srv, &mut self.batch, member, msg, skip_cid)
+                {
                     delivered += 1;
                     break;
                 }
@@ -1092,13 +1185,7 @@ impl Conn {
         if routed {
             delivered += self.send_route_targets(&result, msg);
         }
-        if delivered == 0
-            && self.flags.no_responders
-            && let Some(reply) = msg.reply
-        {
-            self.no_responders(msg.subject, reply);
-        }
-        Flow::Continue
+        delivered
     }
 
     /// Notes that `route` gets this message (once per route), for queue group `group`.
@@ -1152,29 +1239,6 @@ impl Conn {
             }
         }
         sent
-    }
-
-    fn may_publish(&mut self, subject: &[u8]) -> bool {
-        let Some(perms) = &self.perms else {
-            return true;
-        };
-        let allowed = match self.pub_allowed.get(subject) {
-            Some(&allowed) => allowed,
-            None => {
-                let allowed = perms.can_publish(subject);
-                if self.pub_allowed.len() >= LOCAL_CACHE_MAX {
-                    self.pub_allowed.clear();
-                }
-                self.pub_allowed.insert(subject.into(), allowed);
-                allowed
-            }
-        };
-        allowed || (perms.allow_responses.is_some() && self.me.grants.lock().take(subject))
-    }
-
-    fn deliver(&mut self, sub: &Arc<Subscription>, msg: &Msg<'_>) -> bool {
-        let skip = (!self.flags.echo).then_some(self.me.cid);
-        deliver_to(&self.srv, &mut self.batch, sub, msg, skip)
     }
 }
 
@@ -1349,7 +1413,7 @@ impl Conn {
         if !out.flush_scheduled {
             out.flush_scheduled = true;
             drop(out);
-            self.batch.touched.push(self.me.clone());
+            self.router.batch.touched.push(self.me.clone());
         }
     }
 
@@ -1372,10 +1436,7 @@ impl Conn {
     }
 
     fn wake_touched(&mut self) {
-        self.batch.finish(&self.srv);
-        for client in self.batch.touched.drain(..) {
-            client.flush_or_wake();
-        }
+        self.router.batch.wake_all(&self.srv);
     }
 
     fn flush_counters(&mut self) {
@@ -1408,7 +1469,7 @@ impl Conn {
                     .local_interest_changed(&sub.subject, sub.queue.as_deref(), -1);
             }
         }
-        self.cache.clear();
+        self.router.clear_cache();
         self.srv.unregister(&self.me);
     }
 }

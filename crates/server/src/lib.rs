@@ -4,11 +4,13 @@
 //! buffering policy.
 
 pub mod client;
+pub mod local;
 pub mod monitor;
 pub mod options;
 pub mod server;
 pub mod sublist;
 
+pub use local::{LocalConn, LocalError};
 pub use options::Options;
 pub use server::{ServerHandle, start};
 pub mod auth;

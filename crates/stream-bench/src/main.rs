@@ -181,11 +181,29 @@ pub struct CrashArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // A measured run drives one connection: one thread, so that the client's reader and
+    // writer tasks and the publisher hand work to each other without waking other threads
+    // (on a 2-core machine those wake-ups cost the servers CPU time). RNATS_BENCH_THREADS=2
+    // gives the earlier two-worker runtime. The crash harness keeps two workers.
+    let threads: usize = std::env::var("RNATS_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if matches!(cli.cmd, Cmd::Bench(_)) {
+            1
+        } else {
+            2
+        });
+    let built = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rnats-stream-bench: {e}");

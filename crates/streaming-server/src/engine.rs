@@ -47,7 +47,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use prost::Message as _;
-use rnats_client::{Client, Request};
 use rnats_streaming::proto::{
     Ack, ClientInfo, CloseRequest, CloseResponse, ConnectRequest, ConnectResponse, CtrlMsg,
     MsgProto, Ping, PingResponse, PubAck, PubMsg, ServerInfo, StartPosition, SubState,
@@ -62,6 +61,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, trace, warn};
 
 use crate::monitor::{self, MonitorQuery, MonitorReply};
+use crate::nats::{InMsg, Inbound, Nats, Subject};
 use crate::options::Options;
 
 // Error texts, as the reference server sends them.
@@ -111,7 +111,7 @@ pub enum Kind {
 
 /// Input of the engine.
 pub enum Event {
-    Nats(Kind, rnats_client::Message),
+    Nats(Kind, InMsg),
     HbResult {
         client_id: String,
         conn_id: Vec<u8>,
@@ -119,7 +119,7 @@ pub enum Event {
     },
     DupCheck {
         req: ConnectRequest,
-        reply: Option<String>,
+        reply: Option<Subject>,
         alive: bool,
     },
     Monitor(MonitorQuery, oneshot::Sender<MonitorReply>),
@@ -397,7 +397,7 @@ pub(crate) struct Stats {
 
 /// A PubAck waiting for its message to be flushed.
 struct PendingPubAck {
-    reply: String,
+    reply: Subject,
     guid: String,
     channel: String,
 }
@@ -556,101 +556,6 @@ async fn flushed(f: &mut Option<Flusher>) -> Flushed {
     }
 }
 
-/// The protocol subscriptions, read by the engine itself (no forwarding task between them).
-///
-/// They are listed by priority: acks and publishes first, the requests that end something
-/// (unsubscribe, subscription close, connection close) last. Those are processed behind a
-/// *barrier*: before one is handed out, every message already received on a higher-priority
-/// subscription is handed out first. The NATS client hands messages to the subscriptions in
-/// arrival order, so an ack a client sent before closing is always seen by the engine before
-/// the close (the reference server gets the same guarantee by flushing its connections).
-pub(crate) struct Inbound {
-    subs: Vec<(Kind, rnats_client::Subscriber)>,
-    ready: VecDeque<(Kind, rnats_client::Message)>,
-    ended: bool,
-}
-
-impl Inbound {
-    pub(crate) fn new(subs: Vec<(Kind, rnats_client::Subscriber)>) -> Inbound {
-        Inbound {
-            subs,
-            ready: VecDeque::new(),
-            ended: false,
-        }
-    }
-
-    /// The next message, if one is there now.
-    fn try_next(&mut self) -> Option<(Kind, rnats_client::Message)> {
-        if let Some(x) = self.ready.pop_front() {
-            return Some(x);
-        }
-        if self.ended {
-            return None;
-        }
-        for i in 0..self.subs.len() {
-            match self.subs[i].1.try_next() {
-                Some(Some(m)) => return Some(self.arrived(i, m)),
-                Some(None) => {
-                    self.ended = true;
-                    return None;
-                }
-                None => {}
-            }
-        }
-        None
-    }
-
-    /// The next message; never resolves once the subscriptions ended (connection closed).
-    fn poll_next(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<(Kind, rnats_client::Message)> {
-        use futures_core::Stream;
-        use std::task::Poll;
-        if let Some(x) = self.ready.pop_front() {
-            return Poll::Ready(x);
-        }
-        if self.ended {
-            return Poll::Pending;
-        }
-        for i in 0..self.subs.len() {
-            match std::pin::Pin::new(&mut self.subs[i].1).poll_next(cx) {
-                Poll::Ready(Some(m)) => return Poll::Ready(self.arrived(i, m)),
-                Poll::Ready(None) => {
-                    self.ended = true;
-                    return Poll::Pending;
-                }
-                Poll::Pending => {}
-            }
-        }
-        Poll::Pending
-    }
-
-    /// `m` arrived on subscription `i`: a request that ends something goes after what the
-    /// subscriptions before it hold (read without the cooperative budget, which could report
-    /// one of them empty when it is not).
-    fn arrived(&mut self, i: usize, m: rnats_client::Message) -> (Kind, rnats_client::Message) {
-        let kind = self.subs[i].0;
-        if !matches!(kind, Kind::Unsubscribe | Kind::SubClose | Kind::Close) {
-            return (kind, m);
-        }
-        loop {
-            let mut any = false;
-            for (k, s) in &mut self.subs[..i] {
-                while let Some(Some(e)) = s.try_next() {
-                    self.ready.push_back((*k, e));
-                    any = true;
-                }
-            }
-            if !any {
-                break;
-            }
-        }
-        self.ready.push_back((kind, m));
-        self.ready.pop_front().expect("just pushed")
-    }
-}
-
 /// What woke the engine up.
 enum Wake {
     Event(Event),
@@ -706,7 +611,7 @@ fn max_delivery_len(subject: &str, reply: &str, data: usize) -> usize {
 
 pub(crate) struct Engine {
     pub(crate) opts: Arc<Options>,
-    nc: Client,
+    nc: Nats,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) subjects: Subjects,
     pub(crate) server_id: String,
@@ -723,11 +628,11 @@ pub(crate) struct Engine {
     max_payload: usize,
     /// Deliveries, sent after the replies.
     outbox: Vec<(Arc<str>, Bytes)>,
-    replies: Vec<(String, Bytes)>,
+    replies: Vec<(Subject, Bytes)>,
     /// PubAcks of messages appended since the last message flush started.
     pubacks: Vec<PendingPubAck>,
     /// PubAcks to send (messages flushed, or errors).
-    ready_acks: Vec<(String, PubAck)>,
+    ready_acks: Vec<(Subject, PubAck)>,
     to_deliver: BTreeSet<String>,
     /// Channels appended to since the last message flush started.
     dirty_msgs: BTreeSet<String>,
@@ -767,7 +672,7 @@ fn is_valid_client_id(id: &str) -> bool {
 impl Engine {
     pub(crate) fn new(
         opts: Arc<Options>,
-        nc: Client,
+        nc: Nats,
         store: Arc<dyn Store>,
         info: &ServerInfo,
         server_id: String,
@@ -837,7 +742,7 @@ impl Engine {
                 }
             };
             let wake = tokio::select! {
-                (kind, m) = std::future::poll_fn(|cx| inbound.poll_next(cx)) => {
+                (kind, m) = inbound.next() => {
                     Wake::Event(Event::Nats(kind, m))
                 }
                 ev = rx.recv() => ev.map_or(Wake::Closed, Wake::Event),
@@ -1066,7 +971,7 @@ impl Engine {
             }
             let buf = buf.freeze();
             let mut start = 0;
-            let mut out: Vec<(String, Bytes)> = Vec::with_capacity(acks.len());
+            let mut out: Vec<(Subject, Bytes)> = Vec::with_capacity(acks.len());
             for ((reply, _), end) in acks.into_iter().zip(ends) {
                 out.push((reply, buf.slice(start..end)));
                 start = end;
@@ -1077,7 +982,7 @@ impl Engine {
         }
     }
 
-    fn reply(&mut self, reply: &Option<String>, payload: Bytes) {
+    fn reply(&mut self, reply: &Option<Subject>, payload: Bytes) {
         if let Some(r) = reply.as_ref().filter(|r| !r.is_empty()) {
             self.replies.push((r.clone(), payload));
         }
@@ -1282,7 +1187,7 @@ impl Engine {
     // Connect / close / ping / heartbeats
     // -----------------------------------------------------------------------------------------
 
-    fn connect_error(&mut self, reply: &Option<String>, err: &str) {
+    fn connect_error(&mut self, reply: &Option<Subject>, err: &str) {
         let payload = encode(&ConnectResponse {
             error: err.to_string(),
             protocol: 1,
@@ -1291,7 +1196,7 @@ impl Engine {
         self.reply(reply, payload);
     }
 
-    fn on_connect(&mut self, msg: rnats_client::Message) {
+    fn on_connect(&mut self, msg: InMsg) {
         let req = match ConnectRequest::decode(msg.payload.clone()) {
             Ok(r) if !r.heartbeat_inbox.is_empty() => r,
             _ => {
@@ -1317,10 +1222,7 @@ impl Engine {
             let timeout = self.opts.client_dup_check_timeout;
             let reply = msg.reply.clone();
             tokio::spawn(async move {
-                let alive = nc
-                    .send_request(&inbox, Request::new().timeout(timeout))
-                    .await
-                    .is_ok();
+                let alive = nc.request(&inbox, Bytes::new(), timeout).await.is_ok();
                 let _ = tx.send(Event::DupCheck { req, reply, alive });
             });
             return;
@@ -1328,7 +1230,7 @@ impl Engine {
         self.register_client(req, &msg.reply);
     }
 
-    fn on_dup_check(&mut self, req: ConnectRequest, reply: Option<String>, alive: bool) {
+    fn on_dup_check(&mut self, req: ConnectRequest, reply: Option<Subject>, alive: bool) {
         self.dup_checks.remove(&req.client_id);
         if alive {
             debug!(
@@ -1347,7 +1249,7 @@ impl Engine {
         self.register_client(req, &reply);
     }
 
-    fn register_client(&mut self, req: ConnectRequest, reply: &Option<String>) {
+    fn register_client(&mut self, req: ConnectRequest, reply: &Option<Subject>) {
         let info = ClientInfo {
             id: req.client_id.clone(),
             hb_inbox: req.heartbeat_inbox.clone(),
@@ -1401,7 +1303,7 @@ impl Engine {
         debug!("STREAM: [Client:{id}] Closed");
     }
 
-    fn on_close(&mut self, msg: rnats_client::Message) {
+    fn on_close(&mut self, msg: InMsg) {
         let Ok(req) = CloseRequest::decode(msg.payload.clone()) else {
             let p = encode(&CloseResponse {
                 error: ERR_INVALID_CLOSE_REQ.into(),
@@ -1418,7 +1320,7 @@ impl Engine {
         self.reply(&msg.reply, Bytes::new());
     }
 
-    fn on_ping(&mut self, msg: rnats_client::Message) {
+    fn on_ping(&mut self, msg: InMsg) {
         if msg.payload.is_empty() {
             return;
         }
@@ -1472,10 +1374,7 @@ impl Engine {
         let client_id = id.to_string();
         let timeout = self.opts.hb_timeout;
         tokio::spawn(async move {
-            let ok = nc
-                .send_request(&inbox, Request::new().timeout(timeout))
-                .await
-                .is_ok();
+            let ok = nc.request(&inbox, Bytes::new(), timeout).await.is_ok();
             let _ = tx.send(Event::HbResult {
                 client_id,
                 conn_id,
@@ -1526,7 +1425,7 @@ impl Engine {
     // Publish
     // -----------------------------------------------------------------------------------------
 
-    fn pub_error(&mut self, reply: &Option<String>, guid: String, err: &str) {
+    fn pub_error(&mut self, reply: &Option<Subject>, guid: String, err: &str) {
         if let Some(r) = reply.as_ref().filter(|r| !r.is_empty()) {
             self.ready_acks.push((
                 r.clone(),
@@ -1538,7 +1437,7 @@ impl Engine {
         }
     }
 
-    fn on_publish(&mut self, msg: rnats_client::Message) {
+    fn on_publish(&mut self, msg: InMsg) {
         let pm = match PubMsg::decode(msg.payload.clone()) {
             Ok(pm) => pm,
             Err(_) => {
@@ -1682,7 +1581,7 @@ impl Engine {
     // Subscribe
     // -----------------------------------------------------------------------------------------
 
-    fn sub_response(&mut self, reply: &Option<String>, ack_inbox: String, error: &str) {
+    fn sub_response(&mut self, reply: &Option<Subject>, ack_inbox: String, error: &str) {
         let p = encode(&SubscriptionResponse {
             ack_inbox,
             error: error.to_string(),
@@ -1690,7 +1589,7 @@ impl Engine {
         self.reply(reply, p);
     }
 
-    fn on_subscribe(&mut self, msg: rnats_client::Message) {
+    fn on_subscribe(&mut self, msg: InMsg) {
         let reply = msg.reply.clone();
         let Ok(sr) = SubscriptionRequest::decode(msg.payload.clone()) else {
             return self.sub_response(&reply, String::new(), ERR_INVALID_SUB_REQ);
@@ -1897,7 +1796,7 @@ impl Engine {
     // Unsubscribe / close subscription
     // -----------------------------------------------------------------------------------------
 
-    fn on_unsubscribe(&mut self, msg: rnats_client::Message, unsubscribe: bool) {
+    fn on_unsubscribe(&mut self, msg: InMsg, unsubscribe: bool) {
         let reply = msg.reply.clone();
         let Ok(req) = UnsubscribeRequest::decode(msg.payload.clone()) else {
             return self.sub_response(&reply, String::new(), ERR_INVALID_UNSUB_REQ);
@@ -2218,7 +2117,7 @@ impl Engine {
         }
     }
 
-    fn on_ack(&mut self, msg: rnats_client::Message) {
+    fn on_ack(&mut self, msg: InMsg) {
         let Engine {
             acks,
             channels,
@@ -2226,7 +2125,7 @@ impl Engine {
             to_deliver,
             ..
         } = self;
-        let Some((name, id)) = acks.get(&msg.subject) else {
+        let Some((name, id)) = acks.get(&*msg.subject) else {
             return;
         };
         let id = *id;

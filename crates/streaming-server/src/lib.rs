@@ -2,8 +2,8 @@
 //! nats-streaming-server 0.25.
 //!
 //! The server is a NATS client: by default it runs an embedded rnats core server in its own
-//! process and talks to it over loopback; with `-ns` it attaches to an existing NATS server or
-//! cluster. It speaks the NATS Streaming protobuf protocol (discovery, connect, publish with
+//! process and talks to it through a local connection (no socket); with `-ns` it attaches to
+//! an existing NATS server or cluster as a client. It speaks the NATS Streaming protobuf protocol (discovery, connect, publish with
 //! PubAcks, subscriptions with every start position, durables, queue groups, acks,
 //! redelivery, heartbeats, pings, close) and keeps all state in an
 //! [`rnats_streaming::store`] (memory or file).
@@ -20,10 +20,12 @@
 //!
 //! * [`options`]: defaults, configuration keys and the command line of nats-streaming-server.
 //! * `engine`: the protocol state machine (one task; see its module documentation).
+//! * `nats`: the engine's NATS connection, local or over TCP.
 //! * `monitor`: `/streaming/serverz`, `storez`, `clientsz`, `channelsz`.
 
 mod engine;
 mod monitor;
+mod nats;
 pub mod options;
 mod server;
 

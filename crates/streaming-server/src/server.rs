@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message as _;
-use rnats_client::{Client, ConnectOptions, Request};
+use rnats_client::ConnectOptions;
 use rnats_streaming::proto::{CloseRequest, ConnectRequest, ConnectResponse};
 use rnats_streaming::store::file::FileStore;
 use rnats_streaming::store::memory::MemoryStore;
@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
-use crate::engine::{Engine, Event, Inbound, Kind, Subjects, new_server_info};
+use crate::engine::{Engine, Event, Kind, Subjects, new_server_info};
+use crate::nats::{Inbound, Nats};
 use crate::options::{Options, VERSION};
 
 /// Why the server could not start.
@@ -42,7 +43,7 @@ pub enum StartError {
 pub struct StreamingServer {
     opts: Arc<Options>,
     nats: Option<rnats_server::ServerHandle>,
-    nc: Client,
+    nc: Nats,
     store: Arc<dyn Store>,
     tx: mpsc::UnboundedSender<Event>,
     engine: JoinHandle<()>,
@@ -178,35 +179,48 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
         info!("STREAM: Connecting to NATS Server at {}", urls.join(","));
     }
 
-    let mut copts = ConnectOptions::new()
-        .name(format!("_NSS-{}-general", opts.cluster_id))
-        .max_reconnects(None)
-        .reconnect_delay(
-            Duration::from_millis(250),
-            Duration::from_millis(250),
-            Duration::ZERO,
-        )
-        .request_timeout(Duration::from_secs(2));
-    if let Some(t) = &opts.token {
-        copts = copts.token(t.clone());
-    } else if let Some(u) = &opts.username {
-        copts = copts.user_and_password(u.clone(), opts.password.clone().unwrap_or_default());
-    }
-    let nc = match copts.connect(urls.clone()).await {
-        Ok(nc) => nc,
-        Err(e) => {
-            if let Some(n) = nats {
-                n.shutdown(Duration::from_secs(1)).await;
+    let name = format!("_NSS-{}-general", opts.cluster_id);
+    let nc = match &nats {
+        // The embedded server: a local connection, no socket in between.
+        Some(n) => match n.connect_local(&name) {
+            Ok(c) => Nats::Local(Arc::new(c)),
+            Err(e) => {
+                if let Some(n) = nats {
+                    n.shutdown(Duration::from_secs(1)).await;
+                }
+                return Err(StartError::Nats(format!("unable to connect to NATS: {e}")));
             }
-            return Err(StartError::Nats(format!(
-                "unable to connect to NATS at {}: {e}",
-                urls.join(",")
-            )));
+        },
+        None => {
+            let mut copts = ConnectOptions::new()
+                .name(name)
+                .max_reconnects(None)
+                .reconnect_delay(
+                    Duration::from_millis(250),
+                    Duration::from_millis(250),
+                    Duration::ZERO,
+                )
+                .request_timeout(Duration::from_secs(2));
+            if let Some(t) = &opts.token {
+                copts = copts.token(t.clone());
+            } else if let Some(u) = &opts.username {
+                copts =
+                    copts.user_and_password(u.clone(), opts.password.clone().unwrap_or_default());
+            }
+            match copts.connect(urls.clone()).await {
+                Ok(nc) => Nats::Remote(nc),
+                Err(e) => {
+                    return Err(StartError::Nats(format!(
+                        "unable to connect to NATS at {}: {e}",
+                        urls.join(",")
+                    )));
+                }
+            }
         }
     };
     let nats_url = urls.join(",");
 
-    let fail = |nats: Option<rnats_server::ServerHandle>, nc: Client, e: StartError| async move {
+    let fail = |nats: Option<rnats_server::ServerHandle>, nc: Nats, e: StartError| async move {
         nc.close().await;
         if let Some(n) = nats {
             n.shutdown(Duration::from_secs(1)).await;
@@ -223,26 +237,24 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
             ..Default::default()
         };
         let r = nc
-            .send_request(
+            .request(
                 &discover,
-                Request::new()
-                    .payload(Bytes::from(req.encode_to_vec()))
-                    .timeout(Duration::from_millis(250)),
+                Bytes::from(req.encode_to_vec()),
+                Duration::from_millis(250),
             )
             .await;
-        if let Ok(m) = r
-            && let Ok(resp) = ConnectResponse::decode(m.payload.clone())
+        if let Ok(payload) = r
+            && let Ok(resp) = ConnectResponse::decode(payload)
         {
             if resp.error.is_empty() && !resp.close_requests.is_empty() {
                 let close = CloseRequest {
                     client_id: opts.cluster_id.clone(),
                 };
                 let _ = nc
-                    .send_request(
+                    .request(
                         &resp.close_requests,
-                        Request::new()
-                            .payload(Bytes::from(close.encode_to_vec()))
-                            .timeout(Duration::from_millis(250)),
+                        Bytes::from(close.encode_to_vec()),
+                        Duration::from_millis(250),
                     )
                     .await;
             }
@@ -348,21 +360,40 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
         (subjects.sub_close.clone(), Kind::SubClose),
         (subjects.close.clone(), Kind::Close),
     ];
-    let mut streams = Vec::new();
-    for (subject, kind) in subs {
-        match nc.subscribe(subject.clone()).await {
-            Ok(s) => streams.push((kind, s)),
-            Err(e) => {
-                let e = StartError::Nats(format!("subscribe {subject}: {e}"));
-                return fail(nats, nc, e).await;
+    let inbound = match &nc {
+        Nats::Local(conn) => {
+            let mut kinds = Vec::new();
+            for (subject, kind) in subs {
+                match conn.subscribe(&subject, None) {
+                    Ok(sid) => kinds.push((sid, kind)),
+                    Err(e) => {
+                        let e = StartError::Nats(format!("subscribe {subject}: {e}"));
+                        return fail(nats, nc, e).await;
+                    }
+                }
+                debug!("STREAM: Subscribed to {subject}");
             }
+            Inbound::local(conn.clone(), kinds)
         }
-        debug!("STREAM: Subscribed to {subject}");
-    }
-    if let Err(e) = nc.flush().await {
-        return fail(nats, nc, StartError::Nats(e.to_string())).await;
-    }
-    let engine = tokio::spawn(engine.run(rx, Inbound::new(streams)));
+        Nats::Remote(client) => {
+            let mut streams = Vec::new();
+            for (subject, kind) in subs {
+                match client.subscribe(subject.clone()).await {
+                    Ok(s) => streams.push((kind, s)),
+                    Err(e) => {
+                        let e = StartError::Nats(format!("subscribe {subject}: {e}"));
+                        return fail(nats, nc, e).await;
+                    }
+                }
+                debug!("STREAM: Subscribed to {subject}");
+            }
+            if let Err(e) = client.flush().await {
+                return fail(nats, nc, StartError::Nats(e.to_string())).await;
+            }
+            Inbound::remote(streams)
+        }
+    };
+    let engine = tokio::spawn(engine.run(rx, inbound));
 
     // Monitoring.
     let mut monitor = None;

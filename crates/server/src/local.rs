@@ -1,0 +1,484 @@
+//! Connections from inside the server's process: a service embedding the server (the streaming
+//! server, say) publishes and subscribes without a socket, a parser or a writer task.
+//!
+//! A [`LocalConn`] is a client like any other to the rest of the server: its subscriptions sit
+//! in the sublist (and are announced to routes), it shows in monitoring, and what it publishes
+//! is routed as a `PUB` from a socket would be (local subscribers, queue groups, routes). Only
+//! the transport differs:
+//!
+//! * publishing routes straight from the caller's task into the subscribers' outbound buffers
+//!   and wakes (or writes to) their sockets at the end of the batch, as a connection's reader
+//!   does after a read;
+//! * what its subscriptions receive is appended to its outbound buffer as `MSG`/`HMSG`, exactly
+//!   the bytes a socket would carry, and [`LocalConn::recv`] hands that buffer over whole (no
+//!   copy); [`rnats_protocol::parse_server_op`] reads it.
+//!
+//! A local connection is never cut off as a slow consumer: its reader is the embedding
+//! service, which cannot reconnect. Publishers that get far ahead of it wait for it (bounded,
+//! the fast-producer stall every subscriber gets), so it holds at most about what arrives
+//! during one of its own pauses.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use rnats_protocol::ServerOp;
+
+use crate::client::{
+    ClientShared, CloseReason, ConnMeta, Msg, Router, STALL_MAX, STALL_PENDING, Subscription,
+};
+use crate::server::{ServerHandle, ServerShared};
+
+/// Why a local connection could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocalError {
+    #[error("connection closed")]
+    Closed,
+    #[error("maximum connections exceeded")]
+    MaxConnections,
+    #[error("invalid subject {0:?}")]
+    InvalidSubject(String),
+    #[error("maximum payload exceeded: {size} > {max}")]
+    MaxPayload { size: usize, max: usize },
+    #[error("no responders available for request")]
+    NoResponders,
+    #[error("request timed out")]
+    Timeout,
+}
+
+/// What one publisher batch did: the state publishing touches, locked once per batch.
+struct Publisher {
+    router: Router,
+    in_msgs: u64,
+    in_bytes: u64,
+}
+
+/// A connection inside the server's process (see the module documentation).
+pub struct LocalConn {
+    srv: Arc<ServerShared>,
+    me: Arc<ClientShared>,
+    publisher: Mutex<Publisher>,
+    next_sid: std::sync::atomic::AtomicU64,
+}
+
+impl ServerHandle {
+    /// Opens a connection from inside this process, named `name` in monitoring.
+    pub fn connect_local(&self, name: &str) -> Result<LocalConn, LocalError> {
+        LocalConn::open(self.shared.clone(), name)
+    }
+}
+
+impl LocalConn {
+    pub fn open(srv: Arc<ServerShared>, name: &str) -> Result<LocalConn, LocalError> {
+        if srv.shutdown.is_cancelled() {
+            return Err(LocalError::Closed);
+        }
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        // Never a slow consumer (see the module documentation).
+        let me = Arc::new(ClientShared::new(
+            srv.next_cid(),
+            addr,
+            usize::MAX / 2,
+            false,
+        ));
+        me.set_headers(true);
+        *me.meta.lock() = ConnMeta {
+            name: name.to_string(),
+            lang: "rust".to_string(),
+            version: crate::options::VERSION.to_string(),
+            user: None,
+        };
+        if !srv.register(&me) {
+            return Err(LocalError::MaxConnections);
+        }
+        Ok(LocalConn {
+            srv,
+            me,
+            publisher: Mutex::new(Publisher {
+                router: Router::new(),
+                in_msgs: 0,
+                in_bytes: 0,
+            }),
+            next_sid: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    /// The largest payload the server takes.
+    pub fn max_payload(&self) -> usize {
+        self.srv.opts().max_payload
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.me.is_closed() || self.srv.shutdown.is_cancelled()
+    }
+
+    /// The server this connection belongs to.
+    pub fn server(&self) -> &Arc<ServerShared> {
+        &self.srv
+    }
+
+    /// Subscribes; messages arrive through [`LocalConn::recv`] as `MSG <subject> <sid> …`
+    /// with the returned sid.
+    pub fn subscribe(&self, subject: &str, queue: Option<&str>) -> Result<u64, LocalError> {
+        if self.is_closed() {
+            return Err(LocalError::Closed);
+        }
+        if !rnats_protocol::is_valid_subject(subject.as_bytes())
+            || queue.is_some_and(|q| !is_publishable(q.as_bytes()))
+        {
+            return Err(LocalError::InvalidSubject(subject.to_string()));
+        }
+        let sid = self.next_sid.fetch_add(1, Ordering::Relaxed);
+        let sid_text = sid.to_string();
+        let queue = queue.map(str::as_bytes);
+        let sub = Arc::new(Subscription::new(
+            self.me.clone(),
+            subject.as_bytes(),
+            queue,
+            sid_text.as_bytes(),
+            None,
+            None,
+        ));
+        self.me
+            .subs
+            .lock()
+            .insert(sid_text.as_bytes().into(), sub.clone());
+        self.srv.sublist.insert(subject.as_bytes(), queue, sub);
+        self.srv
+            .local_interest_changed(subject.as_bytes(), queue, 1);
+        Ok(sid)
+    }
+
+    pub fn unsubscribe(&self, sid: u64) {
+        let sub = self.me.subs.lock().get(sid.to_string().as_bytes()).cloned();
+        if let Some(sub) = sub {
+            self.srv.remove_subscription(&sub);
+        }
+    }
+
+    /// Publishes one message (see [`LocalConn::publish_batch`]); returns how many subscribers
+    /// and routes it went to.
+    pub async fn publish(
+        &self,
+        subject: &str,
+        reply: Option<&str>,
+        payload: &[u8],
+    ) -> Result<usize, LocalError> {
+        if self.is_closed() {
+            return Err(LocalError::Closed);
+        }
+        let mut first_error = None;
+        let (_, delivered, behind) = self.route_some(
+            &mut std::iter::once((subject, reply, payload)),
+            &mut first_error,
+        );
+        if let Some(behind) = behind {
+            wait_for(behind).await;
+        }
+        first_error.map_or(Ok(delivered), Err)
+    }
+
+    /// Publishes each `(subject, payload)` in order, as `PUB`s read from one socket: routed
+    /// from this task, the subscribers' writers woken once at the end. Waits (at most
+    /// `STALL_MAX` each time) for a subscriber that is far behind. A message with an invalid
+    /// subject or over the maximum payload is skipped and the first such error returned once
+    /// the others went out.
+    pub async fn publish_batch<S, P>(&self, msgs: &[(S, P)]) -> Result<(), LocalError>
+    where
+        S: AsRef<str>,
+        P: AsRef<[u8]>,
+    {
+        if self.is_closed() {
+            return Err(LocalError::Closed);
+        }
+        let mut first_error = None;
+        let mut done = 0;
+        while done < msgs.len() {
+            let behind = {
+                let mut rest = msgs[done..]
+                    .iter()
+                    .map(|(s, p)| (s.as_ref(), None, p.as_ref()));
+                let (n, _, behind) = self.route_some(&mut rest, &mut first_error);
+                done += n;
+                behind
+            };
+            if let Some(behind) = behind {
+                wait_for(behind).await;
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Routes messages until they run out or a subscriber falls far behind, then wakes the
+    /// writers touched. Returns how many were taken, how many receivers the last one had, and
+    /// the subscriber to wait for.
+    fn route_some<'m>(
+        &self,
+        msgs: &mut dyn Iterator<Item = (&'m str, Option<&'m str>, &'m [u8])>,
+        first_error: &mut Option<LocalError>,
+    ) -> (usize, usize, Option<Arc<ClientShared>>) {
+        let max_payload = self.max_payload();
+        let mut p = self.publisher.lock();
+        let (mut taken, mut delivered) = (0, 0);
+        let mut size = BytesMut::with_capacity(20);
+        for (subject, reply, payload) in msgs {
+            taken += 1;
+            if !is_publishable(subject.as_bytes())
+                || reply.is_some_and(|r| !is_publishable(r.as_bytes()))
+            {
+                first_error.get_or_insert(LocalError::InvalidSubject(subject.into()));
+                continue;
+            }
+            if payload.len() > max_payload {
+                first_error.get_or_insert(LocalError::MaxPayload {
+                    size: payload.len(),
+                    max: max_payload,
+                });
+                continue;
+            }
+            size.clear();
+            rnats_protocol::write_u64(&mut size, payload.len() as u64);
+            let msg = Msg {
+                subject: subject.as_bytes(),
+                reply: reply.map(str::as_bytes),
+                header_len: None,
+                header_token: b"",
+                size_token: &size,
+                payload,
+            };
+            p.in_msgs += 1;
+            p.in_bytes += payload.len() as u64;
+            delivered = p.router.route(&self.srv, &msg, None);
+            if p.router.batch.stall.is_some() {
+                break;
+            }
+        }
+        p.router.batch.wake_all(&self.srv);
+        self.count_in(&mut p);
+        (taken, delivered, p.router.batch.stall.take())
+    }
+
+    fn count_in(&self, p: &mut Publisher) {
+        if p.in_msgs == 0 {
+            return;
+        }
+        let stats = &self.srv.stats;
+        stats.in_msgs.fetch_add(p.in_msgs, Ordering::Relaxed);
+        stats.in_bytes.fetch_add(p.in_bytes, Ordering::Relaxed);
+        self.me
+            .stats
+            .in_msgs
+            .fetch_add(p.in_msgs, Ordering::Relaxed);
+        self.me
+            .stats
+            .in_bytes
+            .fetch_add(p.in_bytes, Ordering::Relaxed);
+        p.in_msgs = 0;
+        p.in_bytes = 0;
+        self.me.touch();
+    }
+
+    /// Appends what arrived for this connection's subscriptions to `buf` (`MSG`/`HMSG` ops)
+    /// and returns true, or returns false when nothing is waiting. Err once closed.
+    pub fn try_recv(&self, buf: &mut BytesMut) -> Result<bool, LocalError> {
+        match self.me.take_pending(buf) {
+            Some(got) => Ok(got),
+            None => Err(LocalError::Closed),
+        }
+    }
+
+    /// Waits until something arrived for this connection's subscriptions and appends it to
+    /// `buf`. Cancel safe: nothing is taken unless it returns.
+    pub async fn recv(&self, buf: &mut BytesMut) -> Result<(), LocalError> {
+        loop {
+            if self.try_recv(buf)? {
+                return Ok(());
+            }
+            tokio::select! {
+                () = self.me.wake.notified() => {}
+                () = self.me.cancel.cancelled() => {}
+                () = self.srv.shutdown.cancelled() => return Err(LocalError::Closed),
+            }
+        }
+    }
+
+    /// Sends a request and waits for the first reply, for at most `timeout`: a temporary
+    /// connection subscribes to a unique inbox, so this connection's stream is not touched.
+    /// Fails at once with [`LocalError::NoResponders`] when nobody subscribes to `subject`.
+    pub async fn request(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, LocalError> {
+        let tmp = LocalConn::open(self.srv.clone(), "_request")?;
+        let inbox = format!("_INBOX.{}", crate::server::random_id(22));
+        tmp.subscribe(&inbox, None)?;
+        if tmp.publish(subject, Some(&inbox), payload).await? == 0 {
+            return Err(LocalError::NoResponders);
+        }
+        let wait = async {
+            let mut buf = BytesMut::new();
+            loop {
+                tmp.recv(&mut buf).await?;
+                while let Ok(Some(op)) = rnats_protocol::parse_server_op(&mut buf) {
+                    if let ServerOp::Msg { payload, .. } = op {
+                        return Ok(payload);
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(LocalError::Timeout))
+    }
+
+    /// Closes the connection: its subscriptions go, monitoring counts it as closed.
+    pub fn close(&self) {
+        if !self.me.close(CloseReason::ClientClosed, false) {
+            return;
+        }
+        crate::monitor::connection_closed(&self.srv, &self.me);
+        let subs: Vec<Arc<Subscription>> = self.me.subs.lock().values().cloned().collect();
+        for sub in subs {
+            self.srv.remove_subscription(&sub);
+        }
+        self.srv.unregister(&self.me);
+    }
+}
+
+impl Drop for LocalConn {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A publisher waits (bounded) for a subscriber that fell far behind, as a reader does.
+async fn wait_for(behind: Arc<ClientShared>) {
+    let threshold = STALL_PENDING.min(behind.max_pending / 2) / 2;
+    let _ = tokio::time::timeout(STALL_MAX, behind.drained_to(threshold)).await;
+}
+
+/// A subject or queue the text protocol can carry: non-empty, no whitespace.
+fn is_publishable(s: &[u8]) -> bool {
+    !s.is_empty() && !s.iter().any(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> crate::Options {
+        crate::Options {
+            host: "127.0.0.1".into(),
+            port: 0,
+            ..Default::default()
+        }
+    }
+
+    fn msgs(buf: &mut BytesMut) -> Vec<(String, u64, Bytes)> {
+        let mut out = Vec::new();
+        while let Some(op) = rnats_protocol::parse_server_op(buf).expect("MSG stream") {
+            if let ServerOp::Msg {
+                subject,
+                sid,
+                payload,
+                ..
+            } = op
+            {
+                out.push((String::from_utf8_lossy(&subject).into_owned(), sid, payload));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn local_connections_publish_subscribe_and_request() {
+        let server = crate::start(options()).await.expect("server starts");
+        let a = server.connect_local("a").expect("local a");
+        let b = server.connect_local("b").expect("local b");
+        let sid = b.subscribe("orders.*", None).expect("subscribe");
+        let q1 = b.subscribe("work", Some("q")).expect("queue 1");
+        let q2 = b.subscribe("work", Some("q")).expect("queue 2");
+        a.publish_batch(&[
+            ("orders.1", &b"one"[..]),
+            ("orders.2", b"two"),
+            ("other", b"x"),
+            ("work", b"w1"),
+            ("work", b"w2"),
+        ])
+        .await
+        .expect("publish");
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            tokio::time::timeout(Duration::from_secs(5), b.recv(&mut buf))
+                .await
+                .expect("delivered in time")
+                .expect("open");
+            got.extend(msgs(&mut buf));
+        }
+        assert_eq!(got[0], ("orders.1".into(), sid, Bytes::from_static(b"one")));
+        assert_eq!(got[1], ("orders.2".into(), sid, Bytes::from_static(b"two")));
+        // Each queue message went to exactly one member.
+        assert!(
+            got[2..]
+                .iter()
+                .all(|(s, id, _)| s == "work" && (*id == q1 || *id == q2))
+        );
+        assert!(!b.try_recv(&mut buf).expect("open"));
+
+        // Invalid input is refused, the rest still goes out.
+        assert!(matches!(
+            a.publish_batch(&[("bad subject", &b"x"[..]), ("orders.3", b"three")])
+                .await,
+            Err(LocalError::InvalidSubject(_))
+        ));
+        b.recv(&mut buf).await.expect("open");
+        assert_eq!(msgs(&mut buf)[0].2, Bytes::from_static(b"three"));
+        assert!(matches!(
+            a.subscribe("a..b", None),
+            Err(LocalError::InvalidSubject(_))
+        ));
+
+        // Request/reply through a temporary connection; nobody listening fails at once.
+        assert_eq!(
+            a.request("nobody.home", b"?", Duration::from_secs(5)).await,
+            Err(LocalError::NoResponders)
+        );
+        let svc = b.subscribe("svc", None).expect("subscribe");
+        let answer = async {
+            loop {
+                b.recv(&mut buf).await.expect("open");
+                while let Some(op) = rnats_protocol::parse_server_op(&mut buf).expect("ops") {
+                    if let ServerOp::Msg {
+                        sid,
+                        reply: Some(r),
+                        payload,
+                        ..
+                    } = op
+                    {
+                        assert_eq!(sid, svc);
+                        let reply = String::from_utf8(r.to_vec()).expect("utf-8");
+                        let mut answer = b"re: ".to_vec();
+                        answer.extend_from_slice(&payload);
+                        b.publish(&reply, None, &answer).await.expect("reply");
+                        return;
+                    }
+                }
+            }
+        };
+        let (got, ()) = tokio::join!(a.request("svc", b"hi", Duration::from_secs(5)), answer);
+        assert_eq!(got, Ok(Bytes::from_static(b"re: hi")));
+
+        // Closing drops the subscriptions.
+        let clients = server.shared.num_clients();
+        b.close();
+        assert_eq!(server.shared.num_clients(), clients - 1);
+        assert_eq!(a.publish("orders.9", None, b"gone").await, Ok(0));
+        server.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,358 @@
+//! The engine's NATS connection: a local connection to the embedded NATS server (the default:
+//! no socket, no parsing of what the engine publishes, no writer task in between), or a client
+//! connection to an external server (`-ns`).
+
+use std::collections::VecDeque;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rnats_client::{Client, Request};
+use rnats_protocol::ServerOp;
+use rnats_server::LocalConn;
+use tracing::error;
+
+use crate::engine::Kind;
+
+/// A subject or reply received from NATS: UTF-8 checked once, cloned without copying.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Subject(Bytes);
+
+impl Subject {
+    pub fn from_bytes(b: Bytes) -> Option<Subject> {
+        std::str::from_utf8(&b).is_ok().then_some(Subject(b))
+    }
+}
+
+impl From<String> for Subject {
+    fn from(s: String) -> Subject {
+        Subject(Bytes::from(s))
+    }
+}
+
+impl Deref for Subject {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Checked in every constructor.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl AsRef<str> for Subject {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl std::fmt::Debug for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// A message the engine received.
+pub struct InMsg {
+    pub subject: Subject,
+    pub reply: Option<Subject>,
+    pub payload: Bytes,
+}
+
+impl From<rnats_client::Message> for InMsg {
+    fn from(m: rnats_client::Message) -> InMsg {
+        InMsg {
+            subject: m.subject.into(),
+            reply: m.reply.map(Subject::from),
+            payload: m.payload,
+        }
+    }
+}
+
+/// Where the engine publishes and sends requests.
+#[derive(Clone)]
+pub enum Nats {
+    Remote(Client),
+    Local(Arc<LocalConn>),
+}
+
+impl Nats {
+    pub fn max_payload(&self) -> usize {
+        match self {
+            Nats::Remote(c) => c.max_payload(),
+            Nats::Local(c) => c.max_payload(),
+        }
+    }
+
+    /// Publishes each `(subject, payload)`, in order, with one call.
+    pub async fn publish_batch<S, P>(&self, msgs: &[(S, P)]) -> Result<(), String>
+    where
+        S: AsRef<str>,
+        P: AsRef<[u8]>,
+    {
+        match self {
+            Nats::Remote(c) => c.publish_batch(msgs).await.map_err(|e| e.to_string()),
+            Nats::Local(c) => c.publish_batch(msgs).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Sends a request and waits for the first reply, for at most `timeout`.
+    pub async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, String> {
+        match self {
+            Nats::Remote(c) => c
+                .send_request(subject, Request::new().payload(payload).timeout(timeout))
+                .await
+                .map(|m| m.payload)
+                .map_err(|e| e.to_string()),
+            Nats::Local(c) => c
+                .request(subject, &payload, timeout)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// A unique subject to receive replies on.
+    pub fn new_inbox(&self) -> String {
+        match self {
+            Nats::Remote(c) => c.new_inbox(),
+            Nats::Local(_) => format!("_INBOX.{}", nuid::next()),
+        }
+    }
+
+    /// Waits until what was published so far reached the server.
+    pub async fn flush(&self) -> Result<(), String> {
+        match self {
+            Nats::Remote(c) => c.flush().await.map_err(|e| e.to_string()),
+            Nats::Local(_) => Ok(()),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Nats::Remote(c) => c.close().await,
+            Nats::Local(c) => c.close(),
+        }
+    }
+}
+
+/// The engine's protocol subscriptions.
+///
+/// Over a local connection everything arrives in one stream, in the order the server routed
+/// it. A client connection hands each subscription its own stream, so they are read by
+/// priority: acks and publishes first, the requests that end something (unsubscribe,
+/// subscription close, connection close) last, behind a *barrier*: before one is handed out,
+/// every message already received on a higher-priority subscription is handed out first. The
+/// NATS client hands messages to the subscriptions in arrival order, so an ack a client sent
+/// before closing is always seen by the engine before the close (the reference server gets
+/// the same guarantee by flushing its connections).
+pub enum Inbound {
+    Remote {
+        subs: Vec<(Kind, rnats_client::Subscriber)>,
+        ready: VecDeque<(Kind, InMsg)>,
+        ended: bool,
+    },
+    Local {
+        conn: Arc<LocalConn>,
+        /// Subscription ID → what it receives.
+        kinds: Vec<(u64, Kind)>,
+        buf: BytesMut,
+        ready: VecDeque<(Kind, InMsg)>,
+        ended: bool,
+    },
+}
+
+impl Inbound {
+    pub fn remote(subs: Vec<(Kind, rnats_client::Subscriber)>) -> Inbound {
+        Inbound::Remote {
+            subs,
+            ready: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    pub fn local(conn: Arc<LocalConn>, kinds: Vec<(u64, Kind)>) -> Inbound {
+        Inbound::Local {
+            conn,
+            kinds,
+            buf: BytesMut::new(),
+            ready: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    /// The next message, if one is there now.
+    pub fn try_next(&mut self) -> Option<(Kind, InMsg)> {
+        match self {
+            Inbound::Remote { subs, ready, ended } => {
+                if let Some(x) = ready.pop_front() {
+                    return Some(x);
+                }
+                if *ended {
+                    return None;
+                }
+                for i in 0..subs.len() {
+                    match subs[i].1.try_next() {
+                        Some(Some(m)) => return Some(arrived(subs, ready, i, m)),
+                        Some(None) => {
+                            *ended = true;
+                            return None;
+                        }
+                        None => {}
+                    }
+                }
+                None
+            }
+            Inbound::Local {
+                conn,
+                kinds,
+                buf,
+                ready,
+                ended,
+            } => {
+                if ready.is_empty() && !*ended {
+                    match conn.try_recv(buf) {
+                        Ok(true) => parse_local(kinds, buf, ready),
+                        Ok(false) => {}
+                        Err(_) => *ended = true,
+                    }
+                }
+                ready.pop_front()
+            }
+        }
+    }
+
+    /// The next message; never resolves once the connection closed. Cancel safe.
+    pub async fn next(&mut self) -> (Kind, InMsg) {
+        match self {
+            Inbound::Remote { subs, ready, ended } => {
+                std::future::poll_fn(|cx| poll_remote(subs, ready, ended, cx)).await
+            }
+            Inbound::Local {
+                conn,
+                kinds,
+                buf,
+                ready,
+                ended,
+            } => loop {
+                if let Some(x) = ready.pop_front() {
+                    return x;
+                }
+                if *ended {
+                    return std::future::pending().await;
+                }
+                // Nothing is taken from the connection unless `recv` returns.
+                match conn.recv(buf).await {
+                    Ok(()) => parse_local(kinds, buf, ready),
+                    Err(_) => *ended = true,
+                }
+            },
+        }
+    }
+}
+
+fn poll_remote(
+    subs: &mut [(Kind, rnats_client::Subscriber)],
+    ready: &mut VecDeque<(Kind, InMsg)>,
+    ended: &mut bool,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<(Kind, InMsg)> {
+    use futures_core::Stream;
+    use std::task::Poll;
+    if let Some(x) = ready.pop_front() {
+        return Poll::Ready(x);
+    }
+    if *ended {
+        return Poll::Pending;
+    }
+    for i in 0..subs.len() {
+        match std::pin::Pin::new(&mut subs[i].1).poll_next(cx) {
+            Poll::Ready(Some(m)) => return Poll::Ready(arrived(subs, ready, i, m)),
+            Poll::Ready(None) => {
+                *ended = true;
+                return Poll::Pending;
+            }
+            Poll::Pending => {}
+        }
+    }
+    Poll::Pending
+}
+
+/// `m` arrived on subscription `i`: a request that ends something goes after what the
+/// subscriptions before it hold (read without the cooperative budget, which could report one
+/// of them empty when it is not).
+fn arrived(
+    subs: &mut [(Kind, rnats_client::Subscriber)],
+    ready: &mut VecDeque<(Kind, InMsg)>,
+    i: usize,
+    m: rnats_client::Message,
+) -> (Kind, InMsg) {
+    let kind = subs[i].0;
+    if !matches!(kind, Kind::Unsubscribe | Kind::SubClose | Kind::Close) {
+        return (kind, m.into());
+    }
+    loop {
+        let mut any = false;
+        for (k, s) in &mut subs[..i] {
+            while let Some(Some(e)) = s.try_next() {
+                ready.push_back((*k, e.into()));
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    ready.push_back((kind, m.into()));
+    ready.pop_front().expect("just pushed")
+}
+
+/// Takes every message out of what a local connection received.
+fn parse_local(kinds: &[(u64, Kind)], buf: &mut BytesMut, ready: &mut VecDeque<(Kind, InMsg)>) {
+    loop {
+        match rnats_protocol::parse_server_op(buf) {
+            Ok(Some(ServerOp::Msg {
+                subject,
+                sid,
+                reply,
+                payload,
+                ..
+            })) => {
+                let Some(&(_, kind)) = kinds.iter().find(|(s, _)| *s == sid) else {
+                    continue;
+                };
+                let (Some(subject), Some(reply)) = (
+                    Subject::from_bytes(subject),
+                    reply.map_or(Some(None), |r| Subject::from_bytes(r).map(Some)),
+                ) else {
+                    continue;
+                };
+                ready.push_back((
+                    kind,
+                    InMsg {
+                        subject,
+                        reply,
+                        payload,
+                    },
+                ));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(e) => {
+                // The server writes whole ops; this would be a bug, not input.
+                error!("STREAM: unreadable local NATS stream: {e}");
+                buf.clear();
+                return;
+            }
+        }
+    }
+}
