@@ -640,6 +640,9 @@ pub(crate) struct Engine {
     dirty_subs: BTreeSet<String>,
     /// Subscription stores with only pending/ack records: flushed in the background.
     lazy_subs: BTreeSet<String>,
+    /// Acks to record in the subscription stores at the next commit, one record per run of
+    /// acks of the same subscription.
+    acked: Vec<(Arc<Channel>, u64, Vec<u64>)>,
     /// The message flusher (file store; None for the memory store, flushed inline).
     flusher: Option<Flusher>,
     /// The background flush of subscription stores.
@@ -714,6 +717,7 @@ impl Engine {
             dirty_msgs: BTreeSet::new(),
             dirty_subs: BTreeSet::new(),
             lazy_subs: BTreeSet::new(),
+            acked: Vec::new(),
             flusher,
             subs_flushing: None,
             warned_limits: HashSet::new(),
@@ -853,6 +857,9 @@ impl Engine {
     /// Delivers, flushes the subscription stores replies depend on, sends what the handlers
     /// produced and the PubAcks that are ready, then starts the next message flush.
     async fn commit(&mut self) {
+        for (ch, id, seqs) in self.acked.drain(..) {
+            let _ = ch.subs().ack_seqs_pending(id, &seqs);
+        }
         if self.flusher.is_none() && !self.dirty_msgs.is_empty() {
             // Memory store (nothing to wait for), or no flusher thread: flush now, so that
             // this commit delivers and acks.
@@ -1992,6 +1999,7 @@ impl Engine {
                     break;
                 }
                 let expire = now + sub.ack_wait();
+                let mut sent = Vec::with_capacity(batch.len());
                 for m in batch {
                     if m.sequence > last {
                         break;
@@ -2001,10 +2009,11 @@ impl Engine {
                     stats.out_bytes += m.data_len as u64;
                     outbox.push((sub.inbox.clone(), m.encoded));
                     sub.add_pending(m.sequence, Pending { expire, count: 0 });
-                    let _ = cs.ch.subs().add_seq_pending(sub.st.id, m.sequence);
+                    sent.push(m.sequence);
                     sent_any = true;
                     armed = true;
                 }
+                let _ = cs.ch.subs().add_seqs_pending(sub.st.id, &sent);
             }
             if armed {
                 to_arm.push(sub.st.id);
@@ -2123,6 +2132,7 @@ impl Engine {
             channels,
             lazy_subs,
             to_deliver,
+            acked: to_record,
             ..
         } = self;
         let Some((name, id)) = acks.get(&*msg.subject) else {
@@ -2159,7 +2169,12 @@ impl Engine {
             }
         }
         if let Some((sid, was_stalled)) = acked {
-            let _ = cs.ch.subs().ack_seq_pending(sid, ack.sequence);
+            match to_record.last_mut() {
+                Some((ch, id, seqs)) if *id == sid && Arc::ptr_eq(ch, &cs.ch) => {
+                    seqs.push(ack.sequence);
+                }
+                _ => to_record.push((cs.ch.clone(), sid, vec![ack.sequence])),
+            }
             mark(lazy_subs, name);
             if was_stalled {
                 mark(to_deliver, name);

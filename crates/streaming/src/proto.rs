@@ -285,6 +285,16 @@ pub struct SubStateUpdate {
     pub seqno: u64,
 }
 
+/// Pending-message or ack records of a subscription for many sequences at once (the file
+/// store's batched records; not part of the NATS Streaming protocol).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SubStateSeqs {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, repeated, tag = "2")]
+    pub seqs: Vec<u64>,
+}
+
 /// What a store remembers about the server: cluster ID and the request subjects.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ServerInfo {

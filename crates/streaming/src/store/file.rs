@@ -10,7 +10,8 @@
 //!   channels/<name>/          one directory per channel; bytes outside [A-Za-z0-9._-] are
 //!                             written %XX (so any channel name is a safe, unique file name)
 //!     subs.dat                header + typed records: 1 = new, 2 = update (SubState),
-//!                             3 = delete (SubStateDelete), 4 = ack, 5 = pending (SubStateUpdate)
+//!                             3 = delete (SubStateDelete), 4 = ack, 5 = pending (SubStateUpdate),
+//!                             6 = pending, 7 = ack, for many sequences at once (SubStateSeqs)
 //!     msgs.<first seq>.dat    segment: header + one record per message (encoded MsgProto)
 //!     msgs.<first seq>.idx    its index: header + one 32-byte entry per message
 //! ```
@@ -575,7 +576,7 @@ fn open_clients(path: &Path, fds: &FdCache, opts: &FileStoreOptions) -> Result<C
                         ));
                     }
                 }
-                Ok(())
+                Ok(1)
             },
         )?
     } else {

@@ -437,6 +437,24 @@ impl SubStore for MemorySubStore {
         })
     }
 
+    fn add_seqs_pending(&self, id: u64, seqs: &[u64]) -> Result<()> {
+        self.with(|s| {
+            for &seq in seqs {
+                s.add_pending(id, seq);
+            }
+            Ok(())
+        })
+    }
+
+    fn ack_seqs_pending(&self, id: u64, seqs: &[u64]) -> Result<()> {
+        self.with(|s| {
+            for &seq in seqs {
+                s.ack(id, seq);
+            }
+            Ok(())
+        })
+    }
+
     fn subscriptions(&self) -> Vec<RecoveredSubscription> {
         self.subs.lock().0.snapshot()
     }

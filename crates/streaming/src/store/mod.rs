@@ -393,6 +393,17 @@ pub trait SubStore: Send + Sync {
     /// Records that subscription `id` acknowledged `seq`.
     fn ack_seq_pending(&self, id: u64, seq: u64) -> Result<()>;
 
+    /// [`SubStore::add_seq_pending`] for each of `seqs`, in order (one record for all of them
+    /// in the file store).
+    fn add_seqs_pending(&self, id: u64, seqs: &[u64]) -> Result<()> {
+        seqs.iter().try_for_each(|&s| self.add_seq_pending(id, s))
+    }
+
+    /// [`SubStore::ack_seq_pending`] for each of `seqs` (one record in the file store).
+    fn ack_seqs_pending(&self, id: u64, seqs: &[u64]) -> Result<()> {
+        seqs.iter().try_for_each(|&s| self.ack_seq_pending(id, s))
+    }
+
     /// The subscriptions as stored now, with their pending sequences (ordered by ID).
     fn subscriptions(&self) -> Vec<RecoveredSubscription>;
 

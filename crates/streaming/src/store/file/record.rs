@@ -363,7 +363,8 @@ impl AppendLog {
     }
 }
 
-/// Reads a whole typed log: calls `f(type, payload, offset)` for each record. A bad record
+/// Reads a whole typed log: calls `f(type, payload, offset)` for each record, which returns
+/// how many entries the record holds (records are counted by entries, for compaction). A bad record
 /// with nothing valid after it is a torn tail: the file is truncated there (returns the new
 /// length). A bad record followed by a valid one is an error naming the path and offset.
 pub(crate) fn replay_log(
@@ -371,7 +372,7 @@ pub(crate) fn replay_log(
     path: &Path,
     magic: [u8; 4],
     chunk: usize,
-    mut f: impl FnMut(u8, &[u8], u64) -> Result<()>,
+    mut f: impl FnMut(u8, &[u8], u64) -> Result<u64>,
 ) -> Result<(u64, u64)> {
     let io = |e| StoreError::io(path, e);
     let len = file.metadata().map_err(io)?.len();
@@ -395,8 +396,7 @@ pub(crate) fn replay_log(
             Parsed::End => return Ok((pos, records)),
             Parsed::Record { rec_type, size } => {
                 let payload = r.payload(pos, size).map_err(io)?;
-                f(rec_type, payload, pos)?;
-                records += 1;
+                records += f(rec_type, payload, pos)?;
                 pos += REC_HEADER_LEN + size;
             }
             Parsed::Bad { kind, next } => {

@@ -15,7 +15,7 @@ use super::record::{
     sync_dir,
 };
 use super::{FileStoreOptions, SyncPolicy};
-use crate::proto::{SubState, SubStateDelete, SubStateUpdate};
+use crate::proto::{SubState, SubStateDelete, SubStateSeqs, SubStateUpdate};
 use crate::store::subs::SubsState;
 use crate::store::{Corruption, RecoveredSubscription, Result, StoreError, SubStore};
 
@@ -24,6 +24,12 @@ const REC_UPDATE: u8 = 2;
 const REC_DELETE: u8 = 3;
 const REC_ACK: u8 = 4;
 const REC_PENDING: u8 = 5;
+/// `SubStateSeqs`: many pending sequences of one subscription.
+const REC_PENDING_SEQS: u8 = 6;
+/// `SubStateSeqs`: many acks of one subscription.
+const REC_ACK_SEQS: u8 = 7;
+/// Sequences per batched record (keeps records far below the size limit).
+const SEQS_PER_RECORD: usize = 4096;
 
 struct SubsFile {
     state: SubsState,
@@ -173,7 +179,36 @@ pub(crate) fn rewrite(dir: &Path, path: &Path, content: &[u8], sync: SyncPolicy)
     Ok(())
 }
 
-fn apply(state: &mut SubsState, path: &Path, t: u8, b: &[u8], off: u64) -> Result<()> {
+/// One record for `seqs` (nothing when empty). It counts as one record per sequence, as the
+/// single records it replaces: compaction compares records with live entries.
+fn push_seqs(g: &mut SubsFile, rec_type: u8, id: u64, seqs: &[u64]) -> Result<()> {
+    match seqs {
+        [] => Ok(()),
+        &[seqno] => {
+            let t = if rec_type == REC_ACK_SEQS {
+                REC_ACK
+            } else {
+                REC_PENDING
+            };
+            g.log.push(t, &SubStateUpdate { id, seqno })
+        }
+        _ => {
+            g.log.push(
+                rec_type,
+                &SubStateSeqs {
+                    id,
+                    seqs: seqs.to_vec(),
+                },
+            )?;
+            g.log.records += seqs.len() as u64 - 1;
+            Ok(())
+        }
+    }
+}
+
+/// Applies one record; returns how many entries it holds.
+fn apply(state: &mut SubsState, path: &Path, t: u8, b: &[u8], off: u64) -> Result<u64> {
+    let mut entries = 1;
     match t {
         REC_NEW | REC_UPDATE => {
             state.put(decode_at::<SubState>(path, off, b)?);
@@ -189,6 +224,20 @@ fn apply(state: &mut SubsState, path: &Path, t: u8, b: &[u8], off: u64) -> Resul
             let u: SubStateUpdate = decode_at(path, off, b)?;
             state.add_pending(u.id, u.seqno);
         }
+        REC_PENDING_SEQS => {
+            let u: SubStateSeqs = decode_at(path, off, b)?;
+            entries = u.seqs.len() as u64;
+            for seq in u.seqs {
+                state.add_pending(u.id, seq);
+            }
+        }
+        REC_ACK_SEQS => {
+            let u: SubStateSeqs = decode_at(path, off, b)?;
+            entries = u.seqs.len() as u64;
+            for seq in u.seqs {
+                state.ack(u.id, seq);
+            }
+        }
         other => {
             return Err(StoreError::corrupt(
                 path,
@@ -197,7 +246,7 @@ fn apply(state: &mut SubsState, path: &Path, t: u8, b: &[u8], off: u64) -> Resul
             ));
         }
     }
-    Ok(())
+    Ok(entries)
 }
 
 impl SubStore for FileSubStore {
@@ -243,6 +292,30 @@ impl SubStore for FileSubStore {
         self.with(|g| {
             if g.state.ack(id, seq) {
                 g.log.push(REC_ACK, &SubStateUpdate { id, seqno: seq })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn add_seqs_pending(&self, id: u64, seqs: &[u64]) -> Result<()> {
+        self.with(|g| {
+            let mut added = Vec::with_capacity(seqs.len().min(SEQS_PER_RECORD));
+            for chunk in seqs.chunks(SEQS_PER_RECORD) {
+                added.clear();
+                added.extend(chunk.iter().filter(|&&s| g.state.add_pending(id, s)));
+                push_seqs(g, REC_PENDING_SEQS, id, &added)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn ack_seqs_pending(&self, id: u64, seqs: &[u64]) -> Result<()> {
+        self.with(|g| {
+            let mut acked = Vec::with_capacity(seqs.len().min(SEQS_PER_RECORD));
+            for chunk in seqs.chunks(SEQS_PER_RECORD) {
+                acked.clear();
+                acked.extend(chunk.iter().filter(|&&s| g.state.ack(id, s)));
+                push_seqs(g, REC_ACK_SEQS, id, &acked)?;
             }
             Ok(())
         })

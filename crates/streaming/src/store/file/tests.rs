@@ -675,6 +675,91 @@ fn subscription_log_compaction_and_tails() {
 }
 
 #[test]
+fn batched_pending_and_ack_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = FileStoreOptions {
+        compact_enabled: false,
+        ..opts()
+    };
+    let subs_path = chan_dir(dir.path(), "foo").join("subs.dat");
+    let (a, b);
+    {
+        let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
+        let ch = s.create_channel("foo").unwrap();
+        let mut sa = SubState::default();
+        let mut sb = SubState::default();
+        ch.subs().create_sub(&mut sa).unwrap();
+        ch.subs().create_sub(&mut sb).unwrap();
+        (a, b) = (sa.id, sb.id);
+        // More than one record's worth, out of order, mixed with single records.
+        let seqs: Vec<u64> = (1..=5000).collect();
+        ch.subs().add_seqs_pending(a, &seqs).unwrap();
+        ch.subs().add_seq_pending(b, 9).unwrap();
+        ch.subs().add_seqs_pending(b, &[3, 1, 2]).unwrap();
+        let acked: Vec<u64> = (1..=4990).rev().collect();
+        ch.subs().ack_seqs_pending(a, &acked).unwrap();
+        ch.subs().ack_seqs_pending(b, &[2]).unwrap();
+        // Unknown subscription and sequences not pending: nothing recorded.
+        ch.subs().ack_seqs_pending(b, &[77, 78]).unwrap();
+        ch.subs().add_seqs_pending(99, &[1, 2]).unwrap();
+        ch.subs().flush().unwrap();
+        // One record per 4096 sequences, not one per sequence.
+        let len = fs::metadata(&subs_path).unwrap().len();
+        assert!(len < 40_000, "subs.dat is {len} bytes");
+    }
+    let pending = |s: &FileStore, i: usize| {
+        let subs = s.lookup_channel("foo").unwrap().subs().subscriptions();
+        (
+            subs[i].pending.iter().copied().collect::<Vec<_>>(),
+            subs[i].state.last_sent,
+        )
+    };
+    {
+        let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
+        assert_eq!(pending(&s, 0), ((4991..=5000).collect(), 5000));
+        assert_eq!(pending(&s, 1), (vec![1, 3, 9], 9));
+    }
+    // A torn batch record is cut like any other: the acks of `b` before it stay.
+    {
+        let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
+        let ch = s.lookup_channel("foo").unwrap();
+        ch.subs().ack_seqs_pending(a, &[4991, 4992, 4993]).unwrap();
+        ch.subs().flush().unwrap();
+    }
+    let len = fs::metadata(&subs_path).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&subs_path)
+        .unwrap()
+        .set_len(len - 2)
+        .unwrap();
+    {
+        let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
+        assert_eq!(pending(&s, 0).0, (4991..=5000).collect::<Vec<_>>());
+    }
+    // Batched records weigh their sequences: acking them all makes the log worth compacting.
+    let o = FileStoreOptions {
+        compact_enabled: true,
+        compact_min_size: 0,
+        compact_interval: Duration::ZERO,
+        compact_frag: 50,
+        ..opts()
+    };
+    {
+        let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
+        let ch = s.lookup_channel("foo").unwrap();
+        let rest: Vec<u64> = (4991..=5000).collect();
+        ch.subs().ack_seqs_pending(a, &rest).unwrap();
+        ch.subs().flush().unwrap();
+        let len = fs::metadata(&subs_path).unwrap().len();
+        assert!(len < 200, "compacted subs.dat is {len} bytes");
+    }
+    let s = FileStore::open(dir.path(), o, unlimited()).unwrap();
+    assert_eq!(pending(&s, 0), (vec![], 5000));
+    assert_eq!(pending(&s, 1), (vec![1, 3, 9], 9));
+}
+
+#[test]
 fn client_log_compaction_and_channel_deletion() {
     let dir = tempfile::tempdir().unwrap();
     let o = FileStoreOptions {
