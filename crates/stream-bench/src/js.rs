@@ -227,6 +227,8 @@ pub async fn replay(
         while let Some(Some(m)) = nats::try_next(&mut sub) {
             batch_msgs.push(m);
         }
+        // The acks of what arrived together go out with one call into the client.
+        let mut acks: Vec<(String, &[u8])> = Vec::new();
         for m in batch_msgs {
             if m.status.is_some() && m.payload.is_empty() {
                 // 404/408/409 status of a pull request; a 408 (expired) returns its credit.
@@ -247,10 +249,13 @@ pub async fn replay(
             out.received += 1;
             out.bytes += m.payload.len() as u64;
             if ack == JsAck::Explicit
-                && let Some(r) = &m.reply
+                && let Some(r) = m.reply
             {
-                nc.publish(r, b"+ACK").await?;
+                acks.push((r, b"+ACK"));
             }
+        }
+        if !acks.is_empty() {
+            nc.publish_batch(&acks).await?;
         }
         out.elapsed = start.elapsed();
         last_progress = Instant::now();

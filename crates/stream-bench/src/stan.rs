@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 use rnats_client::{Client, Message, Request, Subscriber};
 use rnats_streaming::proto::{
@@ -147,6 +147,18 @@ impl Stan {
             channel: channel.to_string(),
             ack_inbox: resp.ack_inbox,
         })
+    }
+
+    /// Appends the `Ack` of `seq` on a subscription to `buf`.
+    pub fn encode_ack(&self, s: &StanSub, seq: u64, buf: &mut BytesMut) {
+        let ack = Ack {
+            subject: String::new(),
+            sequence: seq,
+        };
+        // The channel field, then the sequence: the same bytes prost writes for the whole
+        // message, without cloning the channel name per ack.
+        prost::encoding::string::encode(1, &s.channel, buf);
+        let _ = ack.encode(buf);
     }
 
     /// Acknowledges `seq` on a subscription (plain publish, never answered).
