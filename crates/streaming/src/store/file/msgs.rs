@@ -64,6 +64,18 @@ fn parse_seg_name(name: &str) -> Option<(u64, bool)> {
     }
 }
 
+/// The data file of the last segment is extended with zeros this far ahead of its records
+/// when the store fsyncs. Records then overwrite blocks that exist, so the `fdatasync` after
+/// them flushes data only; appending would change the file size, which costs a journal commit
+/// on every flush (ext4: 125-160 µs against 85-90 µs per small flush on the benchmark
+/// machine). The zeros are cut off when the segment is sealed or the store closed; after a
+/// crash, recovery treats them as the end of the log (a zero record length is never valid).
+/// Only small writes pay for it: for large ones the journal commit is a small part of the
+/// flush, and writing every block twice (zeros, then records) costs more than it saves.
+const PREALLOC_CHUNK: u64 = 1 << 20;
+const PREALLOC_MAX_WRITE: usize = 32 * 1024;
+const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
 /// One segment: `msgs.<first_seq>.dat` and its index `msgs.<first_seq>.idx`.
 #[derive(Debug)]
 struct Segment {
@@ -76,6 +88,8 @@ struct Segment {
     data_len: u64,
     /// Bytes of the data file actually written.
     written: u64,
+    /// Length of the data file: `written` plus zeros written ahead (see [`PREALLOC_CHUNK`]).
+    allocated: u64,
     /// Index entries actually written.
     idx_written: u64,
     first_ts: i64,
@@ -150,9 +164,27 @@ impl MsgLog {
             let f = self.fds.get(&seg.dat).map_err(io_err(seg.dat.path()))?;
             f.write_all_at(&self.wbuf, seg.written)
                 .map_err(io_err(seg.dat.path()))?;
+            let small = self.wbuf.len() <= PREALLOC_MAX_WRITE;
             seg.written += self.wbuf.len() as u64;
+            seg.allocated = seg.allocated.max(seg.written);
             self.wbuf.clear();
             self.write_gen += 1;
+            if self.o.sync != SyncPolicy::Never
+                && small
+                && seg.written > seg.allocated.saturating_sub(4096)
+            {
+                // Zeros ahead, synced with these records (the size changes once per chunk).
+                let from = seg.written.max(seg.allocated);
+                let to = (from / PREALLOC_CHUNK + 1) * PREALLOC_CHUNK;
+                let mut at = from;
+                while at < to {
+                    let n = (to - at).min(ZEROS.len() as u64);
+                    f.write_all_at(&ZEROS[..n as usize], at)
+                        .map_err(io_err(seg.dat.path()))?;
+                    at += n;
+                }
+                seg.allocated = to;
+            }
         }
         Ok(())
     }
@@ -176,6 +208,20 @@ impl MsgLog {
         f.write_all_at(&buf, at).map_err(io_err(seg.idx.path()))?;
         seg.idx_written += n as u64;
         self.pending.drain(..n);
+        Ok(())
+    }
+
+    /// Truncates the zeros written ahead in the last segment (not synced here: sealing and
+    /// closing sync afterwards).
+    fn cut_zeros(&mut self) -> Result<()> {
+        let Some(seg) = self.segs.back_mut() else {
+            return Ok(());
+        };
+        if seg.allocated > seg.written {
+            let f = self.fds.get(&seg.dat).map_err(io_err(seg.dat.path()))?;
+            f.set_len(seg.written).map_err(io_err(seg.dat.path()))?;
+            seg.allocated = seg.written;
+        }
         Ok(())
     }
 
@@ -206,6 +252,7 @@ impl MsgLog {
             removed: 0,
             data_len: SEG_HEADER_LEN,
             written: SEG_HEADER_LEN,
+            allocated: SEG_HEADER_LEN,
             idx_written: 0,
             first_ts: 0,
             last_ts: 0,
@@ -219,6 +266,7 @@ impl MsgLog {
     /// a new one at `first_seq`.
     fn roll(&mut self, first_seq: u64) -> Result<()> {
         self.write_out()?;
+        self.cut_zeros()?;
         if let Some(seg) = self.segs.back() {
             let sync = self.o.sync != SyncPolicy::Never;
             let (dat, idx) = (seg.dat.clone(), seg.idx.clone());
@@ -890,7 +938,19 @@ impl MsgStore for FileMsgStore {
         let res = if self.log.lock().closed {
             Ok(())
         } else {
-            self.flush_impl(true)
+            self.flush_impl(true).and_then(|()| {
+                // A cleanly closed segment has no zeros after its records.
+                let mut log = self.log.lock();
+                let cut = log.segs.back().is_some_and(|s| s.allocated > s.written);
+                log.cut_zeros()?;
+                if cut && log.o.sync != SyncPolicy::Never {
+                    if let Some(seg) = log.segs.back() {
+                        let f = log.fds.get(&seg.dat).map_err(io_err(seg.dat.path()))?;
+                        f.sync_data().map_err(io_err(seg.dat.path()))?;
+                    }
+                }
+                Ok(())
+            })
         };
         let mut log = self.log.lock();
         log.closed = true;
@@ -1049,6 +1109,7 @@ fn recover_segment(log: &mut MsgLog, n: u64, is_last: bool, has_idx: bool) -> Re
         removed: 0,
         data_len,
         written: data_len,
+        allocated: data_len,
         idx_written: count,
         first_ts,
         last_ts,

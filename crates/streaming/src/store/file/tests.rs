@@ -760,6 +760,74 @@ fn batched_pending_and_ack_records() {
 }
 
 #[test]
+fn zeros_written_ahead_are_cut_on_seal_close_and_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = FileStoreOptions {
+        sync: SyncPolicy::OnFlush,
+        slice_max_msgs: 50,
+        ..Default::default()
+    };
+    let dat_lens = || -> Vec<u64> {
+        seg_files(dir.path(), "foo")
+            .iter()
+            .filter(|f| f.ends_with(".dat"))
+            .map(|f| {
+                fs::metadata(chan_dir(dir.path(), "foo").join(f))
+                    .unwrap()
+                    .len()
+            })
+            .collect()
+    };
+    let records_end = |msgs: &[MsgProto]| -> u64 {
+        record::SEG_HEADER_LEN
+            + msgs
+                .iter()
+                .map(|m| REC_HEADER_LEN + m.encoded_len() as u64)
+                .sum::<u64>()
+    };
+    let written: Vec<MsgProto>;
+    {
+        let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
+        let ch = s.create_channel("foo").unwrap();
+        written = fill(&ch, 70);
+        ch.msgs().flush().unwrap();
+        // The sealed segment ends with its last record; the last one runs on into zeros.
+        let lens = dat_lens();
+        assert_eq!(lens.len(), 2);
+        assert_eq!(lens[0], records_end(&written[..50]));
+        assert_eq!(lens[1], 1 << 20);
+        s.crash();
+    }
+    {
+        // Recovery: the zeros are the end of the log.
+        let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
+        let ch = s.lookup_channel("foo").unwrap();
+        assert_eq!(ch.msgs().state().last, 70);
+        let back = ch.msgs().read_batch(1, usize::MAX, usize::MAX).unwrap();
+        assert_eq!(back, written);
+        assert_eq!(dat_lens()[1], records_end(&written[50..]));
+        // Appending after recovery writes zeros ahead again, and close cuts them.
+        let m = ch
+            .msgs()
+            .append(NewMessage {
+                reply: String::new(),
+                data: Bytes::from_static(b"after"),
+                timestamp: now_nanos(),
+            })
+            .unwrap();
+        ch.msgs().flush().unwrap();
+        assert_eq!(dat_lens()[1], 1 << 20);
+        s.close().unwrap();
+        let mut all = written.clone();
+        all.push(m);
+        assert_eq!(dat_lens()[1], records_end(&all[50..]));
+    }
+    // Reopened after a clean close: everything is there.
+    let s = FileStore::open(dir.path(), o, unlimited()).unwrap();
+    assert_eq!(s.lookup_channel("foo").unwrap().msgs().state().last, 71);
+}
+
+#[test]
 fn client_log_compaction_and_channel_deletion() {
     let dir = tempfile::tempdir().unwrap();
     let o = FileStoreOptions {
