@@ -74,7 +74,7 @@ fn parse_seg_name(name: &str) -> Option<(u64, bool)> {
 /// flush, and writing every block twice (zeros, then records) costs more than it saves.
 const PREALLOC_CHUNK: u64 = 1 << 20;
 const PREALLOC_MAX_WRITE: usize = 32 * 1024;
-const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// One segment: `msgs.<first_seq>.dat` and its index `msgs.<first_seq>.idx`.
 #[derive(Debug)]
@@ -943,11 +943,12 @@ impl MsgStore for FileMsgStore {
                 let mut log = self.log.lock();
                 let cut = log.segs.back().is_some_and(|s| s.allocated > s.written);
                 log.cut_zeros()?;
-                if cut && log.o.sync != SyncPolicy::Never {
-                    if let Some(seg) = log.segs.back() {
-                        let f = log.fds.get(&seg.dat).map_err(io_err(seg.dat.path()))?;
-                        f.sync_data().map_err(io_err(seg.dat.path()))?;
-                    }
+                if cut
+                    && log.o.sync != SyncPolicy::Never
+                    && let Some(seg) = log.segs.back()
+                {
+                    let f = log.fds.get(&seg.dat).map_err(io_err(seg.dat.path()))?;
+                    f.sync_data().map_err(io_err(seg.dat.path()))?;
                 }
                 Ok(())
             })
