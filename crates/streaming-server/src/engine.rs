@@ -3,7 +3,8 @@
 //! # Shape
 //!
 //! Every protocol message (connect, publish, subscribe, unsubscribe, close, ping, ack) reaches
-//! the engine from its NATS subscriptions, which it reads itself ([`Inbound`]); other inputs
+//! the engine from its NATS subscriptions, which it reads itself ([`Inbound`], in arrival
+//! order over a local connection, by priority over a client connection); other inputs
 //! come as an [`Event`] on one channel; timers (redelivery, heartbeats, age expiry,
 //! channel inactivity) live in a heap inside the engine; asynchronous checks (heartbeat
 //! requests, the duplicate-client probe) run in small tasks that report back as events.
@@ -19,7 +20,8 @@
 //! 3. hands the channels appended to since the previous commit, with the PubAcks of those
 //!    messages, to the *flusher*;
 //! 4. sends the replies, then the deliveries, then the PubAcks that became ready, each list
-//!    with one call into the NATS client.
+//!    with one call into the NATS connection (a local connection to the embedded server, or
+//!    a client connection with `-ns`: see [`crate::nats`]).
 //!
 //! The flusher is one thread that runs message flushes (fsync for the file store) back to
 //! back while the engine goes on (group commit, pipelined): what is appended during a flush
@@ -33,7 +35,8 @@
 //! Requests that end something (close, unsubscribe, subscription close) are handled only once
 //! the PubAcks of the publishes received before them were sent.
 //!
-//! Pending and ack records of subscriptions (one per delivery and per ack) are flushed in the
+//! Pending and ack records of subscriptions (one per delivered batch, one per run of acks
+//! handled together, written at the start of the next commit) are flushed in the
 //! background, not before the deliveries go out: a crash can lose the last of them, and the
 //! messages concerned are then delivered again (at-least-once, as for an ack lost on the way).
 //! Each subscription keeps its pending messages' expiries in order ([`Deadlines`]), so finding

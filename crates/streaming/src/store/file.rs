@@ -52,6 +52,12 @@
 //! * [`SyncPolicy::Never`]: writes only (benchmarks, tests); survives kill -9 only, and after
 //!   a power loss the store may report corruption rather than open.
 //!
+//! When it fsyncs (`OnFlush`, `Periodic`), the store writes zeros ahead of the records in the
+//! last segment (1 MiB at a time, when the writes are small), so that a flush overwrites
+//! existing blocks and `fdatasync` does not have to commit a file-size change each time. The
+//! zeros are cut off when the segment is sealed or the store closed; after a crash, recovery
+//! reads them as the end of the log.
+//!
 //! Client records and server info are written and (unless `Never`) synced before
 //! `add_client`/`delete_client`/`init` return.
 //!
