@@ -174,6 +174,7 @@ impl LocalConn {
         let (_, delivered, behind) = self.route_some(
             &mut std::iter::once((subject, reply, payload)),
             &mut first_error,
+            true,
         );
         if let Some(behind) = behind {
             wait_for(behind).await;
@@ -201,7 +202,7 @@ impl LocalConn {
                 let mut rest = msgs[done..]
                     .iter()
                     .map(|(s, p)| (s.as_ref(), None, p.as_ref()));
-                let (n, _, behind) = self.route_some(&mut rest, &mut first_error);
+                let (n, _, behind) = self.route_some(&mut rest, &mut first_error, true);
                 done += n;
                 behind
             };
@@ -212,13 +213,31 @@ impl LocalConn {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Routes messages until they run out or a subscriber falls far behind, then wakes the
-    /// writers touched. Returns how many were taken, how many receivers the last one had, and
-    /// the subscriber to wait for.
+    /// [`LocalConn::publish_batch`] from outside the async runtime (a thread doing blocking
+    /// work): never waits, not even for a subscriber far behind (which is still cut off at
+    /// its `max_pending`). For small batches, such as replies.
+    pub fn publish_batch_now<S, P>(&self, msgs: &[(S, P)]) -> Result<(), LocalError>
+    where
+        S: AsRef<str>,
+        P: AsRef<[u8]>,
+    {
+        if self.is_closed() {
+            return Err(LocalError::Closed);
+        }
+        let mut first_error = None;
+        let mut all = msgs.iter().map(|(s, p)| (s.as_ref(), None, p.as_ref()));
+        self.route_some(&mut all, &mut first_error, false);
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Routes messages until they run out or (with `stop_behind`) a subscriber falls far
+    /// behind, then wakes the writers touched. Returns how many were taken, how many
+    /// receivers the last one had, and the subscriber to wait for.
     fn route_some<'m>(
         &self,
         msgs: &mut dyn Iterator<Item = (&'m str, Option<&'m str>, &'m [u8])>,
         first_error: &mut Option<LocalError>,
+        stop_behind: bool,
     ) -> (usize, usize, Option<Arc<ClientShared>>) {
         let max_payload = self.max_payload();
         let mut p = self.publisher.lock();
@@ -252,7 +271,7 @@ impl LocalConn {
             p.in_msgs += 1;
             p.in_bytes += payload.len() as u64;
             delivered = p.router.route(&self.srv, &msg, None);
-            if p.router.batch.stall.is_some() {
+            if stop_behind && p.router.batch.stall.is_some() {
                 break;
             }
         }

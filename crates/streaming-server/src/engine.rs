@@ -422,6 +422,55 @@ struct Flushed {
     jobs: usize,
 }
 
+impl Flushed {
+    /// The PubAcks of this flush (an error ack for a message whose channel failed to flush).
+    fn take_pubacks(&mut self) -> Vec<(Subject, PubAck)> {
+        let failed = |name: &str| {
+            self.channels
+                .iter()
+                .find(|(n, ..)| n == name)
+                .and_then(|(.., err)| err.clone())
+        };
+        let acks: Vec<(Subject, PubAck)> = self
+            .acks
+            .iter()
+            .map(|a| {
+                let error = failed(&a.channel).unwrap_or_default();
+                (
+                    a.reply.clone(),
+                    PubAck {
+                        guid: a.guid.clone(),
+                        error,
+                    },
+                )
+            })
+            .collect();
+        self.acks.clear();
+        acks
+    }
+}
+
+/// PubAcks encoded into one buffer, each sent as a slice of it.
+fn encode_pubacks(acks: Vec<(Subject, PubAck)>) -> Vec<(Subject, Bytes)> {
+    let mut buf = BytesMut::with_capacity(acks.len() * 32);
+    let mut ends = Vec::with_capacity(acks.len());
+    for (_, ack) in &acks {
+        // Encoding into a BytesMut cannot fail: it grows as needed.
+        let _ = ack.encode(&mut buf);
+        ends.push(buf.len());
+    }
+    let buf = buf.freeze();
+    let mut start = 0;
+    acks.into_iter()
+        .zip(ends)
+        .map(|((reply, _), end)| {
+            let m = (reply, buf.slice(start..end));
+            start = end;
+            m
+        })
+        .collect()
+}
+
 impl FlushJob {
     fn run(self) -> Flushed {
         let channels = self
@@ -474,7 +523,7 @@ struct FlusherNext {
 }
 
 impl Flusher {
-    fn start() -> std::io::Result<Flusher> {
+    fn start(sender: Option<Arc<rnats_server::LocalConn>>) -> std::io::Result<Flusher> {
         let shared = Arc::new(FlusherShared {
             next: parking_lot::Mutex::new(FlusherNext::default()),
             wake: parking_lot::Condvar::new(),
@@ -504,6 +553,12 @@ impl Flusher {
                         Flushed::default()
                     });
                     done.jobs = jobs;
+                    if let Some(conn) = &sender {
+                        let acks = encode_pubacks(done.take_pubacks());
+                        if let Err(e) = conn.publish_batch_now(&acks) {
+                            debug!("STREAM: publish of a PubAck failed: {e}");
+                        }
+                    }
                     if tx.send(done).is_err() {
                         return;
                     }
@@ -688,7 +743,13 @@ impl Engine {
         let flusher = if store.kind() == StoreKind::Memory {
             None
         } else {
-            match Flusher::start() {
+            // Over a local connection the flusher thread sends the PubAcks itself, as soon
+            // as the flush returns (no hand-off to the engine task on the way).
+            let sender = match &nc {
+                Nats::Local(c) => Some(c.clone()),
+                Nats::Remote(_) => None,
+            };
+            match Flusher::start(sender) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     error!("STREAM: Unable to start the flusher thread, flushing inline: {e}");
@@ -926,12 +987,12 @@ impl Engine {
     }
 
     /// A message flush completed: its messages may be delivered, its PubAcks sent.
-    fn on_flushed(&mut self, done: Flushed) {
-        let mut failed: HashMap<String, String> = HashMap::new();
+    fn on_flushed(&mut self, mut done: Flushed) {
+        let acks = done.take_pubacks();
+        self.ready_acks.extend(acks);
         for (name, ch, upto, err) in done.channels {
             if let Some(e) = err {
                 error!("STREAM: Unable to store messages of channel {name:?}: {e}");
-                failed.insert(name.clone(), e);
             }
             // (Not a channel deleted and created again meanwhile.)
             if let Some(cs) = self.channels.get_mut(&name)
@@ -942,16 +1003,6 @@ impl Engine {
                     mark(&mut self.to_deliver, &name);
                 }
             }
-        }
-        for ack in done.acks {
-            let error = failed.get(&ack.channel).cloned().unwrap_or_default();
-            self.ready_acks.push((
-                ack.reply,
-                PubAck {
-                    guid: ack.guid,
-                    error,
-                },
-            ));
         }
     }
 
@@ -970,22 +1021,7 @@ impl Engine {
             self.outbox.clear();
         }
         if !self.ready_acks.is_empty() {
-            // One buffer for all the encoded PubAcks, each sent as a slice of it.
-            let acks = std::mem::take(&mut self.ready_acks);
-            let mut buf = BytesMut::with_capacity(acks.len() * 32);
-            let mut ends = Vec::with_capacity(acks.len());
-            for (_, ack) in &acks {
-                // Encoding into a BytesMut cannot fail: it grows as needed.
-                let _ = ack.encode(&mut buf);
-                ends.push(buf.len());
-            }
-            let buf = buf.freeze();
-            let mut start = 0;
-            let mut out: Vec<(Subject, Bytes)> = Vec::with_capacity(acks.len());
-            for ((reply, _), end) in acks.into_iter().zip(ends) {
-                out.push((reply, buf.slice(start..end)));
-                start = end;
-            }
+            let out = encode_pubacks(std::mem::take(&mut self.ready_acks));
             if let Err(e) = self.nc.publish_batch(&out).await {
                 debug!("STREAM: publish of a PubAck failed: {e}");
             }
