@@ -1092,6 +1092,10 @@ pub(crate) struct Router {
     pub batch: Batch,
     cache: MatchCache<Subscription>,
     cache_generation: u64,
+    /// The subject routed last and its result (same generation): a run of messages to one
+    /// subject, such as a batch of deliveries to one inbox, skips the hash lookup.
+    last_subject: Vec<u8>,
+    last_result: Option<Arc<SubResult<Subscription>>>,
     rng: SmallRng,
     /// Routes this message goes to, with the queue groups (indices) each is picked for.
     route_targets: Vec<(Arc<ClientShared>, Vec<usize>)>,
@@ -1103,6 +1107,8 @@ impl Router {
             batch: Batch::default(),
             cache: MatchCache::default(),
             cache_generation: 0,
+            last_subject: Vec::new(),
+            last_result: None,
             rng: SmallRng::from_os_rng(),
             route_targets: Vec::new(),
         }
@@ -1110,6 +1116,7 @@ impl Router {
 
     pub(crate) fn clear_cache(&mut self) {
         self.cache.clear();
+        self.last_result = None;
     }
 
     /// Delivers `msg` to whoever wants it (not to `skip_cid`, a publisher with echo off);
@@ -1123,16 +1130,26 @@ impl Router {
         let generation = srv.sublist.generation();
         if generation != self.cache_generation {
             self.cache.clear();
+            self.last_result = None;
             self.cache_generation = generation;
         }
-        let result = match self.cache.get(msg.subject) {
-            Some(hit) => hit.clone(),
-            None => {
-                let result = srv.sublist.matches(msg.subject);
-                if self.cache.len() >= LOCAL_CACHE_MAX {
-                    self.cache.clear();
-                }
-                self.cache.insert(msg.subject.into(), result.clone());
+        let result = match &self.last_result {
+            Some(last) if self.last_subject == msg.subject => last.clone(),
+            _ => {
+                let result = match self.cache.get(msg.subject) {
+                    Some(hit) => hit.clone(),
+                    None => {
+                        let result = srv.sublist.matches(msg.subject);
+                        if self.cache.len() >= LOCAL_CACHE_MAX {
+                            self.cache.clear();
+                        }
+                        self.cache.insert(msg.subject.into(), result.clone());
+                        result
+                    }
+                };
+                self.last_subject.clear();
+                self.last_subject.extend_from_slice(msg.subject);
+                self.last_result = Some(result.clone());
                 result
             }
         };

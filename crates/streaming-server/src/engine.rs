@@ -51,9 +51,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 use rnats_streaming::proto::{
-    Ack, ClientInfo, CloseRequest, CloseResponse, ConnectRequest, ConnectResponse, CtrlMsg,
-    MsgProto, Ping, PingResponse, PubAck, PubMsg, ServerInfo, StartPosition, SubState,
-    SubscriptionRequest, SubscriptionResponse, UnsubscribeRequest,
+    ClientInfo, CloseRequest, CloseResponse, ConnectRequest, ConnectResponse, CtrlMsg, MsgProto,
+    Ping, PingResponse, PubAck, PubMsg, ServerInfo, StartPosition, SubState, SubscriptionRequest,
+    SubscriptionResponse, UnsubscribeRequest, peek_ack,
 };
 use rnats_streaming::store::{
     Channel, EncodedMsg, NewMessage, RecoveredState, Store, StoreError, StoreKind,
@@ -2178,10 +2178,10 @@ impl Engine {
             return;
         };
         let id = *id;
-        let Ok(ack) = Ack::decode(msg.payload) else {
+        let Some((channel, sequence)) = peek_ack(&msg.payload) else {
             return;
         };
-        if ack.subject != *name {
+        if channel != name.as_str() {
             return;
         }
         let Some(cs) = channels.get_mut(name) else {
@@ -2192,7 +2192,7 @@ impl Engine {
         };
         let was_stalled = sub.stalled();
         let mut acked = None;
-        if sub.pending.remove(&ack.sequence).is_some() {
+        if sub.pending.remove(&sequence).is_some() {
             acked = Some((id, was_stalled));
         } else if let Some(q) = sub.queue.clone()
             && let Some(g) = cs.queues.get(&q)
@@ -2200,7 +2200,7 @@ impl Engine {
             for mid in &g.members {
                 if let Some(m) = cs.subs.get_mut(mid) {
                     let was = m.stalled();
-                    if m.pending.remove(&ack.sequence).is_some() {
+                    if m.pending.remove(&sequence).is_some() {
                         acked = Some((*mid, was));
                         break;
                     }
@@ -2210,9 +2210,9 @@ impl Engine {
         if let Some((sid, was_stalled)) = acked {
             match to_record.last_mut() {
                 Some((ch, id, seqs)) if *id == sid && Arc::ptr_eq(ch, &cs.ch) => {
-                    seqs.push(ack.sequence);
+                    seqs.push(sequence);
                 }
-                _ => to_record.push((cs.ch.clone(), sid, vec![ack.sequence])),
+                _ => to_record.push((cs.ch.clone(), sid, vec![sequence])),
             }
             mark(lazy_subs, name);
             if was_stalled {
