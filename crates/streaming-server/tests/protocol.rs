@@ -612,3 +612,64 @@ async fn max_age_expires_messages_and_max_inactivity_deletes_channels() {
     assert_eq!(s.next().await.sequence, 1, "channel was recreated");
     server.shutdown().await;
 }
+
+/// The engine's local connection in a cluster: its subscriptions are announced over routes,
+/// so a client of another server connects, publishes, subscribes and acks through the route,
+/// and PubAcks, deliveries and the duplicate-client probe (a request) come back the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_routed_server_reach_the_embedded_engine() {
+    use rnats_server::options::ClusterOptions;
+    let cluster = |routes: Vec<String>| ClusterOptions {
+        name: Some("c".into()),
+        host: "127.0.0.1".into(),
+        port: 0,
+        routes,
+        ..Default::default()
+    };
+    let other = rnats_server::start(rnats_server::Options {
+        host: "127.0.0.1".into(),
+        port: 0,
+        cluster: Some(cluster(Vec::new())),
+        ..Default::default()
+    })
+    .await
+    .expect("plain server starts");
+    let route = format!(
+        "nats-route://{}",
+        other.shared.cluster.as_ref().expect("cluster").listen_addr
+    );
+    let server = start_server(|o| o.nats.cluster = Some(cluster(vec![route]))).await;
+    let url = format!("nats://{}", other.client_addr());
+    // The engine's discover subscription reaches the other server.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while other
+        .shared
+        .sublist
+        .matches(discover(CID).as_bytes())
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no interest over the route");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let c = Raw::connect(&url, CID, "far", true).await;
+    for i in 0..5u8 {
+        assert_eq!(c.publish("routed", &[i]).await.error, "");
+    }
+    let mut s = c.subscribe(c.sub_req("routed", "")).await.unwrap();
+    for want in 1..=5u64 {
+        let m = s.next().await;
+        assert_eq!((m.sequence, m.data.to_vec()), (want, vec![want as u8 - 1]));
+        c.ack(&s, want).await;
+    }
+    s.none_for(Duration::from_millis(200)).await;
+    // Same client ID again: the engine asks the first connection (a request over the route),
+    // which answers, so the newcomer is refused.
+    let dup = Raw::try_connect(&url, CID, "far", true).await;
+    assert_eq!(
+        dup.err().as_deref(),
+        Some(srv::ERR_CLIENT_REGISTERED),
+        "the live client keeps its ID"
+    );
+    server.shutdown().await;
+    other.shutdown(Duration::from_secs(1)).await;
+}
