@@ -37,7 +37,7 @@
 //!
 //! Pending and ack records of subscriptions (one per delivered batch, one per run of acks
 //! handled together, written at the start of the next commit) are flushed in the
-//! background, not before the deliveries go out: a crash can lose the last of them, and the
+//! background, at most every 10 ms, not before the deliveries go out: a crash can lose the last of them, and the
 //! messages concerned are then delivered again (at-least-once, as for an ack lost on the way).
 //! Each subscription keeps its pending messages' expiries in order ([`Deadlines`]), so finding
 //! the next redelivery is O(1) (O(log n) for the out-of-order cases), not a walk over
@@ -90,6 +90,9 @@ pub const ERR_CLIENT_REGISTERED: &str = "stan: clientID already registered";
 pub const ERR_CLIENT_REPLACED: &str = "client has been replaced or is no longer registered";
 pub const ERR_MSG_TOO_LARGE: &str = "stan: message payload too large";
 
+/// Pending and ack records of subscriptions go to disk (and are fsynced) at most this often:
+/// losing the last of them in a crash only means redeliveries (see the module documentation).
+const LAZY_SUBS_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Redelivery groups expiries this close together.
 const REDELIVERY_SLACK: Duration = Duration::from_millis(15);
 /// Pending messages of a queue member that left go to the others after this delay.
@@ -175,6 +178,8 @@ pub fn new_server_info(opts: &Options) -> ServerInfo {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
+    /// The next background flush of subscription stores may start.
+    LazySubsFlush,
     Redeliver(String, u64),
     Heartbeat(String),
     Expire(String),
@@ -705,6 +710,10 @@ pub(crate) struct Engine {
     flusher: Option<Flusher>,
     /// The background flush of subscription stores.
     subs_flushing: Option<JoinHandle<()>>,
+    /// When the last background flush of subscription stores started (they start at most
+    /// every `LAZY_SUBS_FLUSH_INTERVAL`), and whether a timer waits for the next one.
+    lazy_flush_started: Option<Instant>,
+    lazy_flush_armed: bool,
     warned_limits: HashSet<String>,
     /// During the start-up redelivery pass, queue messages stay with the member that had them.
     recovering: bool,
@@ -784,6 +793,8 @@ impl Engine {
             acked: Vec::new(),
             flusher,
             subs_flushing: None,
+            lazy_flush_started: None,
+            lazy_flush_armed: false,
             warned_limits: HashSet::new(),
             recovering: false,
         }
@@ -863,6 +874,10 @@ impl Engine {
     /// and everything it made ready was sent.
     async fn settle(&mut self, all: bool) {
         loop {
+            if all {
+                // Everything now, not at the next background interval.
+                self.lazy_flush_started = None;
+            }
             self.commit().await;
             if self.flushes_outstanding() {
                 let done = flushed(&mut self.flusher).await;
@@ -957,14 +972,25 @@ impl Engine {
         }
         self.send().await;
         if self.subs_flushing.is_none() && !self.lazy_subs.is_empty() {
-            let subs: Vec<Arc<Channel>> = std::mem::take(&mut self.lazy_subs)
-                .iter()
-                .filter_map(|n| self.channels.get(n).map(|c| c.ch.clone()))
-                .collect();
-            if self.file_store() {
-                self.subs_flushing = Some(tokio::task::spawn_blocking(move || flush_subs(&subs)));
-            } else {
-                flush_subs(&subs);
+            let now = Instant::now();
+            let due = self
+                .lazy_flush_started
+                .map_or(now, |t| t + LAZY_SUBS_FLUSH_INTERVAL);
+            if !self.file_store() || due <= now {
+                let subs: Vec<Arc<Channel>> = std::mem::take(&mut self.lazy_subs)
+                    .iter()
+                    .filter_map(|n| self.channels.get(n).map(|c| c.ch.clone()))
+                    .collect();
+                if self.file_store() {
+                    self.lazy_flush_started = Some(now);
+                    self.subs_flushing =
+                        Some(tokio::task::spawn_blocking(move || flush_subs(&subs)));
+                } else {
+                    flush_subs(&subs);
+                }
+            } else if !self.lazy_flush_armed {
+                self.lazy_flush_armed = true;
+                self.arm(due, Timer::LazySubsFlush);
             }
         }
     }
@@ -1048,6 +1074,8 @@ impl Engine {
                 break;
             };
             match t {
+                // The commit after the timers starts it.
+                Timer::LazySubsFlush => self.lazy_flush_armed = false,
                 Timer::Redeliver(ch, id) => self.on_redelivery_timer(&ch, id, at),
                 Timer::Heartbeat(cid) => self.on_hb_timer(&cid, at),
                 Timer::Expire(ch) => self.on_expire_timer(&ch, at),
