@@ -55,6 +55,7 @@ use rnats_streaming::proto::{
     Ping, PingResponse, PubAck, PubMsg, ServerInfo, StartPosition, SubState, SubscriptionRequest,
     SubscriptionResponse, UnsubscribeRequest, peek_ack,
 };
+use rnats_streaming::seqmap::SeqMap;
 use rnats_streaming::store::{
     Channel, EncodedMsg, NewMessage, RecoveredState, Store, StoreError, StoreKind,
     is_valid_channel_name, now_nanos,
@@ -207,7 +208,7 @@ pub(crate) struct Sub {
     pub(crate) st: SubState,
     /// Sent and not acknowledged. Insert only through [`Sub::add_pending`], which keeps
     /// `deadlines` in step; removing needs nothing more.
-    pub(crate) pending: BTreeMap<u64, Pending>,
+    pub(crate) pending: SeqMap<Pending>,
     /// (expiry, sequence) of the pending messages. Entries of messages acked or re-armed
     /// since are stale and dropped when they reach the front (or in a rebuild when they pile
     /// up).
@@ -233,8 +234,8 @@ struct Deadlines {
 }
 
 impl Deadlines {
-    fn from_pending(pending: &BTreeMap<u64, Pending>) -> Deadlines {
-        let mut v: Vec<(Instant, u64)> = pending.iter().map(|(s, p)| (p.expire, *s)).collect();
+    fn from_pending(pending: &SeqMap<Pending>) -> Deadlines {
+        let mut v: Vec<(Instant, u64)> = pending.iter().map(|(s, p)| (p.expire, s)).collect();
         v.sort_unstable();
         Deadlines {
             queue: v.into(),
@@ -277,7 +278,7 @@ impl Deadlines {
 }
 
 impl Sub {
-    fn new(st: SubState, pending: BTreeMap<u64, Pending>, queue: Option<String>) -> Sub {
+    fn new(st: SubState, pending: SeqMap<Pending>, queue: Option<String>) -> Sub {
         let deadlines = Deadlines::from_pending(&pending);
         Sub {
             inbox: Arc::from(st.inbox.as_str()),
@@ -314,7 +315,7 @@ impl Sub {
     }
 
     fn is_live(&self, at: Instant, seq: u64) -> bool {
-        self.pending.get(&seq).is_some_and(|p| p.expire == at)
+        self.pending.get(seq).is_some_and(|p| p.expire == at)
     }
 
     /// The earliest expiry among the pending messages.
@@ -1127,7 +1128,7 @@ impl Engine {
                     self.dirty_subs.insert(name.clone());
                     continue;
                 }
-                let mut pending = BTreeMap::new();
+                let mut pending = SeqMap::new();
                 let aw = Duration::from_secs(st.ack_wait_in_secs.max(1) as u64);
                 for seq in rs.pending {
                     let ts = match cs.ch.msgs().lookup(seq) {
@@ -1835,7 +1836,7 @@ impl Engine {
                     .insert((cid.clone(), sr.durable_name.clone()), id);
             }
             cs.subs
-                .insert(id, Sub::new(st, BTreeMap::new(), queue.clone()));
+                .insert(id, Sub::new(st, SeqMap::new(), queue.clone()));
             id
         };
         cs.inactivity_at = None;
@@ -2220,7 +2221,7 @@ impl Engine {
         };
         let was_stalled = sub.stalled();
         let mut acked = None;
-        if sub.pending.remove(&sequence).is_some() {
+        if sub.pending.remove(sequence).is_some() {
             acked = Some((id, was_stalled));
         } else if let Some(q) = sub.queue.clone()
             && let Some(g) = cs.queues.get(&q)
@@ -2228,7 +2229,7 @@ impl Engine {
             for mid in &g.members {
                 if let Some(m) = cs.subs.get_mut(mid) {
                     let was = m.stalled();
-                    if m.pending.remove(&sequence).is_some() {
+                    if m.pending.remove(sequence).is_some() {
                         acked = Some((*mid, was));
                         break;
                     }
@@ -2290,7 +2291,7 @@ impl Engine {
         }
         let limit = now + REDELIVERY_SLACK;
         let due: Vec<(Instant, u64)> = if all {
-            sub.pending.iter().map(|(s, p)| (p.expire, *s)).collect()
+            sub.pending.iter().map(|(s, p)| (p.expire, s)).collect()
         } else {
             sub.take_due(limit)
         };
@@ -2300,7 +2301,7 @@ impl Engine {
             // The client missed heartbeats: try again after another ack wait.
             let aw = sub.ack_wait();
             for (_, seq) in &due {
-                if let Some(p) = sub.pending.get(seq).copied() {
+                if let Some(p) = sub.pending.get(*seq).copied() {
                     sub.add_pending(
                         *seq,
                         Pending {
@@ -2320,7 +2321,7 @@ impl Engine {
                 _ => {
                     // Gone from the store (limits): nothing to redeliver.
                     if let Some(s) = cs.subs.get_mut(&id) {
-                        s.pending.remove(&seq);
+                        s.pending.remove(seq);
                     }
                     let _ = cs.ch.subs().ack_seq_pending(id, seq);
                     mark(lazy_subs, name);
@@ -2347,7 +2348,7 @@ impl Engine {
                     target = b;
                 }
             }
-            let Some(pe) = cs.subs.get_mut(&id).and_then(|s| s.pending.remove(&seq)) else {
+            let Some(pe) = cs.subs.get_mut(&id).and_then(|s| s.pending.remove(seq)) else {
                 continue;
             };
             if target != id {
@@ -2415,7 +2416,7 @@ mod tests {
             max_in_flight: 3,
             ..Default::default()
         };
-        let mut sub = Sub::new(st, BTreeMap::new(), None);
+        let mut sub = Sub::new(st, SeqMap::new(), None);
         let at = |ms| now + Duration::from_millis(ms);
         for (seq, ms) in [(1, 30), (2, 10), (3, 20)] {
             sub.add_pending(
@@ -2430,7 +2431,7 @@ mod tests {
         assert_eq!(sub.room(), 0);
         assert_eq!(sub.next_expiry(), Some(at(10)));
         // Acked: its deadline goes stale.
-        sub.pending.remove(&2);
+        sub.pending.remove(2);
         assert_eq!(sub.next_expiry(), Some(at(20)));
         // Re-armed later: the old deadline is stale.
         sub.add_pending(
@@ -2445,8 +2446,8 @@ mod tests {
         assert_eq!(sub.take_due(at(100)), vec![(at(40), 3)]);
         assert_eq!(sub.next_expiry(), None);
         // The caller redelivers (re-adds) or drops what it took.
-        sub.pending.remove(&1);
-        sub.pending.remove(&3);
+        sub.pending.remove(1);
+        sub.pending.remove(3);
         // Many acks: the heap is rebuilt instead of growing without bound.
         for seq in 10..1000 {
             sub.add_pending(
@@ -2456,7 +2457,7 @@ mod tests {
                     count: 0,
                 },
             );
-            sub.pending.remove(&seq);
+            sub.pending.remove(seq);
         }
         sub.add_pending(
             5000,

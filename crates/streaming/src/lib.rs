@@ -5,8 +5,10 @@
 //! * [`store`]: the store interface ([`store::Store`], [`store::MsgStore`],
 //!   [`store::SubStore`]), the [`store::memory`] store and the crash-safe [`store::file`]
 //!   store.
+//! * [`seqmap`]: [`seqmap::SeqMap`], the map of messages in flight (pending sequences).
 //!
 //! The server loop (request handling, delivery, redelivery, heartbeats) builds on these.
 
 pub mod proto;
+pub mod seqmap;
 pub mod store;

@@ -1,15 +1,16 @@
 //! Subscription bookkeeping shared by the stores: states, pending sequences, ID allocation
 //! and the `max_subs` check.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::{RecoveredSubscription, Result, StoreError};
 use crate::proto::SubState;
+use crate::seqmap::SeqMap;
 
 #[derive(Debug, Default)]
 pub(crate) struct SubEntry {
     pub(crate) state: SubState,
-    pub(crate) pending: BTreeSet<u64>,
+    pub(crate) pending: SeqMap<()>,
 }
 
 #[derive(Debug, Default)]
@@ -39,7 +40,7 @@ impl SubsState {
             state.id,
             SubEntry {
                 state: state.clone(),
-                pending: BTreeSet::new(),
+                pending: SeqMap::new(),
             },
         );
         Ok(())
@@ -60,7 +61,7 @@ impl SubsState {
                     state.id,
                     SubEntry {
                         state,
-                        pending: BTreeSet::new(),
+                        pending: SeqMap::new(),
                     },
                 );
                 false
@@ -78,7 +79,7 @@ impl SubsState {
     pub(crate) fn add_pending(&mut self, id: u64, seq: u64) -> bool {
         match self.subs.get_mut(&id) {
             Some(e) => {
-                e.pending.insert(seq);
+                e.pending.insert(seq, ());
                 if seq > e.state.last_sent {
                     e.state.last_sent = seq;
                 }
@@ -92,7 +93,7 @@ impl SubsState {
     pub(crate) fn ack(&mut self, id: u64, seq: u64) -> bool {
         self.subs
             .get_mut(&id)
-            .is_some_and(|e| e.pending.remove(&seq))
+            .is_some_and(|e| e.pending.remove(seq).is_some())
     }
 
     pub(crate) fn snapshot(&self) -> Vec<RecoveredSubscription> {
@@ -100,7 +101,7 @@ impl SubsState {
             .values()
             .map(|e| RecoveredSubscription {
                 state: e.state.clone(),
-                pending: e.pending.clone(),
+                pending: e.pending.keys().collect(),
             })
             .collect()
     }

@@ -130,12 +130,12 @@ impl FileSubStore {
             encode_record(&mut buf, &e.state, Some(REC_NEW))?;
             records += 1;
             max_live = max_live.max(e.state.id);
-            for seq in &e.pending {
+            for seq in e.pending.keys() {
                 encode_record(
                     &mut buf,
                     &SubStateUpdate {
                         id: e.state.id,
-                        seqno: *seq,
+                        seqno: seq,
                     },
                     Some(REC_PENDING),
                 )?;
