@@ -367,6 +367,15 @@ fn unix_nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Adds what a publisher sent (counted per batch, not per message) to the server's and the
+/// connection's inbound counters.
+pub(crate) fn count_in(srv: &ServerShared, me: &ClientShared, msgs: u64, bytes: u64) {
+    srv.stats.in_msgs.fetch_add(msgs, Ordering::Relaxed);
+    srv.stats.in_bytes.fetch_add(bytes, Ordering::Relaxed);
+    me.stats.in_msgs.fetch_add(msgs, Ordering::Relaxed);
+    me.stats.in_bytes.fetch_add(bytes, Ordering::Relaxed);
+}
+
 /// A client subscription, shared by the sublist, its connection and match caches.
 pub struct Subscription {
     pub client: Arc<ClientShared>,
@@ -1458,17 +1467,7 @@ impl Conn {
 
     fn flush_counters(&mut self) {
         if self.in_msgs > 0 {
-            let stats = &self.srv.stats;
-            stats.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
-            stats.in_bytes.fetch_add(self.in_bytes, Ordering::Relaxed);
-            self.me
-                .stats
-                .in_msgs
-                .fetch_add(self.in_msgs, Ordering::Relaxed);
-            self.me
-                .stats
-                .in_bytes
-                .fetch_add(self.in_bytes, Ordering::Relaxed);
+            count_in(&self.srv, &self.me, self.in_msgs, self.in_bytes);
             self.in_msgs = 0;
             self.in_bytes = 0;
         }

@@ -284,17 +284,7 @@ impl LocalConn {
         if p.in_msgs == 0 {
             return;
         }
-        let stats = &self.srv.stats;
-        stats.in_msgs.fetch_add(p.in_msgs, Ordering::Relaxed);
-        stats.in_bytes.fetch_add(p.in_bytes, Ordering::Relaxed);
-        self.me
-            .stats
-            .in_msgs
-            .fetch_add(p.in_msgs, Ordering::Relaxed);
-        self.me
-            .stats
-            .in_bytes
-            .fetch_add(p.in_bytes, Ordering::Relaxed);
+        crate::client::count_in(&self.srv, &self.me, p.in_msgs, p.in_bytes);
         p.in_msgs = 0;
         p.in_bytes = 0;
         self.me.touch();
