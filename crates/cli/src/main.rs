@@ -10,6 +10,9 @@
 //! rnats bench SUBJECT --pub N --sub N --msgs N --size BYTES [--request] [--queue G]
 //!       [--csv FILE] [--json] [--plot FILE.svg]
 //! rnats server info|ping [--monitor URL | -m PORT] [--json]
+//! rnats stan [--cluster ID] [--client-id ID] pub CHANNEL [BODY] [--count N]
+//! rnats stan [--cluster ID] [--client-id ID] sub CHANNEL [--all | --last | --seq N | --since D]
+//!       [--durable NAME] [--queue Q] [--count N] [--unsubscribe] [--raw]
 //! ```
 //!
 //! Exit status: 0 on success, 1 on any error (one line on stderr saying what to do).
@@ -18,6 +21,7 @@
 mod bench;
 mod monitor;
 mod plot;
+mod stan;
 mod util;
 
 use std::io::{Read, Write};
@@ -154,6 +158,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Server information from the monitoring endpoint (/varz)
     Server(monitor::ServerArgs),
+    /// NATS Streaming: publish to or subscribe to a channel
+    Stan(stan::StanArgs),
 }
 
 #[derive(Args, Debug)]
@@ -299,6 +305,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Sub(a) => subscribe(&client, a).await,
         Command::Req(a) => request(&client, a, cli.timeout).await,
         Command::Reply(a) => reply(&client, a).await,
+        Command::Stan(a) => stan::run(&client, cli.timeout, a).await,
         Command::Bench(_) | Command::Server(_) => unreachable!("handled above"),
     };
     client.close().await;
@@ -421,7 +428,7 @@ async fn connect(g: &Global) -> Result<Client> {
         .map_err(|e| connect_failure(server, &e))
 }
 
-fn read_stdin() -> Result<Vec<u8>> {
+pub(crate) fn read_stdin() -> Result<Vec<u8>> {
     let mut body = Vec::new();
     std::io::stdin()
         .read_to_end(&mut body)
