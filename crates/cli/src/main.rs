@@ -428,12 +428,40 @@ async fn connect(g: &Global) -> Result<Client> {
         .map_err(|e| connect_failure(server, &e))
 }
 
-pub(crate) fn read_stdin() -> Result<Vec<u8>> {
+fn read_stdin() -> Result<Vec<u8>> {
     let mut body = Vec::new();
     std::io::stdin()
         .read_to_end(&mut body)
         .map_err(|e| format!("cannot read the body from stdin: {e}"))?;
     Ok(body)
+}
+
+/// The body of each published message: the argument, else stdin (read once), as a template
+/// (`{{Count}}`…) when it is text.
+pub(crate) struct Bodies {
+    arg: Option<String>,
+    stdin: Option<Vec<u8>>,
+}
+
+impl Bodies {
+    pub(crate) fn new(arg: Option<String>) -> Result<Bodies> {
+        let stdin = match &arg {
+            Some(_) => None,
+            None => Some(read_stdin()?),
+        };
+        Ok(Bodies { arg, stdin })
+    }
+
+    pub(crate) fn render(&self, ctx: &TemplateContext<'_>) -> Result<Vec<u8>> {
+        Ok(match (&self.arg, &self.stdin) {
+            (Some(t), _) => render(t, ctx)?,
+            (None, Some(b)) => match std::str::from_utf8(b) {
+                Ok(t) => render(t, ctx)?,
+                Err(_) => b.clone(),
+            },
+            (None, None) => unreachable!("body from argument or stdin"),
+        })
+    }
 }
 
 fn headers_from(args: &[String], ctx: &TemplateContext<'_>) -> Result<Option<HeaderMap>> {
@@ -454,23 +482,13 @@ fn publish_failure(subject: &str, e: PublishError) -> Failure {
 }
 
 async fn publish(client: &Client, a: PubArgs) -> Result<()> {
-    let stdin_body = match &a.body {
-        Some(_) => None,
-        None => Some(read_stdin()?),
-    };
+    let bodies = Bodies::new(a.body.clone())?;
     for i in 1..=a.count {
         let ctx = TemplateContext {
             count: i,
             request: None,
         };
-        let body = match (&a.body, &stdin_body) {
-            (Some(t), _) => render(t, &ctx)?,
-            (None, Some(b)) => match std::str::from_utf8(b) {
-                Ok(t) => render(t, &ctx)?,
-                Err(_) => b.clone(),
-            },
-            (None, None) => unreachable!("body from argument or stdin"),
-        };
+        let body = bodies.render(&ctx)?;
         let headers = headers_from(&a.headers, &ctx)?;
         let r = match (&a.reply, &headers) {
             (None, None) => client.publish(&a.subject, &body).await,

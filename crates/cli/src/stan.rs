@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use rnats_client::Client;
 use rnats_streaming_client::{Options, StanClient, SubscriptionOptions};
 
-use crate::util::{TemplateContext, parse_duration, render};
-use crate::{Result, read_stdin};
+use crate::util::{TemplateContext, parse_duration};
+use crate::{Bodies, Result};
 
 #[derive(Args, Debug)]
 pub struct StanArgs {
@@ -110,23 +110,12 @@ pub async fn run(nc: &Client, timeout: Duration, a: StanArgs) -> Result<()> {
 }
 
 async fn publish(sc: &StanClient, a: StanPubArgs) -> Result<()> {
-    let stdin_body = match &a.body {
-        Some(_) => None,
-        None => Some(read_stdin()?),
-    };
+    let bodies = Bodies::new(a.body.clone())?;
     for i in 1..=a.count {
-        let ctx = TemplateContext {
+        let body = bodies.render(&TemplateContext {
             count: i,
             request: None,
-        };
-        let body = match (&a.body, &stdin_body) {
-            (Some(t), _) => render(t, &ctx)?,
-            (None, Some(b)) => match std::str::from_utf8(b) {
-                Ok(t) => render(t, &ctx)?,
-                Err(_) => b.clone(),
-            },
-            (None, None) => unreachable!("body from argument or stdin"),
-        };
+        })?;
         let len = body.len();
         sc.publish(&a.channel, body)
             .await
