@@ -115,11 +115,6 @@ impl LocalConn {
         self.me.is_closed() || self.srv.shutdown.is_cancelled()
     }
 
-    /// The server this connection belongs to.
-    pub fn server(&self) -> &Arc<ServerShared> {
-        &self.srv
-    }
-
     /// Subscribes; messages arrive through [`LocalConn::recv`] as `MSG <subject> <sid> …`
     /// with the returned sid.
     pub fn subscribe(&self, subject: &str, queue: Option<&str>) -> Result<u64, LocalError> {

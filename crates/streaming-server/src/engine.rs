@@ -431,28 +431,26 @@ struct Flushed {
 impl Flushed {
     /// The PubAcks of this flush (an error ack for a message whose channel failed to flush).
     fn take_pubacks(&mut self) -> Vec<(Subject, PubAck)> {
+        let channels = &self.channels;
         let failed = |name: &str| {
-            self.channels
+            channels
                 .iter()
                 .find(|(n, ..)| n == name)
                 .and_then(|(.., err)| err.clone())
         };
-        let acks: Vec<(Subject, PubAck)> = self
-            .acks
-            .iter()
+        std::mem::take(&mut self.acks)
+            .into_iter()
             .map(|a| {
                 let error = failed(&a.channel).unwrap_or_default();
                 (
-                    a.reply.clone(),
+                    a.reply,
                     PubAck {
-                        guid: a.guid.clone(),
+                        guid: a.guid,
                         error,
                     },
                 )
             })
-            .collect();
-        self.acks.clear();
-        acks
+            .collect()
     }
 }
 
