@@ -1,6 +1,6 @@
 //! Test material made on the fly: a CA with server and client certificates (rcgen), and
-//! operator / account / user JWTs with a user's `.creds` file (nkeys). Shared by the client's
-//! and the CLI's tests.
+//! operator / account / user JWTs with a user's `.creds` file (nkeys). Shared by the client's,
+//! the server's and the CLI's tests.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -443,7 +443,7 @@ async fn rnats_joins_a_reference_cluster() {
 async fn routes_over_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let pki = crate::security::make_pki(dir.path());
+    let pki = crate::pki::make_pki(dir.path());
     let tls = rnats_server::options::TlsOptions {
         cert_file: Some(pki.cert.clone()),
         key_file: Some(pki.key.clone()),

@@ -8,6 +8,9 @@ mod harness;
 mod interop;
 mod monitor;
 mod ops;
+/// Certificates made on the fly: the client tests' helper.
+#[path = "../../../client/tests/it/pki.rs"]
+mod pki;
 mod process;
 mod raw;
-pub mod security;
+mod security;

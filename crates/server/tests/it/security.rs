@@ -7,6 +7,7 @@ use futures::StreamExt;
 use tokio::time::timeout;
 
 use crate::harness::{Raw, TestServer, WAIT, test_options};
+use crate::pki::make_pki;
 
 /// rnats and the reference, both configured by the same file.
 async fn both_with_config(conf: &Path) -> Vec<TestServer> {
@@ -239,41 +240,6 @@ async fn no_auth_user_binds_anonymous_clients() {
             srv.name()
         );
         srv.stop().await;
-    }
-}
-
-pub struct Pki {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-}
-
-/// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, all made here.
-pub fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let client = CertificateParams::new(vec!["client".into()])
-        .unwrap()
-        .signed_by(&client_key, &issuer)
-        .unwrap();
-    Pki {
-        ca: write(dir, "ca.pem", &ca.pem()),
-        cert: write(dir, "server.pem", &server.pem()),
-        key: write(dir, "server-key.pem", &server_key.serialize_pem()),
-        client_cert: write(dir, "client.pem", &client.pem()),
-        client_key: write(dir, "client-key.pem", &client_key.serialize_pem()),
     }
 }
 
