@@ -142,8 +142,8 @@ use self::record::{
 use self::subs::{FileSubStore, rewrite};
 use super::memory::duration_nanos;
 use super::{
-    Channel, Corruption, RecoveredChannel, RecoveredState, Registry, Result, Store, StoreError,
-    StoreKind, StoreLimits, is_valid_channel_name, now_nanos,
+    Channel, Corruption, RecoveredState, Registry, Result, Store, StoreError, StoreKind,
+    StoreLimits, is_valid_channel_name, now_nanos,
 };
 use crate::proto::{ClientDelete, ClientInfo, ServerInfo};
 
@@ -658,15 +658,7 @@ impl Store for FileStore {
         Ok(RecoveredState {
             info: inner.info.clone(),
             clients,
-            channels: inner
-                .registry
-                .channels
-                .values()
-                .map(|c| RecoveredChannel {
-                    channel: c.clone(),
-                    subscriptions: c.subs().subscriptions(),
-                })
-                .collect(),
+            channels: inner.registry.recovered(),
         })
     }
 

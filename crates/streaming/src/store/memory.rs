@@ -13,8 +13,8 @@ use prost::Message;
 
 use super::subs::SubsState;
 use super::{
-    Channel, MsgStore, MsgStoreState, NewMessage, RecoveredChannel, RecoveredState,
-    RecoveredSubscription, Registry, Result, Store, StoreError, StoreKind, StoreLimits, SubStore,
+    Channel, MsgStore, MsgStoreState, NewMessage, RecoveredState, RecoveredSubscription, Registry,
+    Result, Store, StoreError, StoreKind, StoreLimits, SubStore,
 };
 use crate::proto::{ClientInfo, MsgProto, ServerInfo, SubState};
 
@@ -97,15 +97,7 @@ impl Store for MemoryStore {
         Ok(RecoveredState {
             info: inner.info.clone(),
             clients: inner.clients.values().cloned().collect(),
-            channels: inner
-                .registry
-                .channels
-                .values()
-                .map(|c| RecoveredChannel {
-                    channel: c.clone(),
-                    subscriptions: c.subs().subscriptions(),
-                })
-                .collect(),
+            channels: inner.registry.recovered(),
         })
     }
 
@@ -279,14 +271,7 @@ impl MsgStore for MemoryMsgStore {
     fn append(&self, msg: NewMessage) -> Result<MsgProto> {
         let mut log = self.log.lock();
         log.check_open()?;
-        let m = MsgProto {
-            sequence: log.last + 1,
-            subject: log.channel.clone(),
-            reply: msg.reply,
-            data: msg.data,
-            timestamp: msg.timestamp.max(log.last_ts),
-            ..Default::default()
-        };
+        let m = msg.stamp(log.last + 1, log.channel.clone(), log.last_ts);
         log.push(m.clone());
         Ok(m)
     }

@@ -231,6 +231,21 @@ pub struct NewMessage {
     pub timestamp: i64,
 }
 
+impl NewMessage {
+    /// The message as stored at `sequence` of `channel`, whose previous message has timestamp
+    /// `last_ts` (timestamps never go back within a channel).
+    pub(crate) fn stamp(self, sequence: u64, channel: String, last_ts: i64) -> MsgProto {
+        MsgProto {
+            sequence,
+            subject: channel,
+            reply: self.reply,
+            data: self.data,
+            timestamp: self.timestamp.max(last_ts),
+            ..Default::default()
+        }
+    }
+}
+
 /// A stored message in the form a subscriber receives it on first delivery: its encoded
 /// `MsgProto` (`redelivered` false, `redelivery_count` 0), ready to send as a NATS payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -617,6 +632,17 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// Every channel with its subscriptions, as recovery hands them to the server.
+    pub(crate) fn recovered(&self) -> Vec<RecoveredChannel> {
+        self.channels
+            .values()
+            .map(|c| RecoveredChannel {
+                channel: c.clone(),
+                subscriptions: c.subs().subscriptions(),
+            })
+            .collect()
+    }
+
     pub(crate) fn new() -> Self {
         Registry {
             channels: BTreeMap::new(),

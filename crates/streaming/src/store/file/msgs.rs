@@ -812,14 +812,7 @@ impl MsgStore for FileMsgStore {
     fn append(&self, msg: NewMessage) -> Result<MsgProto> {
         let mut log = self.log.lock();
         log.check_open()?;
-        let m = MsgProto {
-            sequence: log.last + 1,
-            subject: log.channel.clone(),
-            reply: msg.reply,
-            data: msg.data,
-            timestamp: msg.timestamp.max(log.last_ts),
-            ..Default::default()
-        };
+        let m = msg.stamp(log.last + 1, log.channel.clone(), log.last_ts);
         log.push(&m)?;
         log.enforce(Some(m.timestamp))?;
         Ok(m)
