@@ -659,7 +659,7 @@ pub(crate) async fn write_loop<W: AsyncWrite>(
             } else {
                 deadline
             };
-            match tokio::time::timeout(limit, writer.write_all(&chunk)).await {
+            match tokio::time::timeout(limit, write_chunk(&me, &mut writer, &chunk)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     me.close(CloseReason::WriteError, false);
@@ -696,6 +696,29 @@ pub(crate) async fn write_loop<W: AsyncWrite>(
             return;
         }
     }
+}
+
+/// Writes `chunk` whole, lowering the connection's `in_flight` after each write so that a
+/// publisher stalled on it goes on as soon as the socket took enough, not only once the whole
+/// chunk (megabytes for a fast producer) is out.
+async fn write_chunk<W: AsyncWrite>(
+    me: &ClientShared,
+    writer: &mut std::pin::Pin<&mut W>,
+    chunk: &[u8],
+) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < chunk.len() {
+        let n = writer.write(&chunk[written..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+        if written < chunk.len() {
+            me.out.lock().in_flight = chunk.len() - written;
+            me.drained.notify_waiters();
+        }
+    }
+    Ok(())
 }
 
 impl Conn {

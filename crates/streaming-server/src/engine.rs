@@ -102,6 +102,11 @@ const QUEUE_REASSIGN_DELAY: Duration = Duration::from_millis(100);
 const DELIVER_BATCH: usize = 1024;
 /// Bytes read from the store at once for delivery (at least one message).
 const DELIVER_BATCH_BYTES: usize = 1 << 20;
+/// What one commit delivers to a subscription (or queue group) at most, so that a large
+/// window (MaxInFlight) is read and sent in turns, interleaved with the acks that come back,
+/// instead of read whole while the subscriber waits for its first byte.
+const DELIVER_ROUND: usize = 4 * DELIVER_BATCH;
+const DELIVER_ROUND_BYTES: usize = DELIVER_BATCH_BYTES;
 
 /// What a NATS message was received on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -625,6 +630,8 @@ enum Wake {
     Timer,
     Flushed(Flushed),
     SubsFlushed,
+    /// Deliveries left over from the last commit (see `DELIVER_ROUND`).
+    MoreToDeliver,
 }
 
 async fn join_subs_flush(h: &mut Option<JoinHandle<()>>) {
@@ -827,12 +834,13 @@ impl Engine {
                 () = sleep => Wake::Timer,
                 done = flushed(&mut self.flusher) => Wake::Flushed(done),
                 () = join_subs_flush(&mut self.subs_flushing) => Wake::SubsFlushed,
+                () = std::future::ready(()), if !self.to_deliver.is_empty() => Wake::MoreToDeliver,
             };
             match wake {
                 Wake::Closed => break,
                 Wake::Timer => self.fire_timers(),
                 Wake::Flushed(done) => self.on_flushed(done),
-                Wake::SubsFlushed => {}
+                Wake::SubsFlushed | Wake::MoreToDeliver => {}
                 Wake::Event(ev) => {
                     let mut next = Some(ev);
                     let mut n = 0;
@@ -945,9 +953,13 @@ impl Engine {
             self.on_flushed(job.run());
         }
         let chans: Vec<String> = std::mem::take(&mut self.to_deliver).into_iter().collect();
+        let mut more = Vec::new();
         for name in chans {
-            self.deliver(&name);
+            if self.deliver(&name) {
+                more.push(name);
+            }
         }
+        self.to_deliver.extend(more);
         if !self.dirty_subs.is_empty() {
             let names = std::mem::take(&mut self.dirty_subs);
             let subs: Vec<Arc<Channel>> = names
@@ -2021,8 +2033,9 @@ impl Engine {
         }
     }
 
-    /// Sends new (durable) messages to every subscription of the channel that can take them.
-    fn deliver(&mut self, name: &str) {
+    /// Sends new (durable) messages to every subscription of the channel that can take them,
+    /// up to `DELIVER_ROUND` each. True when one could take more than that right now.
+    fn deliver(&mut self, name: &str) -> bool {
         let Engine {
             channels,
             clients,
@@ -2033,12 +2046,13 @@ impl Engine {
             ..
         } = self;
         let Some(cs) = channels.get_mut(name) else {
-            return;
+            return false;
         };
         let state = cs.ch.msgs().state();
         let last = state.last.min(cs.durable);
         let now = Instant::now();
         let mut sent_any = false;
+        let mut more = false;
         let mut to_arm: Vec<u64> = Vec::new();
         // Plain subscriptions.
         for sub in cs.subs.values_mut() {
@@ -2046,10 +2060,15 @@ impl Engine {
                 continue;
             }
             let mut armed = false;
+            let (mut round, mut round_bytes) = (0, 0);
             loop {
                 let room = sub.room();
                 let seq = (sub.st.last_sent + 1).max(state.first);
                 if room == 0 || seq > last {
+                    break;
+                }
+                if round >= DELIVER_ROUND || round_bytes >= DELIVER_ROUND_BYTES {
+                    more = true;
                     break;
                 }
                 let n = room.min((last - seq + 1) as usize).min(DELIVER_BATCH);
@@ -2073,6 +2092,8 @@ impl Engine {
                     sub.st.last_sent = m.sequence;
                     stats.out_msgs += 1;
                     stats.out_bytes += m.data_len as u64;
+                    round += 1;
+                    round_bytes += m.encoded.len();
                     outbox.push((sub.inbox.clone(), m.encoded));
                     sub.add_pending(m.sequence, Pending { expire, count: 0 });
                     sent.push(m.sequence);
@@ -2090,9 +2111,14 @@ impl Engine {
             if group.members.is_empty() {
                 continue;
             }
+            let (mut round, mut round_bytes) = (0, 0);
             'group: loop {
                 let seq = (group.last_sent + 1).max(state.first);
                 if seq > last {
+                    break;
+                }
+                if round >= DELIVER_ROUND || round_bytes >= DELIVER_ROUND_BYTES {
+                    more = true;
                     break;
                 }
                 let room: usize = group
@@ -2141,6 +2167,8 @@ impl Engine {
                     sub.st.last_sent = m.sequence;
                     stats.out_msgs += 1;
                     stats.out_bytes += m.data_len as u64;
+                    round += 1;
+                    round_bytes += m.encoded.len();
                     outbox.push((sub.inbox.clone(), m.encoded));
                     let expire = now + sub.ack_wait();
                     sub.add_pending(m.sequence, Pending { expire, count: 0 });
@@ -2158,6 +2186,7 @@ impl Engine {
         for id in to_arm {
             Self::arm_sub_timer(timers, cs, name, id);
         }
+        more
     }
 
     /// Makes sure a redelivery timer fires at the subscription's earliest expiry.

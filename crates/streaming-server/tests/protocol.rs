@@ -284,6 +284,29 @@ async fn max_in_flight_stalls_until_acks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_larger_than_one_delivery_round_is_sent_whole_without_acks() {
+    // More messages and bytes than the engine sends a subscription per commit: the rest must
+    // follow without an ack to trigger it.
+    const N: u64 = 9000;
+    let server = start_server(|_| {}).await;
+    let c = Raw::connect(server.nats_url(), CID, "window", true).await;
+    let body = [7u8; 200];
+    for chunk in (0..N).collect::<Vec<_>>().chunks(500) {
+        let acks = futures::future::join_all(chunk.iter().map(|_| c.publish("big", &body))).await;
+        assert!(acks.iter().all(|a| a.error.is_empty()));
+    }
+    let mut req = c.sub_req("big", "");
+    req.max_in_flight = 20_000;
+    let mut s = c.subscribe(req).await.unwrap();
+    for want in 1..=N {
+        let m = s.next().await;
+        assert_eq!((m.sequence, m.data.len()), (want, body.len()));
+    }
+    s.none_for(Duration::from_millis(200)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_client_id_replaces_a_dead_connection_only() {
     let server = start_server(|_| {}).await;
     let url = server.nats_url().to_string();
