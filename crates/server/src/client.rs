@@ -86,6 +86,21 @@ struct OutBuf {
     /// The socket, for plain TCP, so publishers can write small batches themselves rather
     /// than wake the writer task (one context switch less per delivery). Dropped at close.
     sock: Option<Arc<TcpStream>>,
+    /// A local connection's deliveries: where each message's parts sit in `data` (which then
+    /// holds raw subjects and payloads, no protocol text to format and parse again).
+    frames: Vec<LocalFrame>,
+}
+
+/// One message delivered to a local connection: its parts lie in order from `start` in the
+/// outbound buffer (subject, reply, headers, body).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalFrame {
+    pub sid: u64,
+    pub start: usize,
+    pub subject: u32,
+    pub reply: Option<u32>,
+    pub headers: Option<u32>,
+    pub body: u32,
 }
 
 /// Counters of one connection, updated by its reader (in) and by publishers (out).
@@ -111,6 +126,9 @@ pub struct ClientShared {
     pub cid: u64,
     /// A route to another server rather than a client.
     pub is_route: bool,
+    /// A connection from inside the process ([`crate::LocalConn`]): deliveries are framed,
+    /// not written as `MSG` text.
+    pub(crate) local: bool,
     /// The client has seen its post-CONNECT INFO and takes asynchronous INFOs.
     pub(crate) async_info: AtomicBool,
     pub addr: SocketAddr,
@@ -140,11 +158,15 @@ pub struct ClientShared {
 /// Outcome of appending to a connection's outbound buffer.
 pub(crate) enum Enqueued {
     /// Appended; `schedule` when the caller must wake the writer at the end of its batch;
-    /// `pending` is what now waits to be written.
+    /// `pending` is what now waits to be written; `count`, the subscription's deliveries so
+    /// far, this one included.
     Yes {
         schedule: bool,
         pending: usize,
+        count: u64,
     },
+    /// The subscription already had its auto-unsubscribe maximum.
+    OverMax,
     Closed,
     SlowConsumer,
 }
@@ -154,6 +176,7 @@ impl ClientShared {
         ClientShared {
             cid,
             is_route,
+            local: false,
             async_info: AtomicBool::new(false),
             addr,
             started: SystemTime::now(),
@@ -165,6 +188,7 @@ impl ClientShared {
                 flush_scheduled: false,
                 closed: false,
                 sock: None,
+                frames: Vec::new(),
             }),
             wake: Notify::new(),
             drained: Notify::new(),
@@ -184,11 +208,14 @@ impl ClientShared {
     }
 
     /// Appends a message (`body_len` payload bytes, counted) or, with `None`, protocol
-    /// bytes; a slow consumer when pending would pass `max_pending`.
+    /// bytes; a slow consumer when pending would pass `max_pending`. With `sub`, the
+    /// message is one of that subscription's deliveries (counted, up to its auto-unsubscribe
+    /// maximum).
     pub(crate) fn enqueue(
         &self,
         len: usize,
         body_len: Option<usize>,
+        sub: Option<&Subscription>,
         write: impl FnOnce(&mut BytesMut),
     ) -> Enqueued {
         let mut out = self.out.lock();
@@ -198,6 +225,9 @@ impl ClientShared {
         if out.data.len() + out.in_flight + len > self.max_pending {
             return Enqueued::SlowConsumer;
         }
+        let Some(count) = sub.map_or(Some(0), Subscription::count_delivery) else {
+            return Enqueued::OverMax;
+        };
         write(&mut out.data);
         if let Some(body) = body_len {
             out.out_msgs += 1;
@@ -208,6 +238,52 @@ impl ClientShared {
         Enqueued::Yes {
             schedule,
             pending: out.data.len() + out.in_flight,
+            count,
+        }
+    }
+
+    /// A local connection's [`ClientShared::enqueue`]: the message's parts are appended as
+    /// they are and framed.
+    pub(crate) fn enqueue_local(
+        &self,
+        sub: &Subscription,
+        msg: &Msg<'_>,
+        headers: Option<&[u8]>,
+        body: &[u8],
+    ) -> Enqueued {
+        let mut out = self.out.lock();
+        if out.closed {
+            return Enqueued::Closed;
+        }
+        let Some(count) = sub.count_delivery() else {
+            return Enqueued::OverMax;
+        };
+        let start = out.data.len();
+        let reply = msg.reply.unwrap_or_default();
+        let h = headers.unwrap_or_default();
+        out.data
+            .reserve(msg.subject.len() + reply.len() + h.len() + body.len());
+        out.data.extend_from_slice(msg.subject);
+        out.data.extend_from_slice(reply);
+        out.data.extend_from_slice(h);
+        out.data.extend_from_slice(body);
+        // Lengths fit u32: subjects are bounded by the control line, payloads by max_payload.
+        out.frames.push(LocalFrame {
+            sid: sub.sid_num,
+            start,
+            subject: msg.subject.len() as u32,
+            reply: msg.reply.map(|r| r.len() as u32),
+            headers: headers.map(|h| h.len() as u32),
+            body: body.len() as u32,
+        });
+        out.out_msgs += 1;
+        out.out_bytes += (h.len() + body.len()) as u64;
+        let schedule = !out.flush_scheduled;
+        out.flush_scheduled = true;
+        Enqueued::Yes {
+            schedule,
+            pending: out.data.len(),
+            count,
         }
     }
 
@@ -249,22 +325,25 @@ impl ClientShared {
         self.wake.notify_one();
     }
 
-    /// For a connection without a writer (a local one): moves what is queued into `buf`
-    /// (the buffers are swapped when `buf` is empty, so nothing is copied) and counts it as
-    /// sent. Some(false) when nothing is queued, None once closed and drained.
-    pub(crate) fn take_pending(&self, buf: &mut BytesMut) -> Option<bool> {
+    /// For a local connection: hands what is queued over to `data` and `frames` (both
+    /// empty: the buffers are swapped, nothing is copied) and counts it as sent. Some(false)
+    /// when nothing is queued, None once closed and drained.
+    pub(crate) fn take_frames(
+        &self,
+        data: &mut BytesMut,
+        frames: &mut Vec<LocalFrame>,
+    ) -> Option<bool> {
+        debug_assert!(data.is_empty() && frames.is_empty());
         let (msgs, bytes) = {
             let mut out = self.out.lock();
             out.flush_scheduled = false;
-            if out.data.is_empty() {
+            if out.frames.is_empty() {
+                // (Protocol text a local connection has no use for, if any, goes too.)
+                out.data.clear();
                 return if out.closed { None } else { Some(false) };
             }
-            if buf.is_empty() {
-                std::mem::swap(&mut out.data, buf);
-            } else {
-                buf.extend_from_slice(&out.data);
-                out.data.clear();
-            }
+            std::mem::swap(&mut out.data, data);
+            std::mem::swap(&mut out.frames, frames);
             (
                 std::mem::take(&mut out.out_msgs),
                 std::mem::take(&mut out.out_bytes),
@@ -327,6 +406,7 @@ impl ClientShared {
             out.sock = None;
             if !flush {
                 out.data.clear();
+                out.frames.clear();
             }
         }
         *self.close_reason.lock() = Some(reason);
@@ -382,6 +462,8 @@ pub struct Subscription {
     pub subject: Box<[u8]>,
     pub queue: Option<Box<[u8]>>,
     pub sid: Box<[u8]>,
+    /// `sid` as a number, for local connections (which number their subscriptions).
+    sid_num: u64,
     /// Auto-unsubscribe after this many deliveries; 0 = never.
     max: AtomicU64,
     /// For a route's queue interest: how many members the remote server has.
@@ -408,6 +490,10 @@ impl Subscription {
             subject: subject.into(),
             queue: queue.map(Into::into),
             sid: sid.into(),
+            sid_num: std::str::from_utf8(sid)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
             max: AtomicU64::new(0),
             weight: AtomicU32::new(1),
             delivered: AtomicU64::new(0),
@@ -415,6 +501,19 @@ impl Subscription {
             deliver_filter,
             response_perm,
         }
+    }
+
+    /// Counts one more delivery, or None past the auto-unsubscribe maximum. Called under the
+    /// subscriber's outbound lock, which every delivery to it takes: a plain load and store,
+    /// no atomic read-modify-write on the hot path.
+    fn count_delivery(&self) -> Option<u64> {
+        let max = self.max.load(Ordering::Relaxed);
+        let count = self.delivered.load(Ordering::Relaxed) + 1;
+        if max > 0 && count > max {
+            return None;
+        }
+        self.delivered.store(count, Ordering::Relaxed);
+        Some(count)
     }
 
     pub(crate) fn mark_closed(&self) -> bool {
@@ -567,7 +666,7 @@ async fn serve<R, W>(
     }
     if !info_sent {
         let info = srv.client_info_line(cid, addr, nonce.as_deref(), false);
-        let _ = me.enqueue(info.len(), None, |b| b.put_slice(&info));
+        let _ = me.enqueue(info.len(), None, None, |b| b.put_slice(&info));
     }
     let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts().write_deadline));
     me.wake.notify_one();
@@ -1165,8 +1264,9 @@ impl Router {
             self.last_result = None;
             self.cache_generation = generation;
         }
-        let result = match &self.last_result {
-            Some(last) if self.last_subject == msg.subject => last.clone(),
+        // The memo is moved out and back rather than cloned: no atomic per message.
+        let result = match self.last_result.take() {
+            Some(last) if self.last_subject == msg.subject => last,
             _ => {
                 let result = match self.cache.get(msg.subject) {
                     Some(hit) => hit.clone(),
@@ -1181,7 +1281,6 @@ impl Router {
                 };
                 self.last_subject.clear();
                 self.last_subject.extend_from_slice(msg.subject);
-                self.last_result = Some(result.clone());
                 result
             }
         };
@@ -1234,6 +1333,7 @@ impl Router {
         if routed {
             delivered += self.send_route_targets(&result, msg);
         }
+        self.last_result = Some(result);
         delivered
     }
 
@@ -1263,7 +1363,7 @@ impl Router {
             let queues = groups.iter().map(|&g| &*result.queues[g].name);
             let header = msg.header_len.map(|_| (msg.header_token, msg.size_token));
             let len = msg.subject.len() + msg.reply.map_or(0, <[u8]>::len) + msg.payload.len() + 64;
-            let enqueued = route.enqueue(len, Some(msg.payload.len()), |out| {
+            let enqueued = route.enqueue(len, Some(msg.payload.len()), None, |out| {
                 rnats_protocol::write_rmsg(
                     out,
                     b"$G",
@@ -1277,7 +1377,10 @@ impl Router {
             });
             // Routes have no max_pending; a route that falls behind slows its publishers
             // down like a subscriber does, and TCP carries that back to the other server.
-            if let Enqueued::Yes { schedule, pending } = enqueued {
+            if let Enqueued::Yes {
+                schedule, pending, ..
+            } = enqueued
+            {
                 if schedule {
                     self.batch.touched.push(route.clone());
                 }
@@ -1345,11 +1448,6 @@ pub(crate) fn deliver_to(
         {
             return false;
         }
-        let max = sub.max.load(Ordering::Relaxed);
-        let count = sub.delivered.fetch_add(1, Ordering::Relaxed) + 1;
-        if max > 0 && count > max {
-            return false;
-        }
         let to_headers = client.headers.load(Ordering::Relaxed);
         let body = match msg.header_len {
             Some(h) if !to_headers => &msg.payload[h..],
@@ -1360,28 +1458,44 @@ pub(crate) fn deliver_to(
             + msg.reply.map_or(0, <[u8]>::len)
             + msg.payload.len()
             + 40;
-        let enqueued = client.enqueue(len, Some(body.len()), |out| match msg.header_len {
-            Some(_) if to_headers => rnats_protocol::write_hmsg(
-                out,
-                msg.subject,
-                &sub.sid,
-                msg.reply,
-                msg.header_token,
-                msg.size_token,
-                msg.payload,
-            ),
-            Some(_) => rnats_protocol::write_msg(out, msg.subject, &sub.sid, msg.reply, None, body),
-            None => rnats_protocol::write_msg(
-                out,
-                msg.subject,
-                &sub.sid,
-                msg.reply,
-                Some(msg.size_token),
-                body,
-            ),
-        });
+        let enqueued = if client.local {
+            let (headers, body) = match msg.header_len {
+                Some(h) => (Some(&msg.payload[..h]), &msg.payload[h..]),
+                None => (None, msg.payload),
+            };
+            client.enqueue_local(sub, msg, headers, body)
+        } else {
+            client.enqueue(len, Some(body.len()), Some(sub), |out| {
+                match msg.header_len {
+                    Some(_) if to_headers => rnats_protocol::write_hmsg(
+                        out,
+                        msg.subject,
+                        &sub.sid,
+                        msg.reply,
+                        msg.header_token,
+                        msg.size_token,
+                        msg.payload,
+                    ),
+                    Some(_) => {
+                        rnats_protocol::write_msg(out, msg.subject, &sub.sid, msg.reply, None, body)
+                    }
+                    None => rnats_protocol::write_msg(
+                        out,
+                        msg.subject,
+                        &sub.sid,
+                        msg.reply,
+                        Some(msg.size_token),
+                        body,
+                    ),
+                }
+            })
+        };
         match enqueued {
-            Enqueued::Yes { schedule, pending } => {
+            Enqueued::Yes {
+                schedule,
+                pending,
+                count,
+            } => {
                 if schedule {
                     batch.touched.push(client.clone());
                 }
@@ -1393,12 +1507,12 @@ pub(crate) fn deliver_to(
                 }
                 batch.out_msgs += 1;
                 batch.out_bytes += body.len() as u64;
-                if max > 0 && count == max {
+                if count == sub.max.load(Ordering::Relaxed) {
                     srv.remove_subscription(sub);
                 }
                 true
             }
-            Enqueued::Closed => false,
+            Enqueued::Closed | Enqueued::OverMax => false,
             Enqueued::SlowConsumer => {
                 if client.close(CloseReason::SlowConsumerPendingBytes, false) {
                     srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);

@@ -10,7 +10,7 @@ pub mod options;
 pub mod server;
 pub mod sublist;
 
-pub use local::{LocalConn, LocalError};
+pub use local::{LocalConn, LocalError, LocalInbox, LocalMsg};
 pub use options::Options;
 pub use server::{ServerHandle, start};
 pub mod auth;

@@ -9,9 +9,10 @@
 //! * publishing routes straight from the caller's task into the subscribers' outbound buffers
 //!   and wakes (or writes to) their sockets at the end of the batch, as a connection's reader
 //!   does after a read;
-//! * what its subscriptions receive is appended to its outbound buffer as `MSG`/`HMSG`, exactly
-//!   the bytes a socket would carry, and [`LocalConn::recv`] hands that buffer over whole (no
-//!   copy); [`rnats_protocol::parse_server_op`] reads it.
+//! * what its subscriptions receive is appended to its outbound buffer as it is (subject,
+//!   reply, headers, body: no `MSG` line to format and parse again) with a small frame per
+//!   message, and [`LocalConn::recv`] hands buffer and frames over whole (no copy) as a
+//!   [`LocalInbox`] of [`LocalMsg`]s.
 //!
 //! A local connection is never cut off as a slow consumer: its reader is the embedding
 //! service, which cannot reconnect. Publishers that get far ahead of it wait for it (bounded,
@@ -25,10 +26,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use rnats_protocol::ServerOp;
 
 use crate::client::{
-    ClientShared, CloseReason, ConnMeta, Msg, Router, STALL_MAX, STALL_PENDING, Subscription,
+    ClientShared, CloseReason, ConnMeta, LocalFrame, Msg, Router, STALL_MAX, STALL_PENDING,
+    Subscription,
 };
 use crate::server::{ServerHandle, ServerShared};
 
@@ -78,12 +79,9 @@ impl LocalConn {
         }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         // Never a slow consumer (see the module documentation).
-        let me = Arc::new(ClientShared::new(
-            srv.next_cid(),
-            addr,
-            usize::MAX / 2,
-            false,
-        ));
+        let mut shared = ClientShared::new(srv.next_cid(), addr, usize::MAX / 2, false);
+        shared.local = true;
+        let me = Arc::new(shared);
         me.set_headers(true);
         *me.meta.lock() = ConnMeta {
             name: name.to_string(),
@@ -115,8 +113,7 @@ impl LocalConn {
         self.me.is_closed() || self.srv.shutdown.is_cancelled()
     }
 
-    /// Subscribes; messages arrive through [`LocalConn::recv`] as `MSG <subject> <sid> …`
-    /// with the returned sid.
+    /// Subscribes; messages arrive through [`LocalConn::recv`] with the returned sid.
     pub fn subscribe(&self, subject: &str, queue: Option<&str>) -> Result<u64, LocalError> {
         if self.is_closed() {
             return Err(LocalError::Closed);
@@ -285,20 +282,25 @@ impl LocalConn {
         self.me.touch();
     }
 
-    /// Appends what arrived for this connection's subscriptions to `buf` (`MSG`/`HMSG` ops)
-    /// and returns true, or returns false when nothing is waiting. Err once closed.
-    pub fn try_recv(&self, buf: &mut BytesMut) -> Result<bool, LocalError> {
-        match self.me.take_pending(buf) {
+    /// Moves what arrived for this connection's subscriptions into `inbox` (which must have
+    /// been drained) and returns true, or returns false when nothing is waiting. Err once
+    /// closed.
+    pub fn try_recv(&self, inbox: &mut LocalInbox) -> Result<bool, LocalError> {
+        if !inbox.frames.is_empty() {
+            return Ok(true);
+        }
+        inbox.data.clear();
+        match self.me.take_frames(&mut inbox.data, &mut inbox.frames) {
             Some(got) => Ok(got),
             None => Err(LocalError::Closed),
         }
     }
 
-    /// Waits until something arrived for this connection's subscriptions and appends it to
-    /// `buf`. Cancel safe: nothing is taken unless it returns.
-    pub async fn recv(&self, buf: &mut BytesMut) -> Result<(), LocalError> {
+    /// Waits until something arrived for this connection's subscriptions and moves it into
+    /// `inbox`. Cancel safe: nothing is taken unless it returns.
+    pub async fn recv(&self, inbox: &mut LocalInbox) -> Result<(), LocalError> {
         loop {
-            if self.try_recv(buf)? {
+            if self.try_recv(inbox)? {
                 return Ok(());
             }
             tokio::select! {
@@ -325,13 +327,11 @@ impl LocalConn {
             return Err(LocalError::NoResponders);
         }
         let wait = async {
-            let mut buf = BytesMut::new();
+            let mut inbox = LocalInbox::default();
             loop {
-                tmp.recv(&mut buf).await?;
-                while let Ok(Some(op)) = rnats_protocol::parse_server_op(&mut buf) {
-                    if let ServerOp::Msg { payload, .. } = op {
-                        return Ok(payload);
-                    }
+                tmp.recv(&mut inbox).await?;
+                if let Some(first) = inbox.drain().next() {
+                    return Ok(first.payload);
                 }
             }
         };
@@ -360,6 +360,52 @@ impl Drop for LocalConn {
     }
 }
 
+/// Messages a local connection received, handed over by [`LocalConn::recv`]: one buffer and
+/// the frames saying where each message lies in it.
+#[derive(Default)]
+pub struct LocalInbox {
+    data: BytesMut,
+    frames: Vec<LocalFrame>,
+}
+
+/// One message a local connection received. Its parts share the buffer they arrived in.
+#[derive(Debug, Clone)]
+pub struct LocalMsg {
+    pub sid: u64,
+    pub subject: Bytes,
+    pub reply: Option<Bytes>,
+    /// The NATS headers block (`NATS/1.0…`), when it was published with headers.
+    pub headers: Option<Bytes>,
+    pub payload: Bytes,
+}
+
+impl LocalInbox {
+    /// The messages, in the order they arrived; the inbox is empty afterwards (even if the
+    /// iterator is dropped early).
+    pub fn drain(&mut self) -> impl Iterator<Item = LocalMsg> + '_ {
+        let data = std::mem::take(&mut self.data).freeze();
+        self.frames.drain(..).map(move |f| {
+            let mut at = f.start;
+            let mut part = |len: u32| {
+                let b = data.slice(at..at + len as usize);
+                at += len as usize;
+                b
+            };
+            LocalMsg {
+                sid: f.sid,
+                subject: part(f.subject),
+                reply: f.reply.map(&mut part),
+                headers: f.headers.map(&mut part),
+                payload: part(f.body),
+            }
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
 /// A publisher waits (bounded) for a subscriber that fell far behind, as a reader does.
 async fn wait_for(behind: Arc<ClientShared>) {
     let threshold = STALL_PENDING.min(behind.max_pending / 2) / 2;
@@ -383,20 +429,14 @@ mod tests {
         }
     }
 
-    fn msgs(buf: &mut BytesMut) -> Vec<(String, u64, Bytes)> {
-        let mut out = Vec::new();
-        while let Some(op) = rnats_protocol::parse_server_op(buf).expect("MSG stream") {
-            if let ServerOp::Msg {
-                subject,
-                sid,
-                payload,
-                ..
-            } = op
-            {
-                out.push((String::from_utf8_lossy(&subject).into_owned(), sid, payload));
-            }
-        }
-        out
+    fn msgs(inbox: &mut LocalInbox) -> Vec<(String, u64, Bytes)> {
+        inbox
+            .drain()
+            .map(|m| {
+                let subject = String::from_utf8_lossy(&m.subject).into_owned();
+                (subject, m.sid, m.payload)
+            })
+            .collect()
     }
 
     #[tokio::test]
@@ -416,7 +456,7 @@ mod tests {
         ])
         .await
         .expect("publish");
-        let mut buf = BytesMut::new();
+        let mut buf = LocalInbox::default();
         let mut got = Vec::new();
         while got.len() < 4 {
             tokio::time::timeout(Duration::from_secs(5), b.recv(&mut buf))
@@ -457,18 +497,13 @@ mod tests {
         let answer = async {
             loop {
                 b.recv(&mut buf).await.expect("open");
-                while let Some(op) = rnats_protocol::parse_server_op(&mut buf).expect("ops") {
-                    if let ServerOp::Msg {
-                        sid,
-                        reply: Some(r),
-                        payload,
-                        ..
-                    } = op
-                    {
-                        assert_eq!(sid, svc);
+                let requests: Vec<LocalMsg> = buf.drain().collect();
+                for m in requests {
+                    if let Some(r) = m.reply {
+                        assert_eq!(m.sid, svc);
                         let reply = String::from_utf8(r.to_vec()).expect("utf-8");
                         let mut answer = b"re: ".to_vec();
-                        answer.extend_from_slice(&payload);
+                        answer.extend_from_slice(&m.payload);
                         b.publish(&reply, None, &answer).await.expect("reply");
                         return;
                     }
@@ -483,6 +518,58 @@ mod tests {
         b.close();
         assert_eq!(server.shared.num_clients(), clients - 1);
         assert_eq!(a.publish("orders.9", None, b"gone").await, Ok(0));
+        server.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn local_subscribers_get_reply_headers_and_body_from_a_socket_client() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let server = crate::start(options()).await.expect("server starts");
+        let local = server.connect_local("svc").expect("local");
+        let sid = local.subscribe("in.>", None).expect("subscribe");
+        let addr = server.client_addr();
+        let mut sock = BufReader::new(tokio::net::TcpStream::connect(addr).await.expect("tcp"));
+        let mut line = String::new();
+        sock.read_line(&mut line).await.expect("INFO");
+        let headers = "NATS/1.0\r\nA: b\r\n\r\n";
+        let cmd = format!(
+            "CONNECT {{\"headers\":true,\"verbose\":false}}\r\nHPUB in.h _INBOX.r {} {}\r\n{headers}hello\r\nPUB in.p 3\r\nabc\r\nPING\r\n",
+            headers.len(),
+            headers.len() + 5
+        );
+        sock.get_mut()
+            .write_all(cmd.as_bytes())
+            .await
+            .expect("write");
+        line.clear();
+        sock.read_line(&mut line).await.expect("PONG");
+        assert_eq!(line, "PONG\r\n");
+        let mut inbox = LocalInbox::default();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            tokio::time::timeout(Duration::from_secs(5), local.recv(&mut inbox))
+                .await
+                .expect("delivered in time")
+                .expect("open");
+            got.extend(inbox.drain());
+        }
+        assert!(inbox.is_empty());
+        let (h, p) = (&got[0], &got[1]);
+        assert_eq!(
+            (h.sid, &h.subject[..], h.reply.as_deref()),
+            (sid, &b"in.h"[..], Some(&b"_INBOX.r"[..]))
+        );
+        assert_eq!(h.headers.as_deref(), Some(headers.as_bytes()));
+        assert_eq!(&h.payload[..], b"hello");
+        assert_eq!(
+            (
+                &p.subject[..],
+                p.reply.as_deref(),
+                p.headers.as_deref(),
+                &p.payload[..]
+            ),
+            (&b"in.p"[..], None, None, &b"abc"[..])
+        );
         server.shutdown(Duration::from_secs(1)).await;
     }
 }

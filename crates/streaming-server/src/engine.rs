@@ -689,7 +689,7 @@ pub(crate) struct Engine {
     conn_ids: HashMap<Vec<u8>, String>,
     pub(crate) channels: BTreeMap<String, ChannelState>,
     /// Ack inbox → (channel, subscription ID). foldhash: one lookup per ack.
-    acks: HashMap<String, (String, u64), foldhash::fast::RandomState>,
+    acks: HashMap<Box<[u8]>, (String, u64), foldhash::fast::RandomState>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     dup_checks: HashSet<String>,
     tx: mpsc::UnboundedSender<Event>,
@@ -1189,7 +1189,8 @@ impl Engine {
                         .insert((st.client_id.clone(), st.durable_name.clone()), id);
                 }
                 if !offline {
-                    self.acks.insert(st.ack_inbox.clone(), (name.clone(), id));
+                    self.acks
+                        .insert(st.ack_inbox.as_bytes().into(), (name.clone(), id));
                     if let Some(c) = self.clients.get_mut(&st.client_id) {
                         c.subs.insert((name.clone(), id));
                     }
@@ -1650,7 +1651,7 @@ impl Engine {
             return;
         };
         for s in cs.subs.values() {
-            self.acks.remove(&s.st.ack_inbox);
+            self.acks.remove(s.st.ack_inbox.as_bytes());
         }
         self.dirty_msgs.remove(name);
         self.dirty_subs.remove(name);
@@ -1851,7 +1852,8 @@ impl Engine {
         };
         cs.inactivity_at = None;
         self.dirty_subs.insert(name.clone());
-        self.acks.insert(ack_inbox.clone(), (name.clone(), id));
+        self.acks
+            .insert(ack_inbox.as_bytes().into(), (name.clone(), id));
         if let Some(c) = self.clients.get_mut(&cid) {
             c.subs.insert((name.clone(), id));
         }
@@ -1891,7 +1893,7 @@ impl Engine {
         };
         let by_ack = self
             .acks
-            .get(&req.inbox)
+            .get(req.inbox.as_bytes())
             .filter(|(c, _)| *c == req.subject)
             .map(|(_, id)| *id);
         let id = by_ack.or_else(|| {
@@ -1947,7 +1949,7 @@ impl Engine {
             }
             return;
         }
-        self.acks.remove(&sub.st.ack_inbox);
+        self.acks.remove(sub.st.ack_inbox.as_bytes());
         if let Some(c) = self.clients.get_mut(&sub.st.client_id) {
             c.subs.remove(&(name.to_string(), id));
         }
@@ -2230,7 +2232,7 @@ impl Engine {
             acked: to_record,
             ..
         } = self;
-        let Some((name, id)) = acks.get(&*msg.subject) else {
+        let Some((name, id)) = acks.get(msg.subject.as_bytes()) else {
             return;
         };
         let id = *id;

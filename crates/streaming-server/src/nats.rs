@@ -7,21 +7,25 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rnats_client::{Client, Request};
-use rnats_protocol::ServerOp;
-use rnats_server::LocalConn;
-use tracing::error;
+use rnats_server::{LocalConn, LocalInbox};
 
 use crate::engine::Kind;
 
-/// A subject or reply received from NATS: UTF-8 checked once, cloned without copying.
+/// A subject or reply received from NATS, cloned without copying. Read as text it is checked
+/// for UTF-8 each time (and reads as empty, a subject nothing answers, when it is not); the
+/// acks, the bulk of what arrives, are looked up by their bytes and never need the check.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Subject(Bytes);
 
 impl Subject {
-    pub fn from_bytes(b: Bytes) -> Option<Subject> {
-        std::str::from_utf8(&b).is_ok().then_some(Subject(b))
+    pub fn new(b: Bytes) -> Subject {
+        Subject(b)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -165,7 +169,7 @@ pub enum Inbound {
         conn: Arc<LocalConn>,
         /// Subscription ID → what it receives.
         kinds: Vec<(u64, Kind)>,
-        buf: BytesMut,
+        inbox: LocalInbox,
         ready: VecDeque<(Kind, InMsg)>,
         ended: bool,
     },
@@ -184,7 +188,7 @@ impl Inbound {
         Inbound::Local {
             conn,
             kinds,
-            buf: BytesMut::new(),
+            inbox: LocalInbox::default(),
             ready: VecDeque::new(),
             ended: false,
         }
@@ -215,13 +219,13 @@ impl Inbound {
             Inbound::Local {
                 conn,
                 kinds,
-                buf,
+                inbox,
                 ready,
                 ended,
             } => {
                 if ready.is_empty() && !*ended {
-                    match conn.try_recv(buf) {
-                        Ok(true) => parse_local(kinds, buf, ready),
+                    match conn.try_recv(inbox) {
+                        Ok(true) => take_local(kinds, inbox, ready),
                         Ok(false) => {}
                         Err(_) => *ended = true,
                     }
@@ -240,7 +244,7 @@ impl Inbound {
             Inbound::Local {
                 conn,
                 kinds,
-                buf,
+                inbox,
                 ready,
                 ended,
             } => loop {
@@ -251,8 +255,8 @@ impl Inbound {
                     return std::future::pending().await;
                 }
                 // Nothing is taken from the connection unless `recv` returns.
-                match conn.recv(buf).await {
-                    Ok(()) => parse_local(kinds, buf, ready),
+                match conn.recv(inbox).await {
+                    Ok(()) => take_local(kinds, inbox, ready),
                     Err(_) => *ended = true,
                 }
             },
@@ -317,42 +321,18 @@ fn arrived(
 }
 
 /// Takes every message out of what a local connection received.
-fn parse_local(kinds: &[(u64, Kind)], buf: &mut BytesMut, ready: &mut VecDeque<(Kind, InMsg)>) {
-    loop {
-        match rnats_protocol::parse_server_op(buf) {
-            Ok(Some(ServerOp::Msg {
-                subject,
-                sid,
-                reply,
-                payload,
-                ..
-            })) => {
-                let Some(&(_, kind)) = kinds.iter().find(|(s, _)| *s == sid) else {
-                    continue;
-                };
-                let (Some(subject), Some(reply)) = (
-                    Subject::from_bytes(subject),
-                    reply.map_or(Some(None), |r| Subject::from_bytes(r).map(Some)),
-                ) else {
-                    continue;
-                };
-                ready.push_back((
-                    kind,
-                    InMsg {
-                        subject,
-                        reply,
-                        payload,
-                    },
-                ));
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => return,
-            Err(e) => {
-                // The server writes whole ops; this would be a bug, not input.
-                error!("STREAM: unreadable local NATS stream: {e}");
-                buf.clear();
-                return;
-            }
-        }
+fn take_local(kinds: &[(u64, Kind)], inbox: &mut LocalInbox, ready: &mut VecDeque<(Kind, InMsg)>) {
+    for m in inbox.drain() {
+        let Some(&(_, kind)) = kinds.iter().find(|(s, _)| *s == m.sid) else {
+            continue;
+        };
+        ready.push_back((
+            kind,
+            InMsg {
+                subject: Subject::new(m.subject),
+                reply: m.reply.map(Subject::new),
+                payload: m.payload,
+            },
+        ));
     }
 }
