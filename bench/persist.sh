@@ -7,6 +7,7 @@
 #   bench/persist.sh --rounds 5
 #   bench/persist.sh --defaults-only # only the servers as shipped (no fsync variants)
 #   bench/persist.sh --quick         # smoke run: tiny counts, 1 round
+#   bench/persist.sh --only replay16,replay1k   # only these scenario ids (see SCENARIOS)
 #   bench/persist.sh --out FILE      # also write the report to FILE
 #
 # Servers (each run: a fresh process on a fresh store directory):
@@ -33,6 +34,7 @@ ROUNDS=3
 QUICK=0
 DEFAULTS_ONLY=0
 OUT=""
+ONLY=""
 ARGS_ORIG="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,6 +44,8 @@ while [ $# -gt 0 ]; do
     --defaults-only) DEFAULTS_ONLY=1 ;;
     --out) OUT="$2"; shift ;;
     --out=*) OUT="${1#*=}" ;;
+    --only) ONLY="$2"; shift ;;
+    --only=*) ONLY="${1#*=}" ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "persist.sh: unknown argument $1" >&2; exit 1 ;;
   esac
@@ -84,6 +88,15 @@ if [ "$DEFAULTS_ONLY" = 0 ]; then
     "win16-eq|windowed (256) publish 16 B|rnats-nosync js-sync|pub --window 256 --size 16 --duration $PUB_SECS"
     "win1k-eq|windowed (256) publish 1 KiB|rnats-nosync js-sync|pub --window 256 --size 1024 --duration $PUB_SECS"
   )
+fi
+
+if [ -n "$ONLY" ]; then
+  KEPT=()
+  for entry in "${SCENARIOS[@]}"; do
+    case ",$ONLY," in *",${entry%%|*},"*) KEPT+=("$entry") ;; esac
+  done
+  [ "${#KEPT[@]}" -gt 0 ] || { echo "persist.sh: --only $ONLY matches no scenario" >&2; exit 1; }
+  SCENARIOS=("${KEPT[@]}")
 fi
 
 SRV_PID=""

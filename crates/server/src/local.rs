@@ -383,7 +383,9 @@ impl LocalInbox {
     /// The messages, in the order they arrived; the inbox is empty afterwards (even if the
     /// iterator is dropped early).
     pub fn drain(&mut self) -> impl Iterator<Item = LocalMsg> + '_ {
-        let data = std::mem::take(&mut self.data).freeze();
+        // Split off, not taken: once these messages are dropped, the buffer's memory goes back
+        // to the connection (swapped in at the next receive) instead of being allocated anew.
+        let data = self.data.split().freeze();
         self.frames.drain(..).map(move |f| {
             let mut at = f.start;
             let mut part = |len: u32| {

@@ -3,7 +3,6 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -47,11 +46,8 @@ pub async fn next(sub: &mut Subscriber, wait: Duration) -> Next {
     }
 }
 
-/// A message already buffered, without waiting: `Some(None)` when the stream has ended.
+/// A message already buffered, without waiting (nor using the task's cooperative budget,
+/// which would make a batch end early at the budget): `Some(None)` when the stream has ended.
 pub fn try_next(sub: &mut Subscriber) -> Option<Option<Message>> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match Pin::new(&mut *sub).poll_next(&mut cx) {
-        Poll::Ready(m) => Some(m),
-        Poll::Pending => None,
-    }
+    sub.try_next()
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use prost::Message;
 
@@ -140,6 +140,9 @@ struct MsgLog {
     synced_gen: u64,
     last_sync: Instant,
     closed: bool,
+    /// Where records are read into. What a read hands out shares it; once those messages are
+    /// gone (delivered), the next read takes the same memory back instead of fresh pages.
+    rbuf: BytesMut,
 }
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
@@ -502,11 +505,15 @@ impl MsgLog {
         let seg = &self.segs[i];
         let path = seg.dat.path();
         let start = first.offset;
-        let mut buf = vec![0u8; (last.end() - start) as usize];
+        let len = (last.end() - start) as usize;
+        self.rbuf.clear();
+        self.rbuf.reserve(len);
+        self.rbuf.resize(len, 0);
         let file = self.fds.get(&seg.dat).map_err(io_err(path))?;
-        file.read_exact_at(&mut buf, start).map_err(io_err(path))?;
+        file.read_exact_at(&mut self.rbuf, start)
+            .map_err(io_err(path))?;
         drop(file);
-        let buf = Bytes::from(buf);
+        let buf = self.rbuf.split().freeze();
         let mut expected_off = start;
         for e in entries {
             let corrupt = |kind| StoreError::corrupt(path, e.offset, kind);
@@ -778,6 +785,7 @@ impl FileMsgStore {
             synced_gen: 0,
             last_sync: Instant::now(),
             closed: false,
+            rbuf: BytesMut::new(),
         };
         recover(&mut log)?;
         log.enforce(Some(now))?;
