@@ -645,6 +645,44 @@ async fn join_subs_flush(h: &mut Option<JoinHandle<()>>) {
 }
 
 /// Adds `name` to `set` (allocating only when it is not there yet).
+/// Deliveries waiting to be published: each inbox is held once per run of messages to it (a
+/// window's worth of deliveries to one subscription shares one), not cloned per message.
+#[derive(Default)]
+struct Outbox {
+    inboxes: Vec<Arc<str>>,
+    msgs: Vec<(u32, Bytes)>,
+}
+
+impl Outbox {
+    fn push(&mut self, inbox: &Arc<str>, payload: Bytes) {
+        if !self
+            .inboxes
+            .last()
+            .is_some_and(|last| Arc::ptr_eq(last, inbox))
+        {
+            self.inboxes.push(inbox.clone());
+        }
+        self.msgs.push((self.inboxes.len() as u32 - 1, payload));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    /// The messages as (subject, payload) pairs, for one publish.
+    fn pairs(&self) -> Vec<(&str, &[u8])> {
+        self.msgs
+            .iter()
+            .map(|(i, p)| (&*self.inboxes[*i as usize], &p[..]))
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        self.inboxes.clear();
+        self.msgs.clear();
+    }
+}
+
 fn mark(set: &mut BTreeSet<String>, name: &str) {
     if !set.contains(name) {
         set.insert(name.to_string());
@@ -696,7 +734,7 @@ pub(crate) struct Engine {
     pub(crate) stats: Stats,
     max_payload: usize,
     /// Deliveries, sent after the replies.
-    outbox: Vec<(Arc<str>, Bytes)>,
+    outbox: Outbox,
     replies: Vec<(Subject, Bytes)>,
     /// PubAcks of messages appended since the last message flush started.
     pubacks: Vec<PendingPubAck>,
@@ -788,7 +826,7 @@ impl Engine {
             tx,
             stats: Stats::default(),
             max_payload,
-            outbox: Vec::new(),
+            outbox: Outbox::default(),
             replies: Vec::new(),
             pubacks: Vec::new(),
             ready_acks: Vec::new(),
@@ -1052,9 +1090,11 @@ impl Engine {
             self.replies.clear();
         }
         if !self.outbox.is_empty() {
-            if let Err(e) = self.nc.publish_batch(&self.outbox).await {
+            let msgs = self.outbox.pairs();
+            if let Err(e) = self.nc.publish_batch(&msgs).await {
                 debug!("STREAM: publish of a message failed: {e}");
             }
+            drop(msgs);
             self.outbox.clear();
         }
         if !self.ready_acks.is_empty() {
@@ -2096,7 +2136,7 @@ impl Engine {
                     stats.out_bytes += m.data_len as u64;
                     round += 1;
                     round_bytes += m.encoded.len();
-                    outbox.push((sub.inbox.clone(), m.encoded));
+                    outbox.push(&sub.inbox, m.encoded);
                     sub.add_pending(m.sequence, Pending { expire, count: 0 });
                     sent.push(m.sequence);
                     sent_any = true;
@@ -2171,7 +2211,7 @@ impl Engine {
                     stats.out_bytes += m.data_len as u64;
                     round += 1;
                     round_bytes += m.encoded.len();
-                    outbox.push((sub.inbox.clone(), m.encoded));
+                    outbox.push(&sub.inbox, m.encoded);
                     let expire = now + sub.ack_wait();
                     sub.add_pending(m.sequence, Pending { expire, count: 0 });
                     let _ = cs.ch.subs().add_seq_pending(mid, m.sequence);
@@ -2392,7 +2432,7 @@ impl Engine {
             let payload = Self::encode_msg(&msg, true, count);
             stats.out_msgs += 1;
             stats.out_bytes += msg.data.len() as u64;
-            outbox.push((t.inbox.clone(), payload));
+            outbox.push(&t.inbox, payload);
             let expire = now + t.ack_wait();
             t.add_pending(seq, Pending { expire, count });
             touched.push(target);
