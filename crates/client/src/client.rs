@@ -164,7 +164,8 @@ pub(crate) struct Shared {
     write_wake: Notify,
     close_wake: Notify,
     drained: Notify,
-    subs: Mutex<HashMap<u64, SubEntry>>,
+    /// By sid (foldhash: looked up for every message received).
+    subs: Mutex<HashMap<u64, SubEntry, foldhash::fast::RandomState>>,
     mux: Mutex<Mux>,
     next_sid: AtomicU64,
     info: Mutex<ServerInfo>,
@@ -242,7 +243,7 @@ impl Client {
             write_wake: Notify::new(),
             close_wake: Notify::new(),
             drained: Notify::new(),
-            subs: Mutex::new(HashMap::new()),
+            subs: Mutex::new(HashMap::default()),
             mux: Mutex::new(Mux {
                 sid: None,
                 prefix: mux_prefix,

@@ -205,6 +205,8 @@ pub async fn replay(
     let mut out = ReplayOutcome::default();
     let mut last_progress = Instant::now();
     let mut last_seq = 0u64;
+    // Reused: a batch can hold a whole window of messages.
+    let mut batch_msgs: Vec<rnats_client::Message> = Vec::new();
     while out.received < expect {
         while requested - out.received.min(requested) <= batch && requested < expect {
             let n = batch.min(expect - requested);
@@ -223,13 +225,13 @@ pub async fn replay(
                 break;
             }
         };
-        let mut batch_msgs = vec![m];
+        batch_msgs.push(m);
         while let Some(Some(m)) = nats::try_next(&mut sub) {
             batch_msgs.push(m);
         }
         // The acks of what arrived together go out with one call into the client.
         let mut acks: Vec<(String, &[u8])> = Vec::new();
-        for m in batch_msgs {
+        for m in batch_msgs.drain(..) {
             if m.status.is_some() && m.payload.is_empty() {
                 // 404/408/409 status of a pull request; a 408 (expired) returns its credit.
                 if m.status == Some(408) {

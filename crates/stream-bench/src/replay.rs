@@ -57,6 +57,8 @@ pub async fn stan_replay(
     let mut s = stan.subscribe(channel, &o).await?;
     let mut out = ReplayOutcome::default();
     let mut last_progress = Instant::now();
+    // Reused: a batch can hold a whole window of messages.
+    let mut batch: Vec<rnats_client::Message> = Vec::new();
     while out.last_seq < expect {
         let wait = progress_timeout.saturating_sub(last_progress.elapsed());
         let m = match nats::next(&mut s.sub, wait).await {
@@ -73,14 +75,14 @@ pub async fn stan_replay(
                 break;
             }
         };
-        let mut batch = vec![m];
+        batch.push(m);
         while let Some(Some(m)) = nats::try_next(&mut s.sub) {
             batch.push(m);
         }
         // The acks of what arrived together: encoded into one buffer, sent with one call.
         let mut acks = BytesMut::new();
         let mut ends = Vec::with_capacity(batch.len());
-        for m in batch {
+        for m in batch.drain(..) {
             // The sequence and data size, checked as well-formed protobuf, without decoding.
             let Some((seq, data_len)) = peek_msg_proto(&m.payload) else {
                 out.undecodable += 1;
