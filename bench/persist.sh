@@ -24,7 +24,8 @@
 # (unmeasured, window 1024), stop the server (SIGTERM), start it again on the same directory
 # (time to ready is recorded), then read everything from the first sequence.
 # Implementations alternate within each round. Peak RSS = VmHWM of the measured server process
-# read from /proc just before it is stopped. Raw results: $BENCH_WORK (default a temp dir).
+# read from /proc just before it is stopped. After every stop the script runs `sync`, so no
+# run pays for the writeback of data an earlier one left dirty. Raw results: $BENCH_WORK (default a temp dir).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -148,6 +149,10 @@ stop_server() {
   kill -9 "$SRV_PID" 2>/dev/null || true
   wait "$SRV_PID" 2>/dev/null || true
   SRV_PID=""
+  # Write back what the server left dirty in the page cache (JetStream's default does not
+  # fsync) now, so that the kernel's writeback does not run during the next measurement
+  # (the next server's, or this store's replay after the restart).
+  sync
 }
 
 record() { # impl round id rc ready_ms json
