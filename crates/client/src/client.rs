@@ -548,10 +548,7 @@ impl Shared {
         payload: &[u8],
     ) -> Result<(), PublishError> {
         if !is_valid_publish_subject(subject) {
-            return Err(PublishError::with_source(
-                PublishErrorKind::InvalidSubject,
-                format!("{subject:?}"),
-            ));
+            return Err(invalid_subject(subject));
         }
         if let Some(r) = reply.filter(|r| !is_valid_publish_subject(r)) {
             return Err(PublishError::with_source(
@@ -573,10 +570,7 @@ impl Shared {
         let size = header_block.as_ref().map_or(0, Vec::len) + payload.len();
         let max = self.max_payload.load(Ordering::Relaxed);
         if max > 0 && size > max {
-            return Err(PublishError::with_source(
-                PublishErrorKind::MaxPayloadExceeded,
-                format!("{size} bytes, the server allows {max}"),
-            ));
+            return Err(too_large(size, max));
         }
         loop {
             let drained = self.drained.notified();
@@ -590,26 +584,13 @@ impl Shared {
                     }
                     Link::Connected if out.buf.len() >= self.opts.write_buffer_limit => {}
                     link => {
-                        let before = out.buf.len();
-                        proto::encode_pub(
-                            &mut out.buf,
+                        self.append_pub(
+                            &mut out,
                             subject,
                             reply,
                             header_block.as_deref(),
                             payload,
-                        );
-                        if link == Link::Disconnected
-                            && out.buf.len() > self.opts.reconnect_buffer_size
-                        {
-                            out.buf.truncate(before);
-                            return Err(PublishError::with_source(
-                                PublishErrorKind::ReconnectBufferFull,
-                                format!(
-                                    "{} bytes buffered, limit {}: wait for the reconnect or raise reconnect_buffer_size",
-                                    before, self.opts.reconnect_buffer_size
-                                ),
-                            ));
-                        }
+                        )?;
                         drop(out);
                         self.counters.out_msgs.fetch_add(1, Ordering::Relaxed);
                         self.counters
@@ -659,37 +640,17 @@ impl Shared {
                     next += 1;
                     let (subject, payload) = (subject.as_ref(), payload.as_ref());
                     if !is_valid_publish_subject(subject) {
-                        first_err.get_or_insert_with(|| {
-                            PublishError::with_source(
-                                PublishErrorKind::InvalidSubject,
-                                format!("{subject:?}"),
-                            )
-                        });
+                        first_err.get_or_insert_with(|| invalid_subject(subject));
                         continue;
                     }
                     if max > 0 && payload.len() > max {
-                        first_err.get_or_insert_with(|| {
-                            PublishError::with_source(
-                                PublishErrorKind::MaxPayloadExceeded,
-                                format!("{} bytes, the server allows {max}", payload.len()),
-                            )
-                        });
+                        first_err.get_or_insert_with(|| too_large(payload.len(), max));
                         continue;
                     }
-                    let before = out.buf.len();
-                    proto::encode_pub(&mut out.buf, subject, None, None, payload);
-                    if link == Link::Disconnected && out.buf.len() > self.opts.reconnect_buffer_size
-                    {
-                        out.buf.truncate(before);
+                    if let Err(e) = self.append_pub(&mut out, subject, None, None, payload) {
                         drop(out);
                         self.count_out(n, bytes);
-                        return Err(PublishError::with_source(
-                            PublishErrorKind::ReconnectBufferFull,
-                            format!(
-                                "{} bytes buffered, limit {}: wait for the reconnect or raise reconnect_buffer_size",
-                                before, self.opts.reconnect_buffer_size
-                            ),
-                        ));
+                        return Err(e);
                     }
                     n += 1;
                     bytes += payload.len() as u64;
@@ -707,6 +668,31 @@ impl Shared {
             self.write_wake.notify_one();
             drained.await;
         }
+    }
+
+    /// Appends one `PUB`/`HPUB` to the outbound buffer; while disconnected, refuses (and
+    /// takes back) one that would pass the reconnect buffer's limit.
+    fn append_pub(
+        &self,
+        out: &mut Outbound,
+        subject: &str,
+        reply: Option<&str>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let before = out.buf.len();
+        proto::encode_pub(&mut out.buf, subject, reply, headers, payload);
+        if out.link == Link::Disconnected && out.buf.len() > self.opts.reconnect_buffer_size {
+            out.buf.truncate(before);
+            return Err(PublishError::with_source(
+                PublishErrorKind::ReconnectBufferFull,
+                format!(
+                    "{before} bytes buffered, limit {}: wait for the reconnect or raise reconnect_buffer_size",
+                    self.opts.reconnect_buffer_size
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn count_out(&self, n: u64, bytes: u64) {
@@ -1026,6 +1012,17 @@ impl Shared {
         self.state.send_replace(State::Closed);
         self.emit(Event::Closed);
     }
+}
+
+fn invalid_subject(subject: &str) -> PublishError {
+    PublishError::with_source(PublishErrorKind::InvalidSubject, format!("{subject:?}"))
+}
+
+fn too_large(size: usize, max: usize) -> PublishError {
+    PublishError::with_source(
+        PublishErrorKind::MaxPayloadExceeded,
+        format!("{size} bytes, the server allows {max}"),
+    )
 }
 
 fn bytes_to_string(b: &Bytes) -> String {

@@ -1,20 +1,16 @@
 //! Client-side subject checks, so that a mistake fails locally with a clear error instead of
 //! as a `-ERR` (or a silently closed connection) from the server.
 
-fn bad_byte(b: u8) -> bool {
-    b.is_ascii_whitespace() || b.is_ascii_control()
-}
-
 /// A subject to publish to: not empty, no whitespace or control bytes. (The server accepts
 /// wildcard tokens in publish subjects as literals, so they are not refused here.)
 pub fn is_valid_publish_subject(s: &str) -> bool {
-    !s.is_empty() && !s.bytes().any(bad_byte)
+    rnats_protocol::is_valid_publish_subject(s.as_bytes())
 }
 
 /// A subject to subscribe to: dot-separated non-empty tokens, no whitespace, `>` only as the
 /// last token.
 pub fn is_valid_subject(s: &str) -> bool {
-    if s.is_empty() || s.bytes().any(bad_byte) {
+    if !is_valid_publish_subject(s) {
         return false;
     }
     let mut tokens = s.split('.').peekable();
@@ -28,7 +24,7 @@ pub fn is_valid_subject(s: &str) -> bool {
 
 /// A queue group name: one non-empty token without whitespace.
 pub fn is_valid_queue(q: &str) -> bool {
-    !q.is_empty() && !q.bytes().any(bad_byte)
+    is_valid_publish_subject(q)
 }
 
 #[cfg(test)]

@@ -31,7 +31,9 @@ pub use server_op::{
     MAX_CONTROL_LINE as MAX_SERVER_CONTROL_LINE, ParseError as ServerOpError, ServerOp,
     parse_server_op,
 };
-pub use subject::{is_valid_literal_subject, is_valid_subject, subject_matches, tokens};
+pub use subject::{
+    is_valid_literal_subject, is_valid_publish_subject, is_valid_subject, subject_matches, tokens,
+};
 
 /// Status line of the header block the server sends for "no responders" (503).
 pub const NO_RESPONDERS_STATUS: &[u8] = b"NATS/1.0 503\r\n";

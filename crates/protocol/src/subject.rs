@@ -12,6 +12,16 @@ fn token_has_bad_byte(token: &[u8]) -> bool {
         .any(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0c))
 }
 
+/// A subject (or reply subject, or queue name) that can go in a `PUB`/`SUB` line: not empty,
+/// no whitespace or control bytes. The server takes wildcard tokens in a published subject
+/// as literals, so they are not refused here.
+pub fn is_valid_publish_subject(subject: &[u8]) -> bool {
+    !subject.is_empty()
+        && !subject
+            .iter()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+}
+
 /// A subject valid for SUB: wildcards allowed, `>` last.
 pub fn is_valid_subject(subject: &[u8]) -> bool {
     if subject.is_empty() {
@@ -52,6 +62,23 @@ pub fn subject_matches(pattern: &[u8], subject: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_subjects() {
+        for ok in [&b"foo"[..], b"foo.>", b"a..b", b"_INBOX.x*"] {
+            assert!(is_valid_publish_subject(ok), "{ok:?}");
+        }
+        for bad in [
+            &b""[..],
+            b"foo bar",
+            b"foo\tbar",
+            b"a\r\n",
+            b"a\x00b",
+            b"a\x7f",
+        ] {
+            assert!(!is_valid_publish_subject(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn matching() {

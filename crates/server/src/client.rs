@@ -91,6 +91,19 @@ struct OutBuf {
     frames: Vec<LocalFrame>,
 }
 
+impl OutBuf {
+    /// Counts what was just appended (a message of `body` payload bytes, or protocol bytes
+    /// with `None`); true when it is the first append since the writer last ran, so the
+    /// publisher must wake it at the end of its batch.
+    fn appended(&mut self, body: Option<usize>) -> bool {
+        if let Some(body) = body {
+            self.out_msgs += 1;
+            self.out_bytes += body as u64;
+        }
+        !std::mem::replace(&mut self.flush_scheduled, true)
+    }
+}
+
 /// One message delivered to a local connection: its parts lie in order from `start` in the
 /// outbound buffer (subject, reply, headers, body).
 #[derive(Debug, Clone, Copy)]
@@ -229,12 +242,7 @@ impl ClientShared {
             return Enqueued::OverMax;
         };
         write(&mut out.data);
-        if let Some(body) = body_len {
-            out.out_msgs += 1;
-            out.out_bytes += body as u64;
-        }
-        let schedule = !out.flush_scheduled;
-        out.flush_scheduled = true;
+        let schedule = out.appended(body_len);
         Enqueued::Yes {
             schedule,
             pending: out.data.len() + out.in_flight,
@@ -276,10 +284,7 @@ impl ClientShared {
             headers: headers.map(|h| h.len() as u32),
             body: body.len() as u32,
         });
-        out.out_msgs += 1;
-        out.out_bytes += (h.len() + body.len()) as u64;
-        let schedule = !out.flush_scheduled;
-        out.flush_scheduled = true;
+        let schedule = out.appended(Some(h.len() + body.len()));
         Enqueued::Yes {
             schedule,
             pending: out.data.len(),
@@ -363,8 +368,19 @@ impl ClientShared {
             .store(unix_nanos(SystemTime::now()), Ordering::Relaxed);
     }
 
-    /// Waits until pending bytes are at most `threshold` (a fast producer's stall).
-    pub(crate) async fn drained_to(&self, threshold: usize) {
+    /// Pending bytes past which a publisher stops to let this connection catch up.
+    fn stall_threshold(&self) -> usize {
+        STALL_PENDING.min(self.max_pending / 2)
+    }
+
+    /// A publisher's fast-producer stall on this connection: waits, at most `STALL_MAX`, until
+    /// its pending bytes are down to half the stall threshold (or it closed).
+    pub(crate) async fn wait_caught_up(&self) {
+        let _ = tokio::time::timeout(STALL_MAX, self.drained_to(self.stall_threshold() / 2)).await;
+    }
+
+    /// Waits until pending bytes are at most `threshold`.
+    async fn drained_to(&self, threshold: usize) {
         loop {
             let notified = self.drained.notified();
             tokio::pin!(notified);
@@ -575,9 +591,9 @@ const MIN_READ: usize = 512;
 /// Largest outbound buffer kept between bursts.
 const KEEP_OUTBOUND: usize = 4 * 1024 * 1024;
 /// A subscriber with this much pending makes its publishers wait for its writer.
-pub(crate) const STALL_PENDING: usize = 2 * 1024 * 1024;
+const STALL_PENDING: usize = 2 * 1024 * 1024;
 /// Longest a publisher waits per read for such a subscriber (as the reference's stall).
-pub(crate) const STALL_MAX: Duration = Duration::from_millis(10);
+const STALL_MAX: Duration = Duration::from_millis(10);
 const MAX_READ: usize = 64 * 1024;
 
 /// The reader side of a connection and everything only it touches.
@@ -870,8 +886,7 @@ impl Conn {
             // (bounded, so a slow consumer cannot hold publishers for long: it is cut off at
             // max_pending instead), then finish what is already buffered.
             while let Some(behind) = self.router.batch.stall.take() {
-                let threshold = STALL_PENDING.min(behind.max_pending / 2) / 2;
-                let _ = tokio::time::timeout(STALL_MAX, behind.drained_to(threshold)).await;
+                behind.wait_caught_up().await;
                 let flow = self.process_buffer(&mut buf);
                 self.wake_touched();
                 if let Flow::Close(reason) = flow {
@@ -1384,7 +1399,7 @@ impl Router {
                 if schedule {
                     self.batch.touched.push(route.clone());
                 }
-                if pending > STALL_PENDING && self.batch.stall.is_none() {
+                if pending > route.stall_threshold() && self.batch.stall.is_none() {
                     self.batch.stall = Some(route.clone());
                 }
                 sent += 1;
@@ -1499,7 +1514,7 @@ pub(crate) fn deliver_to(
                 if schedule {
                     batch.touched.push(client.clone());
                 }
-                if pending > STALL_PENDING.min(client.max_pending / 2) && batch.stall.is_none() {
+                if pending > client.stall_threshold() && batch.stall.is_none() {
                     batch.stall = Some(client.clone());
                 }
                 if let (Some(perm), Some(reply)) = (sub.response_perm, msg.reply) {

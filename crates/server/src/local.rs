@@ -27,10 +27,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
-use crate::client::{
-    ClientShared, CloseReason, ConnMeta, LocalFrame, Msg, Router, STALL_MAX, STALL_PENDING,
-    Subscription,
-};
+use crate::client::{ClientShared, CloseReason, ConnMeta, LocalFrame, Msg, Router, Subscription};
 use crate::server::{ServerHandle, ServerShared};
 
 /// Why a local connection could not do what was asked.
@@ -119,7 +116,7 @@ impl LocalConn {
             return Err(LocalError::Closed);
         }
         if !rnats_protocol::is_valid_subject(subject.as_bytes())
-            || queue.is_some_and(|q| !is_publishable(q.as_bytes()))
+            || queue.is_some_and(|q| !rnats_protocol::is_valid_publish_subject(q.as_bytes()))
         {
             return Err(LocalError::InvalidSubject(subject.to_string()));
         }
@@ -169,14 +166,14 @@ impl LocalConn {
             true,
         );
         if let Some(behind) = behind {
-            wait_for(behind).await;
+            behind.wait_caught_up().await;
         }
         first_error.map_or(Ok(delivered), Err)
     }
 
     /// Publishes each `(subject, payload)` in order, as `PUB`s read from one socket: routed
     /// from this task, the subscribers' writers woken once at the end. Waits (at most
-    /// `STALL_MAX` each time) for a subscriber that is far behind. A message with an invalid
+    /// 10 ms each time) for a subscriber that is far behind. A message with an invalid
     /// subject or over the maximum payload is skipped and the first such error returned once
     /// the others went out.
     pub async fn publish_batch<S, P>(&self, msgs: &[(S, P)]) -> Result<(), LocalError>
@@ -199,7 +196,7 @@ impl LocalConn {
                 behind
             };
             if let Some(behind) = behind {
-                wait_for(behind).await;
+                behind.wait_caught_up().await;
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -237,8 +234,8 @@ impl LocalConn {
         let mut size = BytesMut::with_capacity(20);
         for (subject, reply, payload) in msgs {
             taken += 1;
-            if !is_publishable(subject.as_bytes())
-                || reply.is_some_and(|r| !is_publishable(r.as_bytes()))
+            if !rnats_protocol::is_valid_publish_subject(subject.as_bytes())
+                || reply.is_some_and(|r| !rnats_protocol::is_valid_publish_subject(r.as_bytes()))
             {
                 first_error.get_or_insert(LocalError::InvalidSubject(subject.into()));
                 continue;
@@ -406,17 +403,6 @@ impl LocalInbox {
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
-}
-
-/// A publisher waits (bounded) for a subscriber that fell far behind, as a reader does.
-async fn wait_for(behind: Arc<ClientShared>) {
-    let threshold = STALL_PENDING.min(behind.max_pending / 2) / 2;
-    let _ = tokio::time::timeout(STALL_MAX, behind.drained_to(threshold)).await;
-}
-
-/// A subject or queue the text protocol can carry: non-empty, no whitespace.
-fn is_publishable(s: &[u8]) -> bool {
-    !s.is_empty() && !s.iter().any(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
 #[cfg(test)]

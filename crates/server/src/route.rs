@@ -20,10 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, error, info};
 
-use crate::client::{
-    Batch, ClientShared, CloseReason, Msg, STALL_MAX, STALL_PENDING, Subscription, deliver_to,
-    write_loop,
-};
+use crate::client::{Batch, ClientShared, CloseReason, Msg, Subscription, deliver_to, write_loop};
 use crate::cluster::{GLOBAL_ACCOUNT, RouteEntry};
 use crate::net::SharedTcp;
 use crate::options::VERSION;
@@ -413,8 +410,7 @@ impl RouteConn {
             // A local subscriber fell behind: wait for it (bounded) before reading more from
             // the route, so the other server is slowed down instead of the subscriber cut.
             while let Some(behind) = self.batch.stall.take() {
-                let threshold = STALL_PENDING.min(behind.max_pending / 2) / 2;
-                let _ = tokio::time::timeout(STALL_MAX, behind.drained_to(threshold)).await;
+                behind.wait_caught_up().await;
                 let flow = self.process_buffer(&mut buf);
                 self.batch.wake_all(&self.srv);
                 if let RouteFlow::Close(reason) = flow {

@@ -37,8 +37,9 @@
 //!
 //! Pending and ack records of subscriptions (one per delivered batch, one per run of acks
 //! handled together, written at the start of the next commit) are flushed in the
-//! background, at most every 10 ms, not before the deliveries go out: a crash can lose the last of them, and the
-//! messages concerned are then delivered again (at-least-once, as for an ack lost on the way).
+//! background, at most every 10 ms, not before the deliveries go out: a crash can lose the
+//! last of them, and the messages concerned are then delivered again (at-least-once, as for
+//! an ack lost on the way).
 //! Each subscription keeps its pending messages' expiries in order ([`Deadlines`]), so finding
 //! the next redelivery is O(1) (O(log n) for the out-of-order cases), not a walk over
 //! everything in flight.
@@ -107,6 +108,24 @@ const DELIVER_BATCH_BYTES: usize = 1 << 20;
 /// instead of read whole while the subscriber waits for its first byte.
 const DELIVER_ROUND: usize = 4 * DELIVER_BATCH;
 const DELIVER_ROUND_BYTES: usize = DELIVER_BATCH_BYTES;
+
+/// What one commit delivered to a subscription or queue group so far (see `DELIVER_ROUND`).
+#[derive(Default)]
+struct Round {
+    msgs: usize,
+    bytes: usize,
+}
+
+impl Round {
+    fn add(&mut self, m: &EncodedMsg) {
+        self.msgs += 1;
+        self.bytes += m.encoded.len();
+    }
+
+    fn full(&self) -> bool {
+        self.msgs >= DELIVER_ROUND || self.bytes >= DELIVER_ROUND_BYTES
+    }
+}
 
 /// What a NATS message was received on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -644,7 +663,6 @@ async fn join_subs_flush(h: &mut Option<JoinHandle<()>>) {
     }
 }
 
-/// Adds `name` to `set` (allocating only when it is not there yet).
 /// Deliveries waiting to be published: each inbox is held once per run of messages to it (a
 /// window's worth of deliveries to one subscription shares one), not cloned per message.
 #[derive(Default)]
@@ -683,6 +701,7 @@ impl Outbox {
     }
 }
 
+/// Adds `name` to `set` (allocating only when it is not there yet).
 fn mark(set: &mut BTreeSet<String>, name: &str) {
     if !set.contains(name) {
         set.insert(name.to_string());
@@ -2102,14 +2121,14 @@ impl Engine {
                 continue;
             }
             let mut armed = false;
-            let (mut round, mut round_bytes) = (0, 0);
+            let mut round = Round::default();
             loop {
                 let room = sub.room();
                 let seq = (sub.st.last_sent + 1).max(state.first);
                 if room == 0 || seq > last {
                     break;
                 }
-                if round >= DELIVER_ROUND || round_bytes >= DELIVER_ROUND_BYTES {
+                if round.full() {
                     more = true;
                     break;
                 }
@@ -2134,8 +2153,7 @@ impl Engine {
                     sub.st.last_sent = m.sequence;
                     stats.out_msgs += 1;
                     stats.out_bytes += m.data_len as u64;
-                    round += 1;
-                    round_bytes += m.encoded.len();
+                    round.add(&m);
                     outbox.push(&sub.inbox, m.encoded);
                     sub.add_pending(m.sequence, Pending { expire, count: 0 });
                     sent.push(m.sequence);
@@ -2153,13 +2171,13 @@ impl Engine {
             if group.members.is_empty() {
                 continue;
             }
-            let (mut round, mut round_bytes) = (0, 0);
+            let mut round = Round::default();
             'group: loop {
                 let seq = (group.last_sent + 1).max(state.first);
                 if seq > last {
                     break;
                 }
-                if round >= DELIVER_ROUND || round_bytes >= DELIVER_ROUND_BYTES {
+                if round.full() {
                     more = true;
                     break;
                 }
@@ -2209,8 +2227,7 @@ impl Engine {
                     sub.st.last_sent = m.sequence;
                     stats.out_msgs += 1;
                     stats.out_bytes += m.data_len as u64;
-                    round += 1;
-                    round_bytes += m.encoded.len();
+                    round.add(&m);
                     outbox.push(&sub.inbox, m.encoded);
                     let expire = now + sub.ack_wait();
                     sub.add_pending(m.sequence, Pending { expire, count: 0 });

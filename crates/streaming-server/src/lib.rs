@@ -3,10 +3,10 @@
 //!
 //! The server is a NATS client: by default it runs an embedded rnats core server in its own
 //! process and talks to it through a local connection (no socket); with `-ns` it attaches to
-//! an existing NATS server or cluster as a client. It speaks the NATS Streaming protobuf protocol (discovery, connect, publish with
-//! PubAcks, subscriptions with every start position, durables, queue groups, acks,
-//! redelivery, heartbeats, pings, close) and keeps all state in an
-//! [`rnats_streaming::store`] (memory or file).
+//! an existing NATS server or cluster as a client. It speaks the NATS Streaming protobuf
+//! protocol (discovery, connect, publish with PubAcks, subscriptions with every start
+//! position, durables, queue groups, acks, redelivery, heartbeats, pings, close) and keeps
+//! all state in an [`rnats_streaming::store`] (memory or file).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

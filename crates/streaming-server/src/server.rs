@@ -349,7 +349,7 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
     );
     engine.recover(recovered);
 
-    // Protocol subscriptions, by priority (see `engine::Inbound`).
+    // Protocol subscriptions, by priority (see `nats::Inbound`).
     let subs = [
         (format!("{}.*", subjects.acks), Kind::Ack),
         (format!("{}.>", subjects.publish), Kind::Publish),

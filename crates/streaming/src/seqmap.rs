@@ -117,7 +117,9 @@ impl<V> SeqMap<V> {
             Repr::Sparse(map) => map.remove(&seq)?,
         };
         self.len -= 1;
-        if self.len == 0 {
+        // Empty: back to a window. An empty window (slots trimmed above) keeps its allocation
+        // for the next burst of deliveries.
+        if self.len == 0 && matches!(self.repr, Repr::Sparse(_)) {
             *self = Self::default();
         }
         Some(old)

@@ -36,8 +36,8 @@
 //! and only then sends the PubAcks and delivers the messages (and likewise flushes
 //! subscription stores before replying to subscription requests). The pending and ack
 //! records of deliveries are flushed in the background: one lost in a crash means the message
-//! is delivered again, which at-least-once delivery allows. What "flushed" means on disk depends on the store; see the file
-//! store's module documentation. Client records and server info are durable when
+//! is delivered again, which at-least-once delivery allows. What "flushed" means on disk
+//! depends on the store; see the file store's module documentation. Client records and server info are durable when
 //! [`Store::add_client`], [`Store::delete_client`] and [`Store::init`] return.
 //!
 //! # Limits

@@ -487,17 +487,17 @@ impl MsgLog {
         Ok(())
     }
 
-    /// The records of consecutive `entries` of segment `i`, read with one positional read and
-    /// checked (offsets, lengths, CRC); `f` gets each entry with its payload (a slice of the
-    /// shared read buffer).
-    fn read_records(
+    /// The messages of consecutive `entries` of segment `i`, read with one positional read and
+    /// checked (offsets, lengths, CRC, then the sequence `decode` finds in each record against
+    /// the index). `decode` gets each record's payload, a slice of the shared read buffer.
+    fn read_records<T>(
         &mut self,
         i: usize,
         entries: &[IdxEntry],
-        mut f: impl FnMut(&IdxEntry, Bytes) -> Result<()>,
-    ) -> Result<()> {
+        decode: impl Fn(Bytes) -> std::result::Result<(u64, T), Corruption>,
+    ) -> Result<Vec<T>> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         if last.end() > self.segs[i].written {
             self.write_out()?;
@@ -505,15 +505,14 @@ impl MsgLog {
         let seg = &self.segs[i];
         let path = seg.dat.path();
         let start = first.offset;
-        let len = (last.end() - start) as usize;
         self.rbuf.clear();
-        self.rbuf.reserve(len);
-        self.rbuf.resize(len, 0);
+        self.rbuf.resize((last.end() - start) as usize, 0);
         let file = self.fds.get(&seg.dat).map_err(io_err(path))?;
         file.read_exact_at(&mut self.rbuf, start)
             .map_err(io_err(path))?;
         drop(file);
         let buf = self.rbuf.split().freeze();
+        let mut out = Vec::with_capacity(entries.len());
         let mut expected_off = start;
         for e in entries {
             let corrupt = |kind| StoreError::corrupt(path, e.offset, kind);
@@ -534,56 +533,43 @@ impl MsgLog {
                     computed,
                 }));
             }
-            f(e, payload)?;
+            let (found, item) = decode(payload).map_err(corrupt)?;
+            if found != e.seq {
+                return Err(corrupt(Corruption::SequenceMismatch {
+                    expected: e.seq,
+                    found,
+                }));
+            }
+            out.push(item);
             expected_off = e.end();
         }
-        Ok(())
+        Ok(out)
     }
 
     /// The messages of consecutive `entries` of segment `i`, decoded.
     fn read_data(&mut self, i: usize, entries: &[IdxEntry]) -> Result<Vec<MsgProto>> {
-        let mut out = Vec::with_capacity(entries.len());
-        let path = self.segs[i].dat.path().to_owned();
-        self.read_records(i, entries, |e, payload| {
-            let corrupt = |kind| StoreError::corrupt(&path, e.offset, kind);
-            let m = MsgProto::decode(payload)
-                .map_err(|err| corrupt(Corruption::Decode(err.to_string())))?;
-            if m.sequence != e.seq {
-                return Err(corrupt(Corruption::SequenceMismatch {
-                    expected: e.seq,
-                    found: m.sequence,
-                }));
-            }
-            out.push(m);
-            Ok(())
-        })?;
-        Ok(out)
+        self.read_records(i, entries, |payload| {
+            MsgProto::decode(payload)
+                .map(|m| (m.sequence, m))
+                .map_err(|e| Corruption::Decode(e.to_string()))
+        })
     }
 
     /// The messages of consecutive `entries` of segment `i` as stored (encoded `MsgProto`s,
     /// as a first delivery sends them), checked but not decoded.
     fn read_encoded(&mut self, i: usize, entries: &[IdxEntry]) -> Result<Vec<EncodedMsg>> {
-        let mut out = Vec::with_capacity(entries.len());
-        let path = self.segs[i].dat.path().to_owned();
-        self.read_records(i, entries, |e, payload| {
-            let corrupt = |kind| StoreError::corrupt(&path, e.offset, kind);
-            let Some((sequence, data_len)) = peek_msg_proto(&payload) else {
-                return Err(corrupt(Corruption::Decode("malformed MsgProto".into())));
-            };
-            if sequence != e.seq {
-                return Err(corrupt(Corruption::SequenceMismatch {
-                    expected: e.seq,
-                    found: sequence,
-                }));
-            }
-            out.push(EncodedMsg {
+        self.read_records(i, entries, |payload| {
+            let (sequence, data_len) = peek_msg_proto(&payload)
+                .ok_or_else(|| Corruption::Decode("malformed MsgProto".into()))?;
+            Ok((
                 sequence,
-                data_len,
-                encoded: payload,
-            });
-            Ok(())
-        })?;
-        Ok(out)
+                EncodedMsg {
+                    sequence,
+                    data_len,
+                    encoded: payload,
+                },
+            ))
+        })
     }
 
     /// Up to `max_msgs` consecutive messages from `start`, within `max_bytes` (at least one),

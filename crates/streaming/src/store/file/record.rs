@@ -364,9 +364,9 @@ impl AppendLog {
 }
 
 /// Reads a whole typed log: calls `f(type, payload, offset)` for each record, which returns
-/// how many entries the record holds (records are counted by entries, for compaction). A bad record
-/// with nothing valid after it is a torn tail: the file is truncated there (returns the new
-/// length). A bad record followed by a valid one is an error naming the path and offset.
+/// how many entries the record holds (records are counted by entries, for compaction). A bad
+/// record with nothing valid after it is a torn tail: the file is truncated there (returns the
+/// new length). A bad record followed by a valid one is an error naming the path and offset.
 pub(crate) fn replay_log(
     file: &File,
     path: &Path,

@@ -89,6 +89,26 @@ impl FileSubStore {
         f(&mut g)
     }
 
+    /// Applies `apply` (add pending, or ack) to each of `seqs` and records those that changed
+    /// the state, in batched records of type `rec_type`.
+    fn record_seqs(
+        &self,
+        rec_type: u8,
+        id: u64,
+        seqs: &[u64],
+        apply: fn(&mut SubsState, u64, u64) -> bool,
+    ) -> Result<()> {
+        self.with(|g| {
+            let mut changed = Vec::with_capacity(seqs.len().min(SEQS_PER_RECORD));
+            for chunk in seqs.chunks(SEQS_PER_RECORD) {
+                changed.clear();
+                changed.extend(chunk.iter().filter(|&&s| apply(&mut g.state, id, s)));
+                push_seqs(g, rec_type, id, &changed)?;
+            }
+            Ok(())
+        })
+    }
+
     fn flush_impl(&self, force: bool) -> Result<()> {
         let ticket = {
             let mut g = self.inner.lock();
@@ -224,18 +244,15 @@ fn apply(state: &mut SubsState, path: &Path, t: u8, b: &[u8], off: u64) -> Resul
             let u: SubStateUpdate = decode_at(path, off, b)?;
             state.add_pending(u.id, u.seqno);
         }
-        REC_PENDING_SEQS => {
+        REC_PENDING_SEQS | REC_ACK_SEQS => {
             let u: SubStateSeqs = decode_at(path, off, b)?;
             entries = u.seqs.len() as u64;
             for seq in u.seqs {
-                state.add_pending(u.id, seq);
-            }
-        }
-        REC_ACK_SEQS => {
-            let u: SubStateSeqs = decode_at(path, off, b)?;
-            entries = u.seqs.len() as u64;
-            for seq in u.seqs {
-                state.ack(u.id, seq);
+                if t == REC_PENDING_SEQS {
+                    state.add_pending(u.id, seq);
+                } else {
+                    state.ack(u.id, seq);
+                }
             }
         }
         other => {
@@ -298,27 +315,11 @@ impl SubStore for FileSubStore {
     }
 
     fn add_seqs_pending(&self, id: u64, seqs: &[u64]) -> Result<()> {
-        self.with(|g| {
-            let mut added = Vec::with_capacity(seqs.len().min(SEQS_PER_RECORD));
-            for chunk in seqs.chunks(SEQS_PER_RECORD) {
-                added.clear();
-                added.extend(chunk.iter().filter(|&&s| g.state.add_pending(id, s)));
-                push_seqs(g, REC_PENDING_SEQS, id, &added)?;
-            }
-            Ok(())
-        })
+        self.record_seqs(REC_PENDING_SEQS, id, seqs, SubsState::add_pending)
     }
 
     fn ack_seqs_pending(&self, id: u64, seqs: &[u64]) -> Result<()> {
-        self.with(|g| {
-            let mut acked = Vec::with_capacity(seqs.len().min(SEQS_PER_RECORD));
-            for chunk in seqs.chunks(SEQS_PER_RECORD) {
-                acked.clear();
-                acked.extend(chunk.iter().filter(|&&s| g.state.ack(id, s)));
-                push_seqs(g, REC_ACK_SEQS, id, &acked)?;
-            }
-            Ok(())
-        })
+        self.record_seqs(REC_ACK_SEQS, id, seqs, SubsState::ack)
     }
 
     fn subscriptions(&self) -> Vec<RecoveredSubscription> {

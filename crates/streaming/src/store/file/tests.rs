@@ -59,6 +59,16 @@ fn record_offset(msgs: &[MsgProto], seq: u64) -> u64 {
         .sum::<u64>()
 }
 
+/// Truncates (or extends with zeros) `path` to `len` bytes: a torn write, a lost tail.
+fn set_len(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 fn flip(path: &Path, at: u64) {
     let f = OpenOptions::new()
         .read(true)
@@ -273,12 +283,7 @@ fn torn_tail_is_truncated() {
     let dat = chan_dir(dir.path(), "foo").join("msgs.1.dat");
     let len = fs::metadata(&dat).unwrap().len();
     // Cut the last record in the middle of its payload.
-    OpenOptions::new()
-        .write(true)
-        .open(&dat)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    set_len(&dat, len - 3);
     {
         let s = FileStore::open(dir.path(), opts(), unlimited()).unwrap();
         let ch = s.lookup_channel("foo").unwrap();
@@ -328,12 +333,7 @@ fn torn_tail_with_index_ahead_of_data() {
     };
     let dat = chan_dir(dir.path(), "foo").join("msgs.1.dat");
     let cut = record_offset(&written, 9);
-    OpenOptions::new()
-        .write(true)
-        .open(&dat)
-        .unwrap()
-        .set_len(cut + 5)
-        .unwrap();
+    set_len(&dat, cut + 5);
     let s = FileStore::open(dir.path(), opts(), unlimited()).unwrap();
     let ch = s.lookup_channel("foo").unwrap();
     assert_eq!(ch.msgs().state().last, 8);
@@ -444,12 +444,7 @@ fn sealed_segment_damage_is_an_error() {
     }
     let first = chan_dir(dir.path(), "foo").join("msgs.1.dat");
     let len = fs::metadata(&first).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&first)
-        .unwrap()
-        .set_len(len - 2)
-        .unwrap();
+    set_len(&first, len - 2);
     let e = FileStore::open(dir.path(), o.clone(), unlimited())
         .err()
         .unwrap();
@@ -496,12 +491,7 @@ fn deleted_or_damaged_index_is_rebuilt() {
     assert_eq!(len1, 16 + 6 * 32);
     fs::remove_file(&idx1).unwrap();
     flip(&idx7, 16 + 32 * 2 + 5);
-    OpenOptions::new()
-        .write(true)
-        .open(cd.join("msgs.13.idx"))
-        .unwrap()
-        .set_len(20)
-        .unwrap();
+    set_len(&cd.join("msgs.13.idx"), 20);
     let s = FileStore::open(dir.path(), o, unlimited()).unwrap();
     let ch = s.lookup_channel("foo").unwrap();
     assert_eq!(fs::metadata(&idx1).unwrap().len(), len1);
@@ -653,12 +643,7 @@ fn subscription_log_compaction_and_tails() {
     }
     // Torn tail: the last record (pending 8) is cut.
     let len = fs::metadata(&subs_path).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&subs_path)
-        .unwrap()
-        .set_len(len - 1)
-        .unwrap();
+    set_len(&subs_path, len - 1);
     {
         let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
         let subs = s.lookup_channel("foo").unwrap().subs().subscriptions();
@@ -727,12 +712,7 @@ fn batched_pending_and_ack_records() {
         ch.subs().flush().unwrap();
     }
     let len = fs::metadata(&subs_path).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&subs_path)
-        .unwrap()
-        .set_len(len - 2)
-        .unwrap();
+    set_len(&subs_path, len - 2);
     {
         let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
         assert_eq!(pending(&s, 0).0, (4991..=5000).collect::<Vec<_>>());
@@ -1186,12 +1166,7 @@ fn damage_after_the_index_is_an_interrupted_write() {
     let cd = chan_dir(dir.path(), "foo");
     let dat = cd.join("msgs.1.dat");
     // Only 5 entries made it to the index; record 7 lost a page.
-    OpenOptions::new()
-        .write(true)
-        .open(cd.join("msgs.1.idx"))
-        .unwrap()
-        .set_len(16 + 5 * 32)
-        .unwrap();
+    set_len(&cd.join("msgs.1.idx"), 16 + 5 * 32);
     let off7 = record_offset(&written, 7);
     let f = OpenOptions::new().write(true).open(&dat).unwrap();
     f.write_all_at(&[0u8; 12], off7 + 4).unwrap();
@@ -1341,12 +1316,7 @@ fn crash_rounds_keep_every_flushed_message() {
         let len = fs::metadata(&dat).unwrap().len();
         if len > durable_end && rng.below(2) == 0 {
             let cut = durable_end + rng.below(len - durable_end);
-            OpenOptions::new()
-                .write(true)
-                .open(&dat)
-                .unwrap()
-                .set_len(cut)
-                .unwrap();
+            set_len(&dat, cut);
         }
     }
     assert!(acked > 100, "the rounds flushed too little ({acked})");
