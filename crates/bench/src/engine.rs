@@ -888,6 +888,9 @@ async fn respond(
     let mut answered = 0u64;
     let mut last = None;
     loop {
+        // Read before answering: once the last warm-up reply is sent, the measured phase (and
+        // the flag) can start before this task looks again, and that reply must not count.
+        let measuring = progress.started.load(Ordering::SeqCst);
         let mut n = 0u64;
         let ev = parse(&mut conn.buf, |_, reply, payload| {
             if let Some(reply) = reply {
@@ -907,7 +910,7 @@ async fn respond(
             conn.send(&out).await?;
             out.clear();
         }
-        if n > 0 && progress.started.load(Ordering::SeqCst) {
+        if n > 0 && measuring {
             answered += n;
             last = Some(Instant::now());
             progress.received[index].store(answered, Ordering::Relaxed);
