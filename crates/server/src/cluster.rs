@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
 
-use crate::client::ClientShared;
+use crate::conn::ClientShared;
 use crate::options::ClusterOptions;
 use crate::server::ServerShared;
 

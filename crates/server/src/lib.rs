@@ -4,11 +4,14 @@
 //! buffering policy.
 
 pub mod client;
+pub mod conn;
 pub mod local;
 pub mod monitor;
 pub mod options;
+pub(crate) mod router;
 pub mod server;
 pub mod sublist;
+pub mod subscription;
 
 pub use local::{LocalConn, LocalError, LocalInbox, LocalMsg};
 pub use options::Options;

@@ -27,8 +27,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
-use crate::client::{ClientShared, CloseReason, ConnMeta, LocalFrame, Msg, Router, Subscription};
+use crate::conn::{ClientShared, CloseReason, ConnMeta, LocalFrame};
+use crate::router::{Msg, Router};
 use crate::server::{ServerHandle, ServerShared};
+use crate::subscription::Subscription;
 
 /// Why a local connection could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -273,7 +275,7 @@ impl LocalConn {
         if p.in_msgs == 0 {
             return;
         }
-        crate::client::count_in(&self.srv, &self.me, p.in_msgs, p.in_bytes);
+        crate::router::count_in(&self.srv, &self.me, p.in_msgs, p.in_bytes);
         p.in_msgs = 0;
         p.in_bytes = 0;
         self.me.touch();

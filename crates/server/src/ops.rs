@@ -7,7 +7,8 @@ use std::time::Duration;
 use rand::Rng;
 use tracing::{error, info};
 
-use crate::client::{ClientShared, CloseReason};
+use crate::auth::{Authenticated, Credentials};
+use crate::conn::{ClientShared, CloseReason};
 use crate::options::Options;
 use crate::server::{ServerHandle, ServerShared};
 
@@ -76,6 +77,31 @@ impl ServerShared {
             let line = crate::route::route_info_line_ldm(self);
             for route in cluster.routes.lock().values() {
                 route.conn.send_now(|out| out.extend_from_slice(&line));
+            }
+        }
+    }
+
+    /// After a reload: closes clients whose credentials no longer pass and hands the others
+    /// their new permissions.
+    fn reauthorize_clients(&self) {
+        let auth = self.auth();
+        let clients: Vec<Arc<ClientShared>> = self.clients.lock().values().cloned().collect();
+        for client in clients {
+            let outcome = match client.credentials() {
+                Some(creds) => auth.reauthenticate(&creds),
+                None if auth.enabled() => auth.authenticate(&Credentials::default(), None),
+                None => Some(Authenticated {
+                    user: None,
+                    permissions: None,
+                }),
+            };
+            match outcome {
+                Some(who) => client.set_new_permissions(who.permissions),
+                None => {
+                    client
+                        .send_now(|out| rnats_protocol::write_err(out, "Authorization Violation"));
+                    client.close(CloseReason::AuthenticationViolation, true);
+                }
             }
         }
     }

@@ -15,10 +15,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::auth::Authenticator;
-use crate::client::{self, ClientShared, Subscription};
+use crate::client;
 use crate::cluster::Cluster;
+use crate::conn::ClientShared;
 use crate::options::{Options, VERSION};
 use crate::sublist::Sublist;
+use crate::subscription::Subscription;
 
 /// Server-wide counters.
 #[derive(Default)]
@@ -182,6 +184,16 @@ impl ServerShared {
 
     pub fn num_clients(&self) -> usize {
         self.clients.lock().len()
+    }
+
+    /// Removes a subscription from the index and its connection (UNSUB, auto-unsubscribe).
+    pub fn remove_subscription(&self, sub: &Arc<Subscription>) {
+        if sub.mark_closed() {
+            return;
+        }
+        sub.client.subs.lock().remove(&sub.sid);
+        self.sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
+        self.local_interest_changed(&sub.subject, sub.queue.as_deref(), -1);
     }
 }
 

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use super::format::{go_duration, rfc3339, uptime};
 use super::{Query, Reply, json, page, since};
-use crate::client::{ClientShared, CloseReason, Subscription};
+use crate::conn::{ClientShared, CloseReason};
 use crate::server::ServerShared;
+use crate::subscription::Subscription;
 
 const DEFAULT_LIMIT: i64 = 1024;
 const GLOBAL_ACCOUNT: &str = "$G";

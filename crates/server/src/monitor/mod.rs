@@ -34,7 +34,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{debug, error, info};
 
-use crate::client::{ClientShared, CloseReason};
+use crate::conn::{ClientShared, CloseReason};
 use crate::options::Options;
 use crate::server::ServerShared;
 

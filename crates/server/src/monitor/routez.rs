@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::format::{go_duration, rfc3339, uptime};
 use super::{Query, Reply, json, since};
-use crate::client::Subscription;
 use crate::server::ServerShared;
+use crate::subscription::Subscription;
 
 #[derive(Serialize)]
 struct Routez {
