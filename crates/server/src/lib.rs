@@ -10,16 +10,16 @@ pub mod monitor;
 pub mod options;
 pub(crate) mod router;
 pub mod server;
+pub mod state;
 pub mod sublist;
-pub mod subscription;
 
 pub use local::{LocalConn, LocalError, LocalInbox, LocalMsg};
 pub use options::Options;
 pub use server::{ServerHandle, start};
 pub mod auth;
-pub mod cluster;
 pub mod config;
 pub mod flags;
+pub(crate) mod info;
 pub mod log;
 pub mod net;
 pub mod ops;

@@ -27,10 +27,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
+use crate::conn::Subscription;
 use crate::conn::{ClientShared, CloseReason, ConnMeta, LocalFrame};
 use crate::router::{Msg, Router};
-use crate::server::{ServerHandle, ServerShared};
-use crate::subscription::Subscription;
+use crate::state::{ServerShared, random_id};
 
 /// Why a local connection could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,13 +62,6 @@ pub struct LocalConn {
     me: Arc<ClientShared>,
     publisher: Mutex<Publisher>,
     next_sid: std::sync::atomic::AtomicU64,
-}
-
-impl ServerHandle {
-    /// Opens a connection from inside this process, named `name` in monitoring.
-    pub fn connect_local(&self, name: &str) -> Result<LocalConn, LocalError> {
-        LocalConn::open(self.shared.clone(), name)
-    }
 }
 
 impl LocalConn {
@@ -320,7 +313,7 @@ impl LocalConn {
         timeout: Duration,
     ) -> Result<Bytes, LocalError> {
         let tmp = LocalConn::open(self.srv.clone(), "_request")?;
-        let inbox = format!("_INBOX.{}", crate::server::random_id(22));
+        let inbox = format!("_INBOX.{}", random_id(22));
         tmp.subscribe(&inbox, None)?;
         if tmp.publish(subject, Some(&inbox), payload).await? == 0 {
             return Err(LocalError::NoResponders);
@@ -344,7 +337,7 @@ impl LocalConn {
         if !self.me.close(CloseReason::ClientClosed, false) {
             return;
         }
-        crate::monitor::connection_closed(&self.srv, &self.me);
+        self.srv.monitor.connection_closed(&self.me);
         let subs: Vec<Arc<Subscription>> = self.me.subs.lock().values().cloned().collect();
         for sub in subs {
             self.srv.remove_subscription(&sub);

@@ -1,6 +1,6 @@
 //! A TCP stream shared by a connection's reader, its writer and publishers that flush its
 //! outbound buffer inline: tokio's `TcpStream` does readiness-based I/O through `&self`, so
-//! one `Arc` serves all three without a lock.
+//! one `Arc` serves all three without a lock. Also: how addresses are written.
 
 use std::io;
 use std::pin::Pin;
@@ -11,6 +11,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 pub struct SharedTcp(pub Arc<TcpStream>);
+
+/// `host:port`, the host in brackets when it is an IPv6 address.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
 
 impl AsyncRead for SharedTcp {
     fn poll_read(

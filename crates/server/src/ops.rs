@@ -10,134 +10,112 @@ use tracing::{error, info};
 use crate::auth::{Authenticated, Credentials};
 use crate::conn::{ClientShared, CloseReason};
 use crate::options::Options;
-use crate::server::{ServerHandle, ServerShared};
+use crate::state::ServerShared;
 
-impl ServerHandle {
-    /// Starts lame duck mode in the background; the server shuts itself down at its end
-    /// (`stopped()` resolves), and the owner then calls `shutdown`.
-    pub fn lame_duck(&self) {
-        tokio::spawn(self.shared.clone().lame_duck());
+/// Lame duck mode (SIGUSR2): stop accepting clients, tell clients and routes, wait the grace
+/// period, close the clients one by one over the rest of `lame_duck_duration`, then signal
+/// shutdown.
+pub(crate) async fn lame_duck(shared: Arc<ServerShared>) {
+    if shared.lame_duck.swap(true, Ordering::Relaxed) {
+        return;
     }
-
-    /// Whether lame duck mode has started.
-    pub fn in_lame_duck(&self) -> bool {
-        self.shared.lame_duck.load(Ordering::Relaxed)
+    info!("Entering lame duck mode, stop accepting new clients");
+    shared.stop_accepting.cancel();
+    announce_lame_duck(&shared);
+    let opts = shared.opts();
+    let clients: Vec<Arc<ClientShared>> = shared.clients.lock().values().cloned().collect();
+    if !clients.is_empty() {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => {}
+            () = tokio::time::sleep(opts.lame_duck_grace_period) => {}
+        }
+        info!("Closing existing clients");
+        let spread = opts
+            .lame_duck_duration
+            .saturating_sub(opts.lame_duck_grace_period);
+        let step = (spread / clients.len() as u32).min(Duration::from_secs(1));
+        for client in clients {
+            if shared.shutdown.is_cancelled() {
+                break;
+            }
+            client.close(CloseReason::ServerShutdown, true);
+            let pause = if step.is_zero() {
+                step
+            } else {
+                rand::rng().random_range(step / 2..step)
+            };
+            tokio::time::sleep(pause).await;
+        }
     }
+    shared.shutdown.cancel();
+}
 
-    /// Applies a reloaded configuration (SIGHUP). Settings that cannot change on a running
-    /// server make the whole reload fail, keeping the old configuration.
-    pub fn reload(&self, new: Options) -> Result<(), String> {
-        self.shared.reload(new)
+fn announce_lame_duck(srv: &ServerShared) {
+    crate::info::push_async_info(srv);
+    if let Some(cluster) = &srv.cluster {
+        let line = crate::route::route_info_line_ldm(srv);
+        for route in cluster.routes.lock().values() {
+            route.conn.send_now(|out| out.extend_from_slice(&line));
+        }
     }
 }
 
-impl ServerShared {
-    /// Lame duck mode (SIGUSR2): stop accepting clients, tell clients and routes, wait the
-    /// grace period, close the clients one by one over the rest of `lame_duck_duration`,
-    /// then signal shutdown.
-    pub async fn lame_duck(self: Arc<Self>) {
-        let shared = self;
-        if shared.lame_duck.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        info!("Entering lame duck mode, stop accepting new clients");
-        shared.stop_accepting.cancel();
-        shared.announce_lame_duck();
-        let opts = shared.opts();
-        let clients: Vec<Arc<ClientShared>> = shared.clients.lock().values().cloned().collect();
-        if !clients.is_empty() {
-            tokio::select! {
-                () = shared.shutdown.cancelled() => {}
-                () = tokio::time::sleep(opts.lame_duck_grace_period) => {}
-            }
-            info!("Closing existing clients");
-            let spread = opts
-                .lame_duck_duration
-                .saturating_sub(opts.lame_duck_grace_period);
-            let step = (spread / clients.len() as u32).min(Duration::from_secs(1));
-            for client in clients {
-                if shared.shutdown.is_cancelled() {
-                    break;
-                }
-                client.close(CloseReason::ServerShutdown, true);
-                let pause = if step.is_zero() {
-                    step
-                } else {
-                    rand::rng().random_range(step / 2..step)
-                };
-                tokio::time::sleep(pause).await;
+/// After a reload: closes clients whose credentials no longer pass and hands the others
+/// their new permissions.
+fn reauthorize_clients(srv: &ServerShared) {
+    let auth = srv.auth();
+    let clients: Vec<Arc<ClientShared>> = srv.clients.lock().values().cloned().collect();
+    for client in clients {
+        let outcome = match client.credentials() {
+            Some(creds) => auth.reauthenticate(&creds),
+            None if auth.enabled() => auth.authenticate(&Credentials::default(), None),
+            None => Some(Authenticated {
+                user: None,
+                permissions: None,
+            }),
+        };
+        match outcome {
+            Some(who) => client.set_new_permissions(who.permissions),
+            None => {
+                client.send_now(|out| rnats_protocol::write_err(out, "Authorization Violation"));
+                client.close(CloseReason::AuthenticationViolation, true);
             }
         }
-        shared.shutdown.cancel();
     }
+}
 
-    fn announce_lame_duck(&self) {
-        self.push_async_info();
-        if let Some(cluster) = &self.cluster {
-            let line = crate::route::route_info_line_ldm(self);
-            for route in cluster.routes.lock().values() {
-                route.conn.send_now(|out| out.extend_from_slice(&line));
-            }
+/// Applies a reloaded configuration; see [`crate::ServerHandle::reload`].
+pub(crate) fn reload(srv: &ServerShared, new: Options) -> Result<(), String> {
+    let old = srv.opts();
+    let fixed = [
+        ("host", old.host != new.host),
+        (
+            "port",
+            old.port != new.port && new.port != -1 && new.port != 0,
+        ),
+        ("server_name", old.server_name != new.server_name),
+        ("http_port", old.http_port != new.http_port),
+        (
+            "cluster",
+            old.cluster.as_ref().map(|c| (&c.host, c.port))
+                != new.cluster.as_ref().map(|c| (&c.host, c.port)),
+        ),
+    ];
+    if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
+        let text = format!("config reload not supported for {field}");
+        error!("Failed to reload server configuration: {text}");
+        return Err(text);
+    }
+    let auth = new.auth.authenticator()?;
+    crate::log::set_levels(new.debug, new.trace);
+    srv.replace_options(new, auth);
+    reauthorize_clients(srv);
+    if let Some(max) = srv.opts().max_connections {
+        let clients: Vec<Arc<ClientShared>> = srv.clients.lock().values().cloned().collect();
+        for client in clients.iter().skip(max) {
+            client.close(CloseReason::MaxConnectionsExceeded, true);
         }
     }
-
-    /// After a reload: closes clients whose credentials no longer pass and hands the others
-    /// their new permissions.
-    fn reauthorize_clients(&self) {
-        let auth = self.auth();
-        let clients: Vec<Arc<ClientShared>> = self.clients.lock().values().cloned().collect();
-        for client in clients {
-            let outcome = match client.credentials() {
-                Some(creds) => auth.reauthenticate(&creds),
-                None if auth.enabled() => auth.authenticate(&Credentials::default(), None),
-                None => Some(Authenticated {
-                    user: None,
-                    permissions: None,
-                }),
-            };
-            match outcome {
-                Some(who) => client.set_new_permissions(who.permissions),
-                None => {
-                    client
-                        .send_now(|out| rnats_protocol::write_err(out, "Authorization Violation"));
-                    client.close(CloseReason::AuthenticationViolation, true);
-                }
-            }
-        }
-    }
-
-    fn reload(&self, new: Options) -> Result<(), String> {
-        let old = self.opts();
-        let fixed = [
-            ("host", old.host != new.host),
-            (
-                "port",
-                old.port != new.port && new.port != -1 && new.port != 0,
-            ),
-            ("server_name", old.server_name != new.server_name),
-            ("http_port", old.http_port != new.http_port),
-            (
-                "cluster",
-                old.cluster.as_ref().map(|c| (&c.host, c.port))
-                    != new.cluster.as_ref().map(|c| (&c.host, c.port)),
-            ),
-        ];
-        if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
-            let text = format!("config reload not supported for {field}");
-            error!("Failed to reload server configuration: {text}");
-            return Err(text);
-        }
-        let auth = new.auth.authenticator()?;
-        crate::log::set_levels(new.debug, new.trace);
-        self.replace_options(new, auth);
-        self.reauthorize_clients();
-        if let Some(max) = self.opts().max_connections {
-            let clients: Vec<Arc<ClientShared>> = self.clients.lock().values().cloned().collect();
-            for client in clients.iter().skip(max) {
-                client.close(CloseReason::MaxConnectionsExceeded, true);
-            }
-        }
-        info!("Reloaded server configuration");
-        Ok(())
-    }
+    info!("Reloaded server configuration");
+    Ok(())
 }

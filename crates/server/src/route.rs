@@ -20,14 +20,16 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, error, info};
 
-use crate::cluster::{GLOBAL_ACCOUNT, RouteEntry};
+use crate::conn::Subscription;
 use crate::conn::{ClientShared, CloseReason, write_loop};
 use crate::net::SharedTcp;
+use crate::net::host_port;
 use crate::options::VERSION;
 use crate::router::{Batch, Msg, deliver_to};
-use crate::server::ServerShared;
+use crate::state::ServerShared;
+use crate::state::cluster::{GLOBAL_ACCOUNT, RouteEntry};
+use crate::state::monitor::RouteMonitor;
 use crate::sublist::MatchCache;
-use crate::subscription::Subscription;
 
 type InterestKey = (Box<[u8]>, Option<Box<[u8]>>);
 
@@ -97,7 +99,7 @@ fn route_info_line(srv: &ServerShared) -> Vec<u8> {
         connect_urls: if cluster.opts.no_advertise {
             Vec::new()
         } else {
-            srv.own_client_urls()
+            crate::info::own_client_urls(srv)
         },
         ldm: srv.lame_duck.load(Ordering::Relaxed),
     };
@@ -145,7 +147,7 @@ pub async fn solicit_forever(srv: Arc<ServerShared>, url: String) {
         );
         return;
     };
-    let target = crate::cluster::format_host_port(&host, port as u16);
+    let target = host_port(&host, port as u16);
     loop {
         if srv.shutdown.is_cancelled() {
             return;
@@ -201,7 +203,7 @@ async fn solicit_implicit(srv: Arc<ServerShared>, url: String, server_id: String
     let Some((_, host, port)) = crate::flags::parse_route_url(&url) else {
         return;
     };
-    let target = crate::cluster::format_host_port(&host, port as u16);
+    let target = host_port(&host, port as u16);
     let user = srv.cluster.as_ref().and_then(|c| {
         c.opts
             .user
@@ -259,7 +261,7 @@ struct RouteConn {
     pings_out: u32,
     limits: Limits,
     /// Monitoring: last activity and PING round trips (counters are in `me.stats`).
-    mon: Arc<crate::monitor::RouteMonitor>,
+    mon: Arc<RouteMonitor>,
 }
 
 enum RouteFlow {
@@ -346,7 +348,12 @@ async fn run_route_stream<R, W>(
         let info = route_info_line(&srv);
         me.send_now(|out| out.extend_from_slice(&info));
     }
-    let mon = crate::monitor::route_opened(&srv, &me, solicit.as_ref().map(|s| s.url.as_str()));
+    let configured = solicit.as_ref().is_some_and(|s| {
+        srv.cluster
+            .as_ref()
+            .is_some_and(|c| c.opts.routes.iter().any(|r| *r == s.url))
+    });
+    let mon = srv.monitor.route_opened(&me, configured);
     let mut conn = RouteConn {
         mon,
         limits: Limits {
@@ -636,7 +643,7 @@ impl RouteConn {
                     r.client_urls.clear();
                 }
                 if cluster.remove_client_urls(&urls) {
-                    srv.push_async_info();
+                    crate::info::push_async_info(&srv);
                 }
             }
             return RouteFlow::Continue;
@@ -676,12 +683,7 @@ impl RouteConn {
             .get("ip")
             .and_then(Value::as_str)
             .and_then(crate::flags::parse_route_url)
-            .and_then(|(_, h, p)| {
-                crate::cluster::format_host_port(&h, p as u16)
-                    .to_string()
-                    .parse()
-                    .ok()
-            })
+            .and_then(|(_, h, p)| host_port(&h, p as u16).to_string().parse().ok())
             .or_else(|| (port != 0).then(|| SocketAddr::new(self.me.addr.ip(), port)));
         let client_urls: Vec<String> = info
             .get("connect_urls")
@@ -759,7 +761,7 @@ impl RouteConn {
             self.me.addr, self.me.cid
         );
         if urls_changed {
-            srv.push_async_info();
+            crate::info::push_async_info(&srv);
         }
         RouteFlow::Continue
     }
@@ -874,20 +876,20 @@ impl RouteConn {
             }
         }
         if urls_changed {
-            self.srv.push_async_info();
+            crate::info::push_async_info(&self.srv);
         }
-        crate::monitor::route_closed(&self.srv, self.me.cid);
+        self.srv.monitor.route_closed(self.me.cid);
     }
 }
 
 /// Binds the route listener; logs like the reference.
 pub async fn bind(opts: &crate::options::ClusterOptions) -> std::io::Result<TcpListener> {
     let port = if opts.port < 0 { 0 } else { opts.port as u16 };
-    let listener = TcpListener::bind(crate::cluster::format_host_port(&opts.host, port)).await?;
+    let listener = TcpListener::bind(host_port(&opts.host, port)).await?;
     let addr = listener.local_addr()?;
     info!(
         "Listening for route connections on {}",
-        crate::cluster::format_host_port(&opts.host, addr.port())
+        host_port(&opts.host, addr.port())
     );
     Ok(listener)
 }

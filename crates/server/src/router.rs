@@ -15,10 +15,10 @@ use std::sync::atomic::Ordering;
 
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
+use crate::conn::Subscription;
 use crate::conn::{ClientShared, CloseReason, Enqueued};
-use crate::server::ServerShared;
+use crate::state::ServerShared;
 use crate::sublist::{MatchCache, SubResult};
-use crate::subscription::Subscription;
 
 /// Most subjects a publisher caches match results (and publish permissions) for.
 pub(crate) const LOCAL_CACHE_MAX: usize = 512;
@@ -290,7 +290,7 @@ pub(crate) fn deliver_to(
                 Some(h) => (Some(&msg.payload[..h]), &msg.payload[h..]),
                 None => (None, msg.payload),
             };
-            client.enqueue_local(sub, msg, headers, body)
+            client.enqueue_local(sub, msg.subject, msg.reply, headers, body)
         } else {
             client.enqueue(len, Some(body.len()), Some(sub), |out| {
                 match msg.header_len {

@@ -24,12 +24,12 @@ use tracing::{debug, error};
 
 use self::connect::ConnectFlags;
 use crate::auth::{Credentials, Permissions};
+use crate::conn::Subscription;
 use crate::conn::{ClientShared, CloseReason, write_loop};
 use crate::net::SharedTcp;
 use crate::router::{LOCAL_CACHE_MAX, Msg, Router, count_in};
-use crate::server::ServerShared;
+use crate::state::ServerShared;
 use crate::sublist::FastMap;
-use crate::subscription::Subscription;
 
 enum Flow {
     Continue,
@@ -75,7 +75,7 @@ pub async fn accept(srv: Arc<ServerShared>, mut tcp: TcpStream, addr: SocketAddr
         return serve(srv, halves, addr, cid, nonce, false, Some(sock)).await;
     };
     debug!("{addr} - cid:{cid} - Client connection created");
-    let info = srv.client_info_line(cid, addr, nonce.as_deref(), false);
+    let info = crate::info::client_line(&srv, cid, addr, nonce.as_deref(), false);
     let timeout = srv
         .opts()
         .tls
@@ -125,7 +125,7 @@ async fn serve<R, W>(
         debug!("{addr} - cid:{cid} - Client connection created");
     }
     if !info_sent {
-        let info = srv.client_info_line(cid, addr, nonce.as_deref(), false);
+        let info = crate::info::client_line(&srv, cid, addr, nonce.as_deref(), false);
         let _ = me.enqueue(info.len(), None, None, |b| b.put_slice(&info));
     }
     let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts().write_deadline));
@@ -167,7 +167,7 @@ async fn serve<R, W>(
         conn.send_err("maximum connections exceeded");
         me.close(CloseReason::MaxConnectionsExceeded, true);
     }
-    crate::monitor::connection_closed(&conn.srv, &me);
+    conn.srv.monitor.connection_closed(&me);
     conn.cleanup();
     let _ = writer_task.await;
     let reason = me.close_reason().unwrap_or(CloseReason::ClientClosed);
@@ -344,7 +344,8 @@ impl Reader {
                 if self.connected && self.flags.protocol >= 1 && !self.info_after_pong {
                     self.info_after_pong = true;
                     self.me.async_info.store(true, Ordering::Relaxed);
-                    let info = self.srv.client_info_line(
+                    let info = crate::info::client_line(
+                        &self.srv,
                         self.me.cid,
                         self.me.addr,
                         self.nonce.as_deref(),

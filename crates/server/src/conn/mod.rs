@@ -11,14 +11,16 @@
 //! stall ([`ClientShared::wait_caught_up`]): one whose buffer would pass `max_pending` is
 //! closed as a slow consumer instead.
 //!
-//! A connection's own subscriptions sit in its sid map ([`ClientShared::subs`]); a
-//! subscription in turn points back at its connection. That pair of types is the one place
-//! where this module and [`crate::subscription`] name each other.
+//! A connection's subscriptions ([`Subscription`], in `subscription`) sit in its sid map
+//! ([`ClientShared::subs`]), and each points back at its connection: they are part of the
+//! connection's shared state, so they live here too.
 
 mod close;
+mod subscription;
 mod writer;
 
 pub use close::CloseReason;
+pub use subscription::Subscription;
 pub(crate) use writer::write_loop;
 
 use std::collections::HashMap;
@@ -34,8 +36,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Permissions, ResponseGrants, ResponsePermission, StoredCredentials};
-use crate::router::Msg;
-use crate::subscription::Subscription;
 
 /// Largest outbound buffer kept between bursts.
 const KEEP_OUTBOUND: usize = 4 * 1024 * 1024;
@@ -227,7 +227,8 @@ impl ClientShared {
     pub(crate) fn enqueue_local(
         &self,
         sub: &Subscription,
-        msg: &Msg<'_>,
+        subject: &[u8],
+        reply: Option<&[u8]>,
         headers: Option<&[u8]>,
         body: &[u8],
     ) -> Enqueued {
@@ -239,20 +240,20 @@ impl ClientShared {
             return Enqueued::OverMax;
         };
         let start = out.data.len();
-        let reply = msg.reply.unwrap_or_default();
+        let reply_bytes = reply.unwrap_or_default();
         let h = headers.unwrap_or_default();
         out.data
-            .reserve(msg.subject.len() + reply.len() + h.len() + body.len());
-        out.data.extend_from_slice(msg.subject);
-        out.data.extend_from_slice(reply);
+            .reserve(subject.len() + reply_bytes.len() + h.len() + body.len());
+        out.data.extend_from_slice(subject);
+        out.data.extend_from_slice(reply_bytes);
         out.data.extend_from_slice(h);
         out.data.extend_from_slice(body);
         // Lengths fit u32: subjects are bounded by the control line, payloads by max_payload.
         out.frames.push(LocalFrame {
             sid: sub.sid_num,
             start,
-            subject: msg.subject.len() as u32,
-            reply: msg.reply.map(|r| r.len() as u32),
+            subject: subject.len() as u32,
+            reply: reply.map(|r| r.len() as u32),
             headers: headers.map(|h| h.len() as u32),
             body: body.len() as u32,
         });

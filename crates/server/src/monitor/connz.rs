@@ -1,21 +1,18 @@
 //! `/connz`: open and recently closed client connections.
 
 use std::cmp::Reverse;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use super::format::{go_duration, rfc3339, uptime};
 use super::{Query, Reply, json, page, since};
-use crate::conn::{ClientShared, CloseReason};
-use crate::server::ServerShared;
-use crate::subscription::Subscription;
+use crate::conn::ClientShared;
+use crate::state::ServerShared;
+use crate::state::monitor::{ConnRecord, GLOBAL_ACCOUNT, SubDetail, sub_details};
 
 const DEFAULT_LIMIT: i64 = 1024;
-const GLOBAL_ACCOUNT: &str = "$G";
 
 const SORT_OPTIONS: [&str; 14] = [
     "cid",
@@ -34,182 +31,56 @@ const SORT_OPTIONS: [&str; 14] = [
     "rtt",
 ];
 
-/// One subscription as monitoring shows it.
-#[derive(Serialize, Clone)]
-pub(crate) struct SubDetail {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub account: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub account_tag: Option<&'static str>,
-    pub subject: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub qgroup: Option<String>,
-    pub sid: String,
-    pub msgs: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub max: u64,
-    pub cid: u64,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
-impl SubDetail {
-    pub(crate) fn new(sub: &Subscription, with_account: bool) -> SubDetail {
-        SubDetail {
-            account: with_account.then_some(GLOBAL_ACCOUNT),
-            account_tag: with_account.then_some(GLOBAL_ACCOUNT),
-            subject: String::from_utf8_lossy(&sub.subject).into_owned(),
-            qgroup: sub
-                .queue
-                .as_deref()
-                .map(|q| String::from_utf8_lossy(q).into_owned()),
-            sid: String::from_utf8_lossy(&sub.sid).into_owned(),
-            msgs: sub.delivered(),
-            max: sub.max(),
-            cid: sub.client.cid,
+/// A connection record as nats-server's `ConnInfo`.
+fn conn_info(r: &ConnRecord, now: SystemTime, subs: bool, detail: bool, auth: bool) -> ConnInfo {
+    let end = r.stop.unwrap_or(now);
+    let mut info = ConnInfo {
+        cid: r.cid,
+        kind: "Client",
+        kind_type: "nats",
+        ip: r.addr.ip().to_string(),
+        port: r.addr.port(),
+        start: rfc3339(r.start),
+        last_activity: rfc3339(r.last),
+        stop: r.stop.map(rfc3339),
+        reason: r.reason,
+        rtt: go_duration(Duration::ZERO),
+        uptime: uptime(since(end, r.start)),
+        idle: uptime(since(end, r.last)),
+        pending_bytes: r.pending,
+        in_msgs: r.in_msgs,
+        out_msgs: r.out_msgs,
+        in_bytes: r.in_bytes,
+        out_bytes: r.out_bytes,
+        subscriptions: r.num_subs,
+        name: r.name.clone(),
+        lang: r.lang.clone(),
+        version: r.version.clone(),
+        authorized_user: None,
+        subscriptions_list: None,
+        subscriptions_list_detail: None,
+        name_tag: None,
+    };
+    if auth {
+        info.authorized_user = r.user.clone().filter(|u| !u.is_empty());
+        if r.client.is_some() {
+            info.name_tag = Some(GLOBAL_ACCOUNT);
         }
     }
-}
-
-/// The subscriptions of a connection, ordered by sid (numerically when they are numbers).
-fn sub_details(client: &ClientShared) -> Vec<SubDetail> {
-    let mut subs: Vec<SubDetail> = client
-        .subs
-        .lock()
-        .values()
-        .map(|s| SubDetail::new(s, false))
-        .collect();
-    subs.sort_by(|a, b| {
-        (a.sid.len(), &a.sid)
-            .cmp(&(b.sid.len(), &b.sid))
-            .then_with(|| a.subject.cmp(&b.subject))
-    });
-    subs
-}
-
-/// A connection's monitoring data, taken at one instant (open) or at close (closed).
-pub(crate) struct ConnRecord {
-    cid: u64,
-    addr: SocketAddr,
-    start: SystemTime,
-    last: SystemTime,
-    stop: Option<SystemTime>,
-    reason: Option<&'static str>,
-    pending: usize,
-    in_msgs: u64,
-    in_bytes: u64,
-    out_msgs: u64,
-    out_bytes: u64,
-    num_subs: usize,
-    name: String,
-    lang: String,
-    version: String,
-    user: Option<String>,
-    /// Kept for closed connections; open ones are read from `client` when asked.
-    subs: Vec<SubDetail>,
-    client: Option<Arc<ClientShared>>,
-}
-
-impl ConnRecord {
-    fn snapshot(client: &ClientShared) -> ConnRecord {
-        let meta = client.meta.lock().clone();
-        ConnRecord {
-            cid: client.cid,
-            addr: client.addr,
-            start: client.started,
-            last: client.last_activity(),
-            stop: None,
-            reason: None,
-            pending: client.pending_bytes(),
-            in_msgs: client.stats.in_msgs.load(Ordering::Relaxed),
-            in_bytes: client.stats.in_bytes.load(Ordering::Relaxed),
-            out_msgs: client.stats.out_msgs.load(Ordering::Relaxed),
-            out_bytes: client.stats.out_bytes.load(Ordering::Relaxed),
-            num_subs: client.subs.lock().len(),
-            name: meta.name,
-            lang: meta.lang,
-            version: meta.version,
-            user: meta.user,
-            subs: Vec::new(),
-            client: None,
-        }
-    }
-
-    fn open(client: &Arc<ClientShared>) -> ConnRecord {
-        ConnRecord {
-            client: Some(client.clone()),
-            ..Self::snapshot(client)
-        }
-    }
-
-    /// The record kept in the closed ring, with the subscriptions held at close.
-    pub(crate) fn closed(client: &ClientShared, reason: CloseReason) -> ConnRecord {
-        let subs = sub_details(client);
-        ConnRecord {
-            stop: Some(SystemTime::now()),
-            reason: Some(reason.as_str()),
-            num_subs: subs.len(),
-            subs,
-            ..Self::snapshot(client)
-        }
-    }
-
-    fn uptime(&self, now: SystemTime) -> Duration {
-        since(self.stop.unwrap_or(now), self.start)
-    }
-
-    fn info(&self, now: SystemTime, subs: bool, detail: bool, auth: bool) -> ConnInfo {
-        let end = self.stop.unwrap_or(now);
-        let mut info = ConnInfo {
-            cid: self.cid,
-            kind: "Client",
-            kind_type: "nats",
-            ip: self.addr.ip().to_string(),
-            port: self.addr.port(),
-            start: rfc3339(self.start),
-            last_activity: rfc3339(self.last),
-            stop: self.stop.map(rfc3339),
-            reason: self.reason,
-            rtt: go_duration(Duration::ZERO),
-            uptime: uptime(since(end, self.start)),
-            idle: uptime(since(end, self.last)),
-            pending_bytes: self.pending,
-            in_msgs: self.in_msgs,
-            out_msgs: self.out_msgs,
-            in_bytes: self.in_bytes,
-            out_bytes: self.out_bytes,
-            subscriptions: self.num_subs,
-            name: self.name.clone(),
-            lang: self.lang.clone(),
-            version: self.version.clone(),
-            authorized_user: None,
-            subscriptions_list: None,
-            subscriptions_list_detail: None,
-            name_tag: None,
+    if subs || detail {
+        let list = match &r.client {
+            Some(client) => sub_details(client),
+            None => r.subs.clone(),
         };
-        if auth {
-            info.authorized_user = self.user.clone().filter(|u| !u.is_empty());
-            if self.client.is_some() {
-                info.name_tag = Some(GLOBAL_ACCOUNT);
+        if !list.is_empty() {
+            if detail {
+                info.subscriptions_list_detail = Some(list);
+            } else {
+                info.subscriptions_list = Some(list.into_iter().map(|s| s.subject).collect());
             }
         }
-        if subs || detail {
-            let list = match &self.client {
-                Some(client) => sub_details(client),
-                None => self.subs.clone(),
-            };
-            if !list.is_empty() {
-                if detail {
-                    info.subscriptions_list_detail = Some(list);
-                } else {
-                    info.subscriptions_list = Some(list.into_iter().map(|s| s.subject).collect());
-                }
-            }
-        }
-        info
     }
+    info
 }
 
 /// nats-server's `ConnInfo`, in its field order.
@@ -383,7 +254,7 @@ fn connz(srv: &ServerShared, q: &Query) -> Result<Reply, Reply> {
         "bytes_from" => records.sort_by_key(|r| Reverse(r.in_bytes)),
         "last" => records.sort_by_key(|r| Reverse(r.last)),
         "idle" => records.sort_by_key(|r| Reverse(since(r.stop.unwrap_or(now), r.last))),
-        "uptime" => records.sort_by_key(|r| r.uptime(now)),
+        "uptime" => records.sort_by_key(|r| since(r.stop.unwrap_or(now), r.start)),
         "stop" => records.sort_by_key(|r| Reverse(r.stop)),
         "reason" => records.sort_by_key(|r| r.reason),
         _ => {} // cid, start (= cid order), rtt (not measured: all equal)
@@ -391,7 +262,7 @@ fn connz(srv: &ServerShared, q: &Query) -> Result<Reply, Reply> {
 
     connz.connections = records[page(offset, limit, records.len())]
         .iter()
-        .map(|r| r.info(now, subs, detail, auth))
+        .map(|r| conn_info(r, now, subs, detail, auth))
         .collect();
     connz.num_connections = connz.connections.len();
     Ok(json(&connz))

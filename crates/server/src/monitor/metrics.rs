@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use super::{Reply, routez, varz};
-use crate::server::ServerShared;
+use crate::state::ServerShared;
 
 /// (varz field, type, help).
 const METRICS: &[(&str, &str, &str)] = &[

@@ -14,12 +14,10 @@ mod routez;
 mod subsz;
 mod varz;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -29,207 +27,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{debug, error, info};
 
-use crate::conn::{ClientShared, CloseReason};
 use crate::options::Options;
-use crate::server::ServerShared;
-
-pub(crate) use connz::ConnRecord;
-
-/// Monitoring state kept by the server: the closed-connections ring and request counters.
-pub struct MonitorState {
-    closed: Mutex<VecDeque<Arc<ConnRecord>>>,
-    max_closed: usize,
-    http_req_stats: Mutex<BTreeMap<&'static str, u64>>,
-    /// Connections closed as stale (missed PONGs).
-    pub stale_connections: AtomicU64,
-    cpu: Mutex<CpuSample>,
-    /// Every route connection's monitoring data, and the traffic of closed routes.
-    routes: Mutex<RouteBook>,
-}
-
-/// Route connections by cid, and what closed ones carried (so the server's totals, which
-/// add the routes' counters to the clients', never go down when a route closes).
-#[derive(Default)]
-struct RouteBook {
-    open: HashMap<u64, Arc<RouteMonitor>>,
-    closed: RouteTraffic,
-}
-
-/// Messages and bytes in and out over routes.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct RouteTraffic {
-    pub in_msgs: u64,
-    pub in_bytes: u64,
-    pub out_msgs: u64,
-    pub out_bytes: u64,
-}
-
-impl RouteTraffic {
-    fn add(&mut self, conn: &ClientShared) {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        self.in_msgs += load(&conn.stats.in_msgs);
-        self.in_bytes += load(&conn.stats.in_bytes);
-        self.out_msgs += load(&conn.stats.out_msgs);
-        self.out_bytes += load(&conn.stats.out_bytes);
-    }
-}
-
-/// What monitoring keeps about one route connection beyond its `ClientShared` counters:
-/// last activity (routed messages) and the round-trip time of its last PING.
-pub struct RouteMonitor {
-    pub(crate) conn: Arc<ClientShared>,
-    /// Dialed because it is listed in the cluster's `routes` (not learned by gossip).
-    pub(crate) configured: bool,
-    created: Instant,
-    /// Last routed message, in ns since the Unix epoch; 0 = none yet.
-    last_activity: AtomicU64,
-    /// When the outstanding PING was sent, in ns since `created`; 0 = none outstanding.
-    ping_sent: AtomicU64,
-    rtt_ns: AtomicU64,
-}
-
-impl RouteMonitor {
-    /// Notes that messages came over the route.
-    pub fn touch(&self) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        self.last_activity.store(now, Ordering::Relaxed);
-    }
-
-    /// A PING went out: the next PONG measures the round trip.
-    pub fn ping_sent(&self) {
-        let at = self.created.elapsed().as_nanos().max(1) as u64;
-        self.ping_sent.store(at, Ordering::Relaxed);
-    }
-
-    pub fn pong_received(&self) {
-        let sent = self.ping_sent.swap(0, Ordering::Relaxed);
-        if sent > 0 {
-            let now = self.created.elapsed().as_nanos() as u64;
-            self.rtt_ns
-                .store(now.saturating_sub(sent).max(1), Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn last_activity(&self) -> SystemTime {
-        match self.last_activity.load(Ordering::Relaxed) {
-            0 => self.conn.last_activity(),
-            ns => SystemTime::UNIX_EPOCH + Duration::from_nanos(ns),
-        }
-    }
-
-    /// As the reference measures it: truncated to whole µs between 1 µs and 1 ms.
-    pub(crate) fn rtt(&self) -> Duration {
-        let rtt = Duration::from_nanos(self.rtt_ns.load(Ordering::Relaxed));
-        if rtt > Duration::from_micros(1) && rtt < Duration::from_millis(1) {
-            Duration::from_micros(rtt.as_micros() as u64)
-        } else {
-            rtt
-        }
-    }
-}
-
-/// Registers a new route connection; `solicit_url` is the URL it was dialed with.
-pub fn route_opened(
-    srv: &ServerShared,
-    conn: &Arc<ClientShared>,
-    solicit_url: Option<&str>,
-) -> Arc<RouteMonitor> {
-    let configured = solicit_url.is_some_and(|url| {
-        srv.cluster
-            .as_ref()
-            .is_some_and(|c| c.opts.routes.iter().any(|r| r == url))
-    });
-    let mon = Arc::new(RouteMonitor {
-        conn: conn.clone(),
-        configured,
-        created: Instant::now(),
-        last_activity: AtomicU64::new(0),
-        ping_sent: AtomicU64::new(0),
-        rtt_ns: AtomicU64::new(0),
-    });
-    srv.monitor.routes.lock().open.insert(conn.cid, mon.clone());
-    mon
-}
-
-/// A route connection is gone: its counters move to the closed routes' totals.
-pub fn route_closed(srv: &ServerShared, cid: u64) {
-    let mut book = srv.monitor.routes.lock();
-    if let Some(mon) = book.open.remove(&cid) {
-        book.closed.add(&mon.conn);
-    }
-}
-
-#[derive(Default)]
-struct CpuSample {
-    at: Option<Instant>,
-    ticks: u64,
-    percent: f64,
-}
-
-impl MonitorState {
-    pub fn new(opts: &Options) -> Self {
-        MonitorState {
-            closed: Mutex::new(VecDeque::new()),
-            max_closed: opts.max_closed_clients,
-            http_req_stats: Mutex::new(BTreeMap::new()),
-            stale_connections: AtomicU64::new(0),
-            cpu: Mutex::new(CpuSample::default()),
-            routes: Mutex::new(RouteBook::default()),
-        }
-    }
-
-    /// Traffic over all routes since start, open and closed.
-    pub(crate) fn route_traffic(&self) -> RouteTraffic {
-        let book = self.routes.lock();
-        let mut total = book.closed;
-        for mon in book.open.values() {
-            total.add(&mon.conn);
-        }
-        total
-    }
-
-    /// The monitoring data of an open route connection.
-    pub(crate) fn route(&self, cid: u64) -> Option<Arc<RouteMonitor>> {
-        self.routes.lock().open.get(&cid).cloned()
-    }
-
-    fn count_request(&self, path: &'static str) {
-        *self.http_req_stats.lock().entry(path).or_insert(0) += 1;
-    }
-
-    /// The closed connections, oldest first.
-    fn closed(&self) -> Vec<Arc<ConnRecord>> {
-        self.closed.lock().iter().cloned().collect()
-    }
-}
-
-/// Records a connection that is closing (called by the connection task before it removes
-/// its subscriptions, so they are kept with the record).
-pub fn connection_closed(srv: &ServerShared, client: &ClientShared) {
-    let reason = client.close_reason().unwrap_or(CloseReason::ClientClosed);
-    if reason == CloseReason::StaleConnection {
-        srv.monitor
-            .stale_connections
-            .fetch_add(1, Ordering::Relaxed);
-    }
-    let max = srv.monitor.max_closed;
-    if max == 0 {
-        return;
-    }
-    let record = Arc::new(ConnRecord::closed(client, reason));
-    let mut ring = srv.monitor.closed.lock();
-    while ring.len() >= max {
-        ring.pop_front();
-    }
-    ring.push_back(record);
-}
+use crate::state::ServerShared;
 
 /// Where the monitor listens, from the options; `None` when monitoring is off.
 pub(crate) fn bind_addr(opts: &Options) -> Option<String> {
@@ -242,7 +45,7 @@ pub(crate) fn bind_addr(opts: &Options) -> Option<String> {
         opts.http_port as u16
     };
     let host = opts.http_host.as_deref().unwrap_or(&opts.host);
-    Some(crate::server::format_addr(host, port))
+    Some(crate::net::host_port(host, port))
 }
 
 /// Binds the monitoring listener and logs it as the reference does.
@@ -251,7 +54,7 @@ pub(crate) async fn bind(addr: &str, host: &str) -> std::io::Result<(TcpListener
     let local = listener.local_addr()?;
     info!(
         "Starting http monitor on {}",
-        crate::server::format_addr(host, local.port())
+        crate::net::host_port(host, local.port())
     );
     Ok((listener, local))
 }

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::format::{go_duration, rfc3339, uptime};
 use super::{Query, Reply, json, since};
-use crate::server::ServerShared;
-use crate::subscription::Subscription;
+use crate::conn::Subscription;
+use crate::state::ServerShared;
 
 #[derive(Serialize)]
 struct Routez {

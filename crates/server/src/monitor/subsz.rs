@@ -4,10 +4,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::connz::SubDetail;
 use super::format::{go_float, rfc3339};
 use super::{Query, Reply, json, page};
-use crate::server::ServerShared;
+use crate::state::ServerShared;
+use crate::state::monitor::SubDetail;
 
 const DEFAULT_LIMIT: i64 = 1024;
 

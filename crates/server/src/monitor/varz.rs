@@ -7,9 +7,10 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 
 use super::format::{go_float, rfc3339, uptime};
-use super::{CpuSample, Reply, json, since};
+use super::{Reply, json, since};
 use crate::options::VERSION;
-use crate::server::ServerShared;
+use crate::state::ServerShared;
+use crate::state::monitor::CpuSample;
 
 /// An object nats-server always shows, empty when the feature is off.
 #[derive(Serialize)]
@@ -57,7 +58,7 @@ fn cluster_varz(srv: &ServerShared) -> ClusterVarz {
             .routes
             .iter()
             .filter_map(|url| crate::flags::parse_route_url(url))
-            .map(|(_, host, port)| crate::cluster::format_host_port(&host, port as u16))
+            .map(|(_, host, port)| crate::net::host_port(&host, port as u16))
             .collect(),
         tls_timeout: ROUTE_TLS_TIMEOUT_SECS,
         pool_size: -1,
@@ -187,7 +188,7 @@ pub(super) fn varz(srv: &ServerShared) -> Varz {
         auth_required: srv.auth().required(),
         tls_required: srv.tls.is_some(),
         tls_verify: tls.is_some_and(|t| t.verify || t.verify_and_map),
-        connect_urls: srv.connect_urls().unwrap_or_default(),
+        connect_urls: crate::info::connect_urls(srv).unwrap_or_default(),
         max_connections: opts.max_connections.unwrap_or(0),
         max_subscriptions: opts.max_subs,
         ping_interval: opts.ping_interval.as_nanos() as u64,

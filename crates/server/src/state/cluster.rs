@@ -4,13 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
 
 use crate::conn::ClientShared;
 use crate::options::ClusterOptions;
-use crate::server::ServerShared;
 
 /// The account every client is in; `$G` on the wire.
 pub const GLOBAL_ACCOUNT: &[u8] = b"$G";
@@ -57,7 +55,7 @@ impl Cluster {
     pub fn new(opts: ClusterOptions, listen_addr: SocketAddr) -> Result<Cluster, String> {
         let (name, dynamic_name) = match &opts.name {
             Some(name) => (name.clone(), false),
-            None => (crate::server::random_id(22), true),
+            None => (super::random_id(22), true),
         };
         let tls = match &opts.tls {
             Some(t) => {
@@ -135,15 +133,12 @@ impl Cluster {
             .map(|(u, _)| u.clone())
             .collect()
     }
-}
 
-impl ServerShared {
     /// A local subscription was added (`delta` 1) or removed (-1): tell every route when the
     /// interest it sees changes (plain: first and last subscriber; queue: every change, as
     /// the weight).
-    pub fn local_interest_changed(&self, subject: &[u8], queue: Option<&[u8]>, delta: i32) {
-        let Some(cluster) = &self.cluster else { return };
-        let mut interest = cluster.interest.lock();
+    pub fn interest_changed(&self, subject: &[u8], queue: Option<&[u8]>, delta: i32) {
+        let mut interest = self.interest.lock();
         let key: InterestKey = (subject.into(), queue.map(Into::into));
         let count = interest.entry(key.clone()).or_insert(0);
         let before = *count;
@@ -169,73 +164,8 @@ impl ServerShared {
             _ => return,
         }
         // Sent under the interest lock, so a new route's snapshot and these updates stay in order.
-        for route in cluster.routes.lock().values() {
+        for route in self.routes.lock().values() {
             route.conn.send_now(|out| out.extend_from_slice(&line));
         }
-    }
-
-    /// This server's client URLs as other servers and clients should see them.
-    pub fn own_client_urls(&self) -> Vec<String> {
-        if let Some(adv) = &self.opts().client_advertise {
-            return vec![adv.clone()];
-        }
-        let port = self.client_addr.port();
-        let ip: std::net::IpAddr = match self.opts().host.parse() {
-            Ok(ip) => ip,
-            Err(_) => return vec![format!("{}:{port}", self.opts().host)],
-        };
-        if !ip.is_unspecified() {
-            return vec![format_host_port(&ip.to_string(), port)];
-        }
-        let mut urls: Vec<String> = if_addrs::get_if_addrs()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|i| !i.is_loopback() && (ip.is_ipv6() || i.ip().is_ipv4()))
-            .map(|i| format_host_port(&i.ip().to_string(), port))
-            .collect();
-        if urls.is_empty() {
-            urls.push(format_host_port("127.0.0.1", port));
-        }
-        urls
-    }
-
-    /// `connect_urls` for client INFO: this server's URLs first, then the cluster's.
-    pub fn connect_urls(&self) -> Option<Vec<String>> {
-        let cluster = self.cluster.as_ref()?;
-        if cluster.opts.no_advertise {
-            return None;
-        }
-        // In lame duck mode clients are pointed only at the other servers.
-        let mut urls = if self.lame_duck.load(Ordering::Relaxed) {
-            Vec::new()
-        } else {
-            self.own_client_urls()
-        };
-        urls.extend(cluster.remote_client_urls());
-        Some(urls)
-    }
-
-    /// Sends a fresh INFO (new `connect_urls`) to every client that takes async INFOs.
-    pub fn push_async_info(&self) {
-        if self.cluster.as_ref().is_none_or(|c| c.opts.no_advertise)
-            && !self.lame_duck.load(Ordering::Relaxed)
-        {
-            return;
-        }
-        let clients: Vec<Arc<ClientShared>> = self.clients.lock().values().cloned().collect();
-        for client in clients {
-            if client.async_info.load(Ordering::Relaxed) {
-                let info = self.client_info_line(client.cid, client.addr, None, false);
-                client.send_now(|out| out.extend_from_slice(&info));
-            }
-        }
-    }
-}
-
-pub fn format_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
     }
 }

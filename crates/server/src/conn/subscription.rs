@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use super::ClientShared;
 use crate::auth::{Permissions, ResponsePermission};
-use crate::conn::ClientShared;
 
 /// A client subscription, shared by the sublist, its connection and match caches.
 pub struct Subscription {

@@ -1,0 +1,155 @@
+//! The `INFO` a server sends: to clients when they connect and when the cluster changes, to
+//! routes at the handshake and in lame duck mode. One [`Info`] type serves both (fields a
+//! kind does not use are left out of its JSON), and `/varz` opens with the same fields.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use crate::conn::ClientShared;
+use crate::net::host_port;
+use crate::options::VERSION;
+use crate::state::ServerShared;
+
+/// The INFO fields a client sees, in the reference's order.
+#[derive(Serialize)]
+struct Info<'a> {
+    server_id: &'a str,
+    server_name: &'a str,
+    version: &'a str,
+    proto: u8,
+    go: &'a str,
+    host: &'a str,
+    port: u16,
+    headers: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    auth_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_verify: bool,
+    max_payload: usize,
+    client_id: u64,
+    client_ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_urls: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ldm: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    connect_info: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_account: Option<&'a str>,
+}
+
+/// The `INFO {…} ␍␊` line for a new client, or (with `connect_info`) the one that
+/// follows the first PONG of a protocol-1 client and names its account.
+pub fn client_line(
+    srv: &ServerShared,
+    cid: u64,
+    addr: SocketAddr,
+    nonce: Option<&str>,
+    connect_info: bool,
+) -> Vec<u8> {
+    let (host, port) = advertised_client_host_port(srv);
+    let info = Info {
+        server_id: &srv.server_id,
+        server_name: &srv.server_name,
+        version: VERSION,
+        proto: 1,
+        go: "rnats",
+        host: &host,
+        port,
+        headers: !srv.opts().no_header_support,
+        auth_required: srv.auth().required(),
+        tls_required: srv.tls.is_some(),
+        tls_verify: srv.opts().tls.as_ref().is_some_and(|t| t.verify),
+        max_payload: srv.opts().max_payload,
+        client_id: cid,
+        client_ip: addr.ip().to_string(),
+        nonce,
+        cluster: srv.cluster.as_ref().map(|c| c.name.lock().clone()),
+        connect_urls: connect_urls(srv),
+        ldm: srv.lame_duck.load(Ordering::Relaxed),
+        connect_info,
+        remote_account: connect_info.then_some("$G"),
+    };
+    let mut line = b"INFO ".to_vec();
+    serde_json::to_writer(&mut line, &info).expect("INFO serializes");
+    line.extend_from_slice(b" \r\n");
+    line
+}
+
+fn advertised_client_host_port(srv: &ServerShared) -> (String, u16) {
+    if let Some(adv) = &srv.opts().client_advertise {
+        if let Some((h, p)) = adv.rsplit_once(':')
+            && let Ok(p) = p.parse()
+        {
+            return (h.trim_matches(['[', ']']).to_string(), p);
+        }
+        return (adv.clone(), srv.client_addr.port());
+    }
+    (srv.opts().host.clone(), srv.client_addr.port())
+}
+
+/// This server's client URLs as other servers and clients should see them.
+pub fn own_client_urls(srv: &ServerShared) -> Vec<String> {
+    if let Some(adv) = &srv.opts().client_advertise {
+        return vec![adv.clone()];
+    }
+    let port = srv.client_addr.port();
+    let ip: std::net::IpAddr = match srv.opts().host.parse() {
+        Ok(ip) => ip,
+        Err(_) => return vec![format!("{}:{port}", srv.opts().host)],
+    };
+    if !ip.is_unspecified() {
+        return vec![host_port(&ip.to_string(), port)];
+    }
+    let mut urls: Vec<String> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback() && (ip.is_ipv6() || i.ip().is_ipv4()))
+        .map(|i| host_port(&i.ip().to_string(), port))
+        .collect();
+    if urls.is_empty() {
+        urls.push(host_port("127.0.0.1", port));
+    }
+    urls
+}
+
+/// `connect_urls` for client INFO: this server's URLs first, then the cluster's.
+pub fn connect_urls(srv: &ServerShared) -> Option<Vec<String>> {
+    let cluster = srv.cluster.as_ref()?;
+    if cluster.opts.no_advertise {
+        return None;
+    }
+    // In lame duck mode clients are pointed only at the other servers.
+    let mut urls = if srv.lame_duck.load(Ordering::Relaxed) {
+        Vec::new()
+    } else {
+        own_client_urls(srv)
+    };
+    urls.extend(cluster.remote_client_urls());
+    Some(urls)
+}
+
+/// Sends a fresh INFO (new `connect_urls`) to every client that takes async INFOs.
+pub fn push_async_info(srv: &ServerShared) {
+    if srv.cluster.as_ref().is_none_or(|c| c.opts.no_advertise)
+        && !srv.lame_duck.load(Ordering::Relaxed)
+    {
+        return;
+    }
+    let clients: Vec<Arc<ClientShared>> = srv.clients.lock().values().cloned().collect();
+    for client in clients {
+        if client.async_info.load(Ordering::Relaxed) {
+            let info = client_line(srv, client.cid, client.addr, None, false);
+            client.send_now(|out| out.extend_from_slice(&info));
+        }
+    }
+}
