@@ -12,31 +12,46 @@ use crate::conn::ClientShared;
 use crate::net::host_port;
 use crate::options::VERSION;
 use crate::state::ServerShared;
+use crate::state::cluster::Cluster;
 
-/// The INFO fields a client sees, in the reference's order.
+/// The fields every INFO and `/varz` open with, in the reference's order.
+#[derive(Serialize)]
+pub(crate) struct InfoHead<'a> {
+    pub server_id: &'a str,
+    pub server_name: &'a str,
+    pub version: &'static str,
+    pub proto: u8,
+    pub go: &'static str,
+    pub host: String,
+    pub port: u16,
+    /// Said in INFO, not in `/varz`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<bool>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub auth_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
+}
+
+/// An INFO, to a client (`client_id`, `client_ip`, `nonce`, `connect_info`, …) or to a route
+/// (`cluster_dynamic`); what a kind does not use stays out of its JSON.
 #[derive(Serialize)]
 struct Info<'a> {
-    server_id: &'a str,
-    server_name: &'a str,
-    version: &'a str,
-    proto: u8,
-    go: &'a str,
-    host: &'a str,
-    port: u16,
-    headers: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    auth_required: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    tls_required: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    tls_verify: bool,
+    #[serde(flatten)]
+    head: InfoHead<'a>,
     max_payload: usize,
-    client_id: u64,
-    client_ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cluster_dynamic: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     connect_urls: Option<Vec<String>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -47,9 +62,17 @@ struct Info<'a> {
     remote_account: Option<&'a str>,
 }
 
-/// The `INFO {…} ␍␊` line for a new client, or (with `connect_info`) the one that
-/// follows the first PONG of a protocol-1 client and names its account.
-pub fn client_line(
+/// `INFO {json} ␍␊`.
+pub(crate) fn line(info: &impl Serialize) -> Vec<u8> {
+    let mut line = b"INFO ".to_vec();
+    serde_json::to_writer(&mut line, info).expect("INFO serializes");
+    line.extend_from_slice(b" \r\n");
+    line
+}
+
+/// The `INFO` line for a new client, or (with `connect_info`) the one that follows the first
+/// PONG of a protocol-1 client and names its account.
+pub(crate) fn client_line(
     srv: &ServerShared,
     cid: u64,
     addr: SocketAddr,
@@ -57,32 +80,78 @@ pub fn client_line(
     connect_info: bool,
 ) -> Vec<u8> {
     let (host, port) = advertised_client_host_port(srv);
-    let info = Info {
-        server_id: &srv.server_id,
-        server_name: &srv.server_name,
-        version: VERSION,
-        proto: 1,
-        go: "rnats",
-        host: &host,
-        port,
-        headers: !srv.opts().no_header_support,
-        auth_required: srv.auth().required(),
-        tls_required: srv.tls.is_some(),
-        tls_verify: srv.opts().tls.as_ref().is_some_and(|t| t.verify),
-        max_payload: srv.opts().max_payload,
-        client_id: cid,
-        client_ip: addr.ip().to_string(),
+    let opts = srv.opts();
+    line(&Info {
+        head: InfoHead {
+            server_id: &srv.server_id,
+            server_name: &srv.server_name,
+            version: VERSION,
+            proto: 1,
+            go: "rnats",
+            host,
+            port,
+            headers: Some(!opts.no_header_support),
+            auth_required: srv.auth().required(),
+            tls_required: srv.tls.is_some(),
+            tls_verify: opts.tls.as_ref().is_some_and(|t| t.verify),
+        },
+        max_payload: opts.max_payload,
+        client_id: Some(cid),
+        client_ip: Some(addr.ip().to_string()),
         nonce,
         cluster: srv.cluster.as_ref().map(|c| c.name.lock().clone()),
+        cluster_dynamic: false,
         connect_urls: connect_urls(srv),
         ldm: srv.lame_duck.load(Ordering::Relaxed),
         connect_info,
         remote_account: connect_info.then_some("$G"),
+    })
+}
+
+/// The `INFO` line a route gets at the handshake (and again in lame duck mode).
+pub(crate) fn route_line(srv: &ServerShared, cluster: &Cluster) -> Vec<u8> {
+    let (host, port) = match cluster
+        .opts
+        .advertise
+        .as_deref()
+        .and_then(|a| a.rsplit_once(':'))
+    {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse().unwrap_or(cluster.listen_addr.port()),
+        ),
+        None => (cluster.opts.host.clone(), cluster.listen_addr.port()),
     };
-    let mut line = b"INFO ".to_vec();
-    serde_json::to_writer(&mut line, &info).expect("INFO serializes");
-    line.extend_from_slice(b" \r\n");
-    line
+    let connect_urls = if cluster.opts.no_advertise {
+        Vec::new()
+    } else {
+        own_client_urls(srv)
+    };
+    line(&Info {
+        head: InfoHead {
+            server_id: &srv.server_id,
+            server_name: &srv.server_name,
+            version: VERSION,
+            proto: 2,
+            go: "rnats",
+            host,
+            port,
+            headers: Some(true),
+            auth_required: cluster.opts.user.is_some(),
+            tls_required: cluster.tls.is_some(),
+            tls_verify: cluster.tls.is_some(),
+        },
+        max_payload: srv.opts().max_payload,
+        client_id: None,
+        client_ip: None,
+        nonce: None,
+        cluster: Some(cluster.name.lock().clone()),
+        cluster_dynamic: cluster.dynamic_name,
+        connect_urls: (!connect_urls.is_empty()).then_some(connect_urls),
+        ldm: srv.lame_duck.load(Ordering::Relaxed),
+        connect_info: false,
+        remote_account: None,
+    })
 }
 
 fn advertised_client_host_port(srv: &ServerShared) -> (String, u16) {

@@ -53,7 +53,7 @@ pub(crate) async fn lame_duck(shared: Arc<ServerShared>) {
 fn announce_lame_duck(srv: &ServerShared) {
     crate::info::push_async_info(srv);
     if let Some(cluster) = &srv.cluster {
-        let line = crate::route::route_info_line_ldm(srv);
+        let line = crate::info::route_line(srv, cluster);
         for route in cluster.routes.lock().values() {
             route.conn.send_now(|out| out.extend_from_slice(&line));
         }

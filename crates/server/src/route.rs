@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use rnats_protocol::{Limits, Parsed, RouteOp, parse_route_op};
-use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,7 +23,6 @@ use crate::conn::Subscription;
 use crate::conn::{ClientShared, CloseReason, write_loop};
 use crate::net::SharedTcp;
 use crate::net::host_port;
-use crate::options::VERSION;
 use crate::router::{Batch, Msg, deliver_to};
 use crate::state::ServerShared;
 use crate::state::cluster::{GLOBAL_ACCOUNT, RouteEntry};
@@ -32,82 +30,6 @@ use crate::state::monitor::RouteMonitor;
 use crate::sublist::MatchCache;
 
 type InterestKey = (Box<[u8]>, Option<Box<[u8]>>);
-
-#[derive(Serialize)]
-struct RouteInfo<'a> {
-    server_id: &'a str,
-    server_name: &'a str,
-    version: &'a str,
-    proto: u8,
-    go: &'a str,
-    host: &'a str,
-    port: u16,
-    headers: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    auth_required: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    tls_required: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    tls_verify: bool,
-    max_payload: usize,
-    cluster: String,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    cluster_dynamic: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    connect_urls: Vec<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    ldm: bool,
-}
-
-/// The route INFO announcing lame duck mode.
-pub(crate) fn route_info_line_ldm(srv: &ServerShared) -> Vec<u8> {
-    route_info_line(srv)
-}
-
-fn route_info_line(srv: &ServerShared) -> Vec<u8> {
-    let cluster = srv
-        .cluster
-        .as_ref()
-        .expect("routes only exist with a cluster");
-    let (host, port) = match cluster
-        .opts
-        .advertise
-        .as_deref()
-        .and_then(|a| a.rsplit_once(':'))
-    {
-        Some((h, p)) => (
-            h.to_string(),
-            p.parse().unwrap_or(cluster.listen_addr.port()),
-        ),
-        None => (cluster.opts.host.clone(), cluster.listen_addr.port()),
-    };
-    let info = RouteInfo {
-        server_id: &srv.server_id,
-        server_name: &srv.server_name,
-        version: VERSION,
-        proto: 2,
-        go: "rnats",
-        host: &host,
-        port,
-        headers: true,
-        auth_required: cluster.opts.user.is_some(),
-        tls_required: cluster.tls.is_some(),
-        tls_verify: cluster.tls.is_some(),
-        max_payload: srv.opts().max_payload,
-        cluster: cluster.name.lock().clone(),
-        cluster_dynamic: cluster.dynamic_name,
-        connect_urls: if cluster.opts.no_advertise {
-            Vec::new()
-        } else {
-            crate::info::own_client_urls(srv)
-        },
-        ldm: srv.lame_duck.load(Ordering::Relaxed),
-    };
-    let mut line = b"INFO ".to_vec();
-    serde_json::to_writer(&mut line, &info).expect("INFO serializes");
-    line.extend_from_slice(b" \r\n");
-    line
-}
 
 /// Accepts route connections until shutdown.
 pub async fn accept_loop(srv: Arc<ServerShared>, listener: TcpListener) {
@@ -325,8 +247,12 @@ async fn run_route_stream<R, W>(
     me.set_headers(true);
     me.set_socket(sock);
     let writer_task = tokio::spawn(write_loop(me.clone(), writer, srv.opts().write_deadline));
+    let cluster = srv
+        .cluster
+        .as_ref()
+        .expect("routes only exist with a cluster");
+    let info = crate::info::route_line(&srv, cluster);
     if let Some(s) = &solicit {
-        let cluster = srv.cluster.as_ref().expect("cluster");
         let mut connect = serde_json::json!({
             "echo": true, "verbose": false, "pedantic": false, "tls_required": false, "headers": true,
             "name": srv.server_id, "cluster": *cluster.name.lock(),
@@ -339,20 +265,16 @@ async fn run_route_stream<R, W>(
             connect["pass"] = Value::String(pass.clone());
         }
         let line = format!("CONNECT {connect}\r\n");
-        let info = route_info_line(&srv);
         me.send_now(|out| {
             out.extend_from_slice(line.as_bytes());
             out.extend_from_slice(&info);
         });
     } else {
-        let info = route_info_line(&srv);
         me.send_now(|out| out.extend_from_slice(&info));
     }
-    let configured = solicit.as_ref().is_some_and(|s| {
-        srv.cluster
-            .as_ref()
-            .is_some_and(|c| c.opts.routes.iter().any(|r| *r == s.url))
-    });
+    let configured = solicit
+        .as_ref()
+        .is_some_and(|s| cluster.opts.routes.iter().any(|r| *r == s.url));
     let mon = srv.monitor.route_opened(&me, configured);
     let mut conn = RouteConn {
         mon,
@@ -734,9 +656,7 @@ impl RouteConn {
                 snapshot_fn(&mut snapshot);
                 let mut routes = cluster.routes.lock();
                 // Gossip the newcomer to the routes we already have.
-                let mut line = b"INFO ".to_vec();
-                serde_json::to_writer(&mut line, &gossip).expect("json");
-                line.extend_from_slice(b" \r\n");
+                let line = crate::info::line(&gossip);
                 for other in routes.values() {
                     other.conn.send_now(|out| out.extend_from_slice(&line));
                 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::format::{go_float, rfc3339, uptime};
 use super::{Reply, json, since};
+use crate::info::InfoHead;
 use crate::options::VERSION;
 use crate::state::ServerShared;
 use crate::state::monitor::CpuSample;
@@ -75,20 +76,9 @@ struct PerKind {
 
 /// nats-server's `Varz`, in its field order (fields for features rnats lacks are left out).
 #[derive(Serialize)]
-pub(super) struct Varz {
-    server_id: String,
-    server_name: String,
-    version: &'static str,
-    proto: u8,
-    go: &'static str,
-    host: String,
-    port: u16,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    auth_required: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    tls_required: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    tls_verify: bool,
+pub(super) struct Varz<'a> {
+    #[serde(flatten)]
+    head: InfoHead<'a>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     connect_urls: Vec<String>,
     max_connections: usize,
@@ -163,7 +153,7 @@ pub(super) fn handle(srv: &ServerShared) -> Reply {
     json(&varz(srv))
 }
 
-pub(super) fn varz(srv: &ServerShared) -> Varz {
+pub(super) fn varz(srv: &ServerShared) -> Varz<'_> {
     let opts = &srv.opts();
     let now = SystemTime::now();
     let stats = &srv.stats;
@@ -178,16 +168,19 @@ pub(super) fn varz(srv: &ServerShared) -> Varz {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let tls = opts.tls.as_ref();
     Varz {
-        server_id: srv.server_id.clone(),
-        server_name: srv.server_name.clone(),
-        version: VERSION,
-        proto: 1,
-        go: "rnats",
-        host: opts.host.clone(),
-        port: srv.client_addr.port(),
-        auth_required: srv.auth().required(),
-        tls_required: srv.tls.is_some(),
-        tls_verify: tls.is_some_and(|t| t.verify || t.verify_and_map),
+        head: InfoHead {
+            server_id: &srv.server_id,
+            server_name: &srv.server_name,
+            version: VERSION,
+            proto: 1,
+            go: "rnats",
+            host: opts.host.clone(),
+            port: srv.client_addr.port(),
+            headers: None,
+            auth_required: srv.auth().required(),
+            tls_required: srv.tls.is_some(),
+            tls_verify: tls.is_some_and(|t| t.verify || t.verify_and_map),
+        },
         connect_urls: crate::info::connect_urls(srv).unwrap_or_default(),
         max_connections: opts.max_connections.unwrap_or(0),
         max_subscriptions: opts.max_subs,
@@ -252,7 +245,7 @@ pub(super) fn varz(srv: &ServerShared) -> Varz {
     }
 }
 
-impl Varz {
+impl Varz<'_> {
     pub(super) fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
         match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(map)) => map,
