@@ -23,5 +23,6 @@ pub(crate) mod info;
 pub mod log;
 pub mod net;
 pub mod ops;
+pub(crate) mod reader;
 pub mod route;
 pub mod tls;

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 use crate::conn::Subscription;
 use crate::conn::{ClientShared, CloseReason, Enqueued};
 use crate::state::ServerShared;
-use crate::sublist::{MatchCache, SubResult};
+use crate::sublist::{MatchCache, SubResult, Sublist};
 
 /// Most subjects a publisher caches match results (and publish permissions) for.
 pub(crate) const LOCAL_CACHE_MAX: usize = 512;
@@ -42,14 +42,59 @@ pub(crate) fn count_in(srv: &ServerShared, me: &ClientShared, msgs: u64, bytes: 
     me.stats.in_bytes.fetch_add(bytes, Ordering::Relaxed);
 }
 
+/// A reader's own cache of sublist match results, so that a message costs no lock and no
+/// shared cache line: valid while the sublist's generation holds, at most `LOCAL_CACHE_MAX`
+/// subjects.
+#[derive(Default)]
+pub(crate) struct Matches {
+    cache: MatchCache<Subscription>,
+    generation: u64,
+}
+
+impl Matches {
+    /// Empties the cache if the sublist changed since it was filled; true when it did. Once
+    /// per message, before [`Matches::get`].
+    #[inline]
+    pub(crate) fn revalidate(&mut self, sublist: &Sublist<Subscription>) -> bool {
+        let generation = sublist.generation();
+        if generation == self.generation {
+            return false;
+        }
+        self.cache.clear();
+        self.generation = generation;
+        true
+    }
+
+    /// The subscriptions matching `subject`.
+    #[inline]
+    pub(crate) fn get(
+        &mut self,
+        sublist: &Sublist<Subscription>,
+        subject: &[u8],
+    ) -> Arc<SubResult<Subscription>> {
+        if let Some(hit) = self.cache.get(subject) {
+            return hit.clone();
+        }
+        let result = sublist.matches(subject);
+        if self.cache.len() >= LOCAL_CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(subject.into(), result.clone());
+        result
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.cache.clear();
+    }
+}
+
 /// Routes published messages: to local subscribers (queue groups spread at random) and once
 /// per route that has interest. A publisher (a connection's reader, a local connection) owns
 /// one, with its match cache and the writers it touched since it last woke them.
 pub(crate) struct Router {
     /// Writers to wake and counters to publish once the publisher's batch is processed.
     pub batch: Batch,
-    cache: MatchCache<Subscription>,
-    cache_generation: u64,
+    matches: Matches,
     /// The subject routed last and its result (same generation): a run of messages to one
     /// subject, such as a batch of deliveries to one inbox, skips the hash lookup.
     last_subject: Vec<u8>,
@@ -63,8 +108,7 @@ impl Router {
     pub(crate) fn new() -> Router {
         Router {
             batch: Batch::default(),
-            cache: MatchCache::default(),
-            cache_generation: 0,
+            matches: Matches::default(),
             last_subject: Vec::new(),
             last_result: None,
             rng: SmallRng::from_os_rng(),
@@ -73,7 +117,7 @@ impl Router {
     }
 
     pub(crate) fn clear_cache(&mut self) {
-        self.cache.clear();
+        self.matches.clear();
         self.last_result = None;
     }
 
@@ -85,27 +129,14 @@ impl Router {
         msg: &Msg<'_>,
         skip_cid: Option<u64>,
     ) -> usize {
-        let generation = srv.sublist.generation();
-        if generation != self.cache_generation {
-            self.cache.clear();
+        if self.matches.revalidate(&srv.sublist) {
             self.last_result = None;
-            self.cache_generation = generation;
         }
         // The memo is moved out and back rather than cloned: no atomic per message.
         let result = match self.last_result.take() {
             Some(last) if self.last_subject == msg.subject => last,
             _ => {
-                let result = match self.cache.get(msg.subject) {
-                    Some(hit) => hit.clone(),
-                    None => {
-                        let result = srv.sublist.matches(msg.subject);
-                        if self.cache.len() >= LOCAL_CACHE_MAX {
-                            self.cache.clear();
-                        }
-                        self.cache.insert(msg.subject.into(), result.clone());
-                        result
-                    }
-                };
+                let result = self.matches.get(&srv.sublist, msg.subject);
                 self.last_subject.clear();
                 self.last_subject.extend_from_slice(msg.subject);
                 result

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{BufMut, BytesMut};
 use rnats_protocol::{ClientOp, Limits, Parsed, ProtoError, parse_client_op};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -27,14 +27,12 @@ use crate::auth::{Credentials, Permissions};
 use crate::conn::Subscription;
 use crate::conn::{ClientShared, CloseReason, write_loop};
 use crate::net::SharedTcp;
+use crate::reader::{self, OpReader, process_ops};
 use crate::router::{LOCAL_CACHE_MAX, Msg, Router, count_in};
 use crate::state::ServerShared;
 use crate::sublist::FastMap;
 
-enum Flow {
-    Continue,
-    Close(CloseReason),
-}
+type Flow = reader::Flow<CloseReason>;
 
 /// The read buffer starts at this size and doubles, up to `MAX_READ`, while reads fill it.
 const MIN_READ: usize = 512;
@@ -264,110 +262,9 @@ impl Reader {
         if let Some(perms) = self.me.take_new_permissions() {
             self.apply_new_permissions(perms);
         }
-        let mut pos = 0;
-        let mut flow = Flow::Continue;
-        loop {
-            match parse_client_op(&buf[pos..], &self.limits) {
-                Ok(Parsed::Op(op, used)) => {
-                    pos += used;
-                    flow = self.process_op(op);
-                    // A closing connection stops here; so does a publisher that must wait
-                    // for a subscriber (the rest of the buffer is processed after the wait).
-                    if matches!(flow, Flow::Close(_)) || self.router.batch.stall.is_some() {
-                        break;
-                    }
-                }
-                Ok(Parsed::Incomplete { need }) => {
-                    if let Some(need) = need {
-                        buf.reserve(need.saturating_sub(buf.len() - pos));
-                    }
-                    break;
-                }
-                Err(e) => {
-                    flow = self.protocol_error(e);
-                    break;
-                }
-            }
-        }
-        buf.advance(pos);
+        let flow = process_ops(self, buf);
         self.flush_counters();
         flow
-    }
-
-    fn protocol_error(&mut self, e: ProtoError) -> Flow {
-        if let Some(text) = e.err_text() {
-            self.send_err(text);
-        }
-        error!("{} - cid:{} - {}", self.me.addr, self.me.cid, e);
-        Flow::Close(match e {
-            ProtoError::MaxPayload { .. } => CloseReason::MaxPayloadExceeded,
-            ProtoError::MaxControlLine => CloseReason::MaxControlLineExceeded,
-            ProtoError::ClientErr => CloseReason::ClientClosed,
-            ProtoError::UnknownOp | ProtoError::BadArgs { .. } => CloseReason::ProtocolViolation,
-        })
-    }
-
-    fn process_op(&mut self, op: ClientOp<'_>) -> Flow {
-        self.active_since_ping = true;
-        if self.trace {
-            trace::trace_op(&self.me, &op);
-        }
-        if self.auth_required && !self.connected && !matches!(op, ClientOp::Connect(_)) {
-            self.send_err("Authorization Violation");
-            return Flow::Close(CloseReason::AuthenticationViolation);
-        }
-        match op {
-            ClientOp::Connect(json) => self.process_connect(json),
-            ClientOp::Pub {
-                subject,
-                reply,
-                header_len,
-                header_token,
-                size_token,
-                payload,
-            } => self.process_pub(&mut Msg {
-                subject,
-                reply,
-                header_len,
-                header_token,
-                size_token,
-                payload,
-            }),
-            ClientOp::Sub {
-                subject,
-                queue,
-                sid,
-            } => self.process_sub(subject, queue, sid),
-            ClientOp::Unsub { sid, max } => self.process_unsub(sid, max),
-            ClientOp::Ping => {
-                self.send_raw(b"PONG\r\n");
-                if self.connected && self.flags.protocol >= 1 && !self.info_after_pong {
-                    self.info_after_pong = true;
-                    self.me.async_info.store(true, Ordering::Relaxed);
-                    let info = crate::info::client_line(
-                        &self.srv,
-                        self.me.cid,
-                        self.me.addr,
-                        self.nonce.as_deref(),
-                        true,
-                    );
-                    self.send_raw(&info);
-                }
-                Flow::Continue
-            }
-            ClientOp::Pong => {
-                self.pings_out = 0;
-                Flow::Continue
-            }
-            ClientOp::Ok => Flow::Continue,
-            ClientOp::Info(json) => {
-                if serde_json::from_slice::<Value>(json).is_ok_and(|v| v.is_object()) {
-                    Flow::Continue
-                } else {
-                    Flow::Close(CloseReason::ProtocolViolation)
-                }
-            }
-        }
     }
 
     fn process_connect(&mut self, json: &[u8]) -> Flow {
@@ -603,5 +500,94 @@ impl Reader {
         }
         self.router.clear_cache();
         self.srv.unregister(&self.me);
+    }
+}
+
+impl OpReader for Reader {
+    type Op<'a> = ClientOp<'a>;
+    type Reason = CloseReason;
+
+    fn parse<'a>(&self, buf: &'a [u8]) -> Result<Parsed<ClientOp<'a>>, ProtoError> {
+        parse_client_op(buf, &self.limits)
+    }
+
+    fn stalled(&self) -> bool {
+        self.router.batch.stall.is_some()
+    }
+
+    fn protocol_error(&mut self, e: ProtoError) -> Flow {
+        if let Some(text) = e.err_text() {
+            self.send_err(text);
+        }
+        error!("{} - cid:{} - {}", self.me.addr, self.me.cid, e);
+        Flow::Close(match e {
+            ProtoError::MaxPayload { .. } => CloseReason::MaxPayloadExceeded,
+            ProtoError::MaxControlLine => CloseReason::MaxControlLineExceeded,
+            ProtoError::ClientErr => CloseReason::ClientClosed,
+            ProtoError::UnknownOp | ProtoError::BadArgs { .. } => CloseReason::ProtocolViolation,
+        })
+    }
+
+    fn process_op(&mut self, op: ClientOp<'_>) -> Flow {
+        self.active_since_ping = true;
+        if self.trace {
+            trace::trace_op(&self.me, &op);
+        }
+        if self.auth_required && !self.connected && !matches!(op, ClientOp::Connect(_)) {
+            self.send_err("Authorization Violation");
+            return Flow::Close(CloseReason::AuthenticationViolation);
+        }
+        match op {
+            ClientOp::Connect(json) => self.process_connect(json),
+            ClientOp::Pub {
+                subject,
+                reply,
+                header_len,
+                header_token,
+                size_token,
+                payload,
+            } => self.process_pub(&mut Msg {
+                subject,
+                reply,
+                header_len,
+                header_token,
+                size_token,
+                payload,
+            }),
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => self.process_sub(subject, queue, sid),
+            ClientOp::Unsub { sid, max } => self.process_unsub(sid, max),
+            ClientOp::Ping => {
+                self.send_raw(b"PONG\r\n");
+                if self.connected && self.flags.protocol >= 1 && !self.info_after_pong {
+                    self.info_after_pong = true;
+                    self.me.async_info.store(true, Ordering::Relaxed);
+                    let info = crate::info::client_line(
+                        &self.srv,
+                        self.me.cid,
+                        self.me.addr,
+                        self.nonce.as_deref(),
+                        true,
+                    );
+                    self.send_raw(&info);
+                }
+                Flow::Continue
+            }
+            ClientOp::Pong => {
+                self.pings_out = 0;
+                Flow::Continue
+            }
+            ClientOp::Ok => Flow::Continue,
+            ClientOp::Info(json) => {
+                if serde_json::from_slice::<Value>(json).is_ok_and(|v| v.is_object()) {
+                    Flow::Continue
+                } else {
+                    Flow::Close(CloseReason::ProtocolViolation)
+                }
+            }
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! Route connections: the handshake, interest (RS+/RS-), routed messages (RMSG/HMSG),
-//! gossip of new servers, and redialing explicit routes.
+//! gossip of new servers; making the connections is `dial`.
 //!
 //! One task reads a route and one writes it (the same writer as clients). Routes are
 //! registered by the remote's server id; when two connections link the same pair of
 //! servers, both sides keep the one dialed by the server with the smaller id.
+
+mod dial;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,161 +13,26 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
-use rnats_protocol::{Limits, Parsed, RouteOp, parse_route_op};
+use rnats_protocol::{Limits, Parsed, ProtoError, RouteOp, parse_route_op};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tracing::{debug, error, info};
 
-use crate::conn::Subscription;
-use crate::conn::{ClientShared, CloseReason, write_loop};
-use crate::net::SharedTcp;
-use crate::net::host_port;
-use crate::router::{Batch, Msg, deliver_to};
+use crate::conn::{ClientShared, CloseReason, Subscription, write_loop};
+use crate::net::{SharedTcp, host_port};
+use crate::reader::{Flow, OpReader, process_ops};
+use crate::router::{Batch, Matches, Msg, deliver_to};
 use crate::state::ServerShared;
 use crate::state::cluster::{GLOBAL_ACCOUNT, RouteEntry};
 use crate::state::monitor::RouteMonitor;
-use crate::sublist::MatchCache;
+
+use self::dial::solicit_implicit;
+pub(crate) use self::dial::{Solicit, accept_loop, bind, solicit_forever};
 
 type InterestKey = (Box<[u8]>, Option<Box<[u8]>>);
-
-/// Accepts route connections until shutdown.
-pub async fn accept_loop(srv: Arc<ServerShared>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            () = srv.shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, addr)) => {
-                let _ = stream.set_nodelay(true);
-                debug!("{addr} - rid - Route connection created");
-                tokio::spawn(run_route(srv.clone(), stream, addr, None));
-            }
-            Err(e) => {
-                error!("Temporary route accept error: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// How a solicited route was configured.
-#[derive(Clone)]
-pub struct Solicit {
-    pub url: String,
-    pub user: Option<(String, String)>,
-}
-
-/// Dials an explicit route forever (1 s + jitter between attempts), skipping while a route
-/// to the server at that address is up.
-pub async fn solicit_forever(srv: Arc<ServerShared>, url: String) {
-    let Some((user, host, port)) = crate::flags::parse_route_url(&url) else {
-        error!(
-            "Error parsing route URL \"{}\"",
-            crate::route::redact_url(&url)
-        );
-        return;
-    };
-    let target = host_port(&host, port as u16);
-    loop {
-        if srv.shutdown.is_cancelled() {
-            return;
-        }
-        let resolved = tokio::net::lookup_host(&target)
-            .await
-            .ok()
-            .and_then(|mut a| a.next());
-        let own = srv.cluster.as_ref().map(|c| c.listen_addr);
-        let connected = resolved.is_some_and(|addr| {
-            own.is_some_and(|o| {
-                o.port() == addr.port()
-                    && (o.ip() == addr.ip() || o.ip().is_unspecified())
-                    && addr.ip().is_loopback()
-            }) || srv
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.routes.lock().values().any(|r| r.route_addr == Some(addr)))
-        });
-        if !connected {
-            match TcpStream::connect(&target).await {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    let addr = stream.peer_addr().unwrap_or_else(|_| {
-                        resolved.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
-                    });
-                    debug!("Route connection to {target} established");
-                    run_route(
-                        srv.clone(),
-                        stream,
-                        addr,
-                        Some(Solicit {
-                            url: url.clone(),
-                            user: user.clone(),
-                        }),
-                    )
-                    .await;
-                }
-                Err(e) => debug!("Error trying to connect to route ({target}): {e}"),
-            }
-        }
-        let jitter = rand::rng().random_range(0..100);
-        tokio::select! {
-            () = srv.shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_millis(1000 + jitter)) => {}
-        }
-    }
-}
-
-/// Dials a route learned through gossip, with `connect_retries` extra attempts.
-async fn solicit_implicit(srv: Arc<ServerShared>, url: String, server_id: String) {
-    let retries = srv.cluster.as_ref().map_or(0, |c| c.opts.connect_retries);
-    let Some((_, host, port)) = crate::flags::parse_route_url(&url) else {
-        return;
-    };
-    let target = host_port(&host, port as u16);
-    let user = srv.cluster.as_ref().and_then(|c| {
-        c.opts
-            .user
-            .clone()
-            .map(|u| (u, c.opts.password.clone().unwrap_or_default()))
-    });
-    for attempt in 0..=retries {
-        if srv.shutdown.is_cancelled()
-            || srv
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.routes.lock().contains_key(&server_id))
-        {
-            break;
-        }
-        if let Ok(stream) = TcpStream::connect(&target).await {
-            let _ = stream.set_nodelay(true);
-            let addr = stream
-                .peer_addr()
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-            run_route(
-                srv.clone(),
-                stream,
-                addr,
-                Some(Solicit {
-                    url: url.clone(),
-                    user: user.clone(),
-                }),
-            )
-            .await;
-            break;
-        }
-        if attempt < retries {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-    if let Some(c) = &srv.cluster {
-        c.dialing.lock().remove(&server_id);
-    }
-}
 
 struct RouteConn {
     srv: Arc<ServerShared>,
@@ -177,8 +44,7 @@ struct RouteConn {
     /// The remote's interest, by (subject, queue).
     subs: HashMap<InterestKey, Arc<Subscription>>,
     batch: Batch,
-    cache: MatchCache<Subscription>,
-    cache_generation: u64,
+    matches: Matches,
     rng: SmallRng,
     pings_out: u32,
     limits: Limits,
@@ -186,10 +52,7 @@ struct RouteConn {
     mon: Arc<RouteMonitor>,
 }
 
-enum RouteFlow {
-    Continue,
-    Close(&'static str),
-}
+type RouteFlow = Flow<&'static str>;
 
 /// Runs one route connection (accepted, or dialed with `solicit`) until it closes.
 pub async fn run_route(
@@ -290,8 +153,7 @@ async fn run_route_stream<R, W>(
         registered: false,
         subs: HashMap::new(),
         batch: Batch::default(),
-        cache: MatchCache::default(),
-        cache_generation: 0,
+        matches: Matches::default(),
         rng: SmallRng::from_os_rng(),
         pings_out: 0,
     };
@@ -353,34 +215,7 @@ impl RouteConn {
 
     fn process_buffer(&mut self, buf: &mut BytesMut) -> RouteFlow {
         let msgs_before = self.me.stats.in_msgs.load(Ordering::Relaxed);
-        let mut pos = 0;
-        let mut flow = RouteFlow::Continue;
-        loop {
-            match parse_route_op(&buf[pos..], &self.limits) {
-                Ok(Parsed::Op(op, used)) => {
-                    pos += used;
-                    flow = self.process_op(op);
-                    if matches!(flow, RouteFlow::Close(_)) || self.batch.stall.is_some() {
-                        break;
-                    }
-                }
-                Ok(Parsed::Incomplete { need }) => {
-                    if let Some(need) = need {
-                        buf.reserve(need.saturating_sub(buf.len() - pos));
-                    }
-                    break;
-                }
-                Err(e) => {
-                    error!(
-                        "{} - rid:{} - route protocol error: {e}",
-                        self.me.addr, self.me.cid
-                    );
-                    flow = RouteFlow::Close("Protocol Violation");
-                    break;
-                }
-            }
-        }
-        buf.advance(pos);
+        let flow = process_ops(self, buf);
         if self.me.stats.in_msgs.load(Ordering::Relaxed) != msgs_before {
             self.mon.touch();
         }
@@ -391,127 +226,6 @@ impl RouteConn {
         let line = format!("-ERR '{text}'\r\n");
         self.me
             .send_now(|out| out.extend_from_slice(line.as_bytes()));
-    }
-
-    fn process_op(&mut self, op: RouteOp<'_>) -> RouteFlow {
-        let cluster = self.srv.cluster.as_ref().expect("cluster");
-        // The accepting side must hear CONNECT first.
-        if self.solicit.is_none() && !self.got_connect && !matches!(op, RouteOp::Connect(_)) {
-            self.send_err("Authorization Violation");
-            return RouteFlow::Close("Authentication Failure");
-        }
-        match op {
-            RouteOp::Connect(json) => {
-                let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(json) else {
-                    return RouteFlow::Close("Protocol Violation");
-                };
-                if obj
-                    .get("lang")
-                    .and_then(Value::as_str)
-                    .is_some_and(|l| !l.is_empty())
-                {
-                    self.send_err("attempted to connect to route port");
-                    return RouteFlow::Close("Protocol Violation");
-                }
-                if let Some(user) = &cluster.opts.user {
-                    let ok = obj.get("user").and_then(Value::as_str) == Some(user)
-                        && obj.get("pass").and_then(Value::as_str).unwrap_or_default()
-                            == cluster.opts.password.as_deref().unwrap_or_default();
-                    if !ok {
-                        self.send_err("Authorization Violation");
-                        return RouteFlow::Close("Authentication Failure");
-                    }
-                }
-                if let Some(theirs) = obj.get("cluster").and_then(Value::as_str)
-                    && let Some(flow) = self.check_cluster_name(
-                        theirs,
-                        obj.get("cluster_dynamic")
-                            .and_then(Value::as_bool)
-                            .unwrap_or(false),
-                    )
-                {
-                    return flow;
-                }
-                self.got_connect = true;
-                RouteFlow::Continue
-            }
-            RouteOp::Info(json) => self.process_info(json),
-            RouteOp::Ping => {
-                self.me.send_now(|out| out.extend_from_slice(b"PONG\r\n"));
-                RouteFlow::Continue
-            }
-            RouteOp::Pong => {
-                self.pings_out = 0;
-                self.mon.pong_received();
-                RouteFlow::Continue
-            }
-            RouteOp::Ok => RouteFlow::Continue,
-            RouteOp::Err(text) => {
-                error!(
-                    "{} - rid:{} - Route Error {}",
-                    self.me.addr,
-                    self.me.cid,
-                    String::from_utf8_lossy(text)
-                );
-                RouteFlow::Close("Parse Error")
-            }
-            RouteOp::Sub {
-                account,
-                subject,
-                queue,
-                weight,
-            } => {
-                if self.registered
-                    && account == GLOBAL_ACCOUNT
-                    && rnats_protocol::is_valid_subject(subject)
-                {
-                    self.remote_sub(subject, queue, weight);
-                }
-                RouteFlow::Continue
-            }
-            RouteOp::Unsub {
-                account,
-                subject,
-                queue,
-            } => {
-                if account == GLOBAL_ACCOUNT {
-                    let key = (Box::<[u8]>::from(subject), queue.map(Box::<[u8]>::from));
-                    if let Some(sub) = self.subs.remove(&key) {
-                        sub.mark_closed();
-                        self.srv.sublist.remove(subject, queue, &sub);
-                    }
-                }
-                RouteFlow::Continue
-            }
-            RouteOp::Msg {
-                account,
-                subject,
-                reply,
-                queues,
-                header_len,
-                header_token,
-                size_token,
-                payload,
-            } => {
-                let stats = &self.me.stats;
-                stats.in_msgs.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .in_bytes
-                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
-                if self.registered && account == GLOBAL_ACCOUNT {
-                    let msg = Msg {
-                        subject,
-                        reply,
-                        header_len,
-                        header_token,
-                        size_token,
-                        payload,
-                    };
-                    self.deliver_routed(&msg, queues);
-                }
-                RouteFlow::Continue
-            }
-        }
     }
 
     fn check_cluster_name(&mut self, theirs: &str, theirs_dynamic: bool) -> Option<RouteFlow> {
@@ -723,22 +437,8 @@ impl RouteConn {
 
     /// Delivers a message that came over this route to local subscribers only (one hop).
     fn deliver_routed(&mut self, msg: &Msg<'_>, queues: &[u8]) {
-        let generation = self.srv.sublist.generation();
-        if generation != self.cache_generation {
-            self.cache.clear();
-            self.cache_generation = generation;
-        }
-        let result = match self.cache.get(msg.subject) {
-            Some(hit) => hit.clone(),
-            None => {
-                let result = self.srv.sublist.matches(msg.subject);
-                if self.cache.len() >= 512 {
-                    self.cache.clear();
-                }
-                self.cache.insert(msg.subject.into(), result.clone());
-                result
-            }
-        };
+        self.matches.revalidate(&self.srv.sublist);
+        let result = self.matches.get(&self.srv.sublist, msg.subject);
         let srv = self.srv.clone();
         for sub in &result.plain {
             if !sub.client.is_route {
@@ -802,40 +502,144 @@ impl RouteConn {
     }
 }
 
-/// Binds the route listener; logs like the reference.
-pub async fn bind(opts: &crate::options::ClusterOptions) -> std::io::Result<TcpListener> {
-    let port = if opts.port < 0 { 0 } else { opts.port as u16 };
-    let listener = TcpListener::bind(host_port(&opts.host, port)).await?;
-    let addr = listener.local_addr()?;
-    info!(
-        "Listening for route connections on {}",
-        host_port(&opts.host, addr.port())
-    );
-    Ok(listener)
-}
+impl OpReader for RouteConn {
+    type Op<'a> = RouteOp<'a>;
+    type Reason = &'static str;
 
-/// A route URL for logs: `user:pass@` becomes `user:[REDACTED]@`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:[REDACTED]@{host}")
-        }
-        None => url.to_string(),
+    fn parse<'a>(&self, buf: &'a [u8]) -> Result<Parsed<RouteOp<'a>>, ProtoError> {
+        parse_route_op(buf, &self.limits)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            super::redact_url("nats-route://ruser:secret@10.0.0.2:6222"),
-            "nats-route://ruser:[REDACTED]@10.0.0.2:6222"
+    fn stalled(&self) -> bool {
+        self.batch.stall.is_some()
+    }
+
+    fn protocol_error(&mut self, e: ProtoError) -> RouteFlow {
+        error!(
+            "{} - rid:{} - route protocol error: {e}",
+            self.me.addr, self.me.cid
         );
-        assert_eq!(super::redact_url("nats://h:1"), "nats://h:1");
+        RouteFlow::Close("Protocol Violation")
+    }
+
+    fn process_op(&mut self, op: RouteOp<'_>) -> RouteFlow {
+        let cluster = self.srv.cluster.as_ref().expect("cluster");
+        // The accepting side must hear CONNECT first.
+        if self.solicit.is_none() && !self.got_connect && !matches!(op, RouteOp::Connect(_)) {
+            self.send_err("Authorization Violation");
+            return RouteFlow::Close("Authentication Failure");
+        }
+        match op {
+            RouteOp::Connect(json) => {
+                let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(json) else {
+                    return RouteFlow::Close("Protocol Violation");
+                };
+                if obj
+                    .get("lang")
+                    .and_then(Value::as_str)
+                    .is_some_and(|l| !l.is_empty())
+                {
+                    self.send_err("attempted to connect to route port");
+                    return RouteFlow::Close("Protocol Violation");
+                }
+                if let Some(user) = &cluster.opts.user {
+                    let ok = obj.get("user").and_then(Value::as_str) == Some(user)
+                        && obj.get("pass").and_then(Value::as_str).unwrap_or_default()
+                            == cluster.opts.password.as_deref().unwrap_or_default();
+                    if !ok {
+                        self.send_err("Authorization Violation");
+                        return RouteFlow::Close("Authentication Failure");
+                    }
+                }
+                if let Some(theirs) = obj.get("cluster").and_then(Value::as_str)
+                    && let Some(flow) = self.check_cluster_name(
+                        theirs,
+                        obj.get("cluster_dynamic")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
+                    )
+                {
+                    return flow;
+                }
+                self.got_connect = true;
+                RouteFlow::Continue
+            }
+            RouteOp::Info(json) => self.process_info(json),
+            RouteOp::Ping => {
+                self.me.send_now(|out| out.extend_from_slice(b"PONG\r\n"));
+                RouteFlow::Continue
+            }
+            RouteOp::Pong => {
+                self.pings_out = 0;
+                self.mon.pong_received();
+                RouteFlow::Continue
+            }
+            RouteOp::Ok => RouteFlow::Continue,
+            RouteOp::Err(text) => {
+                error!(
+                    "{} - rid:{} - Route Error {}",
+                    self.me.addr,
+                    self.me.cid,
+                    String::from_utf8_lossy(text)
+                );
+                RouteFlow::Close("Parse Error")
+            }
+            RouteOp::Sub {
+                account,
+                subject,
+                queue,
+                weight,
+            } => {
+                if self.registered
+                    && account == GLOBAL_ACCOUNT
+                    && rnats_protocol::is_valid_subject(subject)
+                {
+                    self.remote_sub(subject, queue, weight);
+                }
+                RouteFlow::Continue
+            }
+            RouteOp::Unsub {
+                account,
+                subject,
+                queue,
+            } => {
+                if account == GLOBAL_ACCOUNT {
+                    let key = (Box::<[u8]>::from(subject), queue.map(Box::<[u8]>::from));
+                    if let Some(sub) = self.subs.remove(&key) {
+                        sub.mark_closed();
+                        self.srv.sublist.remove(subject, queue, &sub);
+                    }
+                }
+                RouteFlow::Continue
+            }
+            RouteOp::Msg {
+                account,
+                subject,
+                reply,
+                queues,
+                header_len,
+                header_token,
+                size_token,
+                payload,
+            } => {
+                let stats = &self.me.stats;
+                stats.in_msgs.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .in_bytes
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                if self.registered && account == GLOBAL_ACCOUNT {
+                    let msg = Msg {
+                        subject,
+                        reply,
+                        header_len,
+                        header_token,
+                        size_token,
+                        payload,
+                    };
+                    self.deliver_routed(&msg, queues);
+                }
+                RouteFlow::Continue
+            }
+        }
     }
 }
