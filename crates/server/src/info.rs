@@ -35,6 +35,25 @@ pub(crate) struct InfoHead<'a> {
     pub tls_verify: bool,
 }
 
+impl<'a> InfoHead<'a> {
+    /// This server on a listener at `host:port` speaking protocol `proto`; the flags off.
+    pub(crate) fn new(srv: &'a ServerShared, proto: u8, host: String, port: u16) -> Self {
+        InfoHead {
+            server_id: &srv.server_id,
+            server_name: &srv.server_name,
+            version: VERSION,
+            proto,
+            go: "rnats",
+            host,
+            port,
+            headers: None,
+            auth_required: false,
+            tls_required: false,
+            tls_verify: false,
+        }
+    }
+}
+
 /// An INFO, to a client (`client_id`, `client_ip`, `nonce`, `connect_info`, …) or to a route
 /// (`cluster_dynamic`); what a kind does not use stays out of its JSON.
 #[derive(Serialize)]
@@ -83,17 +102,11 @@ pub(crate) fn client_line(
     let opts = srv.opts();
     line(&Info {
         head: InfoHead {
-            server_id: &srv.server_id,
-            server_name: &srv.server_name,
-            version: VERSION,
-            proto: 1,
-            go: "rnats",
-            host,
-            port,
             headers: Some(!opts.no_header_support),
             auth_required: srv.auth().required(),
             tls_required: srv.tls.is_some(),
             tls_verify: opts.tls.as_ref().is_some_and(|t| t.verify),
+            ..InfoHead::new(srv, 1, host, port)
         },
         max_payload: opts.max_payload,
         client_id: Some(cid),
@@ -129,17 +142,11 @@ pub(crate) fn route_line(srv: &ServerShared, cluster: &Cluster) -> Vec<u8> {
     };
     line(&Info {
         head: InfoHead {
-            server_id: &srv.server_id,
-            server_name: &srv.server_name,
-            version: VERSION,
-            proto: 2,
-            go: "rnats",
-            host,
-            port,
             headers: Some(true),
             auth_required: cluster.opts.user.is_some(),
             tls_required: cluster.tls.is_some(),
             tls_verify: cluster.tls.is_some(),
+            ..InfoHead::new(srv, 2, host, port)
         },
         max_payload: srv.opts().max_payload,
         client_id: None,

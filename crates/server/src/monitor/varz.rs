@@ -9,7 +9,6 @@ use serde::Serialize;
 use super::format::{go_float, rfc3339, uptime};
 use super::{Reply, json, since};
 use crate::info::InfoHead;
-use crate::options::VERSION;
 use crate::state::ServerShared;
 use crate::state::monitor::CpuSample;
 
@@ -169,17 +168,10 @@ pub(super) fn varz(srv: &ServerShared) -> Varz<'_> {
     let tls = opts.tls.as_ref();
     Varz {
         head: InfoHead {
-            server_id: &srv.server_id,
-            server_name: &srv.server_name,
-            version: VERSION,
-            proto: 1,
-            go: "rnats",
-            host: opts.host.clone(),
-            port: srv.client_addr.port(),
-            headers: None,
             auth_required: srv.auth().required(),
             tls_required: srv.tls.is_some(),
             tls_verify: tls.is_some_and(|t| t.verify || t.verify_and_map),
+            ..InfoHead::new(srv, 1, opts.host.clone(), srv.client_addr.port())
         },
         connect_urls: crate::info::connect_urls(srv).unwrap_or_default(),
         max_connections: opts.max_connections.unwrap_or(0),

@@ -72,21 +72,8 @@ pub async fn solicit_forever(srv: Arc<ServerShared>, url: String) {
         if !connected {
             match TcpStream::connect(&target).await {
                 Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    let addr = stream.peer_addr().unwrap_or_else(|_| {
-                        resolved.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
-                    });
                     debug!("Route connection to {target} established");
-                    run_route(
-                        srv.clone(),
-                        stream,
-                        addr,
-                        Some(Solicit {
-                            url: url.clone(),
-                            user: user.clone(),
-                        }),
-                    )
-                    .await;
+                    run_dialed(&srv, stream, resolved, &url, &user).await;
                 }
                 Err(e) => debug!("Error trying to connect to route ({target}): {e}"),
             }
@@ -122,20 +109,7 @@ pub(super) async fn solicit_implicit(srv: Arc<ServerShared>, url: String, server
             break;
         }
         if let Ok(stream) = TcpStream::connect(&target).await {
-            let _ = stream.set_nodelay(true);
-            let addr = stream
-                .peer_addr()
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-            run_route(
-                srv.clone(),
-                stream,
-                addr,
-                Some(Solicit {
-                    url: url.clone(),
-                    user: user.clone(),
-                }),
-            )
-            .await;
+            run_dialed(&srv, stream, None, &url, &user).await;
             break;
         }
         if attempt < retries {
@@ -145,6 +119,26 @@ pub(super) async fn solicit_implicit(srv: Arc<ServerShared>, url: String, server
     if let Some(c) = &srv.cluster {
         c.dialing.lock().remove(&server_id);
     }
+}
+
+/// Runs a route this server dialed until it closes; `resolved` stands for the peer's address
+/// if the socket cannot tell it.
+async fn run_dialed(
+    srv: &Arc<ServerShared>,
+    stream: TcpStream,
+    resolved: Option<SocketAddr>,
+    url: &str,
+    user: &Option<(String, String)>,
+) {
+    let _ = stream.set_nodelay(true);
+    let addr = stream
+        .peer_addr()
+        .unwrap_or_else(|_| resolved.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
+    let solicit = Solicit {
+        url: url.to_string(),
+        user: user.clone(),
+    };
+    run_route(srv.clone(), stream, addr, Some(solicit)).await;
 }
 
 /// Binds the route listener; logs like the reference.
