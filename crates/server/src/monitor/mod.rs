@@ -6,13 +6,19 @@
 //! Every endpoint is answered from state the server already keeps (the client map, the
 //! cluster's routes, the sublist, atomics); nothing here runs on the message path. Closed
 //! connections are kept in a bounded ring (`max_closed_clients`) for `/connz?state=closed`.
+//! That state lives in [`crate::state::monitor`]; this module serves it over HTTP: one file per
+//! endpoint, query parameters in `query`, value formats in [`format`].
 
 mod connz;
 pub mod format;
 mod metrics;
+mod query;
 mod routez;
 mod subsz;
 mod varz;
+
+use query::Query;
+pub use query::percent_decode;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -182,117 +188,6 @@ fn status_page() -> String {
     STATUS_PAGE.replace("{{VERSION}}", crate::options::VERSION)
 }
 
-/// Query parameters, decoded; the first value of a name wins (Go's `Query().Get`).
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(raw: &str) -> Query {
-        Query(
-            raw.split('&')
-                .filter(|kv| !kv.is_empty())
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (percent_decode(k), percent_decode(v))
-                })
-                .collect(),
-        )
-    }
-
-    /// The value, or "" when absent.
-    fn get(&self, name: &str) -> &str {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
-    }
-
-    /// Go `strconv.ParseBool` forms; "" is false.
-    fn bool(&self, name: &str) -> Result<bool, Reply> {
-        let v = self.get(name);
-        match v {
-            "" => Ok(false),
-            "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-            "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-            _ => Err(Reply::BadRequest(format!(
-                "Error decoding boolean for '{name}': strconv.ParseBool: parsing \"{v}\": invalid syntax"
-            ))),
-        }
-    }
-
-    fn int(&self, name: &str) -> Result<i64, Reply> {
-        let v = self.get(name);
-        if v.is_empty() {
-            return Ok(0);
-        }
-        v.parse::<i64>().map_err(|e| {
-            let why = if matches!(
-                e.kind(),
-                std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
-            ) {
-                "value out of range"
-            } else {
-                "invalid syntax"
-            };
-            Reply::BadRequest(format!(
-                "Error decoding int for '{name}': strconv.Atoi: parsing \"{v}\": {why}"
-            ))
-        })
-    }
-
-    fn uint(&self, name: &str) -> Result<u64, Reply> {
-        let v = self.get(name);
-        if v.is_empty() {
-            return Ok(0);
-        }
-        v.parse::<u64>().map_err(|e| {
-            let why = if matches!(e.kind(), std::num::IntErrorKind::PosOverflow) {
-                "value out of range"
-            } else {
-                "invalid syntax"
-            };
-            Reply::BadRequest(format!(
-                "Error decoding uint64 for '{name}': strconv.ParseUint: parsing \"{v}\": {why}"
-            ))
-        })
-    }
-
-    /// `subs`: a boolean, or `detail`. Returns (subs, detail).
-    fn subs(&self) -> Result<(bool, bool), Reply> {
-        if self.get("subs").eq_ignore_ascii_case("detail") {
-            return Ok((false, true));
-        }
-        Ok((self.bool("subs")?, false))
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| {
-                    std::str::from_utf8(h)
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                });
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Offset/limit paging over `n` items, as the reference clamps them.
 fn page(offset: usize, limit: usize, n: usize) -> std::ops::Range<usize> {
     let start = offset.min(n);
@@ -308,34 +203,6 @@ fn since(now: SystemTime, t: SystemTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_decoding() {
-        let q = Query::parse("subs=detail&test=foo%2Ebar&x=a+b&limit=2&limit=3&flag");
-        assert_eq!(q.get("test"), "foo.bar");
-        assert_eq!(q.get("x"), "a b");
-        assert_eq!(q.get("limit"), "2");
-        assert_eq!(q.get("flag"), "");
-        assert_eq!(q.get("missing"), "");
-        assert!(matches!(q.subs(), Ok((false, true))));
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        let q = Query::parse("subs=maybe&limit=x");
-        let Err(Reply::BadRequest(msg)) = q.subs() else {
-            panic!("subs=maybe accepted")
-        };
-        assert_eq!(
-            msg,
-            "Error decoding boolean for 'subs': strconv.ParseBool: parsing \"maybe\": invalid syntax"
-        );
-        let Err(Reply::BadRequest(msg)) = q.int("limit") else {
-            panic!("limit=x accepted")
-        };
-        assert_eq!(
-            msg,
-            "Error decoding int for 'limit': strconv.Atoi: parsing \"x\": invalid syntax"
-        );
-    }
 
     #[test]
     fn paging() {
