@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use tracing::{Event, Level, Subscriber};
@@ -32,31 +32,6 @@ fn level_label(level: &Level) -> &'static str {
     }
 }
 
-/// Formats `t` as `YYYY/MM/DD HH:MM:SS.micro` in UTC (the clock this server logs in).
-pub fn format_time(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let (y, mo, day) = civil_from_days((secs / 86_400) as i64);
-    format!(
-        "{y:04}/{mo:02}/{day:02} {h:02}:{m:02}:{s:02}.{:06}",
-        d.subsec_micros()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 impl<S, N> FormatEvent<S, N> for NatsFormat
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -70,7 +45,7 @@ where
     ) -> fmt::Result {
         write!(writer, "[{}] ", self.pid)?;
         if self.logtime {
-            write!(writer, "{} ", format_time(SystemTime::now()))?;
+            write!(writer, "{} ", rnats_time::log_timestamp(SystemTime::now()))?;
         }
         write!(writer, "[{}] ", level_label(event.metadata().level()))?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
@@ -142,18 +117,4 @@ pub fn init(debug: bool, trace: bool, logtime: bool, file: Option<&Path>) -> std
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn formats_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_418), (2025, 11, 26));
-        let t = UNIX_EPOCH + Duration::from_micros(1_764_115_430_123_456);
-        assert_eq!(format_time(t), "2025/11/26 00:03:50.123456");
-    }
 }

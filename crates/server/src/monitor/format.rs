@@ -1,47 +1,12 @@
 //! The value formats nats-server's monitoring JSON uses: Go `time.Time` (RFC 3339 with
-//! nanoseconds, trailing zeros trimmed), its "uptime" strings, Go `Duration.String()`, and
-//! Go's float encoding (no `.0` on whole numbers).
+//! nanoseconds, trailing zeros trimmed: [`rfc3339`], from `rnats-time`), its "uptime"
+//! strings, Go `Duration.String()`, and Go's float encoding (no `.0` on whole numbers).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serializer;
 
-/// `2024-05-01T10:00:00.123456789Z` (UTC; fraction trimmed of trailing zeros, as Go's
-/// `RFC3339Nano`).
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let nanos = d.subsec_nanos();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let mut s = format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
-    if nanos > 0 {
-        let frac = format!("{nanos:09}");
-        s.push('.');
-        s.push_str(frac.trim_end_matches('0'));
-    }
-    s.push('Z');
-    s
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+pub use rnats_time::rfc3339;
 
 /// nats-server's uptime/idle form: `5s`, `3m2s`, `1h0m7s`, `2d3h0m0s`, `1y3d2h5m9s`.
 pub fn uptime(d: Duration) -> String {
@@ -119,15 +84,6 @@ pub fn go_float<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times() {
-        let t = UNIX_EPOCH + Duration::new(1_714_557_600, 123_456_789);
-        assert_eq!(rfc3339(t), "2024-05-01T10:00:00.123456789Z");
-        let t = UNIX_EPOCH + Duration::new(951_782_400, 500_000_000);
-        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.5Z");
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-    }
 
     #[test]
     fn uptimes() {
