@@ -70,10 +70,10 @@ fn main() -> ExitCode {
 }
 
 /// Builds the options from the config file and the flags, as at start (also for reloads).
-fn load_options(flags: &Flags) -> Result<Options, String> {
+fn load_options(flags: &Flags) -> Result<Options, Box<dyn std::error::Error>> {
     let mut opts = Options::default();
     if let Some(path) = flags.get("config") {
-        config::apply_file(std::path::Path::new(path), &mut opts).map_err(|e| e.to_string())?;
+        config::apply_file(std::path::Path::new(path), &mut opts)?;
     }
     flags.apply(&mut opts)?;
     opts.validate()?;

@@ -9,8 +9,17 @@ use tracing::{error, info};
 
 use crate::auth::{Authenticated, Credentials};
 use crate::conn::{ClientShared, CloseReason};
-use crate::options::Options;
+use crate::options::{AuthError, Options};
 use crate::state::ServerShared;
+
+/// Why a configuration reload was refused (the old configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("config reload not supported for {0}")]
+    NotSupported(&'static str),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
 
 /// Lame duck mode (SIGUSR2): stop accepting clients, tell clients and routes, wait the grace
 /// period, close the clients one by one over the rest of `lame_duck_duration`, then signal
@@ -85,7 +94,7 @@ fn reauthorize_clients(srv: &ServerShared) {
 }
 
 /// Applies a reloaded configuration; see [`crate::ServerHandle::reload`].
-pub(crate) fn reload(srv: &ServerShared, new: Options) -> Result<(), String> {
+pub(crate) fn reload(srv: &ServerShared, new: Options) -> Result<(), ReloadError> {
     let old = srv.opts();
     let fixed = [
         ("host", old.host != new.host),
@@ -102,9 +111,9 @@ pub(crate) fn reload(srv: &ServerShared, new: Options) -> Result<(), String> {
         ),
     ];
     if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
-        let text = format!("config reload not supported for {field}");
-        error!("Failed to reload server configuration: {text}");
-        return Err(text);
+        let e = ReloadError::NotSupported(field);
+        error!("Failed to reload server configuration: {e}");
+        return Err(e);
     }
     let auth = new.auth.authenticator()?;
     crate::log::set_levels(new.debug, new.trace);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{Authenticator, Permissions, User};
+use crate::tls::TlsError;
 
 pub const VERSION: &str = "2.11.0";
 pub const DEFAULT_PORT: u16 = 4222;
@@ -44,6 +45,38 @@ pub struct Options {
     pub lame_duck_duration: Duration,
     pub lame_duck_grace_period: Duration,
     pub config_file: Option<PathBuf>,
+}
+
+/// Why the authentication settings do not hold together, in the reference's words.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("Can not have a token and a users array")]
+    TokenAndUsers,
+    #[error("Not a valid public nkey for a user: \"{0}\"")]
+    InvalidNkey(String),
+    #[error("Duplicate user \"{0}\" detected")]
+    DuplicateUser(String),
+    #[error(
+        "no_auth_user: \"{0}\" not present as user or nkey in authorization block or account configuration"
+    )]
+    UnknownNoAuthUser(String),
+}
+
+/// Why options cannot start a server, in the reference's words.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error("max_payload ({payload}) can not be higher than max_pending ({pending})")]
+    MaxPayloadOverPending { payload: usize, pending: usize },
+    #[error("server name \"{0}\" can not contain spaces")]
+    ServerNameSpaces(String),
+    #[error("invalid lame_duck_duration of {0:?}, minimum is 30 seconds")]
+    LameDuckDuration(Duration),
+    #[error("invalid port {0}")]
+    InvalidPort(i32),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Client authentication settings.
@@ -106,14 +139,14 @@ impl TlsOptions {
 impl AuthOptions {
     /// The authenticator these options describe: the single user and the users list merged,
     /// default permissions applied, nkey users indexed by key.
-    pub fn authenticator(&self) -> Result<Authenticator, String> {
+    pub fn authenticator(&self) -> Result<Authenticator, AuthError> {
         let mut auth = Authenticator {
             token: self.token.clone(),
             no_auth_user: self.no_auth_user.clone(),
             ..Default::default()
         };
         if self.token.is_some() && (self.user.is_some() || !self.users.is_empty()) {
-            return Err("Can not have a token and a users array".into());
+            return Err(AuthError::TokenAndUsers);
         }
         if let Some(user) = &self.user {
             auth.users.insert(
@@ -133,12 +166,12 @@ impl AuthOptions {
             }
             if let Some(nkey) = &user.nkey {
                 if !nkey.starts_with('U') || nkeys::KeyPair::from_public_key(nkey).is_err() {
-                    return Err(format!("Not a valid public nkey for a user: \"{nkey}\""));
+                    return Err(AuthError::InvalidNkey(nkey.clone()));
                 }
                 auth.nkeys.insert(nkey.clone(), user);
             } else {
                 if auth.users.contains_key(&user.name) {
-                    return Err(format!("Duplicate user \"{}\" detected", user.name));
+                    return Err(AuthError::DuplicateUser(user.name));
                 }
                 auth.users.insert(user.name.clone(), user);
             }
@@ -146,9 +179,7 @@ impl AuthOptions {
         if let Some(name) = &self.no_auth_user
             && !auth.users.contains_key(name)
         {
-            return Err(format!(
-                "no_auth_user: \"{name}\" not present as user or nkey in authorization block or account configuration"
-            ));
+            return Err(AuthError::UnknownNoAuthUser(name.clone()));
         }
         Ok(auth)
     }
@@ -200,36 +231,53 @@ impl Options {
     }
 
     /// Checks cross-field rules the reference enforces at start-up.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), OptionsError> {
         if self.max_payload > self.max_pending {
-            return Err(format!(
-                "max_payload ({}) can not be higher than max_pending ({})",
-                self.max_payload, self.max_pending
-            ));
+            return Err(OptionsError::MaxPayloadOverPending {
+                payload: self.max_payload,
+                pending: self.max_pending,
+            });
         }
         if let Some(name) = &self.server_name
             && name.contains(' ')
         {
-            return Err("server name \"".to_string() + name + "\" can not contain spaces");
+            return Err(OptionsError::ServerNameSpaces(name.clone()));
         }
         if self.lame_duck_duration < Duration::from_secs(30) {
-            return Err(format!(
-                "invalid lame_duck_duration of {:?}, minimum is 30 seconds",
-                self.lame_duck_duration
-            ));
+            return Err(OptionsError::LameDuckDuration(self.lame_duck_duration));
         }
         self.auth.authenticator()?;
         if let Some(tls) = &self.tls {
             if tls.cert_file.is_none() {
-                return Err("TLS Server certificate must be present and valid".into());
+                return Err(TlsError::MissingCert.into());
             }
             if tls.key_file.is_none() {
-                return Err("TLS Server private key must be present and valid".into());
+                return Err(TlsError::MissingKey.into());
             }
         }
         if self.port < -1 || self.port > 65535 {
-            return Err(format!("invalid port {}", self.port));
+            return Err(OptionsError::InvalidPort(self.port));
         }
         Ok(())
     }
+}
+
+/// `(credentials, host, port)` of a route URL.
+pub type RouteUrl = (Option<(String, String)>, String, i32);
+
+/// Splits `nats://[user:pass@]host:port` (any scheme) into credentials, host and port.
+pub fn parse_route_url(url: &str) -> Option<RouteUrl> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.trim_end_matches('/');
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (host, port) = hostport.rsplit_once(':')?;
+    let port: i32 = port.parse().ok()?;
+    let creds = userinfo.map(|u| match u.split_once(':') {
+        Some((user, pass)) => (user.to_string(), pass.to_string()),
+        None => (u.to_string(), String::new()),
+    });
+    Some((creds, host.trim_matches(['[', ']']).to_string(), port))
 }

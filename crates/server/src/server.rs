@@ -14,9 +14,11 @@ use tracing::{error, info};
 use crate::client;
 use crate::local::{LocalConn, LocalError};
 use crate::net::host_port;
-use crate::options::{Options, VERSION};
+use crate::ops::ReloadError;
+use crate::options::{AuthError, Options, VERSION};
 use crate::state::cluster::Cluster;
 use crate::state::{ServerShared, Setup, new_server_id};
+use crate::tls::TlsError;
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
 pub struct ServerHandle {
@@ -27,8 +29,10 @@ pub struct ServerHandle {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("Error listening on port: {addr}, \"{source}\"")]
     Listen {
         addr: String,
@@ -85,18 +89,18 @@ impl ServerHandle {
 
     /// Applies a reloaded configuration (SIGHUP). Settings that cannot change on a running
     /// server make the whole reload fail, keeping the old configuration.
-    pub fn reload(&self, new: Options) -> Result<(), String> {
+    pub fn reload(&self, new: Options) -> Result<(), ReloadError> {
         crate::ops::reload(&self.shared, new)
     }
 }
 
 /// Binds the client listener and starts accepting. Logs as nats-server does at start.
 pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
-    let auth = opts.auth.authenticator().map_err(StartError::Config)?;
+    let auth = opts.auth.authenticator()?;
     let tls = match &opts.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
-            crate::tls::server_config(t).map_err(StartError::Config)?,
-        )),
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            t,
+        )?)),
         None => None,
     };
     let port = if opts.port < 0 { 0 } else { opts.port as u16 };
@@ -145,16 +149,13 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
         None => None,
     };
     let cluster = match (&opts.cluster, &route_listener) {
-        (Some(c), Some(l)) => Some(
-            Cluster::new(
-                c.clone(),
-                l.local_addr().map_err(|source| StartError::Listen {
-                    addr: c.host.clone(),
-                    source,
-                })?,
-            )
-            .map_err(StartError::Config)?,
-        ),
+        (Some(c), Some(l)) => Some(Cluster::new(
+            c.clone(),
+            l.local_addr().map_err(|source| StartError::Listen {
+                addr: c.host.clone(),
+                source,
+            })?,
+        )?),
         _ => None,
     };
     let shared = Arc::new(ServerShared::new(Setup {

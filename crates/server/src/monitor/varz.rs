@@ -57,7 +57,7 @@ fn cluster_varz(srv: &ServerShared) -> ClusterVarz {
             .opts
             .routes
             .iter()
-            .filter_map(|url| crate::flags::parse_route_url(url))
+            .filter_map(|url| crate::options::parse_route_url(url))
             .map(|(_, host, port)| crate::net::host_port(&host, port as u16))
             .collect(),
         tls_timeout: ROUTE_TLS_TIMEOUT_SECS,

@@ -45,7 +45,7 @@ pub struct Solicit {
 /// Dials an explicit route forever (1 s + jitter between attempts), skipping while a route
 /// to the server at that address is up.
 pub async fn solicit_forever(srv: Arc<ServerShared>, url: String) {
-    let Some((user, host, port)) = crate::flags::parse_route_url(&url) else {
+    let Some((user, host, port)) = crate::options::parse_route_url(&url) else {
         error!("Error parsing route URL \"{}\"", redact_url(&url));
         return;
     };
@@ -89,7 +89,7 @@ pub async fn solicit_forever(srv: Arc<ServerShared>, url: String) {
 /// Dials a route learned through gossip, with `connect_retries` extra attempts.
 pub(super) async fn solicit_implicit(srv: Arc<ServerShared>, url: String, server_id: String) {
     let retries = srv.cluster.as_ref().map_or(0, |c| c.opts.connect_retries);
-    let Some((_, host, port)) = crate::flags::parse_route_url(&url) else {
+    let Some((_, host, port)) = crate::options::parse_route_url(&url) else {
         return;
     };
     let target = host_port(&host, port as u16);

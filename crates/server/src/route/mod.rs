@@ -70,7 +70,7 @@ pub async fn run_route(
     // On routes TLS starts right after the TCP connection, before any INFO.
     match &solicit {
         Some(s) => {
-            let host = crate::flags::parse_route_url(&s.url)
+            let host = crate::options::parse_route_url(&s.url)
                 .map(|(_, h, _)| h)
                 .unwrap_or_default();
             let Ok(name) = rustls_pki_types::ServerName::try_from(host.clone()) else {
@@ -318,7 +318,7 @@ impl RouteConn {
         let route_addr = info
             .get("ip")
             .and_then(Value::as_str)
-            .and_then(crate::flags::parse_route_url)
+            .and_then(crate::options::parse_route_url)
             .and_then(|(_, h, p)| host_port(&h, p as u16).to_string().parse().ok())
             .or_else(|| (port != 0).then(|| SocketAddr::new(self.me.addr.ip(), port)));
         let client_urls: Vec<String> = info

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 
 use crate::conn::ClientShared;
 use crate::options::ClusterOptions;
+use crate::tls::TlsError;
 
 /// The account every client is in; `$G` on the wire.
 pub const GLOBAL_ACCOUNT: &[u8] = b"$G";
@@ -52,7 +53,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(opts: ClusterOptions, listen_addr: SocketAddr) -> Result<Cluster, String> {
+    pub fn new(opts: ClusterOptions, listen_addr: SocketAddr) -> Result<Cluster, TlsError> {
         let (name, dynamic_name) = match &opts.name {
             Some(name) => (name.clone(), false),
             None => (super::random_id(22), true),

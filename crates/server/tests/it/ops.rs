@@ -151,6 +151,7 @@ async fn reload_changes_users_and_permissions_of_live_connections() {
         srv.handle()
             .reload(bad)
             .unwrap_err()
+            .to_string()
             .contains("server_name")
     );
     srv.stop().await;

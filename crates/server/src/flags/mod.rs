@@ -1,11 +1,12 @@
-//! nats-server's command line, parsed with Go `flag` semantics: `-name` and `--name` are the
-//! same flag, values come as `-p 4222` or `-p=4222`, booleans take no separate value, and
-//! parsing stops at the first non-flag argument.
+//! nats-server's command line: its flags ([`NATS_FLAGS`], [`USAGE`]), parsed by the Go-style
+//! parser in `go` (which the streaming server uses too), and applied over the [`Options`].
+
+mod go;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::options::Options;
+pub use self::go::{FlagError, FlagTable, FlagValues, Parsed, parse, parse_go_bool};
+use crate::options::{Options, parse_route_url};
 
 pub const USAGE: &str = "\
 Usage: rnats-server [options]
@@ -65,7 +66,12 @@ Common Options:
         --help_tls                   TLS help
 ";
 
-/// Canonical flag names; aliases map onto these.
+/// nats-server's flags: canonical names and the names each answers to.
+pub const NATS_FLAGS: FlagTable = FlagTable {
+    values: VALUE_FLAGS,
+    bools: BOOL_FLAGS,
+};
+
 const VALUE_FLAGS: &[(&str, &[&str])] = &[
     ("addr", &["a", "addr", "net"]),
     ("port", &["p", "port"]),
@@ -115,121 +121,61 @@ const BOOL_FLAGS: &[(&str, &[&str])] = &[
     ("help_tls", &["help_tls"]),
 ];
 
-/// Whether `name` (without dashes) is one of the server's flags that take a value: for
-/// programs that pass the server's flags through (the streaming server).
-pub fn takes_value(name: &str) -> bool {
-    VALUE_FLAGS.iter().any(|(_, names)| names.contains(&name))
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum FlagError {
-    /// `flag provided but not defined: -x`
-    Undefined(String),
-    /// `flag needs an argument: -x`
-    NeedsArgument(String),
-    /// `invalid boolean value "x" for -D: parse error` and the like.
-    InvalidValue { flag: String, value: String },
-    /// `unrecognized command: "x"`
-    UnrecognizedCommand(String),
-}
-
-impl std::fmt::Display for FlagError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FlagError::Undefined(name) => write!(f, "flag provided but not defined: -{name}"),
-            FlagError::NeedsArgument(name) => write!(f, "flag needs an argument: -{name}"),
-            FlagError::InvalidValue { flag, value } => {
-                write!(f, "invalid value \"{value}\" for flag -{flag}: parse error")
-            }
-            FlagError::UnrecognizedCommand(cmd) => write!(f, "unrecognized command: \"{cmd}\""),
-        }
-    }
-}
-
-/// The flags given, canonical name → value (booleans as "true"/"false"), in order.
+/// The flags given to nats-server.
 #[derive(Debug, Default)]
-pub struct Flags {
-    pub set: Vec<(&'static str, String)>,
-}
-
-fn parse_go_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
+pub struct Flags(pub FlagValues);
 
 impl Flags {
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, FlagError> {
-        let mut flags = Flags::default();
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            if arg == "--" {
-                break;
-            }
-            let Some(stripped) = arg.strip_prefix('-').filter(|s| !s.is_empty()) else {
-                // First positional argument ends flag parsing.
-                match arg.to_ascii_lowercase().as_str() {
-                    "version" => flags.set.push(("version", "true".into())),
-                    "help" => flags.set.push(("help", "true".into())),
-                    _ => return Err(FlagError::UnrecognizedCommand(arg)),
-                }
-                break;
-            };
-            let stripped = stripped.strip_prefix('-').unwrap_or(stripped);
-            let (name, inline) = match stripped.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (stripped, None),
-            };
-            if let Some((canon, _)) = BOOL_FLAGS.iter().find(|(_, names)| names.contains(&name)) {
-                let value = match inline {
-                    Some(v) => parse_go_bool(&v).ok_or_else(|| FlagError::InvalidValue {
-                        flag: name.into(),
-                        value: v.clone(),
-                    })?,
-                    None => true,
-                };
-                flags.set.push((canon, value.to_string()));
-            } else if let Some((canon, _)) =
-                VALUE_FLAGS.iter().find(|(_, names)| names.contains(&name))
-            {
-                let value = match inline {
-                    Some(v) => v,
-                    None => args
-                        .next()
-                        .ok_or_else(|| FlagError::NeedsArgument(name.into()))?,
-                };
-                flags.set.push((canon, value));
-            } else {
-                return Err(FlagError::Undefined(name.into()));
-            }
+        let Parsed {
+            values: [values],
+            first_arg,
+        } = parse([&NATS_FLAGS], args).map_err(Flags::own_words)?;
+        let mut flags = Flags(values);
+        if let Some(arg) = first_arg {
+            flags.command(arg)?;
         }
         Ok(flags)
     }
 
+    /// nats-server's commands, given where the flags end: `version` and `help` (any case).
+    pub fn command(&mut self, arg: String) -> Result<(), FlagError> {
+        match arg.to_ascii_lowercase().as_str() {
+            "version" => self.0.push("version", "true"),
+            "help" => self.0.push("help", "true"),
+            _ => return Err(FlagError::UnrecognizedCommand(arg)),
+        }
+        Ok(())
+    }
+
+    /// rnats-server has always said "invalid value" for a bad boolean too.
+    pub fn own_words(e: FlagError) -> FlagError {
+        match e {
+            FlagError::InvalidBool { flag, value } => FlagError::InvalidValue { flag, value },
+            e => e,
+        }
+    }
+
     pub fn get(&self, canon: &str) -> Option<&str> {
-        self.set
-            .iter()
-            .rev()
-            .find(|(n, _)| *n == canon)
-            .map(|(_, v)| v.as_str())
+        self.0.get(canon)
     }
 
     pub fn is_true(&self, canon: &str) -> bool {
-        self.get(canon) == Some("true")
+        self.0.is_true(canon)
     }
 
     /// Applies the flags over `opts` (after the config file, so flags win).
-    pub fn apply(&self, opts: &mut Options) -> Result<(), String> {
-        let int = |flag: &str, v: &str| -> Result<i64, String> {
+    pub fn apply(&self, opts: &mut Options) -> Result<(), FlagError> {
+        let int = |flag: &str, v: &str| -> Result<i64, FlagError> {
             v.trim()
                 .parse::<i64>()
-                .map_err(|_| format!("invalid value \"{v}\" for flag -{flag}: parse error"))
+                .map_err(|_| FlagError::InvalidValue {
+                    flag: flag.into(),
+                    value: v.into(),
+                })
         };
-        for (name, value) in &self.set {
-            let v = value.as_str();
-            match *name {
+        for (name, v) in self.0.iter() {
+            match name {
                 "addr" => opts.host = v.to_string(),
                 "port" => opts.port = int("port", v)? as i32,
                 "server_name" => opts.server_name = Some(v.to_string()),
@@ -260,7 +206,7 @@ impl Flags {
             } else {
                 let cluster = opts.cluster.get_or_insert_with(Default::default);
                 let (user, host, port) =
-                    parse_route_url(url).ok_or_else(|| format!("invalid cluster URL \"{url}\""))?;
+                    parse_route_url(url).ok_or_else(|| FlagError::InvalidClusterUrl(url.into()))?;
                 cluster.host = host;
                 cluster.port = port;
                 if let Some((u, p)) = user {
@@ -271,7 +217,7 @@ impl Flags {
         }
         if let Some(routes) = self.get("routes") {
             let Some(cluster) = opts.cluster.as_mut() else {
-                return Err("solicited routes require cluster capabilities, e.g. --cluster".into());
+                return Err(FlagError::RoutesWithoutCluster);
             };
             cluster.routes = routes
                 .split(',')
@@ -287,8 +233,9 @@ impl Flags {
                 cluster.advertise = Some(adv.to_string());
             }
             if let Some(n) = self.get("connect_retries") {
-                cluster.connect_retries = n.parse().map_err(|_| {
-                    format!("invalid value \"{n}\" for flag -connect_retries: parse error")
+                cluster.connect_retries = n.parse().map_err(|_| FlagError::InvalidValue {
+                    flag: "connect_retries".into(),
+                    value: n.into(),
                 })?;
             }
             if self.get("no_advertise").is_some() {
@@ -314,32 +261,6 @@ impl Flags {
         }
         Ok(())
     }
-}
-
-/// Splits `nats://[user:pass@]host:port` (any scheme) into credentials, host and port.
-/// `(credentials, host, port)` of a route URL.
-pub type RouteUrl = (Option<(String, String)>, String, i32);
-
-pub fn parse_route_url(url: &str) -> Option<RouteUrl> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.trim_end_matches('/');
-    let (userinfo, hostport) = match rest.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, rest),
-    };
-    let (host, port) = hostport.rsplit_once(':')?;
-    let port: i32 = port.parse().ok()?;
-    let creds = userinfo.map(|u| match u.split_once(':') {
-        Some((user, pass)) => (user.to_string(), pass.to_string()),
-        None => (u.to_string(), String::new()),
-    });
-    Some((creds, host.trim_matches(['[', ']']).to_string(), port))
-}
-
-/// Parses a duration option the way the reference does for ping_interval/write_deadline:
-/// a Go duration string, or a bare number of seconds.
-pub fn seconds_or_duration(v: &str) -> Option<Duration> {
-    rnats_conf::parse_duration(v).or_else(|| v.parse::<u64>().ok().map(Duration::from_secs))
 }
 
 #[cfg(test)]

@@ -1,0 +1,288 @@
+//! The streaming server's command line: its own flags ([`STAN_FLAGS`]) and the core server's
+//! ([`NATS_FLAGS`]), parsed in one go by the core server's Go-style parser; the usage text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rnats_server::flags::{FlagError, FlagTable, FlagValues, Flags, NATS_FLAGS, Parsed, parse};
+use rnats_streaming::store::file::SyncPolicy;
+
+use super::{Options, OptionsError, nonneg, parse_flag_duration, parse_store_type};
+
+pub const USAGE: &str = "\
+Usage: rnats-streaming-server [options]
+
+Streaming Server Options:
+    -cid, --cluster_id  <string>      Cluster ID (default: test-cluster)
+    -st,  --store <string>            Store type: MEMORY|FILE (default: MEMORY)
+          --dir <string>              For FILE store type, this is the root directory
+    -mc,  --max_channels <int>        Max number of channels (0 for unlimited)
+    -msu, --max_subs <int>            Max number of subscriptions per channel (0 for unlimited)
+    -mm,  --max_msgs <int>            Max number of messages per channel (0 for unlimited)
+    -mb,  --max_bytes <size>          Max messages total size per channel (0 for unlimited)
+    -ma,  --max_age <duration>        Max duration a message can be stored (\"0s\" for unlimited)
+    -mi,  --max_inactivity <duration> Max inactivity (no new message, no subscription) after which a channel can be garbage collected (0 for unlimited)
+    -ns,  --nats_server <string>      Connect to this external NATS Server URL (embedded otherwise)
+    -sc,  --stan_config <string>      Streaming server configuration file
+    -hbi, --hb_interval <duration>    Interval at which server sends heartbeat to a client
+    -hbt, --hb_timeout <duration>     How long server waits for a heartbeat response
+    -hbf, --hb_fail_count <int>       Number of failed heartbeats before server closes the client connection
+          --io_batch_size <int>       Max number of messages in an IO batch (default: 1024)
+          --replace_durable <bool>    Replace the existing durable subscription instead of reporting a duplicate durable error
+    -m,   --http_port <int>           HTTP port for monitoring (NATS and /streaming endpoints)
+
+Streaming Server File Store Options:
+    --file_compact_enabled <bool>     Enable file compaction
+    --file_compact_frag <int>         File fragmentation threshold for compaction
+    --file_compact_interval <int>     Minimum interval (in seconds) between file compactions
+    --file_compact_min_size <size>    Minimum file size for compaction
+    --file_buffer_size <size>         File buffer size (in bytes)
+    --file_sync <bool>                Enable File.Sync on Flush
+    --file_slice_max_msgs <int>       Maximum number of messages per file slice (subject to channel limits)
+    --file_slice_max_bytes <size>     Maximum file slice size - including index file (subject to channel limits)
+    --file_slice_max_age <duration>   Maximum file slice duration starting when the first message is stored (subject to channel limits)
+    --file_fds_limit <int>            Store will try to use no more file descriptors than this given limit
+    --file_read_buffer_size <size>    Size of messages read ahead buffer (0 to disable)
+
+Streaming Server Logging Options:
+    -SD, --stan_debug=<bool>          Enable STAN debugging output
+    -SV, --stan_trace=<bool>          Trace the raw STAN protocol
+    -SDV                              Debug and trace STAN
+
+Embedded NATS Server Options:
+    -a, --addr <host>                 Bind to host address (default: 0.0.0.0)
+    -p, --port <port>                 Use port for clients (default: 4222)
+    -P, --pid <file>                  File to store PID
+    -c, --config <file>               Configuration file
+    -l, --log <file>                  File to redirect log output
+    -T, --logtime                     Timestamp log entries (default: true)
+    -D, --debug                       Enable debugging output
+    -V, --trace                       Trace the raw protocol
+    -DV                               Debug and trace
+        --user <user>                 User required for connections
+        --pass <password>             Password required for connections
+        --auth <token>                Authorization token required for connections
+        --tls, --tlscert, --tlskey, --tlsverify, --tlscacert   TLS options
+        --routes <rurl-1, rurl-2>     Routes to solicit and connect
+        --cluster <cluster-url>       Cluster URL for solicited routes
+
+Common Options:
+    -h, --help                        Show this message
+    -v, --version                     Show version
+";
+
+/// The streaming server's own flags; they win over the core server's of the same name.
+pub const STAN_FLAGS: FlagTable = FlagTable {
+    values: VALUE_FLAGS,
+    bools: BOOL_FLAGS,
+};
+
+/// Streaming flags that take a value: canonical name and aliases.
+const VALUE_FLAGS: &[(&str, &[&str])] = &[
+    ("cluster_id", &["cid", "cluster_id"]),
+    ("store", &["st", "store"]),
+    ("dir", &["dir"]),
+    ("stan_config", &["sc", "stan_config"]),
+    ("nats_server", &["ns", "nats_server"]),
+    ("max_channels", &["mc", "max_channels"]),
+    ("max_subs", &["msu", "max_subs"]),
+    ("max_msgs", &["mm", "max_msgs"]),
+    ("max_bytes", &["mb", "max_bytes"]),
+    ("max_age", &["ma", "max_age"]),
+    ("max_inactivity", &["mi", "max_inactivity"]),
+    ("hb_interval", &["hbi", "hb_interval"]),
+    ("hb_timeout", &["hbt", "hb_timeout"]),
+    ("hb_fail_count", &["hbf", "hb_fail_count"]),
+    ("http_port", &["m", "http_port"]),
+    ("io_batch_size", &["io_batch_size"]),
+    ("io_sleep_time", &["io_sleep_time"]),
+    ("file_compact_frag", &["file_compact_frag"]),
+    ("file_compact_interval", &["file_compact_interval"]),
+    ("file_compact_min_size", &["file_compact_min_size"]),
+    ("file_buffer_size", &["file_buffer_size"]),
+    ("file_crc_poly", &["file_crc_poly"]),
+    ("file_slice_max_msgs", &["file_slice_max_msgs"]),
+    ("file_slice_max_bytes", &["file_slice_max_bytes"]),
+    ("file_slice_max_age", &["file_slice_max_age"]),
+    ("file_slice_archive_script", &["file_slice_archive_script"]),
+    ("file_fds_limit", &["file_fds_limit"]),
+    ("file_parallel_recovery", &["file_parallel_recovery"]),
+    ("file_read_buffer_size", &["file_read_buffer_size"]),
+    ("file_auto_sync", &["file_auto_sync"]),
+    // Accepted so that the usage error names the feature, rejected in `apply`.
+    ("ft_group", &["ft_group"]),
+    ("cluster_node_id", &["cluster_node_id"]),
+    ("cluster_peers", &["cluster_peers"]),
+    ("cluster_log_path", &["cluster_log_path"]),
+    ("sql_driver", &["sql_driver"]),
+    ("sql_source", &["sql_source"]),
+    ("encryption_cipher", &["encryption_cipher"]),
+    ("encryption_key", &["encryption_key"]),
+    ("tls_client_cert", &["tls_client_cert"]),
+    ("tls_client_key", &["tls_client_key"]),
+    ("tls_client_cacert", &["tls_client_cacert"]),
+    ("syslog_name", &["syslog_name"]),
+];
+
+/// Streaming boolean flags.
+const BOOL_FLAGS: &[(&str, &[&str])] = &[
+    ("stan_debug", &["SD", "stan_debug"]),
+    ("stan_trace", &["SV", "stan_trace"]),
+    ("stan_debug_trace", &["SDV"]),
+    ("replace_durable", &["replace_durable"]),
+    ("file_compact_enabled", &["file_compact_enabled"]),
+    ("file_crc", &["file_crc"]),
+    ("file_sync", &["file_sync"]),
+    ("file_truncate_bad_eof", &["file_truncate_bad_eof"]),
+    ("secure", &["secure"]),
+    ("clustered", &["clustered"]),
+    ("cluster_bootstrap", &["cluster_bootstrap"]),
+    ("encrypt", &["encrypt"]),
+    ("help", &["h", "help"]),
+    ("version", &["v", "version"]),
+];
+
+/// The parsed command line: streaming flags by canonical name, and the core server's flags.
+
+/// The parsed command line: the streaming flags by canonical name, and the core server's.
+#[derive(Debug, Default)]
+pub struct CommandLine {
+    pub stan: FlagValues,
+    pub nats: Flags,
+}
+
+impl CommandLine {
+    /// Parses the arguments (without the program name).
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<CommandLine, FlagError> {
+        let Parsed {
+            values: [stan, nats],
+            first_arg,
+        } = parse([&STAN_FLAGS, &NATS_FLAGS], args).map_err(|e| match e {
+            // A core server flag keeps the core server's wording.
+            FlagError::InvalidBool { ref flag, .. } if STAN_FLAGS.lookup(flag).is_none() => {
+                Flags::own_words(e)
+            }
+            e => e,
+        })?;
+        let mut nats = Flags(nats);
+        if let Some(arg) = first_arg {
+            nats.command(arg)?;
+        }
+        Ok(CommandLine { stan, nats })
+    }
+
+    /// The last value of a streaming flag.
+    pub fn get(&self, canon: &str) -> Option<&str> {
+        self.stan.get(canon)
+    }
+
+    pub fn is_true(&self, canon: &str) -> bool {
+        self.stan.is_true(canon)
+    }
+
+    /// The options this command line asks for (see [`Options::from_command_line`]).
+    pub fn options(&self) -> Result<Options, OptionsError> {
+        Options::from_command_line(self)
+    }
+
+    /// Applies the streaming flags over `opts`.
+    pub fn apply(&self, opts: &mut Options) -> Result<(), OptionsError> {
+        for (name, v) in self.stan.iter() {
+            let bad = || FlagError::InvalidValue {
+                flag: name.into(),
+                value: v.into(),
+            };
+            let int = || v.trim().parse::<i64>().map_err(|_| bad());
+            let size = || rnats_conf::parse_size(v.trim()).ok_or_else(bad);
+            let dur = || parse_flag_duration(v).ok_or_else(bad);
+            let nonneg = |n: i64, what: &'static str| nonneg(what, n);
+            match name {
+                "cluster_id" => opts.cluster_id = v.to_string(),
+                "store" => opts.store_type = parse_store_type(v)?,
+                "dir" => opts.dir = Some(PathBuf::from(v)),
+                "nats_server" => opts.nats_server_url = Some(v.to_string()),
+                "max_channels" => opts.limits.max_channels = nonneg(int()?, "max channels")?,
+                "max_subs" => opts.limits.channel.max_subs = nonneg(int()?, "max subscriptions")?,
+                "max_msgs" => opts.limits.channel.max_msgs = nonneg(int()?, "max messages")?,
+                "max_bytes" => opts.limits.channel.max_bytes = nonneg(size()?, "max bytes")?,
+                "max_age" => opts.limits.channel.max_age = dur()?,
+                "max_inactivity" => opts.limits.channel.max_inactivity = dur()?,
+                "hb_interval" => opts.hb_interval = dur()?,
+                "hb_timeout" => opts.hb_timeout = dur()?,
+                "hb_fail_count" => opts.hb_fail_count = u32::try_from(int()?).map_err(|_| bad())?,
+                "http_port" => opts.http_port = i32::try_from(int()?).map_err(|_| bad())?,
+                "io_batch_size" => {
+                    opts.io_batch_size = usize::try_from(int()?).map_err(|_| bad())?.max(1)
+                }
+                "io_sleep_time" => {}
+                "stan_debug" => opts.stan_debug = v == "true",
+                "stan_trace" => opts.stan_trace = v == "true",
+                "stan_debug_trace" => {
+                    opts.stan_debug = v == "true";
+                    opts.stan_trace = v == "true";
+                }
+                "replace_durable" => opts.replace_durable = v == "true",
+                "file_compact_enabled" => opts.file_options.compact_enabled = v == "true",
+                "file_compact_frag" => {
+                    opts.file_options.compact_frag = u32::try_from(int()?).map_err(|_| bad())?
+                }
+                "file_compact_interval" => {
+                    opts.file_options.compact_interval =
+                        Duration::from_secs(u64::try_from(int()?).map_err(|_| bad())?)
+                }
+                "file_compact_min_size" => {
+                    opts.file_options.compact_min_size = nonneg(size()?, "compact min size")?
+                }
+                "file_buffer_size" => {
+                    opts.file_options.write_buffer_size =
+                        usize::try_from(size()?).map_err(|_| bad())?
+                }
+                "file_read_buffer_size" => {
+                    opts.file_options.read_buffer_size =
+                        usize::try_from(size()?).map_err(|_| bad())?
+                }
+                "file_sync" => {
+                    opts.file_options.sync = if v == "true" {
+                        SyncPolicy::OnFlush
+                    } else {
+                        SyncPolicy::Never
+                    }
+                }
+                "file_slice_max_msgs" => {
+                    opts.file_options.slice_max_msgs = nonneg(int()?, "slice max msgs")?
+                }
+                "file_slice_max_bytes" => {
+                    opts.file_options.slice_max_bytes = nonneg(size()?, "slice max bytes")?
+                }
+                "file_slice_max_age" => opts.file_options.slice_max_age = dur()?,
+                "file_fds_limit" => {
+                    opts.file_options.fds_limit = usize::try_from(int()?).map_err(|_| bad())?
+                }
+                "file_crc"
+                | "file_crc_poly"
+                | "file_parallel_recovery"
+                | "file_auto_sync"
+                | "file_truncate_bad_eof"
+                | "syslog_name" => {}
+                "file_slice_archive_script" => return Err(OptionsError::ArchiveScript),
+                "ft_group" | "cluster_node_id" | "cluster_peers" | "cluster_log_path"
+                | "clustered" | "cluster_bootstrap"
+                    if v != "false" =>
+                {
+                    return Err(OptionsError::Clustering(name));
+                }
+                "sql_driver" | "sql_source" => return Err(OptionsError::SqlFlags),
+                "encrypt" | "encryption_cipher" | "encryption_key" if v != "false" => {
+                    return Err(OptionsError::Encryption);
+                }
+                "secure" | "tls_client_cert" | "tls_client_key" | "tls_client_cacert"
+                    if v != "false" =>
+                {
+                    return Err(OptionsError::NatsTls);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,314 @@
+//! nats-streaming-server's options: the resulting [`Options`] (defaults, validation) here,
+//! the command line in `flags` ([`CommandLine`], [`USAGE`]) and the configuration file in
+//! `file`.
+//!
+//! The command line mixes the streaming flags (`-cid`, `-st`, `--dir`, the limits, the
+//! heartbeats, `-ns`, `-m`, ...) with the embedded core server's own flags (`-a`, `-p`, `-DV`,
+//! `--user`, ...): one Go-style parse ([`rnats_server::flags::parse`]) over both tables, the
+//! streaming one first; the core server's flags configure the embedded rnats server.
+//!
+//! Precedence: defaults < configuration file < command line. `-sc/--stan_config` names the
+//! streaming configuration and `-c/--config` the NATS one; when only one is given it serves
+//! both. In a file with a top-level `streaming { ... }` map, only that map configures
+//! streaming, and it is hidden from the NATS configuration.
+
+mod file;
+mod flags;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rnats_conf::ConfError;
+use rnats_server::flags::FlagError;
+use rnats_streaming::store::file::FileStoreOptions;
+use rnats_streaming::store::{LimitsError, StoreKind, StoreLimits};
+
+pub use self::file::apply_config;
+pub use self::flags::{CommandLine, USAGE};
+
+/// Version reported in logs and monitoring (the reference release this server mirrors).
+pub const VERSION: &str = "0.25.6";
+
+/// Default cluster ID.
+pub const DEFAULT_CLUSTER_ID: &str = "test-cluster";
+/// Default discovery prefix.
+pub const DEFAULT_DISCOVER_PREFIX: &str = "_STAN.discover";
+
+/// Everything the streaming server is configured with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub cluster_id: String,
+    pub discover_prefix: String,
+    pub store_type: StoreKind,
+    /// Root directory of the FILE store.
+    pub dir: Option<PathBuf>,
+    pub limits: StoreLimits,
+    pub file_options: FileStoreOptions,
+    /// `-ns`: connect to this NATS server (or comma-separated list) instead of embedding one.
+    pub nats_server_url: Option<String>,
+    /// Options of the embedded rnats server (ignored with `nats_server_url`).
+    pub nats: rnats_server::Options,
+    /// Streaming monitoring port (`-m`): 0 = off, -1 = any free port.
+    pub http_port: i32,
+    pub http_host: String,
+    /// Server → client heartbeat interval, reply timeout and tolerated failures.
+    pub hb_interval: Duration,
+    pub hb_timeout: Duration,
+    pub hb_fail_count: u32,
+    /// Most publishes processed in one store batch.
+    pub io_batch_size: usize,
+    /// Close the active durable instead of refusing a duplicate durable registration.
+    pub replace_durable: bool,
+    /// Credentials of the engine's connection to NATS.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub stan_debug: bool,
+    pub stan_trace: bool,
+    /// How long the old connection of a duplicate client ID has to answer (500 ms).
+    pub client_dup_check_timeout: Duration,
+    /// Check at start-up that no other streaming server serves the cluster ID.
+    pub startup_check: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cluster_id: DEFAULT_CLUSTER_ID.to_string(),
+            discover_prefix: DEFAULT_DISCOVER_PREFIX.to_string(),
+            store_type: StoreKind::Memory,
+            dir: None,
+            limits: StoreLimits::default(),
+            file_options: FileStoreOptions::default(),
+            nats_server_url: None,
+            nats: rnats_server::Options::default(),
+            http_port: 0,
+            http_host: "0.0.0.0".to_string(),
+            hb_interval: Duration::from_secs(30),
+            hb_timeout: Duration::from_secs(10),
+            hb_fail_count: 10,
+            io_batch_size: 1024,
+            replace_durable: false,
+            username: None,
+            password: None,
+            token: None,
+            stan_debug: false,
+            stan_trace: false,
+            client_dup_check_timeout: Duration::from_millis(500),
+            startup_check: true,
+        }
+    }
+}
+
+/// Why the options cannot start a server; each says which flag, key or rule it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error(transparent)]
+    Flag(#[from] FlagError),
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    #[error(transparent)]
+    Nats(#[from] rnats_server::options::OptionsError),
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    #[error("invalid cluster name \"{0}\": only alphanumeric and `-` or `_` characters allowed")]
+    ClusterId(String),
+    #[error("for FILE stores, the directory must be specified")]
+    FileStoreWithoutDir,
+    #[error("SQL store is not supported by this rnats-streaming-server build")]
+    SqlStore,
+    #[error("heartbeat interval and timeout must be positive")]
+    Heartbeats,
+    #[error("unknown store type: {0}")]
+    StoreType(String),
+    #[error("{what} limit cannot be negative ({n})")]
+    Negative { what: &'static str, n: i64 },
+    /// A configuration value out of its type's range.
+    #[error("invalid {0}")]
+    OutOfRange(String),
+    #[error("bad frag")]
+    CompactFrag,
+    #[error("--file_slice_archive_script is not supported by this build")]
+    ArchiveScript,
+    #[error("-{0}: fault tolerance and clustering are not supported by this build")]
+    Clustering(&'static str),
+    #[error("SQL store is not supported by this build")]
+    SqlFlags,
+    #[error("encryption is not supported by this build")]
+    Encryption,
+    #[error("TLS to the NATS server is not supported by this build")]
+    NatsTls,
+}
+
+impl Options {
+    /// Checks cross-field rules at start-up.
+    pub fn check(&self) -> Result<(), OptionsError> {
+        if self.cluster_id.is_empty()
+            || !self
+                .cluster_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(OptionsError::ClusterId(self.cluster_id.clone()));
+        }
+        if self.store_type == StoreKind::File && self.dir.is_none() {
+            return Err(OptionsError::FileStoreWithoutDir);
+        }
+        if self.store_type == StoreKind::Sql {
+            return Err(OptionsError::SqlStore);
+        }
+        if self.hb_interval.is_zero() || self.hb_timeout.is_zero() {
+            return Err(OptionsError::Heartbeats);
+        }
+        self.limits.validate()?;
+        Ok(())
+    }
+
+    /// [`Options::check`] as text, for `start`'s `StartError::Config(String)`; goes once
+    /// `start` takes an [`OptionsError`].
+    pub fn validate(&self) -> Result<(), String> {
+        self.check().map_err(|e| e.to_string())
+    }
+
+    /// Builds the options from a command line: defaults, then the configuration file(s),
+    /// then the flags; then checks them.
+    pub fn from_command_line(cl: &CommandLine) -> Result<Options, OptionsError> {
+        let mut opts = Options::default();
+        let nats_conf = cl.nats.get("config").map(PathBuf::from);
+        let stan_conf = cl.get("stan_config").map(PathBuf::from);
+        // The NATS configuration: -c, else -sc (a file serves both when only one is given).
+        if let Some(path) = nats_conf.as_ref().or(stan_conf.as_ref()) {
+            let map = rnats_conf::parse_file(path)?;
+            rnats_server::config::apply_map(&file::nats_part(&map), &mut opts.nats)?;
+        }
+        if let Some(path) = stan_conf.as_ref().or(nats_conf.as_ref()) {
+            let map = rnats_conf::parse_file(path)?;
+            apply_config(&file::streaming_part(map), &mut opts)?;
+        }
+        cl.nats.apply(&mut opts.nats)?;
+        cl.apply(&mut opts)?;
+        // Engine credentials default to the embedded server's single user or token.
+        if opts.username.is_none() && opts.token.is_none() {
+            opts.username = opts.nats.auth.user.clone();
+            opts.password = opts.nats.auth.password.clone();
+            opts.token = opts.nats.auth.token.clone();
+        }
+        opts.nats.validate()?;
+        opts.check()?;
+        Ok(opts)
+    }
+}
+
+/// `MEMORY`, `FILE` or `SQL`, any case.
+pub fn parse_store_type(v: &str) -> Result<StoreKind, OptionsError> {
+    match v.to_ascii_uppercase().as_str() {
+        "MEMORY" => Ok(StoreKind::Memory),
+        "FILE" => Ok(StoreKind::File),
+        "SQL" => Ok(StoreKind::Sql),
+        _ => Err(OptionsError::StoreType(v.to_string())),
+    }
+}
+
+/// A Go duration (`1h30m`, `250ms`) or a bare number of seconds.
+fn parse_flag_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if v == "0" {
+        return Some(Duration::ZERO);
+    }
+    rnats_conf::parse_duration(v).or_else(|| v.parse::<u64>().ok().map(Duration::from_secs))
+}
+
+/// `n` as a limit, which cannot be negative.
+fn nonneg(what: &'static str, n: i64) -> Result<u64, OptionsError> {
+    u64::try_from(n).map_err(|_| OptionsError::Negative { what, n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        let options = CommandLine::parse(args.iter().map(|s| s.to_string()))
+            .map_err(OptionsError::from)
+            .and_then(|cl| cl.options());
+        options.map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn streaming_and_nats_flags_mix() {
+        let o = parse(&[
+            "-cid",
+            "c1",
+            "-st",
+            "file",
+            "--dir=/tmp/x",
+            "-p",
+            "4333",
+            "-DV",
+            "-mm",
+            "10",
+            "-mb",
+            "1KB",
+            "-ma",
+            "1h",
+            "-hbi",
+            "250ms",
+            "-hbf",
+            "3",
+            "-m",
+            "8222",
+            "-SDV",
+            "-a",
+            "127.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(o.cluster_id, "c1");
+        assert_eq!(o.store_type, StoreKind::File);
+        assert_eq!(o.dir.as_deref(), Some(Path::new("/tmp/x")));
+        assert_eq!(o.nats.port, 4333);
+        assert_eq!(o.nats.host, "127.0.0.1");
+        assert!(o.nats.debug && o.nats.trace && o.stan_debug && o.stan_trace);
+        assert_eq!(o.limits.channel.max_msgs, 10);
+        assert_eq!(o.limits.channel.max_bytes, 1024);
+        assert_eq!(o.limits.channel.max_age, Duration::from_secs(3600));
+        assert_eq!(o.hb_interval, Duration::from_millis(250));
+        assert_eq!(o.hb_fail_count, 3);
+        assert_eq!(o.http_port, 8222);
+        assert_eq!(o.nats.http_port, 0);
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let o = parse(&[]).unwrap();
+        assert_eq!(o.cluster_id, "test-cluster");
+        assert_eq!(o.store_type, StoreKind::Memory);
+        assert_eq!(o.limits.max_channels, 100);
+        assert!(parse(&["-st", "FILE"]).unwrap_err().contains("directory"));
+        assert!(parse(&["-st", "bogus"]).is_err());
+        assert!(parse(&["-mm", "-1"]).unwrap_err().contains("negative"));
+        assert!(parse(&["-cid", "a.b"]).is_err());
+        assert!(parse(&["-x"]).unwrap_err().contains("not defined"));
+        assert!(parse(&["--clustered"]).is_err());
+    }
+
+    #[test]
+    fn config_file_with_streaming_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.conf");
+        std::fs::write(
+            &path,
+            "port: 4555\nstreaming {\n  id: mycluster\n  store: file\n  dir: \"/tmp/s\"\n  hb_interval: \"2s\"\n  store_limits {\n    max_channels: 5\n    max_msgs: 7\n    channels {\n      \"foo.>\" { max_msgs: 3 }\n      bar { max_age: \"1s\" }\n    }\n  }\n}\n",
+        )
+        .unwrap();
+        let o = parse(&["-c", path.to_str().unwrap(), "-mc", "6"]).unwrap();
+        assert_eq!(o.nats.port, 4555);
+        assert_eq!(o.cluster_id, "mycluster");
+        assert_eq!(o.store_type, StoreKind::File);
+        assert_eq!(o.hb_interval, Duration::from_secs(2));
+        assert_eq!(o.limits.max_channels, 6);
+        assert_eq!(o.limits.channel.max_msgs, 7);
+        assert_eq!(o.limits.resolve("foo.x").max_msgs, 3);
+        assert_eq!(o.limits.resolve("bar").max_age, Duration::from_secs(1));
+    }
+}
