@@ -137,7 +137,7 @@ async fn run_route_stream<R, W>(
     }
     let configured = solicit
         .as_ref()
-        .is_some_and(|s| cluster.opts.routes.iter().any(|r| *r == s.url));
+        .is_some_and(|s| cluster.opts.routes.contains(&s.url));
     let mon = srv.monitor.route_opened(&me, configured);
     let mut conn = RouteConn {
         mon,

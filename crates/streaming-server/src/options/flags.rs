@@ -142,8 +142,6 @@ const BOOL_FLAGS: &[(&str, &[&str])] = &[
     ("version", &["v", "version"]),
 ];
 
-/// The parsed command line: streaming flags by canonical name, and the core server's flags.
-
 /// The parsed command line: the streaming flags by canonical name, and the core server's.
 #[derive(Debug, Default)]
 pub struct CommandLine {
