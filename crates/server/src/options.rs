@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::auth::{Authenticator, Permissions, User};
 use crate::tls::TlsError;
+pub use crate::tls::TlsOptions;
 
 pub const VERSION: &str = "2.11.0";
 pub const DEFAULT_PORT: u16 = 4222;
@@ -114,26 +115,6 @@ pub struct ClusterOptions {
     pub password: Option<String>,
     /// `cluster { tls { … } }`: TLS on every route, certificates verified both ways.
     pub tls: Option<TlsOptions>,
-}
-
-/// TLS on the client port.
-#[derive(Debug, Clone, Default)]
-pub struct TlsOptions {
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-    /// Require and verify client certificates.
-    pub verify: bool,
-    /// Take the user from the client certificate (implies verify).
-    pub verify_and_map: bool,
-    /// Handshake timeout; defaults to 2 s.
-    pub timeout: Option<Duration>,
-}
-
-impl TlsOptions {
-    pub fn timeout(&self) -> Duration {
-        self.timeout.unwrap_or(Duration::from_secs(2))
-    }
 }
 
 impl AuthOptions {

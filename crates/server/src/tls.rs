@@ -2,12 +2,31 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::options::TlsOptions;
+/// TLS settings, of the client port or of routes (`cluster { tls { … } }`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// Require and verify client certificates.
+    pub verify: bool,
+    /// Take the user from the client certificate (implies verify).
+    pub verify_and_map: bool,
+    /// Handshake timeout; defaults to 2 s.
+    pub timeout: Option<Duration>,
+}
+
+impl TlsOptions {
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(2))
+    }
+}
 
 /// Why TLS could not be set up, in the reference's words.
 #[derive(Debug, thiserror::Error)]
