@@ -25,7 +25,7 @@ mod subject;
 
 pub use encode::{write_err, write_hmsg, write_msg, write_u64};
 pub use error::ProtoError;
-pub use parse::{ClientOp, Limits, Parsed, parse_client_op};
+pub use parse::{ClientOp, Limits, Message, Parsed, parse_client_op};
 pub use route::{RouteOp, parse_route_op, write_rmsg, write_rs_minus, write_rs_plus};
 pub use server_op::{
     MAX_CONTROL_LINE as MAX_SERVER_CONTROL_LINE, ParseError as ServerOpError, ServerOp,

@@ -20,21 +20,28 @@ impl Default for Limits {
     }
 }
 
+/// A message as a client publishes it (`PUB`, `HPUB`) or a route forwards it (`RMSG`, `HMSG`).
+/// Slices borrow from the read buffer; `payload` holds the header block and the body, and the
+/// size tokens are kept as sent because the server echoes them in `MSG`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message<'a> {
+    pub subject: &'a [u8],
+    pub reply: Option<&'a [u8]>,
+    /// The header block's length; `None` without headers.
+    pub header_len: Option<usize>,
+    /// The header size as sent; empty without headers.
+    pub header_token: &'a [u8],
+    pub size_token: &'a [u8],
+    pub payload: &'a [u8],
+}
+
 /// One operation sent by a client. Slices borrow from the read buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientOp<'a> {
     /// `CONNECT` with its raw JSON argument.
     Connect(&'a [u8]),
-    /// `PUB` (`header_len` is `None`) or `HPUB`. `payload` holds header block and body;
-    /// the size tokens are kept as sent because the server echoes them in `MSG`.
-    Pub {
-        subject: &'a [u8],
-        reply: Option<&'a [u8]>,
-        header_len: Option<usize>,
-        header_token: &'a [u8],
-        size_token: &'a [u8],
-        payload: &'a [u8],
-    },
+    /// `PUB` (`header_len` is `None`) or `HPUB`.
+    Pub(Message<'a>),
     Sub {
         subject: &'a [u8],
         queue: Option<&'a [u8]>,
@@ -53,6 +60,53 @@ pub enum ClientOp<'a> {
     Info(&'a [u8]),
 }
 
+/// Reads the payload a message's control line (ending at `consumed`) announces: the sizes
+/// checked against each other and the limits, then the payload and its `␍␊`, complete or not
+/// yet. `op` names the operation in errors.
+pub(crate) fn message<'a>(
+    buf: &'a [u8],
+    consumed: usize,
+    (subject, reply): (&'a [u8], Option<&'a [u8]>),
+    header_token: Option<&'a [u8]>,
+    size_token: &'a [u8],
+    limits: &Limits,
+    op: &'static str,
+) -> Result<Parsed<Message<'a>>, ProtoError> {
+    let size = parse_size(size_token).ok_or(ProtoError::BadArgs { op })?;
+    let header_len = match header_token {
+        Some(token) => {
+            let h = parse_size(token).ok_or(ProtoError::BadArgs { op })?;
+            if h > size {
+                return Err(ProtoError::BadArgs { op });
+            }
+            Some(h)
+        }
+        None => None,
+    };
+    if size > limits.max_payload {
+        return Err(ProtoError::MaxPayload {
+            size,
+            max: limits.max_payload,
+        });
+    }
+    let total = consumed + size + 2;
+    if buf.len() < total {
+        return Ok(Parsed::Incomplete { need: Some(total) });
+    }
+    if &buf[consumed + size..total] != b"\r\n" {
+        return Err(ProtoError::UnknownOp);
+    }
+    let message = Message {
+        subject,
+        reply,
+        header_len,
+        header_token: header_token.unwrap_or_default(),
+        size_token,
+        payload: &buf[consumed..consumed + size],
+    };
+    Ok(Parsed::Op(message, total))
+}
+
 /// Result of one parse step.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed<Op> {
@@ -61,6 +115,16 @@ pub enum Parsed<Op> {
     /// More bytes are needed. `need` is the total buffer length that completes the op, when
     /// known (a payload), so the caller can reserve it in one go.
     Incomplete { need: Option<usize> },
+}
+
+impl<Op> Parsed<Op> {
+    /// The same step with the op turned into another.
+    pub fn map<T>(self, f: impl FnOnce(Op) -> T) -> Parsed<T> {
+        match self {
+            Parsed::Op(op, used) => Parsed::Op(f(op), used),
+            Parsed::Incomplete { need } => Parsed::Incomplete { need },
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -253,45 +317,18 @@ pub fn parse_client_op<'a>(
             if n != sizes + 1 && n != sizes + 2 {
                 return Err(ProtoError::BadArgs { op });
             }
-            let subject = a[0];
+            let header_token = is_h.then(|| a[n - 2]);
             let reply = (n == sizes + 2).then_some(a[1]);
-            let size_token = a[n - 1];
-            let header_token = if is_h { a[n - 2] } else { b"" };
-            let size = parse_size(size_token).ok_or(ProtoError::BadArgs { op })?;
-            let header_len = if is_h {
-                let h = parse_size(header_token).ok_or(ProtoError::BadArgs { op })?;
-                if h > size {
-                    return Err(ProtoError::BadArgs { op });
-                }
-                Some(h)
-            } else {
-                None
-            };
-            if size > limits.max_payload {
-                return Err(ProtoError::MaxPayload {
-                    size,
-                    max: limits.max_payload,
-                });
-            }
-            let total = consumed + size + 2;
-            if buf.len() < total {
-                return Ok(Parsed::Incomplete { need: Some(total) });
-            }
-            if &buf[consumed + size..total] != b"\r\n" {
-                return Err(ProtoError::UnknownOp);
-            }
-            let payload = &buf[consumed..consumed + size];
-            Ok(Parsed::Op(
-                ClientOp::Pub {
-                    subject,
-                    reply,
-                    header_len,
-                    header_token,
-                    size_token,
-                    payload,
-                },
-                total,
-            ))
+            Ok(message(
+                buf,
+                consumed,
+                (a[0], reply),
+                header_token,
+                a[n - 1],
+                limits,
+                op,
+            )?
+            .map(ClientOp::Pub))
         }
         Verb::Ping | Verb::Pong | Verb::Ok => unreachable!("handled above"),
     }
@@ -364,22 +401,22 @@ UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
     fn pub_forms() {
         assert_eq!(
             op(b"PUB foo 05\r\nhello\r\n"),
-            ClientOp::Pub {
+            ClientOp::Pub(Message {
                 subject: b"foo",
                 reply: None,
                 header_len: None,
                 header_token: b"",
                 size_token: b"05",
                 payload: b"hello"
-            }
+            })
         );
         match op(b"pub\tfoo  reply\t2\r\nhi\r\n") {
-            ClientOp::Pub {
+            ClientOp::Pub(Message {
                 subject,
                 reply,
                 payload,
                 ..
-            } => {
+            }) => {
                 assert_eq!(
                     (subject, reply, payload),
                     (&b"foo"[..], Some(&b"reply"[..]), &b"hi"[..])
@@ -389,7 +426,7 @@ UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
         }
         // Payloads may contain line ends.
         match op(b"PUB a 4\r\n\r\n\r\n\r\n") {
-            ClientOp::Pub { payload, .. } => assert_eq!(payload, b"\r\n\r\n"),
+            ClientOp::Pub(Message { payload, .. }) => assert_eq!(payload, b"\r\n\r\n"),
             other => panic!("{other:?}"),
         }
     }
@@ -397,14 +434,14 @@ UNSUB 1\r\nunsub 2 10\r\nPING\r\nPONG\r\n+OK\r\nPUB a 4\r\n\r\n\r\n\r\nPING\n";
     #[test]
     fn hpub_forms() {
         match op(b"HPUB foo 22 33\r\nNATS/1.0\r\nBar: Baz\r\n\r\nHello NATS!\r\n") {
-            ClientOp::Pub {
+            ClientOp::Pub(Message {
                 header_len,
                 header_token,
                 size_token,
                 payload,
                 reply,
                 ..
-            } => {
+            }) => {
                 assert_eq!(header_len, Some(22));
                 assert_eq!((header_token, size_token), (&b"22"[..], &b"33"[..]));
                 assert_eq!(payload.len(), 33);

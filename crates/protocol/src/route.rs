@@ -13,7 +13,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::error::ProtoError;
-use crate::parse::{Limits, Parsed, is_sep, parse_size, split_args};
+use crate::parse::{Limits, Message, Parsed, is_sep, message, parse_size, split_args};
 
 /// One operation received on a route. Slices borrow from the read buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,14 +37,9 @@ pub enum RouteOp<'a> {
     },
     Msg {
         account: &'a [u8],
-        subject: &'a [u8],
-        reply: Option<&'a [u8]>,
         /// Space-separated queue names the sender picked this server for (empty: none).
         queues: &'a [u8],
-        header_len: Option<usize>,
-        header_token: &'a [u8],
-        size_token: &'a [u8],
-        payload: &'a [u8],
+        msg: Message<'a>,
     },
 }
 
@@ -171,43 +166,21 @@ fn parse_msg<'a>(
         }
         _ => &b""[..],
     };
-    let size_token = fields[n - 1];
-    let size = parse_size(size_token).ok_or(bad)?;
-    let (header_len, header_token) = if headers {
-        let h = parse_size(fields[n - 2]).ok_or(bad)?;
-        if h > size {
-            return Err(bad);
-        }
-        (Some(h), fields[n - 2])
-    } else {
-        (None, &b""[..])
-    };
-    if size > limits.max_payload {
-        return Err(ProtoError::MaxPayload {
-            size,
-            max: limits.max_payload,
-        });
-    }
-    let total = consumed + size + 2;
-    if buf.len() < total {
-        return Ok(Parsed::Incomplete { need: Some(total) });
-    }
-    if &buf[consumed + size..total] != b"\r\n" {
-        return Err(ProtoError::UnknownOp);
-    }
-    Ok(Parsed::Op(
-        RouteOp::Msg {
-            account,
-            subject,
-            reply,
-            queues,
-            header_len,
-            header_token,
-            size_token,
-            payload: &buf[consumed..consumed + size],
-        },
-        total,
-    ))
+    let header_token = headers.then(|| fields[n - 2]);
+    let parsed = message(
+        buf,
+        consumed,
+        (subject, reply),
+        header_token,
+        fields[n - 1],
+        limits,
+        op,
+    )?;
+    Ok(parsed.map(|msg| RouteOp::Msg {
+        account,
+        queues,
+        msg,
+    }))
 }
 
 /// `RS+ <account> <subject> [<queue> <weight>]␍␊`
@@ -365,12 +338,15 @@ mod tests {
                 match op(&out) {
                     RouteOp::Msg {
                         account,
-                        subject,
-                        reply: r,
                         queues: q,
-                        payload: p,
-                        header_len,
-                        ..
+                        msg:
+                            Message {
+                                subject,
+                                reply: r,
+                                payload: p,
+                                header_len,
+                                ..
+                            },
                     } => {
                         assert_eq!(
                             (account, subject, r, p),

@@ -26,10 +26,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+use rnats_protocol::Message;
 
 use crate::conn::Subscription;
 use crate::conn::{ClientShared, CloseReason, ConnMeta, LocalFrame};
-use crate::router::{Msg, Router};
+use crate::router::Router;
 use crate::state::{ServerShared, random_id};
 
 /// Why a local connection could not do what was asked.
@@ -244,7 +245,7 @@ impl LocalConn {
             }
             size.clear();
             rnats_protocol::write_u64(&mut size, payload.len() as u64);
-            let msg = Msg {
+            let msg = Message {
                 subject: subject.as_bytes(),
                 reply: reply.map(str::as_bytes),
                 header_len: None,

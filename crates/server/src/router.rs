@@ -2,7 +2,7 @@
 //! client's reader, a [`crate::LocalConn`]) owns a [`Router`]; a route's reader, which
 //! delivers to local subscribers only, uses [`deliver_to`] and a [`Batch`] directly.
 //!
-//! A message ([`Msg`]) is borrowed from the publisher's read buffer. The router looks its
+//! A message ([`Message`]) is borrowed from the publisher's read buffer. The router looks its
 //! subject up (its own match cache first, valid while the sublist's generation holds, then the
 //! sublist), appends it to each local subscriber's outbound buffer (one random member per
 //! queue group, weighted by member counts when routes are in the group) and once to each route
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use rand::{Rng, SeedableRng, rngs::SmallRng};
+use rnats_protocol::Message;
 
 use crate::conn::Subscription;
 use crate::conn::{ClientShared, CloseReason, Enqueued};
@@ -22,16 +23,6 @@ use crate::sublist::{MatchCache, SubResult, Sublist};
 
 /// Most subjects a publisher caches match results (and publish permissions) for.
 pub(crate) const LOCAL_CACHE_MAX: usize = 512;
-
-/// A message being routed, as parsed from the publisher's read buffer.
-pub(crate) struct Msg<'a> {
-    pub subject: &'a [u8],
-    pub reply: Option<&'a [u8]>,
-    pub header_len: Option<usize>,
-    pub header_token: &'a [u8],
-    pub size_token: &'a [u8],
-    pub payload: &'a [u8],
-}
 
 /// Adds what a publisher sent (counted per batch, not per message) to the server's and the
 /// connection's inbound counters.
@@ -126,7 +117,7 @@ impl Router {
     pub(crate) fn route(
         &mut self,
         srv: &ServerShared,
-        msg: &Msg<'_>,
+        msg: &Message<'_>,
         skip_cid: Option<u64>,
     ) -> usize {
         if self.matches.revalidate(&srv.sublist) {
@@ -215,7 +206,7 @@ impl Router {
     }
 
     /// Writes one RMSG/HMSG per route target; returns how many routes got the message.
-    fn send_route_targets(&mut self, result: &SubResult<Subscription>, msg: &Msg<'_>) -> usize {
+    fn send_route_targets(&mut self, result: &SubResult<Subscription>, msg: &Message<'_>) -> usize {
         let mut sent = 0;
         for (route, groups) in self.route_targets.drain(..) {
             let queues = groups.iter().map(|&g| &*result.queues[g].name);
@@ -293,7 +284,7 @@ pub(crate) fn deliver_to(
     srv: &ServerShared,
     batch: &mut Batch,
     sub: &Arc<Subscription>,
-    msg: &Msg<'_>,
+    msg: &Message<'_>,
     skip_cid: Option<u64>,
 ) -> bool {
     {

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use rnats_protocol::{ClientOp, Limits, Parsed, ProtoError, parse_client_op};
+use rnats_protocol::{ClientOp, Limits, Message, Parsed, ProtoError, parse_client_op};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,7 +28,7 @@ use crate::conn::Subscription;
 use crate::conn::{ClientShared, CloseReason, write_loop};
 use crate::net::SharedTcp;
 use crate::reader::{self, OpReader, process_ops};
-use crate::router::{LOCAL_CACHE_MAX, Msg, Router, count_in};
+use crate::router::{LOCAL_CACHE_MAX, Router, count_in};
 use crate::state::ServerShared;
 use crate::sublist::FastMap;
 
@@ -359,7 +359,7 @@ impl Reader {
         Flow::Continue
     }
 
-    fn process_pub(&mut self, msg: &mut Msg<'_>) -> Flow {
+    fn process_pub(&mut self, msg: &mut Message<'_>) -> Flow {
         if msg.header_len.is_some() && !self.flags.headers {
             error!(
                 "{} - cid:{} - HPUB without headers support",
@@ -539,21 +539,7 @@ impl OpReader for Reader {
         }
         match op {
             ClientOp::Connect(json) => self.process_connect(json),
-            ClientOp::Pub {
-                subject,
-                reply,
-                header_len,
-                header_token,
-                size_token,
-                payload,
-            } => self.process_pub(&mut Msg {
-                subject,
-                reply,
-                header_len,
-                header_token,
-                size_token,
-                payload,
-            }),
+            ClientOp::Pub(mut msg) => self.process_pub(&mut msg),
             ClientOp::Sub {
                 subject,
                 queue,

@@ -3,7 +3,7 @@
 
 use tracing::trace;
 
-use rnats_protocol::ClientOp;
+use rnats_protocol::{ClientOp, Message};
 use serde_json::Value;
 
 use crate::conn::ClientShared;
@@ -30,13 +30,13 @@ fn redact_secrets(json: &[u8]) -> String {
 pub(super) fn trace_op(me: &ClientShared, op: &ClientOp<'_>) {
     let text = match op {
         ClientOp::Connect(json) => format!("CONNECT {}", redact_secrets(json)),
-        ClientOp::Pub {
+        ClientOp::Pub(Message {
             subject,
             reply,
             size_token,
             header_len,
             ..
-        } => format!(
+        }) => format!(
             "{} {}{} {}",
             if header_len.is_some() { "HPUB" } else { "PUB" },
             String::from_utf8_lossy(subject),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
-use rnats_protocol::{Limits, Parsed, ProtoError, RouteOp, parse_route_op};
+use rnats_protocol::{Limits, Message, Parsed, ProtoError, RouteOp, parse_route_op};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -24,7 +24,7 @@ use tracing::{debug, error, info};
 use crate::conn::{ClientShared, CloseReason, Subscription, write_loop};
 use crate::net::{SharedTcp, host_port};
 use crate::reader::{Flow, OpReader, process_ops};
-use crate::router::{Batch, Matches, Msg, deliver_to};
+use crate::router::{Batch, Matches, deliver_to};
 use crate::state::ServerShared;
 use crate::state::cluster::{GLOBAL_ACCOUNT, RouteEntry};
 use crate::state::monitor::RouteMonitor;
@@ -436,7 +436,7 @@ impl RouteConn {
     }
 
     /// Delivers a message that came over this route to local subscribers only (one hop).
-    fn deliver_routed(&mut self, msg: &Msg<'_>, queues: &[u8]) {
+    fn deliver_routed(&mut self, msg: &Message<'_>, queues: &[u8]) {
         self.matches.revalidate(&self.srv.sublist);
         let result = self.matches.get(&self.srv.sublist, msg.subject);
         let srv = self.srv.clone();
@@ -614,28 +614,15 @@ impl OpReader for RouteConn {
             }
             RouteOp::Msg {
                 account,
-                subject,
-                reply,
                 queues,
-                header_len,
-                header_token,
-                size_token,
-                payload,
+                msg,
             } => {
                 let stats = &self.me.stats;
                 stats.in_msgs.fetch_add(1, Ordering::Relaxed);
                 stats
                     .in_bytes
-                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    .fetch_add(msg.payload.len() as u64, Ordering::Relaxed);
                 if self.registered && account == GLOBAL_ACCOUNT {
-                    let msg = Msg {
-                        subject,
-                        reply,
-                        header_len,
-                        header_token,
-                        size_token,
-                        payload,
-                    };
                     self.deliver_routed(&msg, queues);
                 }
                 RouteFlow::Continue
