@@ -55,6 +55,17 @@ pub(crate) fn sign(opts: &ConnectOptions, nonce: Option<&str>) -> Result<Signed,
     })
 }
 
+/// What is missing from a `.creds` file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CredsError {
+    #[error("no user JWT found (expected a -----BEGIN NATS USER JWT----- block)")]
+    NoJwt,
+    #[error("no user nkey seed found (expected a -----BEGIN USER NKEY SEED----- block)")]
+    NoSeed,
+    #[error("the nkey seed is not a user seed (SU…)")]
+    NotUserSeed,
+}
+
 /// The user JWT and nkey seed of a `.creds` file:
 ///
 /// ```text
@@ -72,7 +83,7 @@ pub(crate) fn sign(opts: &ConnectOptions, nonce: Option<&str>) -> Result<Signed,
 /// A block is a line of 3+ dashes, one line of content, and another line of dashes; the first
 /// block is the JWT, the second the seed. Without blocks the seed is the first line starting
 /// with `SU`, and the JWT cannot be found.
-pub(crate) fn parse_creds(contents: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_creds(contents: &str) -> Result<(String, String), CredsError> {
     let is_fence = |l: &str| {
         let l = l.trim();
         l.len() >= 6 && l.starts_with("---") && l.ends_with("---")
@@ -99,17 +110,17 @@ pub(crate) fn parse_creds(contents: &str) -> Result<(String, String), String> {
         .first()
         .copied()
         .filter(|j| j.matches('.').count() == 2)
-        .ok_or("no user JWT found (expected a -----BEGIN NATS USER JWT----- block)")?;
+        .ok_or(CredsError::NoJwt)?;
     let seed = match blocks.get(1) {
         Some(s) => *s,
         None => lines
             .iter()
             .map(|l| l.trim())
             .find(|l| l.starts_with("SU"))
-            .ok_or("no user nkey seed found (expected a -----BEGIN USER NKEY SEED----- block)")?,
+            .ok_or(CredsError::NoSeed)?,
     };
     if !seed.starts_with("SU") {
-        return Err("the nkey seed is not a user seed (SU…)".into());
+        return Err(CredsError::NotUserSeed);
     }
     Ok((jwt.to_string(), seed.to_string()))
 }
@@ -146,14 +157,20 @@ mod tests {
 
     #[test]
     fn rejects_incomplete_creds() {
-        assert!(parse_creds("").unwrap_err().contains("JWT"));
+        assert!(parse_creds("").unwrap_err().to_string().contains("JWT"));
         let only_jwt =
             format!("-----BEGIN NATS USER JWT-----\n{JWT}\n------END NATS USER JWT------\n");
-        assert!(parse_creds(&only_jwt).unwrap_err().contains("seed"));
+        assert!(
+            parse_creds(&only_jwt)
+                .unwrap_err()
+                .to_string()
+                .contains("seed")
+        );
         let account = nkeys::KeyPair::new_account().seed().unwrap();
         assert!(
             parse_creds(&creds(&account))
                 .unwrap_err()
+                .to_string()
                 .contains("user seed")
         );
     }
