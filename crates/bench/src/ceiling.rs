@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use anyhow::Context as _;
 use bytes::BytesMut;
 
 use crate::engine::payload;
@@ -15,7 +16,7 @@ pub fn parse_ceiling(
     size: usize,
     msgs: u64,
     batch: usize,
-) -> Result<String, String> {
+) -> anyhow::Result<String> {
     let mut one = Vec::new();
     one.extend_from_slice(format!("MSG {} 1 {}\r\n", subject, size).as_bytes());
     one.extend_from_slice(&payload(size));
@@ -35,9 +36,7 @@ pub fn parse_ceiling(
         fed += (end - off) as u64;
         off = if end == chunk.len() { 0 } else { end };
         let mut got = 0u64;
-        if let Err(e) = parse(&mut buf, |_, _, _| got += 1) {
-            return Err(format!("parse error: {e:#}"));
-        }
+        parse(&mut buf, |_, _, _| got += 1).context("parse error")?;
         seen += got;
     }
     let secs = start.elapsed().as_secs_f64();

@@ -96,7 +96,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("rnats-bench: {e}");
+                eprintln!("rnats-bench: {e:#}");
                 ExitCode::from(1)
             }
         };

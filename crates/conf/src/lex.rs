@@ -333,8 +333,21 @@ impl<'a> Lexer<'a> {
                 None => self.error_here("Unexpected EOF, expected a value."),
             });
         }
-        classify(raw).map_err(|m| self.error_at(line, col, m))
+        classify(raw).map_err(|e| self.error_at(line, col, e.to_string()))
     }
+}
+
+/// Why an unquoted token is no valid value (nats-server's words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ScalarError {
+    #[error("Floats must start with a digit")]
+    LeadingDot,
+    #[error("integer '{0}' is out of the range")]
+    IntRange(String),
+    #[error("float '{0}' is out of the range")]
+    FloatRange(String),
+    #[error("expected Zulu formatted DateTime, but got '{0}'")]
+    DateTime(String),
 }
 
 /// Decides what an unquoted token is.
@@ -342,7 +355,7 @@ impl<'a> Lexer<'a> {
 /// Unlike nats-server, which switches lexer states on the first characters, this looks at
 /// the whole token, so anything that is not exactly a number or datetime stays a string
 /// (`127.0.0.1:4222`, `10s`, `1.5s`, `3secret`, `2020-01-01`).
-pub(crate) fn classify(raw: &str) -> Result<Scalar, String> {
+pub(crate) fn classify(raw: &str) -> Result<Scalar, ScalarError> {
     const BOOLS: [(&str, bool); 6] = [
         ("true", true),
         ("yes", true),
@@ -363,7 +376,7 @@ pub(crate) fn classify(raw: &str) -> Result<Scalar, String> {
     }
     let bytes = raw.as_bytes();
     if bytes[0] == b'.' && bytes.get(1).is_some_and(u8::is_ascii_digit) {
-        return Err("Floats must start with a digit".into());
+        return Err(ScalarError::LeadingDot);
     }
     let body = raw.strip_prefix('-').unwrap_or(raw);
     let ndigits = body.bytes().take_while(u8::is_ascii_digit).count();
@@ -371,7 +384,7 @@ pub(crate) fn classify(raw: &str) -> Result<Scalar, String> {
         return Ok(Scalar::Str(raw.to_string()));
     }
     let (digits, rest) = raw.split_at(raw.len() - body.len() + ndigits);
-    let out_of_range = || format!("integer '{raw}' is out of the range");
+    let out_of_range = || ScalarError::IntRange(raw.to_string());
     if rest.is_empty() {
         return digits.parse().map(Scalar::Int).map_err(|_| out_of_range());
     }
@@ -381,14 +394,14 @@ pub(crate) fn classify(raw: &str) -> Result<Scalar, String> {
     {
         return match raw.parse::<f64>() {
             Ok(f) if f.is_finite() => Ok(Scalar::Float(f)),
-            _ => Err(format!("float '{raw}' is out of the range")),
+            _ => Err(ScalarError::FloatRange(raw.to_string())),
         };
     }
     if is_datetime_shape(raw) {
         return if valid_datetime(raw) {
             Ok(Scalar::DateTime(raw.to_string()))
         } else {
-            Err(format!("expected Zulu formatted DateTime, but got '{raw}'"))
+            Err(ScalarError::DateTime(raw.to_string()))
         };
     }
     // The project spec makes a lone `m` a string, not 10^6: `ping_interval: 2m` means two
@@ -516,7 +529,12 @@ mod tests {
         assert_eq!(c("1EB"), Scalar::Int(1 << 60));
         assert_eq!(c("-2k"), Scalar::Int(-2000));
         assert!(classify("9223372036854775808").is_err());
-        assert!(classify("16eb").unwrap_err().contains("out of the range"));
+        assert!(
+            classify("16eb")
+                .unwrap_err()
+                .to_string()
+                .contains("out of the range")
+        );
         assert_eq!(c("9223372036854775807"), Scalar::Int(i64::MAX));
     }
 
@@ -547,7 +565,12 @@ mod tests {
     fn floats() {
         assert_eq!(c("1.5"), Scalar::Float(1.5));
         assert_eq!(c("-0.25"), Scalar::Float(-0.25));
-        assert!(classify(".5").unwrap_err().contains("start with a digit"));
+        assert!(
+            classify(".5")
+                .unwrap_err()
+                .to_string()
+                .contains("start with a digit")
+        );
         assert_eq!(c("./nats.log"), s("./nats.log"));
     }
 
@@ -566,7 +589,10 @@ mod tests {
             "2016-13-04T18:53:41Z",
             "2016-05-04T24:00:00Z",
         ] {
-            assert!(classify(bad).unwrap_err().contains("Zulu"), "{bad}");
+            assert!(
+                classify(bad).unwrap_err().to_string().contains("Zulu"),
+                "{bad}"
+            );
         }
     }
 
