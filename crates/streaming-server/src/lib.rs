@@ -25,16 +25,12 @@
 
 mod engine;
 mod monitor;
+mod monitorz;
 mod nats;
 pub mod options;
 mod server;
+mod subjects;
 
-pub use engine::{
-    ERR_CLIENT_REGISTERED, ERR_CLIENT_REPLACED, ERR_DUP_DURABLE, ERR_DUR_QUEUE_COLON,
-    ERR_INVALID_ACK_WAIT, ERR_INVALID_CLIENT_ID, ERR_INVALID_CLOSE_REQ, ERR_INVALID_CONN_REQ,
-    ERR_INVALID_MAX_INFLIGHT, ERR_INVALID_PUB_REQ, ERR_INVALID_START, ERR_INVALID_SUB,
-    ERR_INVALID_SUB_REQ, ERR_INVALID_SUBJECT, ERR_INVALID_UNSUB_REQ, ERR_MISSING_CLIENT,
-    ERR_MSG_TOO_LARGE, ERR_UNKNOWN_CHANNEL, ERR_UNKNOWN_CLIENT,
-};
+pub use engine::ProtocolError;
 pub use options::Options;
 pub use server::{StartError, StreamingServer, start};

@@ -11,7 +11,18 @@ use bytes::Bytes;
 use rnats_client::{Client, Request};
 use rnats_server::{LocalConn, LocalInbox};
 
-use crate::engine::Kind;
+/// What a NATS message was received on (which of the engine's subscriptions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Connect,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    SubClose,
+    Close,
+    Ping,
+    Ack,
+}
 
 /// A subject or reply received from NATS, cloned without copying. Read as text it is checked
 /// for UTF-8 each time (and reads as empty, a subject nothing answers, when it is not); the

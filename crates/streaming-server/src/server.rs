@@ -17,9 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
-use crate::engine::{Engine, Event, Kind, Subjects, new_server_info};
-use crate::nats::{Inbound, Nats};
+use crate::engine::{Engine, Event};
+use crate::nats::{Inbound, Kind, Nats};
 use crate::options::{Options, VERSION};
+use crate::subjects::{Subjects, new_server_info};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,178 @@
+//! The monitoring model: the queries `/streaming/...` endpoints make, and the JSON documents
+//! they answer with (nats-streaming-server's field names). The engine fills them from its
+//! state ([`crate::engine`]); [`crate::monitor`] only serves them over HTTP.
+
+use serde::Serialize;
+
+/// A monitoring request, answered by the engine.
+#[derive(Debug, Clone)]
+pub enum MonitorQuery {
+    Serverz,
+    Storez,
+    Clientsz {
+        offset: usize,
+        limit: usize,
+        subs: bool,
+        client: Option<String>,
+    },
+    Channelsz {
+        offset: usize,
+        limit: usize,
+        subs: bool,
+        channel: Option<String>,
+    },
+}
+
+/// Status and JSON body.
+#[derive(Debug, Clone)]
+pub struct MonitorReply {
+    pub status: u16,
+    pub body: String,
+}
+
+pub(crate) fn ok<T: Serialize>(v: &T) -> MonitorReply {
+    MonitorReply {
+        status: 200,
+        body: serde_json::to_string_pretty(v).unwrap_or_default(),
+    }
+}
+
+pub(crate) fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+#[derive(Serialize)]
+pub(crate) struct Serverz<'a> {
+    pub(crate) cluster_id: &'a str,
+    pub(crate) server_id: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) go: &'a str,
+    pub(crate) state: &'a str,
+    pub(crate) now: String,
+    pub(crate) start_time: String,
+    pub(crate) uptime: String,
+    pub(crate) clients: usize,
+    pub(crate) subscriptions: usize,
+    pub(crate) channels: usize,
+    pub(crate) total_msgs: u64,
+    pub(crate) total_bytes: u64,
+    pub(crate) in_msgs: u64,
+    pub(crate) in_bytes: u64,
+    pub(crate) out_msgs: u64,
+    pub(crate) out_bytes: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) open_fds: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) max_fds: u64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct LimitsJson {
+    pub(crate) max_msgs: u64,
+    pub(crate) max_bytes: u64,
+    pub(crate) max_age: u64,
+    pub(crate) max_subscriptions: u64,
+    pub(crate) max_inactivity: u64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct StoreLimitsJson {
+    pub(crate) max_channels: u64,
+    pub(crate) max_msgs: u64,
+    pub(crate) max_bytes: u64,
+    pub(crate) max_age: u64,
+    pub(crate) max_subscriptions: u64,
+    pub(crate) max_inactivity: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) channels: Option<std::collections::BTreeMap<String, LimitsJson>>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Storez<'a> {
+    pub(crate) cluster_id: &'a str,
+    pub(crate) server_id: &'a str,
+    pub(crate) now: String,
+    #[serde(rename = "type")]
+    pub(crate) kind: &'a str,
+    pub(crate) limits: StoreLimitsJson,
+    pub(crate) total_msgs: u64,
+    pub(crate) total_bytes: u64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Subscriptionz {
+    pub(crate) client_id: String,
+    pub(crate) inbox: String,
+    pub(crate) ack_inbox: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) durable_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) queue_name: String,
+    pub(crate) is_durable: bool,
+    pub(crate) is_offline: bool,
+    pub(crate) max_inflight: i32,
+    pub(crate) ack_wait: i32,
+    pub(crate) last_sent: u64,
+    pub(crate) pending_count: usize,
+    pub(crate) is_stalled: bool,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Clientz {
+    pub(crate) id: String,
+    pub(crate) hb_inbox: String,
+    pub(crate) subs_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) subscriptions: Option<std::collections::BTreeMap<String, Vec<Subscriptionz>>>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Clientsz<'a> {
+    pub(crate) cluster_id: &'a str,
+    pub(crate) server_id: &'a str,
+    pub(crate) now: String,
+    pub(crate) offset: usize,
+    pub(crate) limit: usize,
+    pub(crate) count: usize,
+    pub(crate) total: usize,
+    pub(crate) clients: Vec<Clientz>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Channelz {
+    pub(crate) name: String,
+    pub(crate) msgs: u64,
+    pub(crate) bytes: u64,
+    pub(crate) first_seq: u64,
+    pub(crate) last_seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) subs_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) subscriptions: Option<Vec<Subscriptionz>>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Channelsz<'a> {
+    pub(crate) cluster_id: &'a str,
+    pub(crate) server_id: &'a str,
+    pub(crate) now: String,
+    pub(crate) offset: usize,
+    pub(crate) limit: usize,
+    pub(crate) count: usize,
+    pub(crate) total: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) names: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) channels: Option<Vec<Channelz>>,
+}
+
+pub(crate) fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn not_found(msg: String) -> MonitorReply {
+    MonitorReply {
+        status: 404,
+        body: msg,
+    }
+}
