@@ -8,10 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message as _;
 use rnats_client::ConnectOptions;
-use rnats_streaming::proto::{CloseRequest, ConnectRequest, ConnectResponse};
+use rnats_streaming::proto::{CloseRequest, ConnectRequest, ConnectResponse, ServerInfo};
 use rnats_streaming::store::file::FileStore;
 use rnats_streaming::store::memory::MemoryStore;
-use rnats_streaming::store::{Store, StoreKind};
+use rnats_streaming::store::{RecoveredState, Store, StoreKind};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -146,7 +146,27 @@ fn loopback(addr: SocketAddr) -> String {
     format!("nats://{host}:{}", addr.port())
 }
 
-/// Starts a streaming server.
+/// The NATS side of a server: the embedded core server (None with `-ns`) and the engine's
+/// connection.
+struct NatsSide {
+    embedded: Option<rnats_server::ServerHandle>,
+    nc: Nats,
+    url: String,
+}
+
+impl NatsSide {
+    /// Closes the connection and stops the embedded server (start-up failed).
+    async fn abandon<T>(self, e: StartError) -> Result<T, StartError> {
+        self.nc.close().await;
+        if let Some(n) = self.embedded {
+            n.shutdown(Duration::from_secs(1)).await;
+        }
+        Err(e)
+    }
+}
+
+/// Starts a streaming server: NATS, the duplicate check, the store and its recovery, the
+/// engine with its subscriptions, monitoring.
 pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
     opts.validate().map_err(StartError::Config)?;
     let mut opts = opts;
@@ -154,183 +174,28 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
         "STREAM: Starting nats-streaming-server[{}] version {VERSION}",
         opts.cluster_id
     );
-
-    // The NATS server: embedded, or external with -ns.
-    let mut nats = None;
-    let urls: Vec<String> = match &opts.nats_server_url {
-        Some(u) => u
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect(),
-        None => {
-            let mut nopts = opts.nats.clone();
-            // The streaming monitor takes the -m port and forwards NATS paths to this one.
-            nopts.http_port = if opts.http_port != 0 { -1 } else { 0 };
-            nopts.http_host = Some("127.0.0.1".to_string());
-            let handle = rnats_server::start(nopts)
-                .await
-                .map_err(|e| StartError::Nats(e.to_string()))?;
-            let url = loopback(handle.client_addr());
-            nats = Some(handle);
-            vec![url]
-        }
-    };
-    if opts.nats_server_url.is_some() {
-        info!("STREAM: Connecting to NATS Server at {}", urls.join(","));
+    let side = connect_nats(&opts).await?;
+    if opts.startup_check && another_server_answers(&side.nc, &opts).await {
+        let e = StartError::Duplicate(opts.cluster_id.clone());
+        return side.abandon(e).await;
     }
-
-    let name = format!("_NSS-{}-general", opts.cluster_id);
-    let nc = match &nats {
-        // The embedded server: a local connection, no socket in between.
-        Some(n) => match n.connect_local(&name) {
-            Ok(c) => Nats::Local(Arc::new(c)),
-            Err(e) => {
-                if let Some(n) = nats {
-                    n.shutdown(Duration::from_secs(1)).await;
-                }
-                return Err(StartError::Nats(format!("unable to connect to NATS: {e}")));
-            }
-        },
-        None => {
-            let mut copts = ConnectOptions::new()
-                .name(name)
-                .max_reconnects(None)
-                .reconnect_delay(
-                    Duration::from_millis(250),
-                    Duration::from_millis(250),
-                    Duration::ZERO,
-                )
-                .request_timeout(Duration::from_secs(2));
-            if let Some(t) = &opts.token {
-                copts = copts.token(t.clone());
-            } else if let Some(u) = &opts.username {
-                copts =
-                    copts.user_and_password(u.clone(), opts.password.clone().unwrap_or_default());
-            }
-            match copts.connect(urls.clone()).await {
-                Ok(nc) => Nats::Remote(nc),
-                Err(e) => {
-                    return Err(StartError::Nats(format!(
-                        "unable to connect to NATS at {}: {e}",
-                        urls.join(",")
-                    )));
-                }
-            }
-        }
-    };
-    let nats_url = urls.join(",");
-
-    let fail = |nats: Option<rnats_server::ServerHandle>, nc: Nats, e: StartError| async move {
-        nc.close().await;
-        if let Some(n) = nats {
-            n.shutdown(Duration::from_secs(1)).await;
-        }
-        Err::<StreamingServer, StartError>(e)
-    };
-
-    // Refuse to run next to another server with the same cluster ID.
-    if opts.startup_check {
-        let discover = format!("{}.{}", opts.discover_prefix, opts.cluster_id);
-        let req = ConnectRequest {
-            client_id: opts.cluster_id.clone(),
-            heartbeat_inbox: nc.new_inbox(),
-            ..Default::default()
-        };
-        let r = nc
-            .request(
-                &discover,
-                Bytes::from(req.encode_to_vec()),
-                Duration::from_millis(250),
-            )
-            .await;
-        if let Ok(payload) = r
-            && let Ok(resp) = ConnectResponse::decode(payload)
-        {
-            if resp.error.is_empty() && !resp.close_requests.is_empty() {
-                let close = CloseRequest {
-                    client_id: opts.cluster_id.clone(),
-                };
-                let _ = nc
-                    .request(
-                        &resp.close_requests,
-                        Bytes::from(close.encode_to_vec()),
-                        Duration::from_millis(250),
-                    )
-                    .await;
-            }
-            return fail(nats, nc, StartError::Duplicate(opts.cluster_id.clone())).await;
-        }
-    }
-
-    // The store.
     let server_id = nuid::next().to_string();
     info!("STREAM: ServerID: {server_id}");
     info!("STREAM: Go version: rust (rnats-streaming-server)");
     info!("STREAM: Git commit: [not set]");
-    let limits = opts.limits.clone();
-    let store: Arc<dyn Store> = match opts.store_type {
-        StoreKind::Memory => match MemoryStore::new(limits) {
-            Ok(s) => Arc::new(s),
-            Err(e) => return fail(nats, nc, StartError::Store(e.to_string())).await,
-        },
-        StoreKind::File => {
-            let dir = opts.dir.clone().unwrap_or_default();
-            let fo = opts.file_options.clone();
-            let r = tokio::task::spawn_blocking(move || FileStore::open(dir, fo, limits)).await;
-            match r {
-                Ok(Ok(s)) => Arc::new(s),
-                Ok(Err(e)) => return fail(nats, nc, StartError::Store(e.to_string())).await,
-                Err(e) => return fail(nats, nc, StartError::Store(e.to_string())).await,
-            }
-        }
-        StoreKind::Sql => {
-            return fail(
-                nats,
-                nc,
-                StartError::Config("SQL store not supported".into()),
-            )
-            .await;
+    let store = match open_store(&opts).await {
+        Ok(s) => s,
+        Err(e) => return side.abandon(e).await,
+    };
+    let (info, recovered) = match recover_store(&store, &opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = store.close();
+            return side.abandon(e).await;
         }
     };
-    info!("STREAM: Recovering the state...");
-    let st = store.clone();
-    let recovered = match tokio::task::spawn_blocking(move || st.recover()).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return fail(nats, nc, StartError::Store(e.to_string())).await,
-        Err(e) => return fail(nats, nc, StartError::Store(e.to_string())).await,
-    };
-    let info = match &recovered.info {
-        Some(i) => {
-            if i.cluster_id != opts.cluster_id {
-                let e = format!(
-                    "cluster ID \"{}\" does not match recovered value of \"{}\"",
-                    opts.cluster_id, i.cluster_id
-                );
-                let _ = store.close();
-                return fail(nats, nc, StartError::Config(e)).await;
-            }
-            let mut i = i.clone();
-            i.discovery = format!("{}.{}", opts.discover_prefix, opts.cluster_id);
-            i
-        }
-        None => {
-            let i = new_server_info(&opts);
-            if let Err(e) = store.init(&i) {
-                return fail(nats, nc, StartError::Store(e.to_string())).await;
-            }
-            i
-        }
-    };
-    if recovered.info.is_none() || (recovered.clients.is_empty() && recovered.channels.is_empty()) {
-        info!("STREAM: No recovered state");
-    } else {
-        info!("STREAM: Recovered {} channel(s)", recovered.channels.len());
-        info!("STREAM: Recovered {} client(s)", recovered.clients.len());
-    }
     opts.nats.http_port = 0;
     let opts = Arc::new(opts);
-    let subjects = Subjects::from_info(&info, &opts);
     info!("STREAM: Message store is {}", store.kind());
     if let Some(d) = &opts.dir
         && store.kind() == StoreKind::File
@@ -342,15 +207,197 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut engine = Engine::new(
         opts.clone(),
-        nc.clone(),
+        side.nc.clone(),
         store.clone(),
         &info,
         server_id,
         tx.clone(),
     );
     engine.recover(recovered);
+    let inbound = match subscribe_protocol(&side.nc, &Subjects::from_info(&info, &opts)).await {
+        Ok(i) => i,
+        Err(e) => return side.abandon(e).await,
+    };
+    let engine = tokio::spawn(engine.run(rx, inbound));
 
-    // Protocol subscriptions, by priority (see `nats::Inbound`).
+    let monitor = match start_monitor(&opts, &side, &tx).await {
+        Ok(m) => m,
+        Err(e) => {
+            engine.abort();
+            return side.abandon(e).await;
+        }
+    };
+    info!("STREAM: Streaming Server is ready");
+    Ok(StreamingServer {
+        opts,
+        nats: side.embedded,
+        nc: side.nc,
+        store,
+        tx,
+        engine,
+        monitor,
+        nats_url: side.url,
+    })
+}
+
+/// The embedded NATS server with a local connection to it, or a client connection to the
+/// `-ns` servers.
+async fn connect_nats(opts: &Options) -> Result<NatsSide, StartError> {
+    let name = format!("_NSS-{}-general", opts.cluster_id);
+    let Some(url) = &opts.nats_server_url else {
+        let mut nopts = opts.nats.clone();
+        // The streaming monitor takes the -m port and forwards NATS paths to this one.
+        nopts.http_port = if opts.http_port != 0 { -1 } else { 0 };
+        nopts.http_host = Some("127.0.0.1".to_string());
+        let handle = rnats_server::start(nopts)
+            .await
+            .map_err(|e| StartError::Nats(e.to_string()))?;
+        let url = loopback(handle.client_addr());
+        // A local connection: no socket in between.
+        return match handle.connect_local(&name) {
+            Ok(c) => Ok(NatsSide {
+                embedded: Some(handle),
+                nc: Nats::Local(Arc::new(c)),
+                url,
+            }),
+            Err(e) => {
+                handle.shutdown(Duration::from_secs(1)).await;
+                Err(StartError::Nats(format!("unable to connect to NATS: {e}")))
+            }
+        };
+    };
+    let urls: Vec<String> = url
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    info!("STREAM: Connecting to NATS Server at {}", urls.join(","));
+    let mut copts = ConnectOptions::new()
+        .name(name)
+        .max_reconnects(None)
+        .reconnect_delay(
+            Duration::from_millis(250),
+            Duration::from_millis(250),
+            Duration::ZERO,
+        )
+        .request_timeout(Duration::from_secs(2));
+    if let Some(t) = &opts.token {
+        copts = copts.token(t.clone());
+    } else if let Some(u) = &opts.username {
+        copts = copts.user_and_password(u.clone(), opts.password.clone().unwrap_or_default());
+    }
+    match copts.connect(urls.clone()).await {
+        Ok(nc) => Ok(NatsSide {
+            embedded: None,
+            nc: Nats::Remote(nc),
+            url: urls.join(","),
+        }),
+        Err(e) => Err(StartError::Nats(format!(
+            "unable to connect to NATS at {}: {e}",
+            urls.join(",")
+        ))),
+    }
+}
+
+/// Whether another streaming server with this cluster ID answers on the discovery subject
+/// (its test connection is closed again).
+async fn another_server_answers(nc: &Nats, opts: &Options) -> bool {
+    let discover = format!("{}.{}", opts.discover_prefix, opts.cluster_id);
+    let req = ConnectRequest {
+        client_id: opts.cluster_id.clone(),
+        heartbeat_inbox: nc.new_inbox(),
+        ..Default::default()
+    };
+    let wait = Duration::from_millis(250);
+    let r = nc
+        .request(&discover, Bytes::from(req.encode_to_vec()), wait)
+        .await;
+    let Ok(resp) = r.map(ConnectResponse::decode) else {
+        return false;
+    };
+    let Ok(resp) = resp else {
+        return false;
+    };
+    if resp.error.is_empty() && !resp.close_requests.is_empty() {
+        let close = CloseRequest {
+            client_id: opts.cluster_id.clone(),
+        };
+        let _ = nc
+            .request(
+                &resp.close_requests,
+                Bytes::from(close.encode_to_vec()),
+                wait,
+            )
+            .await;
+    }
+    true
+}
+
+/// Opens the store `-st` names (on a blocking thread: the file store reads its files).
+async fn open_store(opts: &Options) -> Result<Arc<dyn Store>, StartError> {
+    let limits = opts.limits.clone();
+    let store_err = |e: &dyn std::fmt::Display| StartError::Store(e.to_string());
+    match opts.store_type {
+        StoreKind::Memory => match MemoryStore::new(limits) {
+            Ok(s) => Ok(Arc::new(s)),
+            Err(e) => Err(store_err(&e)),
+        },
+        StoreKind::File => {
+            let dir = opts.dir.clone().unwrap_or_default();
+            let fo = opts.file_options.clone();
+            match tokio::task::spawn_blocking(move || FileStore::open(dir, fo, limits)).await {
+                Ok(Ok(s)) => Ok(Arc::new(s)),
+                Ok(Err(e)) => Err(store_err(&e)),
+                Err(e) => Err(store_err(&e)),
+            }
+        }
+        StoreKind::Sql => Err(StartError::Config("SQL store not supported".into())),
+    }
+}
+
+/// Recovers the store's state and the server info (written to a new store).
+async fn recover_store(
+    store: &Arc<dyn Store>,
+    opts: &Options,
+) -> Result<(ServerInfo, RecoveredState), StartError> {
+    info!("STREAM: Recovering the state...");
+    let st = store.clone();
+    let recovered = match tokio::task::spawn_blocking(move || st.recover()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(StartError::Store(e.to_string())),
+        Err(e) => return Err(StartError::Store(e.to_string())),
+    };
+    let info = match &recovered.info {
+        Some(i) => {
+            if i.cluster_id != opts.cluster_id {
+                return Err(StartError::Config(format!(
+                    "cluster ID \"{}\" does not match recovered value of \"{}\"",
+                    opts.cluster_id, i.cluster_id
+                )));
+            }
+            let mut i = i.clone();
+            i.discovery = format!("{}.{}", opts.discover_prefix, opts.cluster_id);
+            i
+        }
+        None => {
+            let i = new_server_info(opts);
+            store
+                .init(&i)
+                .map_err(|e| StartError::Store(e.to_string()))?;
+            i
+        }
+    };
+    if recovered.info.is_none() || (recovered.clients.is_empty() && recovered.channels.is_empty()) {
+        info!("STREAM: No recovered state");
+    } else {
+        info!("STREAM: Recovered {} channel(s)", recovered.channels.len());
+        info!("STREAM: Recovered {} client(s)", recovered.clients.len());
+    }
+    Ok((info, recovered))
+}
+
+/// Subscribes the protocol subjects, by priority (see `nats::Inbound`).
+async fn subscribe_protocol(nc: &Nats, subjects: &Subjects) -> Result<Inbound, StartError> {
     let subs = [
         (format!("{}.*", subjects.acks), Kind::Ack),
         (format!("{}.>", subjects.publish), Kind::Publish),
@@ -361,78 +408,59 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
         (subjects.sub_close.clone(), Kind::SubClose),
         (subjects.close.clone(), Kind::Close),
     ];
-    let inbound = match &nc {
+    let failed = |subject: &str, e: &dyn std::fmt::Display| {
+        StartError::Nats(format!("subscribe {subject}: {e}"))
+    };
+    match nc {
         Nats::Local(conn) => {
             let mut kinds = Vec::new();
             for (subject, kind) in subs {
-                match conn.subscribe(&subject, None) {
-                    Ok(sid) => kinds.push((sid, kind)),
-                    Err(e) => {
-                        let e = StartError::Nats(format!("subscribe {subject}: {e}"));
-                        return fail(nats, nc, e).await;
-                    }
-                }
+                let sid = conn
+                    .subscribe(&subject, None)
+                    .map_err(|e| failed(&subject, &e))?;
+                kinds.push((sid, kind));
                 debug!("STREAM: Subscribed to {subject}");
             }
-            Inbound::local(conn.clone(), kinds)
+            Ok(Inbound::local(conn.clone(), kinds))
         }
         Nats::Remote(client) => {
             let mut streams = Vec::new();
             for (subject, kind) in subs {
-                match client.subscribe(subject.clone()).await {
-                    Ok(s) => streams.push((kind, s)),
-                    Err(e) => {
-                        let e = StartError::Nats(format!("subscribe {subject}: {e}"));
-                        return fail(nats, nc, e).await;
-                    }
-                }
+                let s = client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|e| failed(&subject, &e))?;
+                streams.push((kind, s));
                 debug!("STREAM: Subscribed to {subject}");
             }
-            if let Err(e) = client.flush().await {
-                return fail(nats, nc, StartError::Nats(e.to_string())).await;
-            }
-            Inbound::remote(streams)
+            client
+                .flush()
+                .await
+                .map_err(|e| StartError::Nats(e.to_string()))?;
+            Ok(Inbound::remote(streams))
         }
-    };
-    let engine = tokio::spawn(engine.run(rx, inbound));
-
-    // Monitoring.
-    let mut monitor = None;
-    if opts.http_port != 0 {
-        let port = if opts.http_port < 0 {
-            0
-        } else {
-            opts.http_port
-        };
-        let addr = format!("{}:{port}", opts.http_host);
-        let listener = match TcpListener::bind(&addr).await {
-            Ok(l) => l,
-            Err(source) => {
-                engine.abort();
-                return fail(nats, nc, StartError::Monitor { addr, source }).await;
-            }
-        };
-        let local = listener
-            .local_addr()
-            .map_err(|source| StartError::Monitor {
-                addr: addr.clone(),
-                source,
-            })?;
-        info!("STREAM: Starting monitoring on http://{local}/streaming");
-        let nats_monitor = nats.as_ref().and_then(|n| n.monitor_addr());
-        let task = tokio::spawn(crate::monitor::serve(listener, tx.clone(), nats_monitor));
-        monitor = Some((local, task));
     }
+}
 
-    info!("STREAM: Streaming Server is ready");
-    Ok(StreamingServer {
-        opts,
-        nats,
-        nc,
-        store,
-        tx,
-        engine,
-        monitor,
-        nats_url,
-    })
+/// Starts `/streaming` monitoring on the `-m` port (None without one).
+async fn start_monitor(
+    opts: &Options,
+    side: &NatsSide,
+    tx: &mpsc::UnboundedSender<Event>,
+) -> Result<Option<(SocketAddr, JoinHandle<()>)>, StartError> {
+    if opts.http_port == 0 {
+        return Ok(None);
+    }
+    let port = opts.http_port.max(0);
+    let addr = format!("{}:{port}", opts.http_host);
+    let monitor_err = |source| StartError::Monitor {
+        addr: addr.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(&addr).await.map_err(monitor_err)?;
+    let local = listener.local_addr().map_err(monitor_err)?;
+    info!("STREAM: Starting monitoring on http://{local}/streaming");
+    let nats_monitor = side.embedded.as_ref().and_then(|n| n.monitor_addr());
+    let task = tokio::spawn(crate::monitor::serve(listener, tx.clone(), nats_monitor));
+    Ok(Some((local, task)))
 }
