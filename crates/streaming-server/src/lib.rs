@@ -19,7 +19,8 @@
 //! ```
 //!
 //! * [`options`]: defaults, configuration keys and the command line of nats-streaming-server.
-//! * `engine`: the protocol state machine (one task; see its module documentation).
+//! * `engine`: the protocol state machine (one task; see its module documentation and
+//!   `ARCHITECTURE.md` beside this crate).
 //! * `nats`: the engine's NATS connection, local or over TCP.
 //! * `monitor`: `/streaming/serverz`, `storez`, `clientsz`, `channelsz`.
 

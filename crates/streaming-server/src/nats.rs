@@ -89,6 +89,23 @@ impl From<rnats_client::Message> for InMsg {
     }
 }
 
+/// A publish, request or flush that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// Over the client connection (`-ns`).
+    #[error(transparent)]
+    Client(Box<dyn std::error::Error + Send + Sync>),
+    /// Over the local connection to the embedded server.
+    #[error(transparent)]
+    Local(#[from] rnats_server::LocalError),
+}
+
+impl NatsError {
+    fn client(e: impl std::error::Error + Send + Sync + 'static) -> NatsError {
+        NatsError::Client(Box::new(e))
+    }
+}
+
 /// Where the engine publishes and sends requests.
 #[derive(Clone)]
 pub enum Nats {
@@ -105,14 +122,14 @@ impl Nats {
     }
 
     /// Publishes each `(subject, payload)`, in order, with one call.
-    pub async fn publish_batch<S, P>(&self, msgs: &[(S, P)]) -> Result<(), String>
+    pub async fn publish_batch<S, P>(&self, msgs: &[(S, P)]) -> Result<(), NatsError>
     where
         S: AsRef<str>,
         P: AsRef<[u8]>,
     {
         match self {
-            Nats::Remote(c) => c.publish_batch(msgs).await.map_err(|e| e.to_string()),
-            Nats::Local(c) => c.publish_batch(msgs).await.map_err(|e| e.to_string()),
+            Nats::Remote(c) => c.publish_batch(msgs).await.map_err(NatsError::client),
+            Nats::Local(c) => Ok(c.publish_batch(msgs).await?),
         }
     }
 
@@ -122,17 +139,14 @@ impl Nats {
         subject: &str,
         payload: Bytes,
         timeout: Duration,
-    ) -> Result<Bytes, String> {
+    ) -> Result<Bytes, NatsError> {
         match self {
             Nats::Remote(c) => c
                 .send_request(subject, Request::new().payload(payload).timeout(timeout))
                 .await
                 .map(|m| m.payload)
-                .map_err(|e| e.to_string()),
-            Nats::Local(c) => c
-                .request(subject, &payload, timeout)
-                .await
-                .map_err(|e| e.to_string()),
+                .map_err(NatsError::client),
+            Nats::Local(c) => Ok(c.request(subject, &payload, timeout).await?),
         }
     }
 
@@ -145,9 +159,9 @@ impl Nats {
     }
 
     /// Waits until what was published so far reached the server.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), NatsError> {
         match self {
-            Nats::Remote(c) => c.flush().await.map_err(|e| e.to_string()),
+            Nats::Remote(c) => c.flush().await.map_err(NatsError::client),
             Nats::Local(_) => Ok(()),
         }
     }
