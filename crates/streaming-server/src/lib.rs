@@ -25,13 +25,19 @@
 //! * `monitor`: `/streaming/serverz`, `storez`, `clientsz`, `channelsz`.
 
 mod engine;
+mod ft;
 mod monitor;
 mod monitorz;
 mod nats;
 pub mod options;
+mod partition;
 mod server;
+mod startup;
+mod status;
 mod subjects;
 
 pub use engine::ProtocolError;
 pub use options::Options;
+pub use partition::PartitionError;
 pub use server::{StartError, StreamingServer, start};
+pub use status::ServerState;

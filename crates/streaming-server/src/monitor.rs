@@ -17,12 +17,15 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::engine::Event;
-use crate::monitorz::MonitorQuery;
+use crate::monitorz::{self, MonitorQuery};
+use crate::status::{ServerState, Status};
 
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -90,7 +93,7 @@ const INDEX: &str = r#"<html lang="en">
 
 async fn handle(
     req: Request<Incoming>,
-    tx: mpsc::UnboundedSender<Event>,
+    status: Arc<Status>,
     nats_monitor: Option<SocketAddr>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
@@ -107,7 +110,10 @@ async fn handle(
     };
     let query = match path.as_str() {
         "/streaming" => return respond(200, "text/html; charset=utf-8", INDEX),
-        "/streaming/isFTActive" => return respond(204, "text/plain", ""),
+        "/streaming/isFTActive" => {
+            let active = status.state() == ServerState::FtActive;
+            return respond(if active { 200 } else { 204 }, "text/plain", "");
+        }
         "/streaming/serverz" => MonitorQuery::Serverz,
         "/streaming/storez" => MonitorQuery::Storez,
         "/streaming/clientsz" | "/streaming/channelsz" => {
@@ -146,14 +152,24 @@ async fn handle(
             };
         }
     };
+    let Some(tx) = status.engine() else {
+        return reply(monitorz::standby(&status, &query));
+    };
     let (rtx, rrx) = oneshot::channel();
     if tx.send(Event::Monitor(query, rtx)).is_err() {
         return respond(503, "text/plain", "server is shutting down\n");
     }
     match rrx.await {
-        Ok(r) if r.status == 200 => respond(200, "application/json", r.body),
-        Ok(r) => respond(r.status, "text/plain", r.body),
+        Ok(r) => reply(r),
         Err(_) => respond(503, "text/plain", "server is shutting down\n"),
+    }
+}
+
+fn reply(r: monitorz::MonitorReply) -> Response<Full<Bytes>> {
+    if r.status == 200 {
+        respond(200, "application/json", r.body)
+    } else {
+        respond(r.status, "text/plain", r.body)
     }
 }
 
@@ -214,18 +230,18 @@ fn dechunk(b: &[u8]) -> Bytes {
 /// Accepts monitoring connections until the task is aborted.
 pub(crate) async fn serve(
     listener: TcpListener,
-    tx: mpsc::UnboundedSender<Event>,
+    status: Arc<Status>,
     nats_monitor: Option<SocketAddr>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let tx = tx.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let tx = tx.clone();
-                async move { Ok::<_, Infallible>(handle(req, tx, nats_monitor).await) }
+                let status = status.clone();
+                async move { Ok::<_, Infallible>(handle(req, status, nats_monitor).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

@@ -2,9 +2,16 @@
 //! they answer with (nats-streaming-server's field names). The engine fills them from its
 //! state ([`crate::engine`]); [`crate::monitor`] only serves them over HTTP.
 
+use std::time::SystemTime;
+
+use rnats_server::monitor::format::{rfc3339, uptime};
+use rnats_streaming::store::StoreLimits;
 use serde::Serialize;
 
-/// A monitoring request, answered by the engine.
+use crate::options::VERSION;
+use crate::status::Status;
+
+/// A monitoring request, answered by the engine (or from [`Status`] when none runs).
 #[derive(Debug, Clone)]
 pub enum MonitorQuery {
     Serverz,
@@ -174,5 +181,130 @@ pub(crate) fn not_found(msg: String) -> MonitorReply {
     MonitorReply {
         status: 404,
         body: msg,
+    }
+}
+
+/// The counters `/streaming/serverz` reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counts {
+    pub(crate) clients: usize,
+    pub(crate) subscriptions: usize,
+    pub(crate) channels: usize,
+    pub(crate) total_msgs: u64,
+    pub(crate) total_bytes: u64,
+    pub(crate) in_msgs: u64,
+    pub(crate) in_bytes: u64,
+    pub(crate) out_msgs: u64,
+    pub(crate) out_bytes: u64,
+}
+
+pub(crate) fn serverz(st: &Status, c: &Counts) -> MonitorReply {
+    ok(&Serverz {
+        cluster_id: &st.opts.cluster_id,
+        server_id: &st.server_id,
+        version: VERSION,
+        go: concat!("rust-", env!("CARGO_PKG_VERSION")),
+        state: st.state().as_str(),
+        now: rfc3339(SystemTime::now()),
+        start_time: rfc3339(st.start_time),
+        uptime: uptime(st.start_time.elapsed().unwrap_or_default()),
+        clients: c.clients,
+        subscriptions: c.subscriptions,
+        channels: c.channels,
+        total_msgs: c.total_msgs,
+        total_bytes: c.total_bytes,
+        in_msgs: c.in_msgs,
+        in_bytes: c.in_bytes,
+        out_msgs: c.out_msgs,
+        out_bytes: c.out_bytes,
+        open_fds: 0,
+        max_fds: 0,
+    })
+}
+
+pub(crate) fn storez(
+    st: &Status,
+    l: &StoreLimits,
+    total_msgs: u64,
+    total_bytes: u64,
+) -> MonitorReply {
+    let channels = (!l.per_channel.is_empty()).then(|| {
+        l.per_channel
+            .keys()
+            .map(|name| {
+                let r = l.resolve(name);
+                (
+                    name.clone(),
+                    LimitsJson {
+                        max_msgs: r.max_msgs,
+                        max_bytes: r.max_bytes,
+                        max_age: nanos(r.max_age),
+                        max_subscriptions: r.max_subs,
+                        max_inactivity: nanos(r.max_inactivity),
+                    },
+                )
+            })
+            .collect()
+    });
+    ok(&Storez {
+        cluster_id: &st.opts.cluster_id,
+        server_id: &st.server_id,
+        now: rfc3339(SystemTime::now()),
+        kind: st.opts.store_type.as_str(),
+        limits: StoreLimitsJson {
+            max_channels: l.max_channels,
+            max_msgs: l.channel.max_msgs,
+            max_bytes: l.channel.max_bytes,
+            max_age: nanos(l.channel.max_age),
+            max_subscriptions: l.channel.max_subs,
+            max_inactivity: nanos(l.channel.max_inactivity),
+            channels,
+        },
+        total_msgs,
+        total_bytes,
+    })
+}
+
+/// The answer of a server without an engine (an FT standby): its identity, no clients, no
+/// channels.
+pub(crate) fn standby(st: &Status, q: &MonitorQuery) -> MonitorReply {
+    let now = rfc3339(SystemTime::now());
+    let (cluster_id, server_id) = (st.opts.cluster_id.as_str(), st.server_id.as_str());
+    match q {
+        MonitorQuery::Serverz => serverz(st, &Counts::default()),
+        MonitorQuery::Storez => storez(st, &st.opts.limits, 0, 0),
+        MonitorQuery::Clientsz {
+            client: Some(id), ..
+        } => not_found(format!("Client {id} not found")),
+        MonitorQuery::Channelsz {
+            channel: Some(name),
+            ..
+        } => not_found(format!("Channel {name} not found")),
+        MonitorQuery::Clientsz { offset, limit, .. } => ok(&Clientsz {
+            cluster_id,
+            server_id,
+            now,
+            offset: *offset,
+            limit: *limit,
+            count: 0,
+            total: 0,
+            clients: Vec::new(),
+        }),
+        MonitorQuery::Channelsz {
+            offset,
+            limit,
+            subs,
+            ..
+        } => ok(&Channelsz {
+            cluster_id,
+            server_id,
+            now,
+            offset: *offset,
+            limit: *limit,
+            count: 0,
+            total: 0,
+            names: (!subs).then(Vec::new),
+            channels: subs.then(Vec::new),
+        }),
     }
 }

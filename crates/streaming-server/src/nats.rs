@@ -22,6 +22,9 @@ pub enum Kind {
     Close,
     Ping,
     Ack,
+    /// Between servers: fault-tolerance heartbeats, partitioning lists (on connections of
+    /// their own, never the engine's).
+    Control,
 }
 
 /// A subject or reply received from NATS, cloned without copying. Read as text it is checked
@@ -130,6 +133,53 @@ impl Nats {
         match self {
             Nats::Remote(c) => c.publish_batch(msgs).await.map_err(NatsError::client),
             Nats::Local(c) => Ok(c.publish_batch(msgs).await?),
+        }
+    }
+
+    /// Publishes one message with a reply subject.
+    pub async fn publish_with_reply(
+        &self,
+        subject: &str,
+        reply: &str,
+        payload: &[u8],
+    ) -> Result<(), NatsError> {
+        match self {
+            Nats::Remote(c) => c
+                .publish_with_reply(subject, reply, payload)
+                .await
+                .map_err(NatsError::client),
+            Nats::Local(c) => c
+                .publish(subject, Some(reply), payload)
+                .await
+                .map(|_| ())
+                .map_err(Into::into),
+        }
+    }
+
+    /// Subscribes `subjects` for control messages: what they receive is read from the
+    /// returned [`Inbound`] as [`Kind::Control`]. Use a connection of its own: over a local
+    /// connection, an `Inbound` takes everything the connection receives.
+    pub async fn control_inbound(&self, subjects: &[&str]) -> Result<Inbound, NatsError> {
+        match self {
+            Nats::Remote(c) => {
+                let mut subs = Vec::new();
+                for s in subjects {
+                    let sub = c
+                        .subscribe(s.to_string())
+                        .await
+                        .map_err(NatsError::client)?;
+                    subs.push((Kind::Control, sub));
+                }
+                c.flush().await.map_err(NatsError::client)?;
+                Ok(Inbound::remote(subs))
+            }
+            Nats::Local(c) => {
+                let mut kinds = Vec::new();
+                for s in subjects {
+                    kinds.push((c.subscribe(s, None)?, Kind::Control));
+                }
+                Ok(Inbound::local(c.clone(), kinds))
+            }
         }
     }
 

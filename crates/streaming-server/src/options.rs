@@ -60,6 +60,15 @@ pub struct Options {
     pub client_dup_check_timeout: Duration,
     /// Check at start-up that no other streaming server serves the cluster ID.
     pub startup_check: bool,
+    /// Fault-tolerance group (`--ft_group`): the server starts as a standby and becomes
+    /// active when it gets the store lock.
+    pub ft_group: Option<String>,
+    /// How often the active server of an FT group sends its heartbeat (default 1 s).
+    pub ft_hb_interval: Duration,
+    /// Heartbeats missed for this long mean the active is gone (default 1.25 s).
+    pub ft_hb_missed_interval: Duration,
+    /// Partitioning: only the channels of `store_limits.channels` are served here.
+    pub partitioning: bool,
 }
 
 impl Default for Options {
@@ -87,6 +96,10 @@ impl Default for Options {
             stan_trace: false,
             client_dup_check_timeout: Duration::from_millis(500),
             startup_check: true,
+            ft_group: None,
+            ft_hb_interval: Duration::from_secs(1),
+            ft_hb_missed_interval: Duration::from_millis(1250),
+            partitioning: false,
         }
     }
 }
@@ -110,6 +123,23 @@ impl Options {
         }
         if self.store_type == StoreKind::Sql {
             return Err("SQL store is not supported by this rnats-streaming-server build".into());
+        }
+        if self.ft_group.is_some() {
+            if self.store_type == StoreKind::Memory {
+                return Err("ft: only FILE or SQL stores supported in FT mode".into());
+            }
+            if self.ft_hb_interval.is_zero()
+                || self.ft_hb_missed_interval.as_secs_f64()
+                    < self.ft_hb_interval.as_secs_f64() * 1.1
+            {
+                return Err(format!(
+                    "ft: the missed heartbeat interval needs to be at least 10% more than the heartbeat interval (hb={:?} missed hb={:?})",
+                    self.ft_hb_interval, self.ft_hb_missed_interval
+                ));
+            }
+        }
+        if self.partitioning && self.limits.per_channel.is_empty() {
+            return Err("stan: no configured channel".into());
         }
         if self.hb_interval.is_zero() || self.hb_timeout.is_zero() {
             return Err("heartbeat interval and timeout must be positive".into());
@@ -139,6 +169,9 @@ Streaming Server Options:
     -hbf, --hb_fail_count <int>       Number of failed heartbeats before server closes the client connection
           --io_batch_size <int>       Max number of messages in an IO batch (default: 1024)
           --replace_durable <bool>    Replace the existing durable subscription instead of reporting a duplicate durable error
+          --ft_group <string>         Name of this server's fault-tolerance group (FILE store): starts as a standby
+          --ft_hb_interval <duration> Heartbeat interval of the active FT server (default: 1s)
+          --ft_hb_missed_interval <duration> Missed heartbeats after which a standby tries to take over (default: 1.25s)
     -m,   --http_port <int>           HTTP port for monitoring (NATS and /streaming endpoints)
 
 Streaming Server File Store Options:
@@ -213,8 +246,10 @@ const VALUE_FLAGS: &[(&str, &[&str])] = &[
     ("file_parallel_recovery", &["file_parallel_recovery"]),
     ("file_read_buffer_size", &["file_read_buffer_size"]),
     ("file_auto_sync", &["file_auto_sync"]),
-    // Accepted so that the usage error names the feature, rejected in `apply`.
     ("ft_group", &["ft_group"]),
+    ("ft_hb_interval", &["ft_hb_interval"]),
+    ("ft_hb_missed_interval", &["ft_hb_missed_interval"]),
+    // Accepted so that the usage error names the feature, rejected in `apply`.
     ("cluster_node_id", &["cluster_node_id"]),
     ("cluster_peers", &["cluster_peers"]),
     ("cluster_log_path", &["cluster_log_path"]),
@@ -439,8 +474,11 @@ impl CommandLine {
                 "file_slice_archive_script" => {
                     return Err("--file_slice_archive_script is not supported by this build".into());
                 }
-                "ft_group" | "cluster_node_id" | "cluster_peers" | "cluster_log_path"
-                | "clustered" | "cluster_bootstrap"
+                "ft_group" => opts.ft_group = Some(v.to_string()).filter(|g| !g.is_empty()),
+                "ft_hb_interval" => opts.ft_hb_interval = dur()?,
+                "ft_hb_missed_interval" => opts.ft_hb_missed_interval = dur()?,
+                "cluster_node_id" | "cluster_peers" | "cluster_log_path" | "clustered"
+                | "cluster_bootstrap"
                     if v != "false" =>
                 {
                     return Err(format!(
@@ -526,6 +564,8 @@ const STREAMING_KEYS: &[&str] = &[
     "stan_trace",
     "ft_group",
     "ft_group_name",
+    "ft_hb_interval",
+    "ft_hb_missed_interval",
     "partitioning",
     "replace_durable",
     "replace_durables",
@@ -667,9 +707,14 @@ pub fn apply_config(map: &Map, opts: &mut Options) -> Result<(), String> {
                     .ok_or_else(|| conf_err(v, format!("parameter \"{key}\" must be a map")))?;
                 apply_file_options(m, &mut opts.file_options)?
             }
-            "ft_group" | "ft_group_name" | "cluster" | "partitioning" | "sql_options" | "sql"
-            | "encrypt" | "encryption_key" | "encryption_cipher" | "credentials"
-            | "nkey_seed_file" | "tls" | "secure"
+            "ft_group" | "ft_group_name" => {
+                opts.ft_group = Some(conf_str(&key, v)?).filter(|g| !g.is_empty())
+            }
+            "ft_hb_interval" => opts.ft_hb_interval = conf_duration(&key, v)?,
+            "ft_hb_missed_interval" => opts.ft_hb_missed_interval = conf_duration(&key, v)?,
+            "partitioning" => opts.partitioning = conf_bool(&key, v)?,
+            "cluster" | "sql_options" | "sql" | "encrypt" | "encryption_key"
+            | "encryption_cipher" | "credentials" | "nkey_seed_file" | "tls" | "secure"
                 if !matches!(v.value, Value::Bool(false)) =>
             {
                 return Err(conf_err(

@@ -10,6 +10,18 @@ use super::state::ChannelState;
 use super::{Engine, ProtocolError, Timer, instant_from_nanos};
 
 impl Engine {
+    /// Whether this server serves `channel`: always, unless partitioning limits it to the
+    /// channels of `store_limits.channels`.
+    pub(super) fn serves(&self, channel: &str) -> bool {
+        !self.opts.partitioning
+            || self
+                .opts
+                .limits
+                .per_channel
+                .keys()
+                .any(|p| crate::partition::overlap(p, channel))
+    }
+
     pub(super) fn arm_channel_timers(&mut self, name: &str) {
         let Some(cs) = self.channels.get_mut(name) else {
             return;

@@ -60,7 +60,7 @@ mod subscribe;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rnats_streaming::proto::{ConnectRequest, PubAck, ServerInfo};
@@ -72,6 +72,7 @@ use tracing::{debug, error, trace};
 use crate::monitorz::{MonitorQuery, MonitorReply};
 use crate::nats::{InMsg, Inbound, Kind, Nats, Subject};
 use crate::options::Options;
+use crate::status::Status;
 use crate::subjects::Subjects;
 
 pub use errors::ProtocolError;
@@ -171,8 +172,8 @@ pub(crate) struct Engine {
     nc: Nats,
     store: Arc<dyn Store>,
     subjects: Subjects,
-    server_id: String,
-    start_time: SystemTime,
+    /// Identity and state, shared with monitoring.
+    status: Arc<Status>,
     clients: BTreeMap<String, ClientState>,
     conn_ids: HashMap<Vec<u8>, String>,
     channels: BTreeMap<String, ChannelState>,
@@ -219,7 +220,7 @@ impl Engine {
         nc: Nats,
         store: Arc<dyn Store>,
         info: &ServerInfo,
-        server_id: String,
+        status: Arc<Status>,
         tx: mpsc::UnboundedSender<Event>,
     ) -> Engine {
         let max_payload = nc.max_payload();
@@ -245,8 +246,7 @@ impl Engine {
             opts,
             nc,
             store,
-            server_id,
-            start_time: SystemTime::now(),
+            status,
             clients: BTreeMap::new(),
             conn_ids: HashMap::new(),
             channels: BTreeMap::new(),
@@ -385,6 +385,8 @@ impl Engine {
                     Kind::Close => self.on_close(msg),
                     Kind::Ping => self.on_ping(msg),
                     Kind::Ack => self.on_ack(msg),
+                    // Never subscribed by the engine.
+                    Kind::Control => {}
                 }
             }
             Event::HbResult {

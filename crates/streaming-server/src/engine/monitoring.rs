@@ -3,12 +3,11 @@
 
 use std::time::SystemTime;
 
-use rnats_server::monitor::format::{rfc3339, uptime};
+use rnats_server::monitor::format::rfc3339;
 
 use super::Engine;
 use super::state::{ChannelState, Sub};
 use crate::monitorz::*;
-use crate::options::VERSION;
 
 fn subz(s: &Sub) -> Subscriptionz {
     Subscriptionz {
@@ -46,71 +45,27 @@ impl Engine {
         let e = self;
         let now = rfc3339(SystemTime::now());
         let cid = e.opts.cluster_id.as_str();
-        let sid = e.server_id.as_str();
+        let sid = e.status.server_id.as_str();
         let (total_msgs, total_bytes) = e.channels.values().fold((0, 0), |(m, b), c| {
             let s = c.ch.msgs().state();
             (m + s.msgs, b + s.bytes)
         });
         match q {
-            MonitorQuery::Serverz => ok(&Serverz {
-                cluster_id: cid,
-                server_id: sid,
-                version: VERSION,
-                go: concat!("rust-", env!("CARGO_PKG_VERSION")),
-                state: "STANDALONE",
-                now,
-                start_time: rfc3339(e.start_time),
-                uptime: uptime(e.start_time.elapsed().unwrap_or_default()),
-                clients: e.clients.len(),
-                subscriptions: e.channels.values().map(|c| c.subs.len()).sum(),
-                channels: e.channels.len(),
-                total_msgs,
-                total_bytes,
-                in_msgs: e.stats.in_msgs,
-                in_bytes: e.stats.in_bytes,
-                out_msgs: e.stats.out_msgs,
-                out_bytes: e.stats.out_bytes,
-                open_fds: 0,
-                max_fds: 0,
-            }),
-            MonitorQuery::Storez => {
-                let l = e.store.limits();
-                let channels = (!l.per_channel.is_empty()).then(|| {
-                    l.per_channel
-                        .keys()
-                        .map(|name| {
-                            let r = l.resolve(name);
-                            (
-                                name.clone(),
-                                LimitsJson {
-                                    max_msgs: r.max_msgs,
-                                    max_bytes: r.max_bytes,
-                                    max_age: nanos(r.max_age),
-                                    max_subscriptions: r.max_subs,
-                                    max_inactivity: nanos(r.max_inactivity),
-                                },
-                            )
-                        })
-                        .collect()
-                });
-                ok(&Storez {
-                    cluster_id: cid,
-                    server_id: sid,
-                    now,
-                    kind: e.store.kind().as_str(),
-                    limits: StoreLimitsJson {
-                        max_channels: l.max_channels,
-                        max_msgs: l.channel.max_msgs,
-                        max_bytes: l.channel.max_bytes,
-                        max_age: nanos(l.channel.max_age),
-                        max_subscriptions: l.channel.max_subs,
-                        max_inactivity: nanos(l.channel.max_inactivity),
-                        channels,
-                    },
+            MonitorQuery::Serverz => serverz(
+                &e.status,
+                &Counts {
+                    clients: e.clients.len(),
+                    subscriptions: e.channels.values().map(|c| c.subs.len()).sum(),
+                    channels: e.channels.len(),
                     total_msgs,
                     total_bytes,
-                })
-            }
+                    in_msgs: e.stats.in_msgs,
+                    in_bytes: e.stats.in_bytes,
+                    out_msgs: e.stats.out_msgs,
+                    out_bytes: e.stats.out_bytes,
+                },
+            ),
+            MonitorQuery::Storez => storez(&e.status, e.store.limits(), total_msgs, total_bytes),
             MonitorQuery::Clientsz {
                 offset,
                 limit,

@@ -38,6 +38,11 @@ impl Engine {
         let Ok(sr) = SubscriptionRequest::decode(msg.payload.clone()) else {
             return self.sub_response(&reply, String::new(), Some(ProtocolError::InvalidSubReq));
         };
+        if !self.serves(&sr.subject) {
+            // Partitioning: another server may own the channel; if none does, the client
+            // times out (the reference's behaviour).
+            return;
+        }
         match self.subscribe(&sr) {
             // The response goes out before anything is delivered (commit sends replies first).
             Ok(ack_inbox) => self.sub_response(&reply, ack_inbox, None),
@@ -245,6 +250,9 @@ impl Engine {
         let Ok(req) = UnsubscribeRequest::decode(msg.payload.clone()) else {
             return self.sub_response(&reply, String::new(), Some(ProtocolError::InvalidUnsubReq));
         };
+        if !self.serves(&req.subject) {
+            return;
+        }
         let Some(cs) = self.channels.get(&req.subject) else {
             return self.sub_response(&reply, String::new(), Some(ProtocolError::UnknownChannel));
         };

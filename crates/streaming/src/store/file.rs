@@ -268,7 +268,18 @@ impl FileStore {
         opts: FileStoreOptions,
         limits: StoreLimits,
     ) -> Result<FileStore> {
-        Self::open_at(dir.as_ref(), opts, limits, now_nanos())
+        Self::open_at(dir.as_ref(), opts, limits, now_nanos(), None)
+    }
+
+    /// [`open`](Self::open) with the directory lock already taken (fault-tolerant mode: the
+    /// standby waits for the lock before it recovers anything).
+    pub fn open_locked(
+        lock: DirLock,
+        opts: FileStoreOptions,
+        limits: StoreLimits,
+    ) -> Result<FileStore> {
+        let dir = lock.dir.clone();
+        Self::open_at(&dir, opts, limits, now_nanos(), Some(lock))
     }
 
     /// [`open`](Self::open), applying age limits as of `now` (ns since the epoch).
@@ -277,12 +288,20 @@ impl FileStore {
         opts: FileStoreOptions,
         limits: StoreLimits,
         now: i64,
+        lock: Option<DirLock>,
     ) -> Result<FileStore> {
         limits.validate()?;
         let root = dir.to_owned();
         let channels_dir = root.join(CHANNELS_DIR);
         fs::create_dir_all(&channels_dir).map_err(|e| StoreError::io(&channels_dir, e))?;
-        let lock = lock_dir(&root)?;
+        let lock = match lock {
+            Some(l) => l.file,
+            None => DirLock::try_acquire(&root)?.ok_or_else(|| StoreError::Locked {
+                dir: root.clone(),
+                lock: root.join(LOCK_FILE),
+            })?
+            .file,
+        };
         let opts = Arc::new(opts);
         let fds = Arc::new(FdCache::new(opts.fds_limit));
 
@@ -498,22 +517,42 @@ impl Drop for FileStore {
     }
 }
 
-fn lock_dir(root: &Path) -> Result<File> {
-    let path = root.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| StoreError::io(&path, e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
-            dir: root.to_owned(),
-            lock: path,
-        }),
-        Err(TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
+/// The exclusive lock on a store directory (`flock` on `.rootdir.lck`), held while the store
+/// is open. The kernel releases it when the holder's process dies, so a waiting standby
+/// gets it at once.
+#[derive(Debug)]
+pub struct DirLock {
+    dir: PathBuf,
+    file: File,
+}
+
+impl DirLock {
+    /// Takes the lock of `dir` (created if needed) if nobody holds it: `Ok(None)` when held
+    /// by another store, in this process or another.
+    pub fn try_acquire(dir: impl AsRef<Path>) -> Result<Option<DirLock>> {
+        let dir = dir.as_ref();
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(DirLock {
+                dir: dir.to_owned(),
+                file,
+            })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// The directory this lock is for.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

@@ -1017,7 +1017,7 @@ mod model {
                     Op::Reopen => {
                         drop(fch);
                         drop(fs);
-                        fs = FileStore::open_at(dir.path(), o.clone(), l.clone(), now).unwrap();
+                        fs = FileStore::open_at(dir.path(), o.clone(), l.clone(), now, None).unwrap();
                         fch = fs.lookup_channel("m").unwrap();
                         mch.msgs().expire(now).unwrap();
                     }
@@ -1326,4 +1326,20 @@ fn crash_rounds_keep_every_flushed_message() {
         lost_unflushed > 0 && kept_unflushed > 0,
         "{lost_unflushed} {kept_unflushed}"
     );
+}
+
+#[test]
+fn dir_lock_is_exclusive_and_opens_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = DirLock::try_acquire(dir.path()).unwrap().expect("free");
+    assert!(DirLock::try_acquire(dir.path()).unwrap().is_none(), "held");
+    assert!(matches!(
+        FileStore::open(dir.path(), FileStoreOptions::default(), StoreLimits::default()),
+        Err(StoreError::Locked { .. })
+    ));
+    let fs = FileStore::open_locked(lock, FileStoreOptions::default(), StoreLimits::default())
+        .unwrap();
+    assert!(DirLock::try_acquire(dir.path()).unwrap().is_none(), "held by the store");
+    fs.close().unwrap();
+    assert!(DirLock::try_acquire(dir.path()).unwrap().is_some(), "released by close");
 }
