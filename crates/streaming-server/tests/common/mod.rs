@@ -28,6 +28,14 @@ impl ServerProc {
     /// Starts the binary with `args` (plus `-a 127.0.0.1 -p -1`, a port from the OS) and waits,
     /// at most 15 s, for `Streaming Server is ready`.
     pub fn start(args: &[&str]) -> ServerProc {
+        let p = ServerProc::spawn(args, "Streaming Server is ready");
+        assert!(p.port != 0, "client port in the log");
+        p
+    }
+
+    /// Starts the binary with `args` (plus `-a 127.0.0.1 -p -1`) and waits, at most 15 s,
+    /// for a log line containing `until` (a `-ns` server has no client port: 0).
+    pub fn spawn(args: &[&str], until: &str) -> ServerProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rnats-streaming-server"))
             .args(["-a", "127.0.0.1", "-p", "-1"])
             .args(args)
@@ -68,7 +76,7 @@ impl ServerProc {
                     .and_then(|hp| hp.rsplit(':').next())
                     .and_then(|p| p.parse().ok());
             }
-            let ready = line.contains("Streaming Server is ready");
+            let ready = line.contains(until);
             log.push(line);
             if ready {
                 break;
@@ -76,10 +84,30 @@ impl ServerProc {
         }
         ServerProc {
             child,
-            port: port.expect("client port in the log"),
+            port: port.unwrap_or(0),
             monitor_port,
             lines: rx,
         }
+    }
+
+    /// Waits at most `d` for a log line containing `what`; returns it.
+    pub fn wait_line(&self, what: &str, d: Duration) -> Option<String> {
+        let deadline = Instant::now() + d;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Sends SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
     }
 
     pub fn url(&self) -> String {
@@ -426,4 +454,49 @@ pub async fn start_server(
     rnats_streaming_server::start(opts)
         .await
         .expect("start streaming server")
+}
+
+/// A core NATS server (rnats-server, in this process) on a random loopback port, for servers
+/// started with `-ns`. Stops when the runtime that started it ends.
+pub async fn core_nats() -> (rnats_server::ServerHandle, String) {
+    let mut o = rnats_server::Options::default();
+    o.host = "127.0.0.1".into();
+    o.port = -1;
+    let h = rnats_server::start(o).await.expect("start core NATS");
+    let url = format!("nats://127.0.0.1:{}", h.client_addr().port());
+    (h, url)
+}
+
+impl Raw {
+    /// Publishes and waits at most `d` for the PubAck (None: no answer).
+    pub async fn try_publish(&self, channel: &str, data: &[u8], d: Duration) -> Option<PubAck> {
+        let pm = self.pub_msg(channel, data);
+        let r = self
+            .nc
+            .send_request(
+                format!("{}.{channel}", self.resp.pub_prefix),
+                Request::new()
+                    .payload(Bytes::from(pm.encode_to_vec()))
+                    .timeout(d),
+            )
+            .await
+            .ok()?;
+        PubAck::decode(r.payload).ok()
+    }
+
+    /// Sends a subscription request and waits at most `d` for the answer (None: none came).
+    pub async fn try_subscribe(&self, req: SubscriptionRequest, d: Duration) -> Option<String> {
+        let r = self
+            .nc
+            .send_request(
+                self.resp.sub_requests.clone(),
+                Request::new()
+                    .payload(Bytes::from(req.encode_to_vec()))
+                    .timeout(d),
+            )
+            .await
+            .ok()?;
+        let r = SubscriptionResponse::decode(r.payload).ok()?;
+        Some(r.error)
+    }
 }
