@@ -459,9 +459,11 @@ pub async fn start_server(
 /// A core NATS server (rnats-server, in this process) on a random loopback port, for servers
 /// started with `-ns`. Stops when the runtime that started it ends.
 pub async fn core_nats() -> (rnats_server::ServerHandle, String) {
-    let mut o = rnats_server::Options::default();
-    o.host = "127.0.0.1".into();
-    o.port = -1;
+    let o = rnats_server::Options {
+        host: "127.0.0.1".into(),
+        port: -1,
+        ..Default::default()
+    };
     let h = rnats_server::start(o).await.expect("start core NATS");
     let url = format!("nats://127.0.0.1:{}", h.client_addr().port());
     (h, url)
