@@ -239,3 +239,27 @@ fn ft_with_the_memory_store_is_refused() {
         "{err}"
     );
 }
+
+/// node-nats-streaming publishing every 5 ms with a durable subscriber while the active is
+/// killed: every acknowledged message arrives, the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_client_through_a_kill9_failover() {
+    if !node_available() {
+        return;
+    }
+    let (_core, url) = core_nats().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let a = member(&url, d, "Streaming Server is ready");
+    let b = member(&url, d, "Starting in standby mode");
+    let pid = a.child.id().to_string();
+    let u = url.clone();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        run_node_with("ft_failover", &u, &["test-cluster", &pid])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "node ft_failover failed:\n{out}");
+    eprintln!("{}", out.lines().find(|l| l.contains("FAILOVER_MS")).unwrap_or(""));
+    assert_eq!(ft_active_status(&b), 200);
+}

@@ -154,10 +154,16 @@ pub fn node_dir() -> PathBuf {
 
 /// Runs a node scenario (bounded by 60 s); returns (success, output).
 pub fn run_node(scenario: &str, url: &str) -> (bool, String) {
+    run_node_with(scenario, url, &[])
+}
+
+/// [`run_node`] with more arguments after the URL (the cluster ID first).
+pub fn run_node_with(scenario: &str, url: &str, extra: &[&str]) -> (bool, String) {
     let mut child = Command::new("node")
         .arg("scenarios.js")
         .arg(scenario)
         .arg(url)
+        .args(extra)
         .current_dir(node_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
