@@ -211,8 +211,9 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
         opts.cluster_id
     );
     let side = connect_nats(&opts).await?;
-    // An FT standby shares the cluster ID with its active by design.
+    // FT members and partitions share the cluster ID with other servers by design.
     if opts.ft_group.is_none()
+        && !opts.partitioning
         && opts.startup_check
         && another_server_answers(&side.nc, &opts).await
     {

@@ -260,6 +260,11 @@ async fn node_client_through_a_kill9_failover() {
     .await
     .unwrap();
     assert!(ok, "node ft_failover failed:\n{out}");
-    eprintln!("{}", out.lines().find(|l| l.contains("FAILOVER_MS")).unwrap_or(""));
+    eprintln!(
+        "{}",
+        out.lines()
+            .find(|l| l.contains("FAILOVER_MS"))
+            .unwrap_or("")
+    );
     assert_eq!(ft_active_status(&b), 200);
 }

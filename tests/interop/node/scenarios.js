@@ -414,6 +414,27 @@ scenarios.ft_failover = async function () {
   await close(sc)
 }
 
+// Partitioning: one connection publishes to and subscribes on channels owned by two
+// servers (part1.> and part2.*); a channel nobody owns times out.
+scenarios.partitions = async function () {
+  const sc = await connect('part-client', { ackTimeout: 1500 })
+  for (let i = 0; i < 5; i++) {
+    await publish(sc, 'part1.a.b', 'one' + i)
+    await publish(sc, 'part2.x', 'two' + i)
+  }
+  for (const [ch, prefix] of [['part1.a.b', 'one'], ['part2.x', 'two']]) {
+    const s = subscribe(sc, ch, null, sc.subscriptionOptions().setDeliverAllAvailable())
+    await s.ready
+    const msgs = await s.next(5)
+    eq(datas(msgs), [0, 1, 2, 3, 4].map((i) => prefix + i), 'messages of ' + ch)
+    eq(seqs(msgs), [1, 2, 3, 4, 5], 'sequences of ' + ch)
+  }
+  let err = null
+  try { await publish(sc, 'nobody', 'x') } catch (e) { err = String(e.message || e) }
+  assert(err && /timeout/i.test(err), 'publish on an unowned channel times out, got ' + err)
+  await close(sc)
+}
+
 async function main () {
   const fn = scenarios[scenario]
   if (!fn) fail('unknown scenario (have: ' + Object.keys(scenarios).join(', ') + ')')
