@@ -12,34 +12,46 @@ use super::seal::{OpenError, Sealer, Stored};
 /// `MsgProto.data`: field 4, length-delimited.
 const DATA_KEY: u64 = (4 << 3) | 2;
 
-/// Where `data` sits in an encoded `MsgProto`: the whole field (key, length, bytes) and the
-/// bytes alone. `Ok(None)` when the record has no `data`; `Err` when it is not well-formed
-/// protobuf.
-pub(crate) fn find_data(rec: &[u8]) -> Result<Option<(Range<usize>, Range<usize>)>, ()> {
+/// Where `data` sits in an encoded `MsgProto`.
+pub(crate) struct DataField {
+    /// The whole field: key, length and bytes.
+    field: Range<usize>,
+    /// The bytes alone.
+    data: Range<usize>,
+}
+
+/// The `data` field of an encoded `MsgProto`: `Ok(None)` when the record has none; `Err`
+/// when it is not well-formed protobuf.
+pub(crate) fn find_data(rec: &[u8]) -> Result<Option<DataField>, RewriteError> {
+    let malformed = |_| RewriteError::Malformed;
     let mut b = rec;
     let pos = |b: &[u8]| rec.len() - b.len();
     let mut found = None;
     while !b.is_empty() {
         let start = pos(b);
-        let key = decode_varint(&mut b).map_err(|_| ())?;
+        let key = decode_varint(&mut b).map_err(malformed)?;
         let skip = match key & 7 {
             0 => {
-                decode_varint(&mut b).map_err(|_| ())?;
+                decode_varint(&mut b).map_err(malformed)?;
                 0
             }
             1 => 8,
             5 => 4,
-            2 => usize::try_from(decode_varint(&mut b).map_err(|_| ())?).map_err(|_| ())?,
-            _ => return Err(()),
+            2 => usize::try_from(decode_varint(&mut b).map_err(malformed)?)
+                .map_err(|_| RewriteError::Malformed)?,
+            _ => return Err(RewriteError::Malformed),
         };
         if key >> 3 == 0 || skip > b.len() {
-            return Err(());
+            return Err(RewriteError::Malformed);
         }
         let value = pos(b)..pos(b) + skip;
         b = &b[skip..];
         if key == DATA_KEY {
             // The last occurrence wins, as in protobuf decoding.
-            found = Some((start..value.end, value));
+            found = Some(DataField {
+                field: start..value.end,
+                data: value,
+            });
         }
     }
     Ok(found)
@@ -58,7 +70,7 @@ pub(crate) fn open_record(
     rec: &[u8],
     out: &mut BytesMut,
 ) -> Result<Option<usize>, RewriteError> {
-    let Some((field, data)) = find_data(rec).map_err(|()| RewriteError::Malformed)? else {
+    let Some(DataField { field, data }) = find_data(rec)? else {
         return Ok(None);
     };
     let stored = Stored::classify(&rec[data]).map_err(RewriteError::Open)?;
