@@ -16,6 +16,8 @@
 //! * `wire`: opening the payload inside an encoded `MsgProto` (the file store's batch reads
 //!   hand out records in wire form).
 //! * `msgs`: the wrapped message log.
+//! * [`LogSealer`]: the same sealing for a replicated log's entries (the reference encrypts
+//!   its RAFT log's command data with `SHA-256(key)` itself).
 //!
 //! # Keys
 //!
@@ -62,6 +64,7 @@
 //! there, reports it). [`CryptoStore::verify_key`] checks the key against every channel's last
 //! message, for a clear error at start-up rather than at the first delivery.
 
+mod log;
 mod msgs;
 pub mod options;
 mod seal;
@@ -81,6 +84,7 @@ use msgs::{CryptoMsgStore, PlainSubs};
 use options::SecretKey;
 use seal::Sealer;
 
+pub use log::LogSealer;
 pub use options::{
     Cipher, CryptoOptions, ENCRYPTION_KEY_ENV, EncryptionKey, encryption_enabled, resolve_key,
 };
@@ -115,6 +119,17 @@ pub enum CryptoError {
         "unable to encrypt a {len}-byte message for channel {channel:?}: too large for the cipher"
     )]
     Encrypt { channel: String, len: usize },
+    /// A log entry beyond what the cipher can seal.
+    #[error("unable to encrypt log entry {index} ({len} bytes): too large for the cipher")]
+    LogEncrypt { index: u64, len: usize },
+    /// A replicated log entry whose data does not verify under this key.
+    #[error("unable to decrypt log entry {index}: wrong encryption key or damaged data")]
+    LogDecrypt { index: u64 },
+    /// A log entry's data starts with a cipher code but is too short to be encrypted.
+    #[error(
+        "log entry {index} is marked as encrypted but is only {len} bytes long: trying to decrypt data that is not"
+    )]
+    LogNotEncrypted { index: u64, len: usize },
     /// A stored message record that is not a well-formed `MsgProto`.
     #[error("message {sequence} of channel {channel:?} is not a well-formed MsgProto record")]
     MalformedRecord { channel: String, sequence: u64 },
