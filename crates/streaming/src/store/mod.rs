@@ -52,6 +52,7 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod crypto;
 pub mod file;
 mod limits;
 pub mod memory;
@@ -126,6 +127,9 @@ pub enum StoreError {
     /// The store, or this channel's stores, were closed or the channel deleted.
     #[error("store is closed")]
     Closed,
+    /// Encryption at rest: a payload that does not decrypt (wrong key), or a bad key setting.
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
 }
 
 impl StoreError {
