@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rnats_conf::{Map, Spanned, Value};
+use rnats_streaming::store::crypto::EncryptionKey;
 use rnats_streaming::store::file::{FileStoreOptions, SyncPolicy};
 use rnats_streaming::store::{ChannelLimitsOverride, StoreKind, StoreLimits};
 
@@ -69,6 +70,13 @@ pub struct Options {
     pub ft_hb_missed_interval: Duration,
     /// Partitioning: only the channels of `store_limits.channels` are served here.
     pub partitioning: bool,
+    /// Encryption at rest (`--encrypt`; a key given by flag or config implies it).
+    pub encrypt: bool,
+    /// `--encryption_cipher`: `AES` or `CHACHA`; empty for the platform's default.
+    pub encryption_cipher: String,
+    /// `--encryption_key` / `encryption_key` (the `NATS_STREAMING_ENCRYPTION_KEY`
+    /// environment variable wins over it). Never printed.
+    pub encryption_key: Option<EncryptionKey>,
 }
 
 impl Default for Options {
@@ -100,6 +108,9 @@ impl Default for Options {
             ft_hb_interval: Duration::from_secs(1),
             ft_hb_missed_interval: Duration::from_millis(1250),
             partitioning: false,
+            encrypt: false,
+            encryption_cipher: String::new(),
+            encryption_key: None,
         }
     }
 }
@@ -169,6 +180,9 @@ Streaming Server Options:
     -hbf, --hb_fail_count <int>       Number of failed heartbeats before server closes the client connection
           --io_batch_size <int>       Max number of messages in an IO batch (default: 1024)
           --replace_durable <bool>    Replace the existing durable subscription instead of reporting a duplicate durable error
+          --encrypt <bool>            Encrypt message payloads at rest
+          --encryption_cipher <string> AES (default on x86-64) or CHACHA
+          --encryption_key <string>   Encryption key (NATS_STREAMING_ENCRYPTION_KEY in the environment is preferred)
           --ft_group <string>         Name of this server's fault-tolerance group (FILE store): starts as a standby
           --ft_hb_interval <duration> Heartbeat interval of the active FT server (default: 1s)
           --ft_hb_missed_interval <duration> Missed heartbeats after which a standby tries to take over (default: 1.25s)
@@ -488,8 +502,11 @@ impl CommandLine {
                 "sql_driver" | "sql_source" => {
                     return Err("SQL store is not supported by this build".into());
                 }
-                "encrypt" | "encryption_cipher" | "encryption_key" if v != "false" => {
-                    return Err("encryption is not supported by this build".into());
+                "encrypt" => opts.encrypt = v == "true",
+                "encryption_cipher" => opts.encryption_cipher = v.to_string(),
+                "encryption_key" => {
+                    opts.encryption_key =
+                        Some(EncryptionKey::new(v.as_bytes())).filter(|k| !k.is_empty())
                 }
                 "secure" | "tls_client_cert" | "tls_client_key" | "tls_client_cacert"
                     if v != "false" =>
@@ -713,8 +730,14 @@ pub fn apply_config(map: &Map, opts: &mut Options) -> Result<(), String> {
             "ft_hb_interval" => opts.ft_hb_interval = conf_duration(&key, v)?,
             "ft_hb_missed_interval" => opts.ft_hb_missed_interval = conf_duration(&key, v)?,
             "partitioning" => opts.partitioning = conf_bool(&key, v)?,
-            "cluster" | "sql_options" | "sql" | "encrypt" | "encryption_key"
-            | "encryption_cipher" | "credentials" | "nkey_seed_file" | "tls" | "secure"
+            "encrypt" => opts.encrypt = conf_bool(&key, v)?,
+            "encryption_cipher" => opts.encryption_cipher = conf_str(&key, v)?,
+            "encryption_key" => {
+                opts.encryption_key = Some(EncryptionKey::new(conf_str(&key, v)?.into_bytes()))
+                    .filter(|k| !k.is_empty())
+            }
+            "cluster" | "sql_options" | "sql" | "credentials" | "nkey_seed_file" | "tls"
+            | "secure"
                 if !matches!(v.value, Value::Bool(false)) =>
             {
                 return Err(conf_err(

@@ -10,9 +10,12 @@ use bytes::Bytes;
 use prost::Message as _;
 use rnats_client::ConnectOptions;
 use rnats_streaming::proto::{CloseRequest, ConnectRequest, ConnectResponse, ServerInfo};
+use rnats_streaming::store::crypto::{
+    CryptoOptions, CryptoStore, ENCRYPTION_KEY_ENV, encryption_enabled,
+};
 use rnats_streaming::store::file::FileStore;
 use rnats_streaming::store::memory::MemoryStore;
-use rnats_streaming::store::{RecoveredState, Store, StoreKind};
+use rnats_streaming::store::{RecoveredState, Store, StoreError, StoreKind};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
@@ -214,33 +217,57 @@ pub(crate) async fn another_server_answers(nc: &Nats, opts: &Options) -> bool {
     true
 }
 
+/// The encryption settings when the store is to be encrypted (`--encrypt`, or a key given
+/// by flag or configuration), the key taken from `NATS_STREAMING_ENCRYPTION_KEY` first.
+pub(crate) fn crypto_options(opts: &Options) -> Result<Option<CryptoOptions>, StartError> {
+    let configured = opts.encryption_key.as_ref().map(|k| k.as_bytes());
+    if !encryption_enabled(opts.encrypt, configured) {
+        return Ok(None);
+    }
+    let env = std::env::var_os(ENCRYPTION_KEY_ENV).map(|v| v.into_encoded_bytes());
+    CryptoOptions::resolve(&opts.encryption_cipher, env.as_deref(), configured)
+        .map(Some)
+        .map_err(|e| StartError::Config(e.to_string()))
+}
+
 /// Opens the store `-st` names (on a blocking thread: the file store reads its files), with
-/// its lock when the FT standby took it already.
+/// its lock when the FT standby took it already, encrypted when asked. A wrong encryption
+/// key is refused here, naming the channel it does not open.
 pub(crate) async fn open_store(
     opts: &Options,
     lock: Option<HeldLock>,
 ) -> Result<Arc<dyn Store>, StartError> {
     let limits = opts.limits.clone();
-    let store_err = |e: &dyn std::fmt::Display| StartError::Store(e.to_string());
-    match opts.store_type {
-        StoreKind::Memory => match MemoryStore::new(limits) {
-            Ok(s) => Ok(Arc::new(s)),
-            Err(e) => Err(store_err(&e)),
-        },
-        StoreKind::File => {
-            let dir = opts.dir.clone().unwrap_or_default();
-            let fo = opts.file_options.clone();
-            let open = move || match lock {
-                Some(HeldLock::File(l)) => FileStore::open_locked(l, fo, limits),
-                None => FileStore::open(dir, fo, limits),
-            };
-            match tokio::task::spawn_blocking(open).await {
-                Ok(Ok(s)) => Ok(Arc::new(s)),
-                Ok(Err(e)) => Err(store_err(&e)),
-                Err(e) => Err(store_err(&e)),
+    let crypto = crypto_options(opts)?;
+    let kind = opts.store_type;
+    let dir = opts.dir.clone().unwrap_or_default();
+    let fo = opts.file_options.clone();
+    if kind == StoreKind::Sql {
+        return Err(StartError::Config("SQL store not supported".into()));
+    }
+    let open = move || -> Result<Arc<dyn Store>, StoreError> {
+        let inner: Box<dyn Store> = match (kind, lock) {
+            (StoreKind::File, Some(HeldLock::File(l))) => {
+                Box::new(FileStore::open_locked(l, fo, limits)?)
+            }
+            (StoreKind::File, None) => Box::new(FileStore::open(dir, fo, limits)?),
+            _ => Box::new(MemoryStore::new(limits)?),
+        };
+        match crypto {
+            None => Ok(Arc::from(inner)),
+            Some(c) => {
+                let store = CryptoStore::new(inner, c);
+                if let Err(e) = store.verify_key() {
+                    let _ = store.close();
+                    return Err(e);
+                }
+                Ok(Arc::new(store))
             }
         }
-        StoreKind::Sql => Err(StartError::Config("SQL store not supported".into())),
+    };
+    match tokio::task::spawn_blocking(open).await {
+        Ok(r) => r.map_err(|e| StartError::Store(e.to_string())),
+        Err(e) => Err(StartError::Store(e.to_string())),
     }
 }
 

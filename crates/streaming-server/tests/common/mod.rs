@@ -36,9 +36,17 @@ impl ServerProc {
     /// Starts the binary with `args` (plus `-a 127.0.0.1 -p -1`) and waits, at most 15 s,
     /// for a log line containing `until` (a `-ns` server has no client port: 0).
     pub fn spawn(args: &[&str], until: &str) -> ServerProc {
+        Self::spawn_env(args, until, &[])
+    }
+
+    /// [`ServerProc::spawn`] with environment variables (and without an inherited
+    /// `NATS_STREAMING_ENCRYPTION_KEY`).
+    pub fn spawn_env(args: &[&str], until: &str, env: &[(&str, &str)]) -> ServerProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rnats-streaming-server"))
             .args(["-a", "127.0.0.1", "-p", "-1"])
             .args(args)
+            .env_remove("NATS_STREAMING_ENCRYPTION_KEY")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -108,6 +108,11 @@ impl EncryptionKey {
         self.0.is_empty()
     }
 
+    /// The key bytes (to hand to [`CryptoOptions::resolve`]).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// SHA-256 of the key: the AEAD key of the RAFT log, and what channel keys derive from.
     pub(crate) fn master(&self) -> SecretKey {
         SecretKey::sha256(&[&self.0])
