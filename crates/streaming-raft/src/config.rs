@@ -17,8 +17,10 @@
 //! `election_timeout_max`. A follower therefore waits between `max + min` and `2 * max`
 //! after the last heartbeat. We pick `min = 0.45 H` and `max = 0.6 H` (H = the heartbeat
 //! timeout), so a follower campaigns 1.05 H .. 1.2 H after losing its leader (2.1–2.4 s with
-//! the defaults, within the 3 s the issue asks), and leaders send heartbeats every
-//! `min(H / 10, commit timeout)` as hashicorp does (`H / 10` = 200 ms). The candidate retry
+//! the defaults, within the 3 s the issue asks). Leaders send heartbeats every
+//! `min(H / 10, commit timeout)` (100 ms with the defaults): hashicorp's leader contacts
+//! followers every `H / 10`, and its commit timeout bounds how late a follower learns of a
+//! commit, which openraft tells followers with the next heartbeat. The candidate retry
 //! is openraft's `min..max` again; `raft_election_timeout` is validated like the reference
 //! (not below the heartbeat timeout) but only caps that retry. The lease is enforced by the
 //! [`Replicator`](crate::Replicator): a leader that has not heard from a quorum for
@@ -71,7 +73,8 @@ pub struct ClusterOptions {
     pub trailing_logs: u64,
     /// `--cluster_sync`: fsync the RAFT log after every append.
     pub sync: bool,
-    /// `--cluster_raft_logging`: openraft's own logs at info level (else warnings only).
+    /// `--cluster_raft_logging`: openraft's own logs at info level (else warnings only); see
+    /// [`ClusterOptions::raft_log_directive`].
     pub raft_logging: bool,
     pub heartbeat_timeout: Duration,
     pub election_timeout: Duration,
@@ -157,6 +160,16 @@ impl ClusterOptions {
             return Err(ConfigError::Timer("snapshot threshold must be positive"));
         }
         Ok(())
+    }
+
+    /// The `tracing` filter directive for openraft's own logs (`--cluster_raft_logging`):
+    /// the server adds it to its subscriber's filter. Off, only openraft's warnings show.
+    pub fn raft_log_directive(&self) -> &'static str {
+        if self.raft_logging {
+            "openraft=info"
+        } else {
+            "openraft=warn"
+        }
     }
 
     /// The openraft configuration these options stand for (see the module docs).

@@ -353,3 +353,53 @@ impl<T: Transport> RaftNetwork<TypeConfig> for Network<T> {
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    use super::*;
+    use crate::types::{Command, Entry};
+
+    fn append(n: usize) -> RpcRequest {
+        let entries = (1..=n as u64)
+            .map(|i| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(2, 7), i),
+                payload: EntryPayload::Normal(Command(Bytes::from(vec![b'x'; 16]))),
+            })
+            .collect();
+        RpcRequest::Append(AppendEntriesRequest {
+            vote: Vote::new_committed(2, 7),
+            prev_log_id: None,
+            entries,
+            leader_commit: Some(LogId::new(CommittedLeaderId::new(2, 7), 1)),
+        })
+    }
+
+    #[test]
+    fn lanes_and_compact_round_trip() {
+        assert_eq!(
+            append(0).lane(),
+            Lane::Control,
+            "heartbeats use the control lane"
+        );
+        assert_eq!(append(3).lane(), Lane::Data);
+        let vote = RpcRequest::Vote(VoteRequest::new(Vote::new(3, 1), None));
+        assert_eq!(vote.lane(), Lane::Control);
+
+        let req = append(100);
+        let bytes = encode(&req);
+        // 100 commands of 16 bytes: the framing costs a few bytes per entry.
+        assert!(bytes.len() < 100 * (16 + 8) + 32, "{} bytes", bytes.len());
+        assert_eq!(encoded_len(&req), bytes.len());
+        match postcard::from_bytes::<RpcRequest>(&bytes).unwrap() {
+            RpcRequest::Append(a) => {
+                assert_eq!(a.entries.len(), 100);
+                assert_eq!(a.entries[99].log_id.index, 100);
+            }
+            other => panic!("decoded {other:?}"),
+        }
+        // Garbage never panics.
+        assert!(postcard::from_bytes::<RpcRequest>(&[0xff, 0xff, 0x01]).is_err());
+    }
+}

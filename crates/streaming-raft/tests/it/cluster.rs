@@ -194,11 +194,11 @@ async fn compaction_bounds_the_log_and_lagging_nodes_get_snapshots() {
         println!("{name}: {s:?}");
         // threshold + trailing + one purge batch of slack.
         assert!(s.log_entries <= 50 + 20 + 10, "{name} log unbounded: {s:?}");
-        assert!(s.snapshot_files <= 2, "{name} keeps too many snapshots: {s:?}");
         assert!(
-            s.log_bytes < 64 * 1024,
-            "{name} log bytes unbounded: {s:?}"
+            s.snapshot_files <= 2,
+            "{name} keeps too many snapshots: {s:?}"
         );
+        assert!(s.log_bytes < 64 * 1024, "{name} log bytes unbounded: {s:?}");
     }
 
     // The lagging node's log ends before the leader's purge point: it needs a snapshot.
@@ -217,8 +217,12 @@ async fn compaction_bounds_the_log_and_lagging_nodes_get_snapshots() {
 
     // A brand-new node joins (no peers, no bootstrap) and is added by the leader.
     let mut c = c;
-    c.start_node("fresh", rnats_streaming_raft::testing::MemMachine::new(), false)
-        .await;
+    c.start_node(
+        "fresh",
+        rnats_streaming_raft::testing::MemMachine::new(),
+        false,
+    )
+    .await;
     tokio::time::timeout(LONG, c.node(&leader).rep.add_node("fresh"))
         .await
         .expect("add_node returns")
