@@ -376,7 +376,7 @@ impl Replicator {
 
     /// Log and snapshot sizes, for monitoring and tests.
     pub fn storage_stats(&self) -> StorageStats {
-        let (entries, bytes, segments, purged, last) = self.log.with(|f| {
+        let (entries, bytes, segments, purged, last, rec) = self.log.with(|f| {
             let first = f.purged().map_or(0, |p| p.index + 1);
             let last = f.last().map(|l| l.index);
             let entries = last.map_or(0, |l| (l + 1).saturating_sub(first));
@@ -386,9 +386,12 @@ impl Replicator {
                 f.segment_count(),
                 f.purged().map(|p| p.index),
                 last,
+                f.recovery().clone(),
             )
         });
         StorageStats {
+            repaired_bytes: rec.truncated_bytes,
+            removed_files: rec.removed_files.len(),
             log_entries: entries,
             log_bytes: bytes,
             log_segments: segments,
@@ -446,6 +449,10 @@ pub struct StorageStats {
     pub last_index: Option<u64>,
     pub snapshot_files: usize,
     pub snapshot_index: Option<u64>,
+    /// Bytes of damaged log tail cut off when this node started.
+    pub repaired_bytes: u64,
+    /// Files recovery removed when this node started (temp, empty, unusable segments).
+    pub removed_files: usize,
 }
 
 fn membership_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> MembershipError {

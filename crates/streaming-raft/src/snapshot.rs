@@ -36,6 +36,8 @@ pub struct SnapshotStore {
     dir: PathBuf,
     retain: usize,
     current: Mutex<Option<StoredSnapshot>>,
+    /// Serializes writers, and lets `file_count` see a save with its pruning, never between.
+    io: Mutex<()>,
 }
 
 impl SnapshotStore {
@@ -50,6 +52,7 @@ impl SnapshotStore {
             dir: dir.to_path_buf(),
             retain: retain.max(1),
             current: Mutex::new(None),
+            io: Mutex::new(()),
         };
         let mut files = store.list()?;
         files.sort();
@@ -93,6 +96,7 @@ impl SnapshotStore {
 
     /// Persists a snapshot, makes it current and prunes the old files.
     pub fn save(&self, meta: SnapshotMeta, data: Bytes) -> Result<(), LogError> {
+        let _io = self.io.lock();
         let index = meta.last_log_id.map_or(0, |l| l.index);
         let meta_bytes = postcard::to_stdvec(&meta)?;
         let mut out = Vec::with_capacity(MAGIC.len() + 8 + meta_bytes.len() + data.len());
@@ -125,6 +129,7 @@ impl SnapshotStore {
 
     /// Number of snapshot files on disk (tests, metrics).
     pub fn file_count(&self) -> usize {
+        let _io = self.io.lock();
         self.list().map_or(0, |l| l.len())
     }
 }
