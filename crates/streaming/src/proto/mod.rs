@@ -29,6 +29,7 @@ mod client;
 mod cluster;
 mod peek;
 mod records;
+mod repl;
 #[cfg(test)]
 mod tests;
 
@@ -36,3 +37,4 @@ pub use client::*;
 pub use cluster::*;
 pub use peek::{peek_ack, peek_msg_proto};
 pub use records::*;
+pub use repl::*;

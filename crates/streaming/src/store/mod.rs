@@ -56,6 +56,7 @@ pub mod crypto;
 pub mod file;
 mod limits;
 pub mod memory;
+pub mod replicate;
 mod subs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

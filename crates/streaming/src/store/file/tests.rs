@@ -1334,12 +1334,22 @@ fn dir_lock_is_exclusive_and_opens_the_store() {
     let lock = DirLock::try_acquire(dir.path()).unwrap().expect("free");
     assert!(DirLock::try_acquire(dir.path()).unwrap().is_none(), "held");
     assert!(matches!(
-        FileStore::open(dir.path(), FileStoreOptions::default(), StoreLimits::default()),
+        FileStore::open(
+            dir.path(),
+            FileStoreOptions::default(),
+            StoreLimits::default()
+        ),
         Err(StoreError::Locked { .. })
     ));
-    let fs = FileStore::open_locked(lock, FileStoreOptions::default(), StoreLimits::default())
-        .unwrap();
-    assert!(DirLock::try_acquire(dir.path()).unwrap().is_none(), "held by the store");
+    let fs =
+        FileStore::open_locked(lock, FileStoreOptions::default(), StoreLimits::default()).unwrap();
+    assert!(
+        DirLock::try_acquire(dir.path()).unwrap().is_none(),
+        "held by the store"
+    );
     fs.close().unwrap();
-    assert!(DirLock::try_acquire(dir.path()).unwrap().is_some(), "released by close");
+    assert!(
+        DirLock::try_acquire(dir.path()).unwrap().is_some(),
+        "released by close"
+    );
 }
