@@ -107,7 +107,7 @@ impl Engine {
         self.dirty_subs.remove(name);
         self.lazy_subs.remove(name);
         self.to_deliver.remove(name);
-        match self.store.delete_channel(name) {
+        match self.sink.channel_delete(&self.store, name) {
             Ok(_) => info!("STREAM: Channel {name:?} has been deleted (inactivity)"),
             Err(e) => error!("STREAM: Unable to delete channel {name:?}: {e}"),
         }

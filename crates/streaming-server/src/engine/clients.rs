@@ -118,7 +118,7 @@ impl Engine {
             ping_interval: req.ping_interval,
             ping_max_out: req.ping_max_out,
         };
-        if let Err(e) = self.store.add_client(&info) {
+        if let Err(e) = self.sink.client_add(&self.store, &info) {
             error!("STREAM: [Client:{}] Unable to store client: {e}", info.id);
             return self.connect_error(reply, e.into());
         }
@@ -154,7 +154,7 @@ impl Engine {
         {
             self.conn_ids.remove(&client.info.conn_id);
         }
-        if let Err(e) = self.store.delete_client(id) {
+        if let Err(e) = self.sink.client_delete(&self.store, id) {
             error!("STREAM: [Client:{id}] Unable to delete client: {e}");
         }
         for (ch, sid) in client.subs {

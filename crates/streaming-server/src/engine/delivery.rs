@@ -81,6 +81,7 @@ impl Engine {
             stats,
             timers,
             lazy_subs,
+            sink,
             ..
         } = self;
         let Some(cs) = channels.get_mut(name) else {
@@ -137,7 +138,7 @@ impl Engine {
                     sent_any = true;
                     armed = true;
                 }
-                let _ = cs.ch.subs().add_seqs_pending(sub.st.id, &sent);
+                let _ = sink.pending(&cs.ch, sub.st.id, &sent);
             }
             if armed {
                 to_arm.push(sub.st.id);
@@ -208,7 +209,7 @@ impl Engine {
                     outbox.push(&sub.inbox, m.encoded);
                     let expire = now + sub.ack_wait();
                     sub.add_pending(m.sequence, Pending { expire, count: 0 });
-                    let _ = cs.ch.subs().add_seq_pending(mid, m.sequence);
+                    let _ = sink.pending(&cs.ch, mid, &[m.sequence]);
                     sent_any = true;
                     to_arm.push(mid);
                 }

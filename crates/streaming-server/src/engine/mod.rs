@@ -56,6 +56,7 @@ mod recovery;
 mod redelivery;
 mod state;
 mod subscribe;
+mod writes;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
@@ -79,6 +80,7 @@ pub use errors::ProtocolError;
 use flusher::{FlushJob, Flushed, Flusher, PendingPubAck, encode_pubacks, flushed};
 use outbox::Outbox;
 use state::{ChannelState, ClientState, Stats};
+use writes::Sink;
 
 /// Pending and ack records of subscriptions go to disk (and are fsynced) at most this often:
 /// losing the last of them in a crash only means redeliveries (see the module documentation).
@@ -212,6 +214,8 @@ pub(crate) struct Engine {
     warned_limits: HashSet<String>,
     /// During the start-up redelivery pass, queue messages stay with the member that had them.
     recovering: bool,
+    /// Where store changes go (see `writes`).
+    sink: Sink,
 }
 
 impl Engine {
@@ -271,6 +275,7 @@ impl Engine {
             lazy_flush_armed: false,
             warned_limits: HashSet::new(),
             recovering: false,
+            sink: Sink::Direct,
         }
     }
 
@@ -413,8 +418,8 @@ impl Engine {
     /// Delivers, flushes the subscription stores replies depend on, sends what the handlers
     /// produced and the PubAcks that are ready, then starts the next message flush.
     async fn commit(&mut self) {
-        for (ch, id, seqs) in self.acked.drain(..) {
-            let _ = ch.subs().ack_seqs_pending(id, &seqs);
+        for (ch, id, seqs) in std::mem::take(&mut self.acked) {
+            let _ = self.sink.acked(&ch, id, &seqs);
         }
         if self.flusher.is_none() && !self.dirty_msgs.is_empty() {
             // Memory store (nothing to wait for), or no flusher thread: flush now, so that

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use prost::Message as _;
 use rnats_streaming::proto::{CtrlMsg, PubAck, PubMsg};
-use rnats_streaming::store::{NewMessage, is_valid_channel_name, now_nanos};
+use rnats_streaming::store::{NewMessage, StoreError, is_valid_channel_name, now_nanos};
 use tracing::{debug, error, warn};
 
 use super::flusher::PendingPubAck;
@@ -127,13 +127,20 @@ impl Engine {
             Ok(ch) => ch,
             Err(e) => return self.pub_error(&reply, guid, e),
         };
-        let before = ch.msgs().state();
-        match ch.msgs().append(msg) {
+        // (In log mode the store has only what was committed: limits apply there, later.)
+        let before = (!self.sink.is_log()).then(|| ch.msgs().state());
+        let stored = match self.channels.get_mut(&name) {
+            Some(cs) => self.sink.append(&ch, &mut cs.next, msg),
+            None => Err(StoreError::Closed),
+        };
+        match stored {
             Ok(m) => {
                 self.stats.in_msgs += 1;
                 self.stats.in_bytes += m.data.len() as u64;
                 let after = ch.msgs().state();
-                if after.msgs < before.msgs + 1 && self.warned_limits.insert(name.clone()) {
+                if before.is_some_and(|b| after.msgs < b.msgs + 1)
+                    && self.warned_limits.insert(name.clone())
+                {
                     warn!(
                         "STREAM: Reached limits for store {name:?} (msgs={} bytes={}), dropping old messages",
                         after.msgs, after.bytes

@@ -26,7 +26,7 @@ impl Engine {
                 let durable_queue = st.is_durable && !st.q_group.is_empty();
                 let plain_durable = st.is_durable && st.q_group.is_empty();
                 if !client_known && !st.is_durable {
-                    let _ = cs.ch.subs().delete_sub(st.id);
+                    let _ = self.sink.sub_delete(&cs.ch, st.id);
                     self.dirty_subs.insert(name.clone());
                     continue;
                 }
@@ -49,7 +49,7 @@ impl Engine {
                 };
                 if plain_durable && offline && !st.is_closed {
                     st.is_closed = true;
-                    let _ = cs.ch.subs().update_sub(&st);
+                    let _ = self.sink.sub_update(&cs.ch, &st);
                     self.dirty_subs.insert(name.clone());
                 }
                 let queue = (!st.q_group.is_empty()).then(|| st.q_group.clone());
@@ -61,11 +61,11 @@ impl Engine {
                     if offline {
                         if let Some(prev) = g.shadow {
                             // Only one shadow per group: merge this one's pending into it.
-                            let _ = cs.ch.subs().delete_sub(id);
+                            let _ = self.sink.sub_delete(&cs.ch, id);
                             self.dirty_subs.insert(name.clone());
                             if let Some(p) = cs.subs.get_mut(&prev) {
                                 for (seq, pe) in pending {
-                                    let _ = cs.ch.subs().add_seq_pending(prev, seq);
+                                    let _ = self.sink.pending(&cs.ch, prev, &[seq]);
                                     p.add_pending(seq, pe);
                                 }
                             }
@@ -103,13 +103,13 @@ impl Engine {
                     if let Some(s) = cs.subs.remove(&sh) {
                         for (i, (seq, pe)) in s.pending.into_iter().enumerate() {
                             let to = members[i % members.len()];
-                            let _ = cs.ch.subs().add_seq_pending(to, seq);
+                            let _ = self.sink.pending(&cs.ch, to, &[seq]);
                             if let Some(m) = cs.subs.get_mut(&to) {
                                 m.add_pending(seq, pe);
                             }
                         }
                     }
-                    let _ = cs.ch.subs().delete_sub(sh);
+                    let _ = self.sink.sub_delete(&cs.ch, sh);
                     self.dirty_subs.insert(name.clone());
                     if let Some(q) = cs.queues.get_mut(&g) {
                         q.shadow = None;

@@ -95,6 +95,7 @@ impl Engine {
             stats,
             timers,
             lazy_subs,
+            sink,
             recovering,
             ..
         } = self;
@@ -143,7 +144,7 @@ impl Engine {
                     if let Some(s) = cs.subs.get_mut(&id) {
                         s.pending.remove(seq);
                     }
-                    let _ = cs.ch.subs().ack_seq_pending(id, seq);
+                    let _ = sink.acked(&cs.ch, id, &[seq]);
                     mark(lazy_subs, name);
                     continue;
                 }
@@ -172,8 +173,8 @@ impl Engine {
                 continue;
             };
             if target != id {
-                let _ = cs.ch.subs().ack_seq_pending(id, seq);
-                let _ = cs.ch.subs().add_seq_pending(target, seq);
+                let _ = sink.acked(&cs.ch, id, &[seq]);
+                let _ = sink.pending(&cs.ch, target, &[seq]);
                 mark(lazy_subs, name);
             }
             let Some(t) = cs.subs.get_mut(&target) else {

@@ -11,6 +11,8 @@ use rnats_streaming::proto::{ClientInfo, SubState};
 use rnats_streaming::seqmap::SeqMap;
 use rnats_streaming::store::Channel;
 
+use super::writes::Assigned;
+
 /// A registered client.
 pub(super) struct ClientState {
     pub(super) info: ClientInfo,
@@ -198,12 +200,24 @@ pub(super) struct ChannelState {
     pub(super) expire_at: Option<Instant>,
     pub(super) inactivity_at: Option<Instant>,
     pub(super) last_activity: Instant,
+    /// The largest subscription ID given out (log mode assigns IDs itself).
+    pub(super) max_sub_id: u64,
+    /// The last sequence and timestamp given out (log mode assigns them itself).
+    pub(super) next: Assigned,
 }
 
 impl ChannelState {
     pub(super) fn new(ch: Arc<Channel>) -> Self {
         ChannelState {
             durable: ch.msgs().state().last,
+            max_sub_id: ch
+                .subs()
+                .subscriptions()
+                .iter()
+                .map(|s| s.state.id)
+                .max()
+                .unwrap_or(0),
+            next: Assigned::of(&ch),
             ch,
             subs: BTreeMap::new(),
             durables: HashMap::new(),

@@ -169,7 +169,7 @@ impl Engine {
             sub.st.is_closed = false;
             sub.offline = false;
             sub.initialized = false;
-            cs.ch.subs().update_sub(&sub.st)?;
+            self.sink.sub_update(&cs.ch, &sub.st)?;
             if let Some(q) = &queue
                 && let Some(g) = cs.queues.get_mut(q)
             {
@@ -195,7 +195,7 @@ impl Engine {
                 is_durable: durable,
                 is_closed: false,
             };
-            cs.ch.subs().create_sub(&mut st)?;
+            self.sink.sub_create(&cs.ch, &mut cs.max_sub_id, cs.subs.len(), &mut st)?;
             let id = st.id;
             if let Some(q) = &queue {
                 let g = cs.queues.entry(q.clone()).or_insert_with(|| QGroup {
@@ -308,7 +308,7 @@ impl Engine {
                 } else {
                     cs.durables.remove(&key);
                 }
-                let _ = cs.ch.subs().delete_sub(id);
+                let _ = self.sink.sub_delete(&cs.ch, id);
                 cs.subs.remove(&id);
                 self.dirty_subs.insert(name.to_string());
             }
@@ -326,12 +326,12 @@ impl Engine {
             if !group.members.is_empty() {
                 // Its pending messages go to the remaining members, redelivered shortly.
                 let sub = cs.subs.remove(&id).expect("sub exists");
-                let _ = cs.ch.subs().delete_sub(id);
+                let _ = self.sink.sub_delete(&cs.ch, id);
                 let members = group.members.clone();
                 let at = Instant::now() + QUEUE_REASSIGN_DELAY;
                 for (i, (seq, pe)) in sub.pending.into_iter().enumerate() {
                     let to = members[i % members.len()];
-                    let _ = cs.ch.subs().add_seq_pending(to, seq);
+                    let _ = self.sink.pending(&cs.ch, to, &[seq]);
                     if let Some(m) = cs.subs.get_mut(&to) {
                         m.add_pending(
                             seq,
@@ -350,23 +350,23 @@ impl Engine {
                 group.shadow = Some(id);
                 sub.offline = true;
                 sub.st.client_id.clear();
-                let _ = cs.ch.subs().update_sub(&sub.st);
+                let _ = self.sink.sub_update(&cs.ch, &sub.st);
             } else {
                 cs.queues.remove(&q);
                 cs.subs.remove(&id);
-                let _ = cs.ch.subs().delete_sub(id);
+                let _ = self.sink.sub_delete(&cs.ch, id);
             }
         } else if sub.st.is_durable && !unsubscribe {
             sub.offline = true;
             sub.st.is_closed = true;
-            let _ = cs.ch.subs().update_sub(&sub.st);
+            let _ = self.sink.sub_update(&cs.ch, &sub.st);
         } else {
             if sub.st.is_durable {
                 let key = (sub.st.client_id.clone(), sub.st.durable_name.clone());
                 cs.durables.remove(&key);
             }
             cs.subs.remove(&id);
-            let _ = cs.ch.subs().delete_sub(id);
+            let _ = self.sink.sub_delete(&cs.ch, id);
         }
         self.check_inactivity(name);
     }
