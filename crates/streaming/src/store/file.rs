@@ -102,8 +102,8 @@
 //! applied again, so raising a limit across a restart can bring back messages of that first
 //! segment, as in the reference server). The last segment is never deleted by limits, so the
 //! last sequence survives even when every message expired.
-//! Bytes are accounted as the encoded message plus 44 bytes, as the reference file store does
-//! (its record header and index entry; ours take 40).
+//! Bytes are accounted as the encoded message plus 40 bytes, as the reference file store does
+//! (its 8-byte record header and 32-byte index entry; ours are the same size).
 //!
 //! Files are opened through an LRU cache bounded by `fds_limit`: a store with thousands of
 //! channels keeps at most that many descriptors open (plus the lock file and the handles in

@@ -280,7 +280,7 @@ pub struct MsgStoreState {
     /// Number of messages held.
     pub msgs: u64,
     /// Bytes accounted for the held messages (memory: encoded `MsgProto` size; file: encoded
-    /// size + 44 bytes, as the reference file store).
+    /// size + 40 bytes, as the reference file store).
     pub bytes: u64,
 }
 
