@@ -280,6 +280,12 @@ impl FileStore {
     ) -> Result<FileStore> {
         limits.validate()?;
         let root = dir.to_owned();
+        if crate::migrate::has_pending_migration(&root) {
+            return Err(StoreError::MigrationPending { dir: root });
+        }
+        if crate::migrate::is_reference_store(&root).unwrap_or(false) {
+            return Err(StoreError::ReferenceStore { dir: root });
+        }
         let channels_dir = root.join(CHANNELS_DIR);
         fs::create_dir_all(&channels_dir).map_err(|e| StoreError::io(&channels_dir, e))?;
         let lock = lock_dir(&root)?;
