@@ -539,3 +539,41 @@ fn in_place_stopped_after_every_step_then_resumed() {
     assert!(steps_seen.len() >= 17, "{steps_seen:?}");
     assert!(steps_seen.contains(&"committed") && steps_seen.contains(&"journal retired"));
 }
+
+/// Records written to the data file after the last index entry were never acknowledged to
+/// the reference's index: it ignores them (and overwrites nothing), so they are not carried
+/// over; zeros after the last record of a data file read without index end it.
+#[test]
+fn unindexed_records_and_zero_tails_are_ignored() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let b = RefBuilder::new(&src);
+    b.server("tail");
+    b.slice("t", 1, &RefBuilder::msgs("t", 1..=4), true);
+    let dat = src.join("t/msgs.1.dat");
+    let mut bytes = std::fs::read(&dat).unwrap();
+    let end = bytes.len() as u64;
+    bytes.extend(testutil::record(&prost::Message::encode_to_vec(
+        &RefBuilder::msg("t", 5),
+    )));
+    std::fs::write(&dat, &bytes).unwrap();
+    b.slice("z", 1, &RefBuilder::msgs("z", 1..=3), false);
+    let zdat = src.join("z/msgs.1.dat");
+    let mut zb = std::fs::read(&zdat).unwrap();
+    let zend = zb.len() as u64;
+    zb.extend([0u8; 64]);
+    std::fs::write(&zdat, &zb).unwrap();
+
+    let r = check(&src, &ReferenceOptions::default(), &unlimited()).unwrap();
+    assert!(r.is_clean(), "{r}");
+    let t = r.channels.iter().find(|c| c.name == "t").unwrap();
+    assert_eq!((t.last_seq, t.msgs), (4, 4));
+    assert!(r.findings.iter().any(|f| f.path == dat
+        && f.offset == Some(end)
+        && matches!(f.kind, FindingKind::IgnoredTail { .. })));
+    let z = r.channels.iter().find(|c| c.name == "z").unwrap();
+    assert_eq!((z.last_seq, z.msgs), (3, 3));
+    // Only zeros after the last record: nothing to report but the missing index.
+    assert!(!r.findings.iter().any(|f| f.path == zdat));
+    assert!(zend > 4);
+}
