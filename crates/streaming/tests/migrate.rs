@@ -168,6 +168,18 @@ fn migrate_offline_carries_everything_in_the_manifest() {
         again,
         Err(MigrateError::DestinationNotEmpty { .. })
     ));
+    // An existing empty directory is a valid destination (the staged store replaces it).
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    migrate::migrate(
+        &src,
+        &empty,
+        &opts(),
+        &FileStoreOptions::default(),
+        &fixture_limits(),
+    )
+    .unwrap();
+    assert_eq!(verify_store_against_manifest(&empty), 205);
     // Nor into the source.
     let inside = migrate::migrate(
         &src,

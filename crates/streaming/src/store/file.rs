@@ -69,10 +69,13 @@
 //!
 //! # Recovery
 //!
-//! Opening a store takes the directory lock (a second store on the same directory, in this
-//! process or another, fails with [`StoreError::Locked`]), then replays `clients.dat` and each
-//! channel's `subs.dat` and segments, applying the current limits (so lowering a limit and
-//! restarting drops messages, as in the reference server).
+//! Opening a store refuses a directory that holds a nats-streaming-server store
+//! ([`StoreError::ReferenceStore`]) or an unfinished migration of one
+//! ([`StoreError::MigrationPending`]); [`crate::migrate`] converts those first. It then takes
+//! the directory lock (a second store on the same directory, in this process or another,
+//! fails with [`StoreError::Locked`]), then replays `clients.dat` and each channel's
+//! `subs.dat` and segments, applying the current limits (so lowering a limit and restarting
+//! drops messages, as in the reference server).
 //!
 //! * Segments: the valid prefix of the index marks the durable region. A bad record (CRC,
 //!   length, sequence) **after** it is where the interrupted last write begins, even if later
