@@ -7,7 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    copy_tree, fixture_limits, fixture_store, manifest, tree, verify_store_against_manifest,
+    assert_same_tree, copy_tree, fixture_limits, fixture_store, manifest, tree,
+    verify_store_against_manifest,
 };
 use rnats_streaming::migrate::{
     self, DamageKind, FindingKind, MigrateError, ReferenceOptions, check, is_reference_store,
@@ -77,7 +78,7 @@ fn check_reports_what_the_manifest_lists() {
     println!("{r}");
     assert!(r.is_clean(), "{r}");
     assert!(r.findings.is_empty(), "{r}");
-    assert_eq!(before, tree(&dir), "a check writes nothing");
+    assert_same_tree(&before, &tree(&dir), "a check writes nothing");
 
     let m = manifest();
     assert_eq!(r.cluster_id(), m["cluster_id"].as_str());
@@ -152,7 +153,7 @@ fn migrate_offline_carries_everything_in_the_manifest() {
     )
     .unwrap();
     assert_eq!(r.destination.as_deref(), Some(dst.as_path()));
-    assert_eq!(before, tree(&src), "the source is only read");
+    assert_same_tree(&before, &tree(&src), "the source is only read");
     assert!(!is_reference_store(&dst).unwrap());
     assert_eq!(verify_store_against_manifest(&dst), 205);
 
@@ -239,10 +240,10 @@ fn migrate_in_place_keeps_the_originals_and_logs_a_summary() {
     assert!(line.contains(&dir.join("nats-streaming-backup").display().to_string()));
     assert!(!s.resumed);
     assert_eq!(s.report.as_ref().map(|r| r.messages()), Some(205));
-    assert_eq!(
-        tree(&s.backup),
-        original,
-        "the originals are kept as they were"
+    assert_same_tree(
+        &tree(&s.backup),
+        &original,
+        "the originals are kept as they were",
     );
     assert!(!dir.join(".rnats-migrate").exists());
     assert_eq!(verify_store_against_manifest(&dir), 205);

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{copy_tree, fixture_limits, fixture_store, tree, verify_store_against_manifest};
+use common::{
+    assert_same_tree, copy_tree, fixture_limits, fixture_store, tree, verify_store_against_manifest,
+};
 use rnats_streaming::migrate::{ReferenceOptions, migrate_in_place, migrate_in_place_if_needed};
 use rnats_streaming::store::file::FileStoreOptions;
 
@@ -109,10 +111,10 @@ fn check_after_kill(dir: &Path, original: &BTreeMap<PathBuf, Vec<u8>>) -> State 
         };
     }
     if backup.exists() && !journal.exists() {
-        assert_eq!(
+        assert_same_tree(
             &tree(&backup),
             original,
-            "complete: the backup holds the originals"
+            "complete: the backup holds the originals",
         );
         return State::Done;
     }
@@ -124,9 +126,10 @@ fn check_after_kill(dir: &Path, original: &BTreeMap<PathBuf, Vec<u8>>) -> State 
     // Before the commit: D holds exactly the originals, plus the lock file and journal.
     let mut now = tree(dir);
     now.retain(|p, _| !p.starts_with(".rnats-migrate") && p != Path::new(".rootdir.lck"));
-    assert_eq!(
-        &now, original,
-        "before the commit the originals are untouched"
+    assert_same_tree(
+        &now,
+        original,
+        "before the commit the originals are untouched",
     );
     State::BeforeCommit
 }

@@ -73,6 +73,21 @@ pub fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// Asserts two trees are equal, naming the paths that differ (not their bytes).
+pub fn assert_same_tree(
+    a: &BTreeMap<PathBuf, Vec<u8>>,
+    b: &BTreeMap<PathBuf, Vec<u8>>,
+    what: &str,
+) {
+    let mut d: Vec<&PathBuf> = a
+        .iter()
+        .filter(|(p, c)| b.get(*p) != Some(c))
+        .map(|(p, _)| p)
+        .collect();
+    d.extend(b.keys().filter(|p| !a.contains_key(*p)));
+    assert!(d.is_empty(), "{what}: these paths differ: {d:?}");
+}
+
 fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b)
         .iter()
