@@ -21,6 +21,12 @@
 //! here decide the first sequence of each channel as they did for the reference; pass the
 //! limits the reference ran with.
 //!
+//! Reading holds at most three reference files open at once (an index, its data file, a
+//! record log) whatever the number of channels and slices, so the reference's
+//! `file_descriptors_limit` needs no counterpart; the reference's slice options only decide
+//! how many `msgs.<n>` files there are, and any layout is read. Our own files are shaped by
+//! the [`FileStoreOptions`] given (slices, `fds_limit`), as for any store we write.
+//!
 //! # Crash safety of [`migrate_in_place`]
 //!
 //! Our store and the reference's use the same names at the top of the directory
