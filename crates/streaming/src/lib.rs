@@ -6,9 +6,11 @@
 //!   [`store::SubStore`]), the [`store::memory`] store, the crash-safe [`store::file`]
 //!   store, and [`store::crypto`], encryption at rest over any of them.
 //! * [`seqmap`]: [`seqmap::SeqMap`], the map of messages in flight (pending sequences).
+//! * [`migrate`]: reads a nats-streaming-server file store and migrates it into ours.
 //!
 //! The server loop (request handling, delivery, redelivery, heartbeats) builds on these.
 
+pub mod migrate;
 pub mod proto;
 pub mod seqmap;
 pub mod store;

@@ -69,10 +69,13 @@
 //!
 //! # Recovery
 //!
-//! Opening a store takes the directory lock (a second store on the same directory, in this
-//! process or another, fails with [`StoreError::Locked`]), then replays `clients.dat` and each
-//! channel's `subs.dat` and segments, applying the current limits (so lowering a limit and
-//! restarting drops messages, as in the reference server).
+//! Opening a store refuses a directory that holds a nats-streaming-server store
+//! ([`StoreError::ReferenceStore`]) or an unfinished migration of one
+//! ([`StoreError::MigrationPending`]); [`crate::migrate`] converts those first. It then takes
+//! the directory lock (a second store on the same directory, in this process or another,
+//! fails with [`StoreError::Locked`]), then replays `clients.dat` and each channel's
+//! `subs.dat` and segments, applying the current limits (so lowering a limit and restarting
+//! drops messages, as in the reference server).
 //!
 //! * Segments: the valid prefix of the index marks the durable region. A bad record (CRC,
 //!   length, sequence) **after** it is where the interrupted last write begins, even if later
@@ -102,8 +105,8 @@
 //! applied again, so raising a limit across a restart can bring back messages of that first
 //! segment, as in the reference server). The last segment is never deleted by limits, so the
 //! last sequence survives even when every message expired.
-//! Bytes are accounted as the encoded message plus 44 bytes, as the reference file store does
-//! (its record header and index entry; ours take 40).
+//! Bytes are accounted as the encoded message plus 40 bytes, as the reference file store does
+//! (its 8-byte record header and 32-byte index entry; ours are the same size).
 //!
 //! Files are opened through an LRU cache bounded by `fds_limit`: a store with thousands of
 //! channels keeps at most that many descriptors open (plus the lock file and the handles in
@@ -292,6 +295,12 @@ impl FileStore {
     ) -> Result<FileStore> {
         limits.validate()?;
         let root = dir.to_owned();
+        if crate::migrate::has_pending_migration(&root) {
+            return Err(StoreError::MigrationPending { dir: root });
+        }
+        if crate::migrate::is_reference_store(&root).unwrap_or(false) {
+            return Err(StoreError::ReferenceStore { dir: root });
+        }
         let channels_dir = root.join(CHANNELS_DIR);
         fs::create_dir_all(&channels_dir).map_err(|e| StoreError::io(&channels_dir, e))?;
         let lock = match lock {

@@ -198,7 +198,7 @@ fn limits_across_segments_drop_whole_files() {
             ch.msgs().read_batch(0, 100, usize::MAX).unwrap(),
             all[15..].to_vec()
         );
-        let bytes: u64 = all[15..].iter().map(|m| m.encoded_len() as u64 + 44).sum();
+        let bytes: u64 = all[15..].iter().map(|m| m.encoded_len() as u64 + 40).sum();
         assert_eq!(st.bytes, bytes);
     }
     // Reopen with the same limits: same view (segment 13 is partly dropped again).
@@ -208,7 +208,7 @@ fn limits_across_segments_drop_whole_files() {
         let st = ch.msgs().state();
         assert_eq!((st.first, st.last, st.msgs), (16, 25, 10));
         let bytes: u64 = (16..=25)
-            .map(|i| ch.msgs().lookup(i).unwrap().unwrap().encoded_len() as u64 + 44)
+            .map(|i| ch.msgs().lookup(i).unwrap().unwrap().encoded_len() as u64 + 40)
             .sum();
         assert_eq!(st.bytes, bytes);
     }
