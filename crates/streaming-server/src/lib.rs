@@ -24,6 +24,7 @@
 //! * `nats`: the engine's NATS connection, local or over TCP.
 //! * `monitor`: `/streaming/serverz`, `storez`, `clientsz`, `channelsz`.
 
+mod cluster;
 mod engine;
 mod ft;
 mod monitor;

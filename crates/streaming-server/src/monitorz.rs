@@ -55,6 +55,12 @@ pub(crate) struct Serverz<'a> {
     pub(crate) version: &'a str,
     pub(crate) go: &'a str,
     pub(crate) state: &'a str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) role: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) node_id: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) peers: Vec<String>,
     pub(crate) now: String,
     pub(crate) start_time: String,
     pub(crate) uptime: String,
@@ -199,7 +205,11 @@ pub(crate) struct Counts {
 }
 
 pub(crate) fn serverz(st: &Status, c: &Counts) -> MonitorReply {
+    let raft = st.raft();
     ok(&Serverz {
+        role: raft.as_ref().map(|r| r.role.clone()).unwrap_or_default(),
+        node_id: raft.as_ref().map(|r| r.node_id.clone()).unwrap_or_default(),
+        peers: raft.map(|r| r.peers).unwrap_or_default(),
         cluster_id: &st.opts.cluster_id,
         server_id: &st.server_id,
         version: VERSION,

@@ -339,6 +339,19 @@ impl Inbound {
     }
 }
 
+impl Drop for Inbound {
+    /// A local connection outlives its `Inbound` on a cluster node (one per leadership
+    /// term): the subscriptions go with the `Inbound` (a client connection's subscribers
+    /// unsubscribe when dropped).
+    fn drop(&mut self) {
+        if let Inbound::Local { conn, kinds, .. } = self {
+            for (sid, _) in kinds.iter() {
+                conn.unsubscribe(*sid);
+            }
+        }
+    }
+}
+
 fn poll_remote(
     subs: &mut [(Kind, rnats_client::Subscriber)],
     ready: &mut VecDeque<(Kind, InMsg)>,

@@ -17,6 +17,7 @@ use rnats_conf::{Map, Spanned, Value};
 use rnats_streaming::store::crypto::EncryptionKey;
 use rnats_streaming::store::file::{FileStoreOptions, SyncPolicy};
 use rnats_streaming::store::{ChannelLimitsOverride, StoreKind, StoreLimits};
+use rnats_streaming_raft::ClusterOptions;
 
 /// Version reported in logs and monitoring (the reference release this server mirrors).
 pub const VERSION: &str = "0.25.6";
@@ -77,6 +78,35 @@ pub struct Options {
     /// `--encryption_key` / `encryption_key` (the `NATS_STREAMING_ENCRYPTION_KEY`
     /// environment variable wins over it). Never printed.
     pub encryption_key: Option<EncryptionKey>,
+    /// RAFT clustering (`--clustered` and the `cluster` block).
+    pub clustering: Clustering,
+}
+
+/// RAFT clustering options, with the reference's names and defaults. `raft` holds the node
+/// options proper (its `cluster_id`, `node_id` and `log_path` are filled at start-up).
+#[derive(Debug, Clone)]
+pub struct Clustering {
+    /// `--clustered`.
+    pub clustered: bool,
+    pub raft: ClusterOptions,
+    /// `--cluster_log_path` as given (default `<cluster id>/<node id>`).
+    pub log_path: Option<PathBuf>,
+    /// `--cluster_allow_add_remove_node`.
+    pub allow_add_remove_node: bool,
+    /// `--cluster_proceed_on_restore_failure`.
+    pub proceed_on_restore_failure: bool,
+}
+
+impl Default for Clustering {
+    fn default() -> Self {
+        Clustering {
+            clustered: false,
+            raft: ClusterOptions::new("", "", ""),
+            log_path: None,
+            allow_add_remove_node: false,
+            proceed_on_restore_failure: false,
+        }
+    }
 }
 
 impl Default for Options {
@@ -111,6 +141,7 @@ impl Default for Options {
             encrypt: false,
             encryption_cipher: String::new(),
             encryption_key: None,
+            clustering: Clustering::default(),
         }
     }
 }
@@ -149,6 +180,19 @@ impl Options {
                 ));
             }
         }
+        if self.clustering.clustered {
+            if self.store_type == StoreKind::Memory {
+                return Err("stan: clustering mode not supported with MEMORY store type".into());
+            }
+            if self.partitioning {
+                return Err(
+                    "stan: channels partitioning in clustering mode is not supported".into(),
+                );
+            }
+            if self.ft_group.is_some() {
+                return Err("stan: fault tolerance and clustering modes are exclusive".into());
+            }
+        }
         if self.partitioning && self.limits.per_channel.is_empty() {
             return Err("stan: no configured channel".into());
         }
@@ -183,6 +227,15 @@ Streaming Server Options:
           --encrypt <bool>            Encrypt message payloads at rest
           --encryption_cipher <string> AES (default on x86-64) or CHACHA
           --encryption_key <string>   Encryption key (NATS_STREAMING_ENCRYPTION_KEY in the environment is preferred)
+          --clustered <bool>          Run in clustered mode (RAFT replication)
+          --cluster_node_id <string>  ID of this node in the cluster
+          --cluster_bootstrap <bool>  Bootstrap the cluster with this node alone
+          --cluster_peers <string>    Comma separated list of the cluster's node IDs
+          --cluster_log_path <string> Directory of this node's RAFT log and snapshots
+          --cluster_sync <bool>       Fsync the RAFT log and the store on every write
+          --cluster_raft_logging <bool> Log RAFT internals
+          --cluster_log_cache_size <int>, --cluster_log_snapshots <int>, --cluster_trailing_logs <int>
+          --cluster_allow_add_remove_node <bool>, --cluster_proceed_on_restore_failure <bool>
           --ft_group <string>         Name of this server's fault-tolerance group (FILE store): starts as a standby
           --ft_hb_interval <duration> Heartbeat interval of the active FT server (default: 1s)
           --ft_hb_missed_interval <duration> Missed heartbeats after which a standby tries to take over (default: 1.25s)
@@ -267,6 +320,9 @@ const VALUE_FLAGS: &[(&str, &[&str])] = &[
     ("cluster_node_id", &["cluster_node_id"]),
     ("cluster_peers", &["cluster_peers"]),
     ("cluster_log_path", &["cluster_log_path"]),
+    ("cluster_log_cache_size", &["cluster_log_cache_size"]),
+    ("cluster_log_snapshots", &["cluster_log_snapshots"]),
+    ("cluster_trailing_logs", &["cluster_trailing_logs"]),
     ("sql_driver", &["sql_driver"]),
     ("sql_source", &["sql_source"]),
     ("encryption_cipher", &["encryption_cipher"]),
@@ -290,6 +346,16 @@ const BOOL_FLAGS: &[(&str, &[&str])] = &[
     ("secure", &["secure"]),
     ("clustered", &["clustered"]),
     ("cluster_bootstrap", &["cluster_bootstrap"]),
+    ("cluster_sync", &["cluster_sync"]),
+    ("cluster_raft_logging", &["cluster_raft_logging"]),
+    (
+        "cluster_allow_add_remove_node",
+        &["cluster_allow_add_remove_node"],
+    ),
+    (
+        "cluster_proceed_on_restore_failure",
+        &["cluster_proceed_on_restore_failure"],
+    ),
     ("encrypt", &["encrypt"]),
     ("help", &["h", "help"]),
     ("version", &["v", "version"]),
@@ -491,13 +557,29 @@ impl CommandLine {
                 "ft_group" => opts.ft_group = Some(v.to_string()).filter(|g| !g.is_empty()),
                 "ft_hb_interval" => opts.ft_hb_interval = dur()?,
                 "ft_hb_missed_interval" => opts.ft_hb_missed_interval = dur()?,
-                "cluster_node_id" | "cluster_peers" | "cluster_log_path" | "clustered"
-                | "cluster_bootstrap"
-                    if v != "false" =>
-                {
-                    return Err(format!(
-                        "-{name}: fault tolerance and clustering are not supported by this build"
-                    ));
+                "clustered" => opts.clustering.clustered = v == "true",
+                "cluster_node_id" => opts.clustering.raft.node_id = v.to_string(),
+                "cluster_bootstrap" => opts.clustering.raft.bootstrap = v == "true",
+                "cluster_peers" => opts.clustering.raft.peers = split_peers(v),
+                "cluster_log_path" => opts.clustering.log_path = Some(PathBuf::from(v)),
+                "cluster_log_cache_size" => {
+                    opts.clustering.raft.log_cache_size =
+                        usize::try_from(int()?).map_err(|_| bad())?
+                }
+                "cluster_log_snapshots" => {
+                    opts.clustering.raft.log_snapshots =
+                        usize::try_from(int()?).map_err(|_| bad())?
+                }
+                "cluster_trailing_logs" => {
+                    opts.clustering.raft.trailing_logs = u64::try_from(int()?).map_err(|_| bad())?
+                }
+                "cluster_sync" => opts.clustering.raft.sync = v == "true",
+                "cluster_raft_logging" => opts.clustering.raft.raft_logging = v == "true",
+                "cluster_allow_add_remove_node" => {
+                    opts.clustering.allow_add_remove_node = v == "true"
+                }
+                "cluster_proceed_on_restore_failure" => {
+                    opts.clustering.proceed_on_restore_failure = v == "true"
                 }
                 "sql_driver" | "sql_source" => {
                     return Err("SQL store is not supported by this build".into());
@@ -736,8 +818,13 @@ pub fn apply_config(map: &Map, opts: &mut Options) -> Result<(), String> {
                 opts.encryption_key = Some(EncryptionKey::new(conf_str(&key, v)?.into_bytes()))
                     .filter(|k| !k.is_empty())
             }
-            "cluster" | "sql_options" | "sql" | "credentials" | "nkey_seed_file" | "tls"
-            | "secure"
+            "cluster" => {
+                let m = v
+                    .as_map()
+                    .ok_or_else(|| conf_err(v, format!("parameter \"{key}\" must be a map")))?;
+                apply_cluster(m, &mut opts.clustering)?
+            }
+            "sql_options" | "sql" | "credentials" | "nkey_seed_file" | "tls" | "secure"
                 if !matches!(v.value, Value::Bool(false)) =>
             {
                 return Err(conf_err(
@@ -831,6 +918,53 @@ fn parse_override_entry(key: &str, v: &Spanned) -> Result<ChannelLimitsOverride,
         _ => {}
     }
     Ok(o)
+}
+
+/// `--cluster_peers` / `peers`: a comma-separated list.
+fn split_peers(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The `cluster { ... }` block (giving one implies `clustered`).
+fn apply_cluster(map: &Map, c: &mut Clustering) -> Result<(), String> {
+    c.clustered = true;
+    for entry in map {
+        let v = &entry.value;
+        let key = entry.key.to_ascii_lowercase();
+        let count = || -> Result<u64, String> {
+            u64::try_from(conf_int(&key, v)?).map_err(|_| conf_err(v, format!("invalid {key}")))
+        };
+        match key.as_str() {
+            "node_id" => c.raft.node_id = conf_str(&key, v)?,
+            "bootstrap" => c.raft.bootstrap = conf_bool(&key, v)?,
+            "peers" => {
+                c.raft.peers = match &v.value {
+                    Value::Array(items) => items
+                        .iter()
+                        .map(|i| conf_str(&key, i))
+                        .collect::<Result<_, _>>()?,
+                    _ => split_peers(&conf_str(&key, v)?),
+                }
+            }
+            "log_path" => c.log_path = Some(PathBuf::from(conf_str(&key, v)?)),
+            "log_cache_size" => c.raft.log_cache_size = count()? as usize,
+            "log_snapshots" => c.raft.log_snapshots = count()? as usize,
+            "trailing_logs" => c.raft.trailing_logs = count()?,
+            "sync" => c.raft.sync = conf_bool(&key, v)?,
+            "raft_logging" => c.raft.raft_logging = conf_bool(&key, v)?,
+            "proceed_on_restore_failure" => c.proceed_on_restore_failure = conf_bool(&key, v)?,
+            "allow_add_remove_node" => c.allow_add_remove_node = conf_bool(&key, v)?,
+            "raft_heartbeat_timeout" => c.raft.heartbeat_timeout = conf_duration(&key, v)?,
+            "raft_election_timeout" => c.raft.election_timeout = conf_duration(&key, v)?,
+            "raft_lease_timeout" => c.raft.lease_timeout = conf_duration(&key, v)?,
+            "raft_commit_timeout" => c.raft.commit_timeout = conf_duration(&key, v)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn apply_file_options(map: &Map, f: &mut FileStoreOptions) -> Result<(), String> {

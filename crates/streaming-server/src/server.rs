@@ -11,7 +11,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use crate::engine::{Engine, Event};
+use crate::cluster::ClusterNode;
+use crate::engine::{Engine, Event, Repl};
 use crate::ft::{self, HeldLock, StoreLock};
 use crate::nats::Nats;
 use crate::options::{Options, VERSION};
@@ -41,11 +42,15 @@ pub enum StartError {
     },
     #[error("Partitioning error: {0}")]
     Partitioning(#[from] PartitionError),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// The serving half of a server: the store, the engine, and the partitioning responder.
-struct Active {
+pub(crate) struct Active {
     store: Arc<dyn Store>,
+    /// False on a clustered node, whose state machine keeps the store open.
+    owns_store: bool,
     tx: mpsc::UnboundedSender<Event>,
     engine: JoinHandle<()>,
     partitions: Option<(Arc<Partitions>, JoinHandle<()>)>,
@@ -54,15 +59,17 @@ struct Active {
 impl Active {
     /// Drains the engine, then closes the store (releasing its lock: an FT standby takes
     /// over at once).
-    async fn stop(self, nc: &Nats) {
+    pub(crate) async fn stop(self, nc: &Nats) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Event::Shutdown(done)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.engine).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), nc.flush()).await;
-        let store = self.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        if self.owns_store {
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
         if let Some((p, task)) = self.partitions {
             task.abort();
             p.close().await;
@@ -70,7 +77,7 @@ impl Active {
     }
 }
 
-type ActiveSlot = Arc<tokio::sync::Mutex<Option<Active>>>;
+pub(crate) type ActiveSlot = Arc<tokio::sync::Mutex<Option<Active>>>;
 
 /// The fault-tolerance task of a group member: standby, then active with its heartbeats.
 struct FtTask {
@@ -86,6 +93,7 @@ pub struct StreamingServer {
     side: NatsSide,
     active: ActiveSlot,
     ft: Option<FtTask>,
+    cluster: Option<ClusterNode>,
     monitor: Option<(SocketAddr, JoinHandle<()>)>,
     /// Set when the server stopped serving on its own (two active FT servers).
     failed: watch::Receiver<Option<String>>,
@@ -131,7 +139,7 @@ impl StreamingServer {
             }
             if matches!(
                 self.status.state(),
-                ServerState::Standalone | ServerState::FtActive
+                ServerState::Standalone | ServerState::FtActive | ServerState::Clustered
             ) {
                 return Ok(());
             }
@@ -187,6 +195,9 @@ impl StreamingServer {
             None => None,
         };
         self.status.set_engine(None);
+        if let Some(c) = self.cluster {
+            c.shutdown(&self.active).await;
+        }
         if let Some(a) = self.active.lock().await.take() {
             a.stop(&self.side.nc).await;
         }
@@ -211,9 +222,11 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
         opts.cluster_id
     );
     let side = connect_nats(&opts).await?;
-    // FT members and partitions share the cluster ID with other servers by design.
+    // FT members, partitions and cluster nodes share the cluster ID with other servers by
+    // design.
     if opts.ft_group.is_none()
         && !opts.partitioning
+        && !opts.clustering.clustered
         && opts.startup_check
         && another_server_answers(&side.nc, &opts).await
     {
@@ -228,6 +241,8 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
     let opts = Arc::new(opts);
     let state = if opts.ft_group.is_some() {
         ServerState::FtStandby
+    } else if opts.clustering.clustered {
+        ServerState::Clustered
     } else {
         ServerState::Standalone
     };
@@ -238,7 +253,20 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
     };
     let (fail_tx, failed) = watch::channel(None);
     let active: ActiveSlot = Arc::default();
+    let mut cluster = None;
     let ft = match &opts.ft_group {
+        None if opts.clustering.clustered => {
+            match ClusterNode::start(&opts, &status, &side, &active).await {
+                Ok(c) => cluster = Some(c),
+                Err(e) => {
+                    if let Some((_, m)) = monitor {
+                        m.abort();
+                    }
+                    return side.abandon(e).await;
+                }
+            }
+            None
+        }
         None => {
             let pc = match partition_connection(&opts, &side).await {
                 Ok(pc) => pc,
@@ -266,6 +294,7 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
         side,
         active,
         ft,
+        cluster,
         monitor,
         failed,
     })
@@ -290,10 +319,27 @@ async fn activate(
     lock: Option<HeldLock>,
 ) -> Result<Active, StartError> {
     let store = open_store(opts, lock).await?;
+    serve(opts, status, nc, pc, store, None).await
+}
+
+/// Recovers the store's state and serves clients on `nc`: the partition check, the engine,
+/// the protocol subscriptions. With `repl` (a clustered leader) the store stays open on
+/// failure and when the engine stops: the node's state machine owns it.
+pub(crate) async fn serve(
+    opts: &Arc<Options>,
+    status: &Arc<Status>,
+    nc: &Nats,
+    pc: Option<Nats>,
+    store: Arc<dyn Store>,
+    repl: Option<Repl>,
+) -> Result<Active, StartError> {
+    let owns_store = repl.is_none();
     let (info, recovered) = match recover_store(&store, opts).await {
         Ok(r) => r,
         Err(e) => {
-            let _ = store.close();
+            if owns_store {
+                let _ = store.close();
+            }
             return Err(e);
         }
     };
@@ -305,7 +351,9 @@ async fn activate(
     }
     log_limits(opts);
     let close = |e: StartError| {
-        let _ = store.close();
+        if owns_store {
+            let _ = store.close();
+        }
         e
     };
     let channels: Option<Vec<String>> = opts
@@ -337,6 +385,7 @@ async fn activate(
         &info,
         status.clone(),
         tx.clone(),
+        repl,
     );
     engine.recover(recovered);
     let subjects = Subjects::from_info(&info, opts);
@@ -355,6 +404,7 @@ async fn activate(
     info!("STREAM: Streaming Server is ready");
     Ok(Active {
         store,
+        owns_store,
         tx,
         engine,
         partitions,

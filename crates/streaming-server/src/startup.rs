@@ -183,6 +183,22 @@ impl NatsSide {
     }
 }
 
+impl NatsSide {
+    /// A client connection to the same NATS, named `_NSS-<cluster id>-<what>` (RAFT traffic,
+    /// which the NATS transport carries over client connections, embedded server or not).
+    pub(crate) async fn client(
+        &self,
+        opts: &Options,
+        what: &str,
+    ) -> Result<rnats_client::Client, StartError> {
+        let name = format!("_NSS-{}-{what}", opts.cluster_id);
+        let urls: Vec<&str> = self.url.split(',').collect();
+        client_options(opts, name).connect(urls).await.map_err(|e| {
+            StartError::Nats(format!("unable to connect to NATS at {}: {e}", self.url))
+        })
+    }
+}
+
 /// Whether another streaming server with this cluster ID answers on the discovery subject
 /// (its test connection is closed again).
 pub(crate) async fn another_server_answers(nc: &Nats, opts: &Options) -> bool {

@@ -19,6 +19,16 @@ pub enum ServerState {
     FtActive,
     /// Stopped after a fatal error (two active FT servers).
     Failed,
+    /// A node of a RAFT cluster (leader or not: see the role).
+    Clustered,
+}
+
+/// A cluster node's RAFT view, for monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RaftView {
+    pub(crate) role: String,
+    pub(crate) node_id: String,
+    pub(crate) peers: Vec<String>,
 }
 
 impl ServerState {
@@ -28,6 +38,7 @@ impl ServerState {
             ServerState::FtStandby => "FT_STANDBY",
             ServerState::FtActive => "FT_ACTIVE",
             ServerState::Failed => "FAILED",
+            ServerState::Clustered => "CLUSTERED",
         }
     }
 }
@@ -38,6 +49,7 @@ pub(crate) struct Status {
     pub(crate) start_time: SystemTime,
     state: Mutex<ServerState>,
     engine: Mutex<Option<mpsc::UnboundedSender<Event>>>,
+    raft: Mutex<Option<RaftView>>,
 }
 
 impl Status {
@@ -48,6 +60,7 @@ impl Status {
             start_time: SystemTime::now(),
             state: Mutex::new(state),
             engine: Mutex::new(None),
+            raft: Mutex::new(None),
         }
     }
 
@@ -57,6 +70,14 @@ impl Status {
 
     pub(crate) fn set_state(&self, s: ServerState) {
         *self.state.lock() = s;
+    }
+
+    pub(crate) fn raft(&self) -> Option<RaftView> {
+        self.raft.lock().clone()
+    }
+
+    pub(crate) fn set_raft(&self, v: Option<RaftView>) {
+        *self.raft.lock() = v;
     }
 
     /// Where monitoring queries go (None: no engine runs).

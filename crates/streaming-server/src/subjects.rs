@@ -44,7 +44,8 @@ pub fn new_server_info(opts: &Options) -> ServerInfo {
         unsubscribe: format!("_STAN.unsub.{cid}"),
         close: format!("_STAN.close.{cid}"),
         sub_close: format!("_STAN.subclose.{cid}"),
-        acks_subs: format!("_INBOX.{}", nuid::next()),
-        node_id: String::new(),
+        // The reference's: the same on every node of a cluster.
+        acks_subs: format!("_STAN.ack.{cid}"),
+        node_id: opts.clustering.raft.node_id.clone(),
     }
 }

@@ -54,6 +54,7 @@ mod outbox;
 mod publish;
 mod recovery;
 mod redelivery;
+mod replicated;
 mod state;
 mod subscribe;
 mod writes;
@@ -79,6 +80,7 @@ use crate::subjects::Subjects;
 pub use errors::ProtocolError;
 use flusher::{FlushJob, Flushed, Flusher, PendingPubAck, encode_pubacks, flushed};
 use outbox::Outbox;
+pub(crate) use replicated::Repl;
 use state::{ChannelState, ClientState, Stats};
 use writes::Sink;
 
@@ -216,6 +218,8 @@ pub(crate) struct Engine {
     recovering: bool,
     /// Where store changes go (see `writes`).
     sink: Sink,
+    /// The RAFT link of a clustered leader (see `replicated`).
+    repl: Option<Repl>,
 }
 
 impl Engine {
@@ -226,9 +230,10 @@ impl Engine {
         info: &ServerInfo,
         status: Arc<Status>,
         tx: mpsc::UnboundedSender<Event>,
+        repl: Option<Repl>,
     ) -> Engine {
         let max_payload = nc.max_payload();
-        let flusher = if store.kind() == StoreKind::Memory {
+        let flusher = if store.kind() == StoreKind::Memory || repl.is_some() {
             None
         } else {
             // Over a local connection the flusher thread sends the PubAcks itself, as soon
@@ -275,7 +280,12 @@ impl Engine {
             lazy_flush_armed: false,
             warned_limits: HashSet::new(),
             recovering: false,
-            sink: Sink::Direct,
+            sink: if repl.is_some() {
+                Sink::Log(Vec::new())
+            } else {
+                Sink::Direct
+            },
+            repl,
         }
     }
 
@@ -418,6 +428,9 @@ impl Engine {
     /// Delivers, flushes the subscription stores replies depend on, sends what the handlers
     /// produced and the PubAcks that are ready, then starts the next message flush.
     async fn commit(&mut self) {
+        if self.sink.is_log() {
+            return self.commit_replicated().await;
+        }
         for (ch, id, seqs) in std::mem::take(&mut self.acked) {
             let _ = self.sink.acked(&ch, id, &seqs);
         }

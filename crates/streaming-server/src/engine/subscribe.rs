@@ -195,7 +195,8 @@ impl Engine {
                 is_durable: durable,
                 is_closed: false,
             };
-            self.sink.sub_create(&cs.ch, &mut cs.max_sub_id, cs.subs.len(), &mut st)?;
+            self.sink
+                .sub_create(&cs.ch, &mut cs.max_sub_id, cs.subs.len(), &mut st)?;
             let id = st.id;
             if let Some(q) = &queue {
                 let g = cs.queues.entry(q.clone()).or_insert_with(|| QGroup {
