@@ -382,10 +382,12 @@ scenarios.ft_failover = async function () {
   await new Promise((resolve) => {
     const tick = setInterval(() => {
       const n = i++
+      const sentAt = Date.now()
       sc.publish('ftc', 'm' + n, (err) => {
         if (err) { failed++; return }
         acked.push('m' + n)
-        if (killedAt && !firstAfter) firstAfter = Date.now()
+        // The first PubAck of a message published after the kill.
+        if (killedAt && sentAt > killedAt && !firstAfter) firstAfter = Date.now()
         if (!killedAt && acked.length === 100) {
           killedAt = Date.now()
           process.kill(pid, 'SIGKILL')
