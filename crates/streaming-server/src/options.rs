@@ -235,6 +235,7 @@ Streaming Server Options:
           --cluster_sync <bool>       Fsync the RAFT log and the store on every write
           --cluster_raft_logging <bool> Log RAFT internals
           --cluster_log_cache_size <int>, --cluster_log_snapshots <int>, --cluster_trailing_logs <int>
+          --cluster_snapshot_threshold <int> RAFT entries between snapshots (default: 8192)
           --cluster_allow_add_remove_node <bool>, --cluster_proceed_on_restore_failure <bool>
           --ft_group <string>         Name of this server's fault-tolerance group (FILE store): starts as a standby
           --ft_hb_interval <duration> Heartbeat interval of the active FT server (default: 1s)
@@ -323,6 +324,10 @@ const VALUE_FLAGS: &[(&str, &[&str])] = &[
     ("cluster_log_cache_size", &["cluster_log_cache_size"]),
     ("cluster_log_snapshots", &["cluster_log_snapshots"]),
     ("cluster_trailing_logs", &["cluster_trailing_logs"]),
+    (
+        "cluster_snapshot_threshold",
+        &["cluster_snapshot_threshold"],
+    ),
     ("sql_driver", &["sql_driver"]),
     ("sql_source", &["sql_source"]),
     ("encryption_cipher", &["encryption_cipher"]),
@@ -572,6 +577,10 @@ impl CommandLine {
                 }
                 "cluster_trailing_logs" => {
                     opts.clustering.raft.trailing_logs = u64::try_from(int()?).map_err(|_| bad())?
+                }
+                "cluster_snapshot_threshold" => {
+                    opts.clustering.raft.snapshot_threshold =
+                        u64::try_from(int()?).map_err(|_| bad())?.max(1)
                 }
                 "cluster_sync" => opts.clustering.raft.sync = v == "true",
                 "cluster_raft_logging" => opts.clustering.raft.raft_logging = v == "true",
@@ -953,6 +962,7 @@ fn apply_cluster(map: &Map, c: &mut Clustering) -> Result<(), String> {
             "log_cache_size" => c.raft.log_cache_size = count()? as usize,
             "log_snapshots" => c.raft.log_snapshots = count()? as usize,
             "trailing_logs" => c.raft.trailing_logs = count()?,
+            "snapshot_threshold" => c.raft.snapshot_threshold = count()?.max(1),
             "sync" => c.raft.sync = conf_bool(&key, v)?,
             "raft_logging" => c.raft.raft_logging = conf_bool(&key, v)?,
             "proceed_on_restore_failure" => c.proceed_on_restore_failure = conf_bool(&key, v)?,

@@ -339,3 +339,122 @@ async fn a_paused_leader_is_replaced_and_steps_down_when_it_wakes() {
         assert_eq!(stored(dir.path(), id, "p"), reference, "node {id}");
     }
 }
+
+/// A node added to a running cluster (`node.add`) catches up from a snapshot of the leader
+/// (the log was compacted) plus the messages it fetches; a removed node leaves the
+/// membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_added_and_removed_and_a_new_node_catches_up_from_a_snapshot() {
+    let (_core, url) = core_nats().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let extra = |id: &str, peers: &str| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "-ns",
+            &url,
+            "--clustered",
+            "--cluster_node_id",
+            id,
+            "--cluster_log_path",
+            &format!("{d}/raft-{id}"),
+            "-st",
+            "FILE",
+            "--dir",
+            &format!("{d}/store-{id}"),
+            "-m",
+            "-1",
+            "--cluster_allow_add_remove_node",
+            "--cluster_snapshot_threshold",
+            "20",
+            "--cluster_trailing_logs",
+            "5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if !peers.is_empty() {
+            v.extend(["--cluster_peers".to_string(), peers.to_string()]);
+        }
+        v
+    };
+    let mut cl = Cluster {
+        url: url.clone(),
+        dir: dir.path().to_path_buf(),
+        nodes: BTreeMap::new(),
+    };
+    for id in NODES {
+        let a = extra(id, "a,b,c");
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        cl.nodes.insert(id, ServerProc::spawn(&a, "Cluster node"));
+    }
+    cl.leader(Duration::from_secs(15)).await.expect("a leader");
+    let c = Raw::connect(&url, "test-cluster", "grow", true).await;
+    let mut acked = Vec::new();
+    // One entry per publish: far more than the snapshot threshold.
+    for i in 0..120 {
+        let m = format!("m{i}").into_bytes();
+        assert_eq!(c.publish("g", &m).await.error, "");
+        acked.push(m);
+    }
+    let mut req = c.sub_req("g", "");
+    req.durable_name = "keep".into();
+    let mut s = c.subscribe(req).await.unwrap();
+    for seq in 1..=120u64 {
+        assert_eq!(s.next().await.sequence, seq);
+        if seq <= 100 {
+            c.ack(&s, seq).await;
+        }
+    }
+    // A new node with no state waits to be added.
+    let a = extra("d", "");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    cl.nodes
+        .insert("d", ServerProc::spawn(&a, "waiting to be added"));
+    let nc = nats(&url).await;
+    let r = request(&nc, "_STAN.raft.test-cluster.node.add", b"d".to_vec()).await;
+    assert_eq!(&r.payload[..], b"+OK");
+    for i in 120..130 {
+        let m = format!("m{i}").into_bytes();
+        assert_eq!(c.publish("g", &m).await.error, "");
+        acked.push(m);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cl.role("d").as_deref() != Some("Follower") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cl.role("d").as_deref(), Some("Follower"));
+    assert!(
+        cl.nodes["d"]
+            .wait_line("Restoring the snapshot of the leader", Duration::from_secs(10))
+            .is_some(),
+        "the new node did not install a snapshot"
+    );
+    let r = request(&nc, "_STAN.raft.test-cluster.node.remove", b"c".to_vec()).await;
+    assert_eq!(&r.payload[..], b"+OK");
+    let r = request(&nc, "_STAN.raft.test-cluster.node.add", Vec::new()).await;
+    assert!(String::from_utf8_lossy(&r.payload).starts_with("-ERR adding node"));
+    assert_eq!(c.publish("g", b"end").await.error, "");
+    acked.push(b"end".to_vec());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    drop(c);
+    cl.stop_all().await;
+    let leader_store = stored(dir.path(), "a", "g");
+    let datas: Vec<Vec<u8>> = leader_store.iter().map(|(_, d)| d.clone()).collect();
+    assert_eq!(datas, acked);
+    assert_eq!(stored(dir.path(), "d", "g"), leader_store, "the added node");
+    // The durable's position and pending messages reached the new node too.
+    let fs = FileStore::open(
+        dir.path().join("store-d"),
+        FileStoreOptions::default(),
+        StoreLimits::default(),
+    )
+    .unwrap();
+    let subs = fs.lookup_channel("g").unwrap().subs().subscriptions();
+    let dur = subs
+        .iter()
+        .find(|s| s.state.durable_name == "keep")
+        .unwrap();
+    // (Still online: it received the 11 later messages too, without acking them.)
+    assert_eq!(dur.state.last_sent, 131);
+    assert_eq!(dur.pending, (101..=131).collect());
+}

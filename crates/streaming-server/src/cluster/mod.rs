@@ -20,6 +20,7 @@
 
 mod fetch;
 mod machine;
+mod membership;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +63,8 @@ struct Node {
     engine_nc: Nats,
     active: ActiveSlot,
     leader_hint: Arc<Mutex<Option<String>>>,
+    /// Where membership requests are served from (the RAFT data connection).
+    data: rnats_client::Client,
 }
 
 impl ClusterNode {
@@ -131,6 +134,7 @@ impl ClusterNode {
             engine_nc: engine_nc.clone(),
             active: active.clone(),
             leader_hint,
+            data: data.clone(),
         };
         let watcher = tokio::spawn(node.watch_leadership(stop_rx));
         Ok(ClusterNode {
@@ -168,10 +172,8 @@ impl Node {
     /// Serves clients while this node leads, and only then.
     async fn watch_leadership(self, mut stop: watch::Receiver<bool>) {
         let mut changes = self.replicator.watch();
-        loop {
-            if *stop.borrow() {
-                return;
-            }
+        let mut membership: Option<JoinHandle<()>> = None;
+        while !*stop.borrow() {
             let st = changes.borrow_and_update().clone();
             *self.leader_hint.lock() = st.leader.clone();
             self.status.set_raft(Some(RaftView {
@@ -198,11 +200,21 @@ impl Node {
                         Ok(a) => {
                             info!("STREAM: This node is the leader (term {})", st.term);
                             *active = Some(a);
+                            if self.opts.clustering.allow_add_remove_node {
+                                membership = Some(tokio::spawn(membership::serve(
+                                    self.data.clone(),
+                                    self.opts.cluster_id.clone(),
+                                    self.replicator.clone(),
+                                )));
+                            }
                         }
                         Err(e) => error!("STREAM: Unable to serve as the leader: {e}"),
                     }
                 }
             } else if !leading && let Some(a) = active.take() {
+                if let Some(m) = membership.take() {
+                    m.abort();
+                }
                 self.status.set_engine(None);
                 a.stop(&self.engine_nc).await;
                 info!(
@@ -212,9 +224,12 @@ impl Node {
             }
             drop(active);
             tokio::select! {
-                r = changes.changed() => if r.is_err() { return },
+                r = changes.changed() => if r.is_err() { break },
                 _ = stop.changed() => {}
             }
+        }
+        if let Some(m) = membership {
+            m.abort();
         }
     }
 }
