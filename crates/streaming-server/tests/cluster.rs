@@ -425,7 +425,10 @@ async fn nodes_are_added_and_removed_and_a_new_node_catches_up_from_a_snapshot()
     assert_eq!(cl.role("d").as_deref(), Some("Follower"));
     assert!(
         cl.nodes["d"]
-            .wait_line("Restoring the snapshot of the leader", Duration::from_secs(10))
+            .wait_line(
+                "Restoring the snapshot of the leader",
+                Duration::from_secs(10)
+            )
             .is_some(),
         "the new node did not install a snapshot"
     );
@@ -457,4 +460,89 @@ async fn nodes_are_added_and_removed_and_a_new_node_catches_up_from_a_snapshot()
     // (Still online: it received the 11 later messages too, without acking them.)
     assert_eq!(dur.state.last_sent, 131);
     assert_eq!(dur.pending, (101..=131).collect());
+}
+
+/// Every node restarted in turn (SIGTERM, start again) while a client publishes: nothing
+/// acknowledged is lost, every store ends identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_loses_nothing() {
+    let (_core, url) = core_nats().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(url.clone(), dir.path().to_path_buf()).await;
+    cl.leader(Duration::from_secs(15)).await.expect("a leader");
+    let c = std::sync::Arc::new(Raw::connect(&url, "test-cluster", "roll", true).await);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let pc = c.clone();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    let progress = |n: usize| {
+        let count = count.clone();
+        async move {
+            let want = count.load(std::sync::atomic::Ordering::Relaxed) + n;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while count.load(std::sync::atomic::Ordering::Relaxed) < want {
+                assert!(Instant::now() < deadline, "the publisher made no progress");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let publisher = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut i = 0u64;
+        while !*stop_rx.borrow() && i < 100_000 {
+            let d = format!("r{i}").into_bytes();
+            i += 1;
+            if let Some(a) = pc.try_publish("roll", &d, Duration::from_millis(500)).await
+                && a.error.is_empty()
+            {
+                acked.push(d);
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if stop_rx.has_changed().unwrap_or(true) {
+                let _ = stop_rx.borrow_and_update();
+            }
+        }
+        acked
+    });
+    for id in NODES {
+        progress(30).await;
+        let p = cl.nodes.remove(id).unwrap();
+        p.terminate();
+        let mut p = p;
+        for _ in 0..250 {
+            if p.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cl.start_node(id);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !matches!(cl.role(id).as_deref(), Some("Follower" | "Leader"))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            cl.leader(Duration::from_secs(10)).await.is_some(),
+            "after {id}"
+        );
+    }
+    progress(30).await;
+    let _ = stop_tx.send(true);
+    let acked = publisher.await.unwrap();
+    assert!(acked.len() > 50, "only {} acked", acked.len());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(c);
+    cl.stop_all().await;
+    let reference = stored(dir.path(), "a", "roll");
+    let have: std::collections::HashSet<&Vec<u8>> = reference.iter().map(|(_, d)| d).collect();
+    let missing: Vec<String> = acked
+        .iter()
+        .filter(|d| !have.contains(d))
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but missing: {missing:?}");
+    for id in ["b", "c"] {
+        assert_eq!(stored(dir.path(), id, "roll"), reference, "node {id}");
+    }
 }
