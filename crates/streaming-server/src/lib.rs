@@ -19,22 +19,26 @@
 //! ```
 //!
 //! * [`options`]: defaults, configuration keys and the command line of nats-streaming-server.
-//! * `engine`: the protocol state machine (one task; see its module documentation).
+//! * `engine`: the protocol state machine (one task; see its module documentation and
+//!   `ARCHITECTURE.md` beside this crate).
 //! * `nats`: the engine's NATS connection, local or over TCP.
 //! * `monitor`: `/streaming/serverz`, `storez`, `clientsz`, `channelsz`.
 
+mod cluster;
 mod engine;
+mod ft;
 mod monitor;
+mod monitorz;
 mod nats;
 pub mod options;
+mod partition;
 mod server;
+mod startup;
+mod status;
+mod subjects;
 
-pub use engine::{
-    ERR_CLIENT_REGISTERED, ERR_CLIENT_REPLACED, ERR_DUP_DURABLE, ERR_DUR_QUEUE_COLON,
-    ERR_INVALID_ACK_WAIT, ERR_INVALID_CLIENT_ID, ERR_INVALID_CLOSE_REQ, ERR_INVALID_CONN_REQ,
-    ERR_INVALID_MAX_INFLIGHT, ERR_INVALID_PUB_REQ, ERR_INVALID_START, ERR_INVALID_SUB,
-    ERR_INVALID_SUB_REQ, ERR_INVALID_SUBJECT, ERR_INVALID_UNSUB_REQ, ERR_MISSING_CLIENT,
-    ERR_MSG_TOO_LARGE, ERR_UNKNOWN_CHANNEL, ERR_UNKNOWN_CLIENT,
-};
+pub use engine::ProtocolError;
 pub use options::Options;
+pub use partition::PartitionError;
 pub use server::{StartError, StreamingServer, start};
+pub use status::ServerState;

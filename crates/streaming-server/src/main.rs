@@ -98,7 +98,13 @@ async fn run(opts: rnats_streaming_server::Options) -> ExitCode {
             _ = hup.recv() => {
                 tracing::warn!("STREAM: Configuration reload is not supported, ignoring SIGHUP");
             }
-            () = server.stopped() => break ExitCode::SUCCESS,
+            () = server.stopped() => match server.error() {
+                Some(e) => {
+                    tracing::error!("STREAM: {e}");
+                    break ExitCode::from(1);
+                }
+                None => break ExitCode::SUCCESS,
+            },
         }
     };
     server.shutdown().await;

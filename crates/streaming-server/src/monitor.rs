@@ -9,7 +9,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -18,378 +17,15 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rnats_server::monitor::format::{rfc3339, uptime};
-use serde::Serialize;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::engine::{ChannelState, Engine, Event, Sub};
-use crate::options::VERSION;
-
-/// A monitoring request, answered by the engine.
-#[derive(Debug, Clone)]
-pub enum MonitorQuery {
-    Serverz,
-    Storez,
-    Clientsz {
-        offset: usize,
-        limit: usize,
-        subs: bool,
-        client: Option<String>,
-    },
-    Channelsz {
-        offset: usize,
-        limit: usize,
-        subs: bool,
-        channel: Option<String>,
-    },
-}
-
-/// Status and JSON body.
-#[derive(Debug, Clone)]
-pub struct MonitorReply {
-    pub status: u16,
-    pub body: String,
-}
-
-fn ok<T: Serialize>(v: &T) -> MonitorReply {
-    MonitorReply {
-        status: 200,
-        body: serde_json::to_string_pretty(v).unwrap_or_default(),
-    }
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
-#[derive(Serialize)]
-struct Serverz<'a> {
-    cluster_id: &'a str,
-    server_id: &'a str,
-    version: &'a str,
-    go: &'a str,
-    state: &'a str,
-    now: String,
-    start_time: String,
-    uptime: String,
-    clients: usize,
-    subscriptions: usize,
-    channels: usize,
-    total_msgs: u64,
-    total_bytes: u64,
-    in_msgs: u64,
-    in_bytes: u64,
-    out_msgs: u64,
-    out_bytes: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    open_fds: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    max_fds: u64,
-}
-
-#[derive(Serialize)]
-struct LimitsJson {
-    max_msgs: u64,
-    max_bytes: u64,
-    max_age: u64,
-    max_subscriptions: u64,
-    max_inactivity: u64,
-}
-
-#[derive(Serialize)]
-struct StoreLimitsJson {
-    max_channels: u64,
-    max_msgs: u64,
-    max_bytes: u64,
-    max_age: u64,
-    max_subscriptions: u64,
-    max_inactivity: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    channels: Option<std::collections::BTreeMap<String, LimitsJson>>,
-}
-
-#[derive(Serialize)]
-struct Storez<'a> {
-    cluster_id: &'a str,
-    server_id: &'a str,
-    now: String,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    limits: StoreLimitsJson,
-    total_msgs: u64,
-    total_bytes: u64,
-}
-
-#[derive(Serialize)]
-struct Subscriptionz {
-    client_id: String,
-    inbox: String,
-    ack_inbox: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    durable_name: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    queue_name: String,
-    is_durable: bool,
-    is_offline: bool,
-    max_inflight: i32,
-    ack_wait: i32,
-    last_sent: u64,
-    pending_count: usize,
-    is_stalled: bool,
-}
-
-#[derive(Serialize)]
-struct Clientz {
-    id: String,
-    hb_inbox: String,
-    subs_count: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subscriptions: Option<std::collections::BTreeMap<String, Vec<Subscriptionz>>>,
-}
-
-#[derive(Serialize)]
-struct Clientsz<'a> {
-    cluster_id: &'a str,
-    server_id: &'a str,
-    now: String,
-    offset: usize,
-    limit: usize,
-    count: usize,
-    total: usize,
-    clients: Vec<Clientz>,
-}
-
-#[derive(Serialize)]
-struct Channelz {
-    name: String,
-    msgs: u64,
-    bytes: u64,
-    first_seq: u64,
-    last_seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subs_count: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subscriptions: Option<Vec<Subscriptionz>>,
-}
-
-#[derive(Serialize)]
-struct Channelsz<'a> {
-    cluster_id: &'a str,
-    server_id: &'a str,
-    now: String,
-    offset: usize,
-    limit: usize,
-    count: usize,
-    total: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    names: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    channels: Option<Vec<Channelz>>,
-}
-
-fn nanos(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn subz(s: &Sub) -> Subscriptionz {
-    Subscriptionz {
-        client_id: s.st.client_id.clone(),
-        inbox: s.st.inbox.clone(),
-        ack_inbox: s.st.ack_inbox.clone(),
-        durable_name: s.st.durable_name.clone(),
-        queue_name: s.queue.clone().unwrap_or_default(),
-        is_durable: s.st.is_durable,
-        is_offline: s.offline,
-        max_inflight: s.st.max_in_flight,
-        ack_wait: s.st.ack_wait_in_secs,
-        last_sent: s.st.last_sent,
-        pending_count: s.pending.len(),
-        is_stalled: s.stalled(),
-    }
-}
-
-fn channelz(name: &str, cs: &ChannelState, subs: bool) -> Channelz {
-    let st = cs.ch.msgs().state();
-    Channelz {
-        name: name.to_string(),
-        msgs: st.msgs,
-        bytes: st.bytes,
-        first_seq: st.first_seq_or_zero(),
-        last_seq: st.last,
-        subs_count: Some(cs.subs.len()),
-        subscriptions: subs.then(|| cs.subs.values().map(subz).collect()),
-    }
-}
-
-fn not_found(msg: String) -> MonitorReply {
-    MonitorReply {
-        status: 404,
-        body: msg,
-    }
-}
-
-/// Computes the answer to a query from the engine's state.
-pub(crate) fn answer(e: &Engine, q: &MonitorQuery) -> MonitorReply {
-    let now = rfc3339(SystemTime::now());
-    let cid = e.opts.cluster_id.as_str();
-    let sid = e.server_id.as_str();
-    let (total_msgs, total_bytes) = e.channels.values().fold((0, 0), |(m, b), c| {
-        let s = c.ch.msgs().state();
-        (m + s.msgs, b + s.bytes)
-    });
-    match q {
-        MonitorQuery::Serverz => ok(&Serverz {
-            cluster_id: cid,
-            server_id: sid,
-            version: VERSION,
-            go: concat!("rust-", env!("CARGO_PKG_VERSION")),
-            state: "STANDALONE",
-            now,
-            start_time: rfc3339(e.start_time),
-            uptime: uptime(e.start_time.elapsed().unwrap_or_default()),
-            clients: e.clients.len(),
-            subscriptions: e.channels.values().map(|c| c.subs.len()).sum(),
-            channels: e.channels.len(),
-            total_msgs,
-            total_bytes,
-            in_msgs: e.stats.in_msgs,
-            in_bytes: e.stats.in_bytes,
-            out_msgs: e.stats.out_msgs,
-            out_bytes: e.stats.out_bytes,
-            open_fds: 0,
-            max_fds: 0,
-        }),
-        MonitorQuery::Storez => {
-            let l = e.store.limits();
-            let channels = (!l.per_channel.is_empty()).then(|| {
-                l.per_channel
-                    .keys()
-                    .map(|name| {
-                        let r = l.resolve(name);
-                        (
-                            name.clone(),
-                            LimitsJson {
-                                max_msgs: r.max_msgs,
-                                max_bytes: r.max_bytes,
-                                max_age: nanos(r.max_age),
-                                max_subscriptions: r.max_subs,
-                                max_inactivity: nanos(r.max_inactivity),
-                            },
-                        )
-                    })
-                    .collect()
-            });
-            ok(&Storez {
-                cluster_id: cid,
-                server_id: sid,
-                now,
-                kind: e.store.kind().as_str(),
-                limits: StoreLimitsJson {
-                    max_channels: l.max_channels,
-                    max_msgs: l.channel.max_msgs,
-                    max_bytes: l.channel.max_bytes,
-                    max_age: nanos(l.channel.max_age),
-                    max_subscriptions: l.channel.max_subs,
-                    max_inactivity: nanos(l.channel.max_inactivity),
-                    channels,
-                },
-                total_msgs,
-                total_bytes,
-            })
-        }
-        MonitorQuery::Clientsz {
-            offset,
-            limit,
-            subs,
-            client,
-        } => {
-            let clientz = |id: &str| -> Option<Clientz> {
-                let c = e.clients.get(id)?;
-                let subscriptions = subs.then(|| {
-                    let mut m: std::collections::BTreeMap<String, Vec<Subscriptionz>> =
-                        Default::default();
-                    for (ch, sid) in &c.subs {
-                        if let Some(s) = e.channels.get(ch).and_then(|cs| cs.subs.get(sid)) {
-                            m.entry(ch.clone()).or_default().push(subz(s));
-                        }
-                    }
-                    m
-                });
-                Some(Clientz {
-                    id: id.to_string(),
-                    hb_inbox: c.info.hb_inbox.clone(),
-                    subs_count: c.subs.len(),
-                    subscriptions,
-                })
-            };
-            if let Some(id) = client {
-                return match clientz(id) {
-                    Some(c) => ok(&c),
-                    None => not_found(format!("Client {id} not found")),
-                };
-            }
-            let total = e.clients.len();
-            let clients: Vec<Clientz> = e
-                .clients
-                .keys()
-                .skip(*offset)
-                .take(*limit)
-                .filter_map(|id| clientz(id))
-                .collect();
-            ok(&Clientsz {
-                cluster_id: cid,
-                server_id: sid,
-                now,
-                offset: *offset,
-                limit: *limit,
-                count: clients.len(),
-                total,
-                clients,
-            })
-        }
-        MonitorQuery::Channelsz {
-            offset,
-            limit,
-            subs,
-            channel,
-        } => {
-            if let Some(name) = channel {
-                return match e.channels.get(name) {
-                    Some(cs) => ok(&channelz(name, cs, *subs)),
-                    None => not_found(format!("Channel {name} not found")),
-                };
-            }
-            let total = e.channels.len();
-            let page: Vec<(&String, &ChannelState)> =
-                e.channels.iter().skip(*offset).take(*limit).collect();
-            let (names, channels) = if *subs {
-                (
-                    None,
-                    Some(
-                        page.iter()
-                            .map(|(n, cs)| channelz(n, cs, true))
-                            .collect::<Vec<_>>(),
-                    ),
-                )
-            } else {
-                (Some(page.iter().map(|(n, _)| (*n).clone()).collect()), None)
-            };
-            ok(&Channelsz {
-                cluster_id: cid,
-                server_id: sid,
-                now,
-                offset: *offset,
-                limit: *limit,
-                count: page.len(),
-                total,
-                names,
-                channels,
-            })
-        }
-    }
-}
+use crate::engine::Event;
+use crate::monitorz::{self, MonitorQuery};
+use crate::status::{ServerState, Status};
 
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -457,7 +93,7 @@ const INDEX: &str = r#"<html lang="en">
 
 async fn handle(
     req: Request<Incoming>,
-    tx: mpsc::UnboundedSender<Event>,
+    status: Arc<Status>,
     nats_monitor: Option<SocketAddr>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
@@ -474,7 +110,10 @@ async fn handle(
     };
     let query = match path.as_str() {
         "/streaming" => return respond(200, "text/html; charset=utf-8", INDEX),
-        "/streaming/isFTActive" => return respond(204, "text/plain", ""),
+        "/streaming/isFTActive" => {
+            let active = status.state() == ServerState::FtActive;
+            return respond(if active { 200 } else { 204 }, "text/plain", "");
+        }
         "/streaming/serverz" => MonitorQuery::Serverz,
         "/streaming/storez" => MonitorQuery::Storez,
         "/streaming/clientsz" | "/streaming/channelsz" => {
@@ -513,14 +152,24 @@ async fn handle(
             };
         }
     };
+    let Some(tx) = status.engine() else {
+        return reply(monitorz::standby(&status, &query));
+    };
     let (rtx, rrx) = oneshot::channel();
     if tx.send(Event::Monitor(query, rtx)).is_err() {
         return respond(503, "text/plain", "server is shutting down\n");
     }
     match rrx.await {
-        Ok(r) if r.status == 200 => respond(200, "application/json", r.body),
-        Ok(r) => respond(r.status, "text/plain", r.body),
+        Ok(r) => reply(r),
         Err(_) => respond(503, "text/plain", "server is shutting down\n"),
+    }
+}
+
+fn reply(r: monitorz::MonitorReply) -> Response<Full<Bytes>> {
+    if r.status == 200 {
+        respond(200, "application/json", r.body)
+    } else {
+        respond(r.status, "text/plain", r.body)
     }
 }
 
@@ -581,18 +230,18 @@ fn dechunk(b: &[u8]) -> Bytes {
 /// Accepts monitoring connections until the task is aborted.
 pub(crate) async fn serve(
     listener: TcpListener,
-    tx: mpsc::UnboundedSender<Event>,
+    status: Arc<Status>,
     nats_monitor: Option<SocketAddr>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let tx = tx.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let tx = tx.clone();
-                async move { Ok::<_, Infallible>(handle(req, tx, nats_monitor).await) }
+                let status = status.clone();
+                async move { Ok::<_, Infallible>(handle(req, status, nats_monitor).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

@@ -11,7 +11,21 @@ use bytes::Bytes;
 use rnats_client::{Client, Request};
 use rnats_server::{LocalConn, LocalInbox};
 
-use crate::engine::Kind;
+/// What a NATS message was received on (which of the engine's subscriptions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Connect,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    SubClose,
+    Close,
+    Ping,
+    Ack,
+    /// Between servers: fault-tolerance heartbeats, partitioning lists (on connections of
+    /// their own, never the engine's).
+    Control,
+}
 
 /// A subject or reply received from NATS, cloned without copying. Read as text it is checked
 /// for UTF-8 each time (and reads as empty, a subject nothing answers, when it is not); the
@@ -78,6 +92,23 @@ impl From<rnats_client::Message> for InMsg {
     }
 }
 
+/// A publish, request or flush that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// Over the client connection (`-ns`).
+    #[error(transparent)]
+    Client(Box<dyn std::error::Error + Send + Sync>),
+    /// Over the local connection to the embedded server.
+    #[error(transparent)]
+    Local(#[from] rnats_server::LocalError),
+}
+
+impl NatsError {
+    fn client(e: impl std::error::Error + Send + Sync + 'static) -> NatsError {
+        NatsError::Client(Box::new(e))
+    }
+}
+
 /// Where the engine publishes and sends requests.
 #[derive(Clone)]
 pub enum Nats {
@@ -94,14 +125,61 @@ impl Nats {
     }
 
     /// Publishes each `(subject, payload)`, in order, with one call.
-    pub async fn publish_batch<S, P>(&self, msgs: &[(S, P)]) -> Result<(), String>
+    pub async fn publish_batch<S, P>(&self, msgs: &[(S, P)]) -> Result<(), NatsError>
     where
         S: AsRef<str>,
         P: AsRef<[u8]>,
     {
         match self {
-            Nats::Remote(c) => c.publish_batch(msgs).await.map_err(|e| e.to_string()),
-            Nats::Local(c) => c.publish_batch(msgs).await.map_err(|e| e.to_string()),
+            Nats::Remote(c) => c.publish_batch(msgs).await.map_err(NatsError::client),
+            Nats::Local(c) => Ok(c.publish_batch(msgs).await?),
+        }
+    }
+
+    /// Publishes one message with a reply subject.
+    pub async fn publish_with_reply(
+        &self,
+        subject: &str,
+        reply: &str,
+        payload: &[u8],
+    ) -> Result<(), NatsError> {
+        match self {
+            Nats::Remote(c) => c
+                .publish_with_reply(subject, reply, payload)
+                .await
+                .map_err(NatsError::client),
+            Nats::Local(c) => c
+                .publish(subject, Some(reply), payload)
+                .await
+                .map(|_| ())
+                .map_err(Into::into),
+        }
+    }
+
+    /// Subscribes `subjects` for control messages: what they receive is read from the
+    /// returned [`Inbound`] as [`Kind::Control`]. Use a connection of its own: over a local
+    /// connection, an `Inbound` takes everything the connection receives.
+    pub async fn control_inbound(&self, subjects: &[&str]) -> Result<Inbound, NatsError> {
+        match self {
+            Nats::Remote(c) => {
+                let mut subs = Vec::new();
+                for s in subjects {
+                    let sub = c
+                        .subscribe(s.to_string())
+                        .await
+                        .map_err(NatsError::client)?;
+                    subs.push((Kind::Control, sub));
+                }
+                c.flush().await.map_err(NatsError::client)?;
+                Ok(Inbound::remote(subs))
+            }
+            Nats::Local(c) => {
+                let mut kinds = Vec::new();
+                for s in subjects {
+                    kinds.push((c.subscribe(s, None)?, Kind::Control));
+                }
+                Ok(Inbound::local(c.clone(), kinds))
+            }
         }
     }
 
@@ -111,17 +189,14 @@ impl Nats {
         subject: &str,
         payload: Bytes,
         timeout: Duration,
-    ) -> Result<Bytes, String> {
+    ) -> Result<Bytes, NatsError> {
         match self {
             Nats::Remote(c) => c
                 .send_request(subject, Request::new().payload(payload).timeout(timeout))
                 .await
                 .map(|m| m.payload)
-                .map_err(|e| e.to_string()),
-            Nats::Local(c) => c
-                .request(subject, &payload, timeout)
-                .await
-                .map_err(|e| e.to_string()),
+                .map_err(NatsError::client),
+            Nats::Local(c) => Ok(c.request(subject, &payload, timeout).await?),
         }
     }
 
@@ -134,9 +209,9 @@ impl Nats {
     }
 
     /// Waits until what was published so far reached the server.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), NatsError> {
         match self {
-            Nats::Remote(c) => c.flush().await.map_err(|e| e.to_string()),
+            Nats::Remote(c) => c.flush().await.map_err(NatsError::client),
             Nats::Local(_) => Ok(()),
         }
     }
@@ -260,6 +335,19 @@ impl Inbound {
                     Err(_) => *ended = true,
                 }
             },
+        }
+    }
+}
+
+impl Drop for Inbound {
+    /// A local connection outlives its `Inbound` on a cluster node (one per leadership
+    /// term): the subscriptions go with the `Inbound` (a client connection's subscribers
+    /// unsubscribe when dropped).
+    fn drop(&mut self) {
+        if let Inbound::Local { conn, kinds, .. } = self {
+            for (sid, _) in kinds.iter() {
+                conn.unsubscribe(*sid);
+            }
         }
     }
 }

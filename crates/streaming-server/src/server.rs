@@ -1,25 +1,28 @@
-//! Starting and stopping a streaming server: the embedded (or external) NATS server, the
-//! engine's NATS connection and subscriptions, the store, recovery and monitoring.
+//! A running streaming server: started standalone (serving at once) or as a member of a
+//! fault-tolerance group (a standby that serves once it holds the store lock), and stopped.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use prost::Message as _;
-use rnats_client::ConnectOptions;
-use rnats_streaming::proto::{CloseRequest, ConnectRequest, ConnectResponse};
-use rnats_streaming::store::file::FileStore;
-use rnats_streaming::store::memory::MemoryStore;
-use rnats_streaming::store::{Store, StoreKind};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use rnats_streaming::store::Store;
+use rnats_streaming::store::StoreKind;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{error, info};
 
-use crate::engine::{Engine, Event, Kind, Subjects, new_server_info};
-use crate::nats::{Inbound, Nats};
+use crate::cluster::ClusterNode;
+use crate::engine::{Engine, Event, Repl};
+use crate::ft::{self, HeldLock, StoreLock};
+use crate::nats::Nats;
 use crate::options::{Options, VERSION};
+use crate::partition::{PartitionError, Partitions};
+use crate::startup::{
+    NatsSide, another_server_answers, connect_nats, log_limits, open_store, recover_store,
+    start_monitor, subscribe_protocol,
+};
+use crate::status::{ServerState, Status};
+use crate::subjects::Subjects;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,29 +40,74 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("Partitioning error: {0}")]
+    Partitioning(#[from] PartitionError),
+    #[error("{0}")]
+    Cluster(String),
+}
+
+/// The serving half of a server: the store, the engine, and the partitioning responder.
+pub(crate) struct Active {
+    store: Arc<dyn Store>,
+    /// False on a clustered node, whose state machine keeps the store open.
+    owns_store: bool,
+    tx: mpsc::UnboundedSender<Event>,
+    engine: JoinHandle<()>,
+    partitions: Option<(Arc<Partitions>, JoinHandle<()>)>,
+}
+
+impl Active {
+    /// Drains the engine, then closes the store (releasing its lock: an FT standby takes
+    /// over at once).
+    pub(crate) async fn stop(self, nc: &Nats) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Event::Shutdown(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.engine).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), nc.flush()).await;
+        if self.owns_store {
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
+        if let Some((p, task)) = self.partitions {
+            task.abort();
+            p.close().await;
+        }
+    }
+}
+
+pub(crate) type ActiveSlot = Arc<tokio::sync::Mutex<Option<Active>>>;
+
+/// The fault-tolerance task of a group member: standby, then active with its heartbeats.
+struct FtTask {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    control: Nats,
 }
 
 /// A running streaming server. Stop it with [`StreamingServer::shutdown`].
 pub struct StreamingServer {
     opts: Arc<Options>,
-    nats: Option<rnats_server::ServerHandle>,
-    nc: Nats,
-    store: Arc<dyn Store>,
-    tx: mpsc::UnboundedSender<Event>,
-    engine: JoinHandle<()>,
+    status: Arc<Status>,
+    side: NatsSide,
+    active: ActiveSlot,
+    ft: Option<FtTask>,
+    cluster: Option<ClusterNode>,
     monitor: Option<(SocketAddr, JoinHandle<()>)>,
-    nats_url: String,
+    /// Set when the server stopped serving on its own (two active FT servers).
+    failed: watch::Receiver<Option<String>>,
 }
 
 impl StreamingServer {
     /// The URL the engine connected to (the embedded server's, or `-ns`).
     pub fn nats_url(&self) -> &str {
-        &self.nats_url
+        &self.side.url
     }
 
     /// The embedded NATS server's client address (None with `-ns`).
     pub fn client_addr(&self) -> Option<SocketAddr> {
-        self.nats.as_ref().map(|n| n.client_addr())
+        self.side.embedded.as_ref().map(|n| n.client_addr())
     }
 
     /// Where `/streaming/...` monitoring listens.
@@ -71,81 +119,101 @@ impl StreamingServer {
         &self.opts.cluster_id
     }
 
-    /// Resolves when the embedded NATS server has been told to stop.
-    pub async fn stopped(&self) {
-        match &self.nats {
-            Some(n) => n.stopped().await,
-            None => std::future::pending().await,
+    /// This server's ID (as in `/streaming/serverz`).
+    pub fn server_id(&self) -> &str {
+        &self.status.server_id
+    }
+
+    /// Standalone, FT standby, FT active, or failed.
+    pub fn state(&self) -> ServerState {
+        self.status.state()
+    }
+
+    /// Resolves once the server serves clients (at once unless it is an FT standby), or
+    /// with the error that stopped it.
+    pub async fn ready(&self) -> Result<(), String> {
+        let mut failed = self.failed.clone();
+        loop {
+            if let Some(e) = failed.borrow().clone() {
+                return Err(e);
+            }
+            if matches!(
+                self.status.state(),
+                ServerState::Standalone | ServerState::FtActive | ServerState::Clustered
+            ) {
+                return Ok(());
+            }
+            // State changes come with a `failed` update or within a poll interval.
+            tokio::select! {
+                _ = failed.changed() => {}
+                () = tokio::time::sleep(ft::LOCK_POLL) => {}
+            }
         }
     }
 
-    /// Stops: drains the engine, closes the store and the NATS connection, then stops the
+    /// Why the server stopped serving on its own, if it did.
+    pub fn error(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    /// Resolves when the embedded NATS server has been told to stop, or the server stopped
+    /// serving on its own ([`StreamingServer::error`] says why).
+    pub async fn stopped(&self) {
+        let mut failed = self.failed.clone();
+        let fatal = async move {
+            while failed.borrow().is_none() {
+                if failed.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        };
+        match &self.side.embedded {
+            Some(n) => tokio::select! {
+                () = n.stopped() => {}
+                () = fatal => {}
+            },
+            None => fatal.await,
+        }
+    }
+
+    /// Stops: the FT task, the engine (drained), the store, the NATS connections, then the
     /// embedded NATS server.
     pub async fn shutdown(self) {
         info!("STREAM: Shutting down.");
         if let Some((_, m)) = &self.monitor {
             m.abort();
         }
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Event::Shutdown(done)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        if let Some(ft) = &self.ft {
+            let _ = ft.stop.send(true);
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.engine).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.nc.flush()).await;
-        self.nc.close().await;
-        let store = self.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.close()).await;
-        if let Some(n) = self.nats {
+        let ft = self.ft;
+        let control = match ft {
+            Some(f) => {
+                let _ = tokio::time::timeout(Duration::from_secs(10), f.task).await;
+                Some(f.control)
+            }
+            None => None,
+        };
+        self.status.set_engine(None);
+        if let Some(c) = self.cluster {
+            c.shutdown(&self.active).await;
+        }
+        if let Some(a) = self.active.lock().await.take() {
+            a.stop(&self.side.nc).await;
+        }
+        if let Some(c) = control {
+            c.close().await;
+        }
+        self.side.nc.close().await;
+        if let Some(n) = self.side.embedded {
             n.shutdown(Duration::from_secs(2)).await;
         }
     }
 }
 
-fn log_limits(opts: &Options) {
-    let l = &opts.limits;
-    let c = &l.channel;
-    let show = |n: u64| {
-        if n == 0 {
-            "unlimited".to_string()
-        } else {
-            n.to_string()
-        }
-    };
-    let dur = |d: Duration| {
-        if d.is_zero() {
-            "unlimited".to_string()
-        } else {
-            format!("{d:?}")
-        }
-    };
-    info!("STREAM: ---------- Store Limits ----------");
-    info!("STREAM: Channels:            {:>13}", show(l.max_channels));
-    info!("STREAM: --------- Channels Limits --------");
-    info!("STREAM:   Subscriptions:     {:>13}", show(c.max_subs));
-    info!("STREAM:   Messages     :     {:>13}", show(c.max_msgs));
-    info!("STREAM:   Bytes        :     {:>13}", show(c.max_bytes));
-    info!("STREAM:   Age          :     {:>13}", dur(c.max_age));
-    info!("STREAM:   Inactivity   :     {:>13}", dur(c.max_inactivity));
-    info!("STREAM: ----------------------------------");
-}
-
-fn loopback(addr: SocketAddr) -> String {
-    let ip = addr.ip();
-    let host = if ip.is_unspecified() {
-        if ip.is_ipv4() {
-            "127.0.0.1".to_string()
-        } else {
-            "[::1]".to_string()
-        }
-    } else if ip.is_ipv6() {
-        format!("[{ip}]")
-    } else {
-        ip.to_string()
-    };
-    format!("nats://{host}:{}", addr.port())
-}
-
-/// Starts a streaming server.
+/// Starts a streaming server: NATS, the duplicate check, monitoring, then either the store,
+/// its recovery and the engine, or (`--ft_group`) a standby that does that once it holds
+/// the store lock.
 pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
     opts.validate().map_err(StartError::Config)?;
     let mut opts = opts;
@@ -153,285 +221,276 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
         "STREAM: Starting nats-streaming-server[{}] version {VERSION}",
         opts.cluster_id
     );
-
-    // The NATS server: embedded, or external with -ns.
-    let mut nats = None;
-    let urls: Vec<String> = match &opts.nats_server_url {
-        Some(u) => u
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect(),
-        None => {
-            let mut nopts = opts.nats.clone();
-            // The streaming monitor takes the -m port and forwards NATS paths to this one.
-            nopts.http_port = if opts.http_port != 0 { -1 } else { 0 };
-            nopts.http_host = Some("127.0.0.1".to_string());
-            let handle = rnats_server::start(nopts)
-                .await
-                .map_err(|e| StartError::Nats(e.to_string()))?;
-            let url = loopback(handle.client_addr());
-            nats = Some(handle);
-            vec![url]
-        }
-    };
-    if opts.nats_server_url.is_some() {
-        info!("STREAM: Connecting to NATS Server at {}", urls.join(","));
+    let side = connect_nats(&opts).await?;
+    // FT members, partitions and cluster nodes share the cluster ID with other servers by
+    // design.
+    if opts.ft_group.is_none()
+        && !opts.partitioning
+        && !opts.clustering.clustered
+        && opts.startup_check
+        && another_server_answers(&side.nc, &opts).await
+    {
+        let e = StartError::Duplicate(opts.cluster_id.clone());
+        return side.abandon(e).await;
     }
-
-    let name = format!("_NSS-{}-general", opts.cluster_id);
-    let nc = match &nats {
-        // The embedded server: a local connection, no socket in between.
-        Some(n) => match n.connect_local(&name) {
-            Ok(c) => Nats::Local(Arc::new(c)),
-            Err(e) => {
-                if let Some(n) = nats {
-                    n.shutdown(Duration::from_secs(1)).await;
-                }
-                return Err(StartError::Nats(format!("unable to connect to NATS: {e}")));
-            }
-        },
-        None => {
-            let mut copts = ConnectOptions::new()
-                .name(name)
-                .max_reconnects(None)
-                .reconnect_delay(
-                    Duration::from_millis(250),
-                    Duration::from_millis(250),
-                    Duration::ZERO,
-                )
-                .request_timeout(Duration::from_secs(2));
-            if let Some(t) = &opts.token {
-                copts = copts.token(t.clone());
-            } else if let Some(u) = &opts.username {
-                copts =
-                    copts.user_and_password(u.clone(), opts.password.clone().unwrap_or_default());
-            }
-            match copts.connect(urls.clone()).await {
-                Ok(nc) => Nats::Remote(nc),
-                Err(e) => {
-                    return Err(StartError::Nats(format!(
-                        "unable to connect to NATS at {}: {e}",
-                        urls.join(",")
-                    )));
-                }
-            }
-        }
-    };
-    let nats_url = urls.join(",");
-
-    let fail = |nats: Option<rnats_server::ServerHandle>, nc: Nats, e: StartError| async move {
-        nc.close().await;
-        if let Some(n) = nats {
-            n.shutdown(Duration::from_secs(1)).await;
-        }
-        Err::<StreamingServer, StartError>(e)
-    };
-
-    // Refuse to run next to another server with the same cluster ID.
-    if opts.startup_check {
-        let discover = format!("{}.{}", opts.discover_prefix, opts.cluster_id);
-        let req = ConnectRequest {
-            client_id: opts.cluster_id.clone(),
-            heartbeat_inbox: nc.new_inbox(),
-            ..Default::default()
-        };
-        let r = nc
-            .request(
-                &discover,
-                Bytes::from(req.encode_to_vec()),
-                Duration::from_millis(250),
-            )
-            .await;
-        if let Ok(payload) = r
-            && let Ok(resp) = ConnectResponse::decode(payload)
-        {
-            if resp.error.is_empty() && !resp.close_requests.is_empty() {
-                let close = CloseRequest {
-                    client_id: opts.cluster_id.clone(),
-                };
-                let _ = nc
-                    .request(
-                        &resp.close_requests,
-                        Bytes::from(close.encode_to_vec()),
-                        Duration::from_millis(250),
-                    )
-                    .await;
-            }
-            return fail(nats, nc, StartError::Duplicate(opts.cluster_id.clone())).await;
-        }
-    }
-
-    // The store.
     let server_id = nuid::next().to_string();
     info!("STREAM: ServerID: {server_id}");
     info!("STREAM: Go version: rust (rnats-streaming-server)");
     info!("STREAM: Git commit: [not set]");
-    let limits = opts.limits.clone();
-    let store: Arc<dyn Store> = match opts.store_type {
-        StoreKind::Memory => match MemoryStore::new(limits) {
-            Ok(s) => Arc::new(s),
-            Err(e) => return fail(nats, nc, StartError::Store(e.to_string())).await,
-        },
-        StoreKind::File => {
-            let dir = opts.dir.clone().unwrap_or_default();
-            let fo = opts.file_options.clone();
-            let r = tokio::task::spawn_blocking(move || FileStore::open(dir, fo, limits)).await;
-            match r {
-                Ok(Ok(s)) => Arc::new(s),
-                Ok(Err(e)) => return fail(nats, nc, StartError::Store(e.to_string())).await,
-                Err(e) => return fail(nats, nc, StartError::Store(e.to_string())).await,
-            }
-        }
-        StoreKind::Sql => {
-            return fail(
-                nats,
-                nc,
-                StartError::Config("SQL store not supported".into()),
-            )
-            .await;
-        }
-    };
-    info!("STREAM: Recovering the state...");
-    let st = store.clone();
-    let recovered = match tokio::task::spawn_blocking(move || st.recover()).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return fail(nats, nc, StartError::Store(e.to_string())).await,
-        Err(e) => return fail(nats, nc, StartError::Store(e.to_string())).await,
-    };
-    let info = match &recovered.info {
-        Some(i) => {
-            if i.cluster_id != opts.cluster_id {
-                let e = format!(
-                    "cluster ID \"{}\" does not match recovered value of \"{}\"",
-                    opts.cluster_id, i.cluster_id
-                );
-                let _ = store.close();
-                return fail(nats, nc, StartError::Config(e)).await;
-            }
-            let mut i = i.clone();
-            i.discovery = format!("{}.{}", opts.discover_prefix, opts.cluster_id);
-            i
-        }
-        None => {
-            let i = new_server_info(&opts);
-            if let Err(e) = store.init(&i) {
-                return fail(nats, nc, StartError::Store(e.to_string())).await;
-            }
-            i
-        }
-    };
-    if recovered.info.is_none() || (recovered.clients.is_empty() && recovered.channels.is_empty()) {
-        info!("STREAM: No recovered state");
-    } else {
-        info!("STREAM: Recovered {} channel(s)", recovered.channels.len());
-        info!("STREAM: Recovered {} client(s)", recovered.clients.len());
-    }
     opts.nats.http_port = 0;
     let opts = Arc::new(opts);
-    let subjects = Subjects::from_info(&info, &opts);
+    let state = if opts.ft_group.is_some() {
+        ServerState::FtStandby
+    } else if opts.clustering.clustered {
+        ServerState::Clustered
+    } else {
+        ServerState::Standalone
+    };
+    let status = Arc::new(Status::new(opts.clone(), server_id, state));
+    let monitor = match start_monitor(&opts, &side, &status).await {
+        Ok(m) => m,
+        Err(e) => return side.abandon(e).await,
+    };
+    let (fail_tx, failed) = watch::channel(None);
+    let active: ActiveSlot = Arc::default();
+    let mut cluster = None;
+    let ft = match &opts.ft_group {
+        None if opts.clustering.clustered => {
+            match ClusterNode::start(&opts, &status, &side, &active).await {
+                Ok(c) => cluster = Some(c),
+                Err(e) => {
+                    if let Some((_, m)) = monitor {
+                        m.abort();
+                    }
+                    return side.abandon(e).await;
+                }
+            }
+            None
+        }
+        None => {
+            let pc = match partition_connection(&opts, &side).await {
+                Ok(pc) => pc,
+                Err(e) => return side.abandon(e).await,
+            };
+            match activate(&opts, &status, &side.nc, pc, None).await {
+                Ok(a) => *active.lock().await = Some(a),
+                Err(e) => {
+                    if let Some((_, m)) = monitor {
+                        m.abort();
+                    }
+                    return side.abandon(e).await;
+                }
+            }
+            None
+        }
+        Some(group) => match start_ft(&opts, &status, &side, group, &active, fail_tx).await {
+            Ok(f) => Some(f),
+            Err(e) => return side.abandon(e).await,
+        },
+    };
+    Ok(StreamingServer {
+        opts,
+        status,
+        side,
+        active,
+        ft,
+        cluster,
+        monitor,
+        failed,
+    })
+}
+
+/// Opens and recovers the store, checks the partition, starts the engine and subscribes the
+/// protocol subjects: from here the server serves clients.
+/// The connection partitioning uses (None without partitioning).
+async fn partition_connection(opts: &Options, side: &NatsSide) -> Result<Option<Nats>, StartError> {
+    if opts.partitioning {
+        Ok(Some(side.connect_control(opts, "pc").await?))
+    } else {
+        Ok(None)
+    }
+}
+
+async fn activate(
+    opts: &Arc<Options>,
+    status: &Arc<Status>,
+    nc: &Nats,
+    pc: Option<Nats>,
+    lock: Option<HeldLock>,
+) -> Result<Active, StartError> {
+    let store = open_store(opts, lock).await?;
+    serve(opts, status, nc, pc, store, None).await
+}
+
+/// Recovers the store's state and serves clients on `nc`: the partition check, the engine,
+/// the protocol subscriptions. With `repl` (a clustered leader) the store stays open on
+/// failure and when the engine stops: the node's state machine owns it.
+pub(crate) async fn serve(
+    opts: &Arc<Options>,
+    status: &Arc<Status>,
+    nc: &Nats,
+    pc: Option<Nats>,
+    store: Arc<dyn Store>,
+    repl: Option<Repl>,
+) -> Result<Active, StartError> {
+    let owns_store = repl.is_none();
+    let (info, recovered) = match recover_store(&store, opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            if owns_store {
+                let _ = store.close();
+            }
+            return Err(e);
+        }
+    };
     info!("STREAM: Message store is {}", store.kind());
     if let Some(d) = &opts.dir
         && store.kind() == StoreKind::File
     {
         info!("STREAM: Store location: {}", d.display());
     }
-    log_limits(&opts);
-
+    log_limits(opts);
+    let close = |e: StartError| {
+        if owns_store {
+            let _ = store.close();
+        }
+        e
+    };
+    let channels: Option<Vec<String>> = opts
+        .partitioning
+        .then(|| opts.limits.per_channel.keys().cloned().collect());
+    let partitions = match (&channels, pc) {
+        (Some(list), Some(pc)) => {
+            info!("STREAM: Partitioning: serving channels {list:?}");
+            let (p, mut inbound) =
+                Partitions::new(pc, &opts.cluster_id, &status.server_id, list.clone())
+                    .await
+                    .map_err(|e| close(StartError::Partitioning(e.into())))?;
+            if let Err(e) = p.check_unique(&mut inbound).await {
+                p.close().await;
+                return Err(close(e.into()));
+            }
+            let p = Arc::new(p);
+            let serving = p.clone();
+            let task = tokio::spawn(async move { serving.serve(&mut inbound).await });
+            Some((p, task))
+        }
+        _ => None,
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let mut engine = Engine::new(
         opts.clone(),
         nc.clone(),
         store.clone(),
         &info,
-        server_id,
+        status.clone(),
         tx.clone(),
+        repl,
     );
     engine.recover(recovered);
-
-    // Protocol subscriptions, by priority (see `nats::Inbound`).
-    let subs = [
-        (format!("{}.*", subjects.acks), Kind::Ack),
-        (format!("{}.>", subjects.publish), Kind::Publish),
-        (subjects.discover.clone(), Kind::Connect),
-        (subjects.ping.clone(), Kind::Ping),
-        (subjects.subscribe.clone(), Kind::Subscribe),
-        (subjects.unsubscribe.clone(), Kind::Unsubscribe),
-        (subjects.sub_close.clone(), Kind::SubClose),
-        (subjects.close.clone(), Kind::Close),
-    ];
-    let inbound = match &nc {
-        Nats::Local(conn) => {
-            let mut kinds = Vec::new();
-            for (subject, kind) in subs {
-                match conn.subscribe(&subject, None) {
-                    Ok(sid) => kinds.push((sid, kind)),
-                    Err(e) => {
-                        let e = StartError::Nats(format!("subscribe {subject}: {e}"));
-                        return fail(nats, nc, e).await;
-                    }
-                }
-                debug!("STREAM: Subscribed to {subject}");
+    let subjects = Subjects::from_info(&info, opts);
+    let inbound = match subscribe_protocol(nc, &subjects, channels.as_deref()).await {
+        Ok(i) => i,
+        Err(e) => {
+            if let Some((p, task)) = partitions {
+                task.abort();
+                p.close().await;
             }
-            Inbound::local(conn.clone(), kinds)
-        }
-        Nats::Remote(client) => {
-            let mut streams = Vec::new();
-            for (subject, kind) in subs {
-                match client.subscribe(subject.clone()).await {
-                    Ok(s) => streams.push((kind, s)),
-                    Err(e) => {
-                        let e = StartError::Nats(format!("subscribe {subject}: {e}"));
-                        return fail(nats, nc, e).await;
-                    }
-                }
-                debug!("STREAM: Subscribed to {subject}");
-            }
-            if let Err(e) = client.flush().await {
-                return fail(nats, nc, StartError::Nats(e.to_string())).await;
-            }
-            Inbound::remote(streams)
+            return Err(close(e));
         }
     };
     let engine = tokio::spawn(engine.run(rx, inbound));
-
-    // Monitoring.
-    let mut monitor = None;
-    if opts.http_port != 0 {
-        let port = if opts.http_port < 0 {
-            0
-        } else {
-            opts.http_port
-        };
-        let addr = format!("{}:{port}", opts.http_host);
-        let listener = match TcpListener::bind(&addr).await {
-            Ok(l) => l,
-            Err(source) => {
-                engine.abort();
-                return fail(nats, nc, StartError::Monitor { addr, source }).await;
-            }
-        };
-        let local = listener
-            .local_addr()
-            .map_err(|source| StartError::Monitor {
-                addr: addr.clone(),
-                source,
-            })?;
-        info!("STREAM: Starting monitoring on http://{local}/streaming");
-        let nats_monitor = nats.as_ref().and_then(|n| n.monitor_addr());
-        let task = tokio::spawn(crate::monitor::serve(listener, tx.clone(), nats_monitor));
-        monitor = Some((local, task));
-    }
-
+    status.set_engine(Some(tx.clone()));
     info!("STREAM: Streaming Server is ready");
-    Ok(StreamingServer {
-        opts,
-        nats,
-        nc,
+    Ok(Active {
         store,
+        owns_store,
         tx,
         engine,
-        monitor,
-        nats_url,
+        partitions,
+    })
+}
+
+/// Starts the fault-tolerance task: standby until the store lock is ours, then active.
+async fn start_ft(
+    opts: &Arc<Options>,
+    status: &Arc<Status>,
+    side: &NatsSide,
+    group: &str,
+    active: &ActiveSlot,
+    failed: watch::Sender<Option<String>>,
+) -> Result<FtTask, StartError> {
+    let lock = match opts.store_type {
+        StoreKind::File => StoreLock::File(opts.dir.clone().unwrap_or_default()),
+        kind => {
+            return Err(StartError::Config(format!(
+                "ft: the {kind} store is not supported in FT mode"
+            )));
+        }
+    };
+    let control = side.connect_control(opts, "ft").await?;
+    let subject = ft::subject(&opts.cluster_id, group);
+    let mut heartbeats = control
+        .control_inbound(&[&subject])
+        .await
+        .map_err(|e| StartError::Nats(format!("ft: unable to subscribe on ft subject: {e}")))?;
+    let pc = partition_connection(opts, side).await?;
+    let (stop_tx, mut stop) = watch::channel(false);
+    let (opts, status, active) = (opts.clone(), status.clone(), active.clone());
+    let ctl = control.clone();
+    // The engine's connection (and the control connection) outlive the task: they belong to
+    // the server handle, which closes them after the task.
+    let nc = side.nc.clone();
+    let task = tokio::spawn(async move {
+        let hb_interval = ft::randomized(opts.ft_hb_interval);
+        let missed = ft::randomized(opts.ft_hb_missed_interval);
+        let server_id = status.server_id.clone();
+        let held = match ft::standby(&mut heartbeats, &lock, &server_id, missed, &mut stop).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(e) => {
+                error!("STREAM: ft: fatal error getting the store lock: {e}");
+                status.set_state(ServerState::Failed);
+                let _ = failed.send(Some(e.to_string()));
+                return;
+            }
+        };
+        let activation = SystemTime::now();
+        match activate(&opts, &status, &nc, pc, Some(held)).await {
+            Ok(a) => {
+                *active.lock().await = Some(a);
+                status.set_state(ServerState::FtActive);
+                let _ = failed.send(None);
+            }
+            Err(e) => {
+                error!("STREAM: ft: unable to start as the active server: {e}");
+                status.set_state(ServerState::Failed);
+                let _ = failed.send(Some(e.to_string()));
+                return;
+            }
+        }
+        let r = ft::active(
+            &ctl,
+            &mut heartbeats,
+            &subject,
+            &server_id,
+            activation,
+            hb_interval,
+            &mut stop,
+        )
+        .await;
+        if let Err(e) = r {
+            status.set_engine(None);
+            status.set_state(ServerState::Failed);
+            if let Some(a) = active.lock().await.take() {
+                a.stop(&nc).await;
+            }
+            let _ = failed.send(Some(e.to_string()));
+        }
+    });
+    Ok(FtTask {
+        stop: stop_tx,
+        task,
+        control,
     })
 }

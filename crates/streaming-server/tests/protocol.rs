@@ -12,6 +12,11 @@ use prost::Message as _;
 use rnats_streaming::proto::*;
 use rnats_streaming_server as srv;
 
+/// The error text a response carries.
+fn text(e: srv::ProtocolError) -> String {
+    e.to_string()
+}
+
 const CID: &str = "test-cluster";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,14 +36,14 @@ async fn bad_input_gets_documented_errors_and_nobody_loses_anything() {
     // Connect: garbage, empty heartbeat inbox, bad client ID.
     let r =
         ConnectResponse::decode(request(&nc, &disc, vec![0xff, 0xff, 0xff]).await.payload).unwrap();
-    assert_eq!(r.error, srv::ERR_INVALID_CONN_REQ);
+    assert_eq!(r.error, text(srv::ProtocolError::InvalidConnReq));
     let req = ConnectRequest {
         client_id: "x".into(),
         ..Default::default()
     };
     let r =
         ConnectResponse::decode(request(&nc, &disc, req.encode_to_vec()).await.payload).unwrap();
-    assert_eq!(r.error, srv::ERR_INVALID_CONN_REQ);
+    assert_eq!(r.error, text(srv::ProtocolError::InvalidConnReq));
     let req = ConnectRequest {
         client_id: "bad id!".into(),
         heartbeat_inbox: "hb".into(),
@@ -46,34 +51,38 @@ async fn bad_input_gets_documented_errors_and_nobody_loses_anything() {
     };
     let r =
         ConnectResponse::decode(request(&nc, &disc, req.encode_to_vec()).await.payload).unwrap();
-    assert_eq!(r.error, srv::ERR_INVALID_CLIENT_ID);
+    assert_eq!(r.error, text(srv::ProtocolError::InvalidClientId));
     assert!(r.pub_prefix.is_empty());
 
     // Publish: garbage, unknown client, bad channel names, missing guid, oversized.
     let ack = good.publish_raw("work", vec![0xff, 0x01]).await;
-    assert_eq!(ack.error, srv::ERR_INVALID_PUB_REQ);
+    assert_eq!(ack.error, text(srv::ProtocolError::InvalidPubReq));
     let mut pm = good.pub_msg("work", b"x");
     pm.client_id = "nobody".into();
     pm.conn_id.clear();
     let ack = good.publish_raw("work", pm.encode_to_vec()).await;
     assert_eq!(
         (ack.error.as_str(), ack.guid == pm.guid),
-        (srv::ERR_INVALID_PUB_REQ, true)
+        (text(srv::ProtocolError::InvalidPubReq).as_str(), true)
     );
     let mut pm = good.pub_msg("work", b"x");
     pm.conn_id = b"someone else".to_vec();
     let ack = good.publish_raw("work", pm.encode_to_vec()).await;
-    assert_eq!(ack.error, srv::ERR_INVALID_PUB_REQ);
+    assert_eq!(ack.error, text(srv::ProtocolError::InvalidPubReq));
     for bad in ["foo..bar", "foo.*", "foo.>", ".foo", "foo.", "", "a/b"] {
         let pm = good.pub_msg(bad, b"x");
         let ack = good.publish_raw("work", pm.encode_to_vec()).await;
-        assert_eq!(ack.error, srv::ERR_INVALID_PUB_REQ, "channel {bad:?}");
+        assert_eq!(
+            ack.error,
+            text(srv::ProtocolError::InvalidPubReq),
+            "channel {bad:?}"
+        );
     }
     let mut pm = good.pub_msg("work", b"x");
     pm.guid.clear();
     assert_eq!(
         good.publish_raw("work", pm.encode_to_vec()).await.error,
-        srv::ERR_INVALID_PUB_REQ
+        text(srv::ProtocolError::InvalidPubReq)
     );
     // Oversized: core NATS refuses a PUB beyond max_payload with its documented error and
     // closes that connection only.
@@ -115,44 +124,53 @@ async fn bad_input_gets_documented_errors_and_nobody_loses_anything() {
             .payload,
     )
     .unwrap();
-    assert_eq!(r.error, srv::ERR_INVALID_SUB_REQ);
+    assert_eq!(r.error, text(srv::ProtocolError::InvalidSubReq));
     let base = good.sub_req("work", "");
-    type Case = (Box<dyn Fn(&mut SubscriptionRequest)>, &'static str);
+    type Case = (Box<dyn Fn(&mut SubscriptionRequest)>, String);
     let cases: Vec<Case> = vec![
-        (Box::new(|r| r.client_id.clear()), srv::ERR_MISSING_CLIENT),
+        (
+            Box::new(|r| r.client_id.clear()),
+            text(srv::ProtocolError::MissingClient),
+        ),
         (
             Box::new(|r| r.ack_wait_in_secs = 0),
-            srv::ERR_INVALID_ACK_WAIT,
+            text(srv::ProtocolError::InvalidAckWait),
         ),
         (
             Box::new(|r| r.max_in_flight = 0),
-            srv::ERR_INVALID_MAX_INFLIGHT,
+            text(srv::ProtocolError::InvalidMaxInflight),
         ),
-        (Box::new(|r| r.start_position = 9), srv::ERR_INVALID_START),
+        (
+            Box::new(|r| r.start_position = 9),
+            text(srv::ProtocolError::InvalidStart),
+        ),
         (
             Box::new(|r| r.subject = "foo..bar".into()),
-            srv::ERR_INVALID_SUBJECT,
+            text(srv::ProtocolError::InvalidSubject),
         ),
         (
             Box::new(|r| r.subject = "foo.*".into()),
-            srv::ERR_INVALID_SUBJECT,
+            text(srv::ProtocolError::InvalidSubject),
         ),
         (
             Box::new(|r| r.client_id = "nobody".into()),
-            srv::ERR_UNKNOWN_CLIENT,
+            text(srv::ProtocolError::UnknownClient),
         ),
         (
             Box::new(|r| {
                 r.q_group = "q".into();
                 r.durable_name = "a:b".into();
             }),
-            srv::ERR_DUR_QUEUE_COLON,
+            text(srv::ProtocolError::DurableQueueColon),
         ),
     ];
     for (f, want) in cases {
         let mut req = base.clone();
         f(&mut req);
-        assert_eq!(good.subscribe(req).await.err().as_deref(), Some(want));
+        assert_eq!(
+            good.subscribe(req).await.err().as_deref(),
+            Some(want.as_str())
+        );
     }
 
     // Unsubscribe / close sub / close connection with bad input.
@@ -162,7 +180,7 @@ async fn bad_input_gets_documented_errors_and_nobody_loses_anything() {
             .payload,
     )
     .unwrap();
-    assert_eq!(r.error, srv::ERR_INVALID_UNSUB_REQ);
+    assert_eq!(r.error, text(srv::ProtocolError::InvalidUnsubReq));
     let unsub = |subject: &str, inbox: &str, client: &str| UnsubscribeRequest {
         client_id: client.into(),
         subject: subject.into(),
@@ -170,11 +188,17 @@ async fn bad_input_gets_documented_errors_and_nobody_loses_anything() {
         ..Default::default()
     };
     for (req, want) in [
-        (unsub("nochannel", "x", "good"), srv::ERR_UNKNOWN_CHANNEL),
-        (unsub("work", "nosuchinbox", "good"), srv::ERR_INVALID_SUB),
+        (
+            unsub("nochannel", "x", "good"),
+            text(srv::ProtocolError::UnknownChannel),
+        ),
+        (
+            unsub("work", "nosuchinbox", "good"),
+            text(srv::ProtocolError::InvalidSub),
+        ),
         (
             unsub("work", &watcher.ack_inbox, "other"),
-            srv::ERR_UNKNOWN_CLIENT,
+            text(srv::ProtocolError::UnknownClient),
         ),
     ] {
         let m = request(&nc, &good.resp.sub_close_requests, req.encode_to_vec()).await;
@@ -183,7 +207,7 @@ async fn bad_input_gets_documented_errors_and_nobody_loses_anything() {
     let m = request(&nc, &good.resp.close_requests, vec![0xff; 3]).await;
     assert_eq!(
         CloseResponse::decode(m.payload).unwrap().error,
-        srv::ERR_INVALID_CLOSE_REQ
+        text(srv::ProtocolError::InvalidCloseReq)
     );
     let m = request(
         &nc,
@@ -196,13 +220,13 @@ async fn bad_input_gets_documented_errors_and_nobody_loses_anything() {
     .await;
     assert_eq!(
         CloseResponse::decode(m.payload).unwrap().error,
-        srv::ERR_UNKNOWN_CLIENT
+        text(srv::ProtocolError::UnknownClient)
     );
     // Pings: unknown connID gets the "replaced" error; a known one an empty payload.
     let m = good.ping(b"unknown").await;
     assert_eq!(
         PingResponse::decode(m.payload).unwrap().error,
-        srv::ERR_CLIENT_REPLACED
+        text(srv::ProtocolError::ClientReplaced)
     );
     assert!(good.ping(&good.conn_id).await.payload.is_empty());
     // Garbage acks on the ack inbox are ignored.
@@ -312,7 +336,10 @@ async fn duplicate_client_id_replaces_a_dead_connection_only() {
     let url = server.nats_url().to_string();
     let alive = Raw::connect(&url, CID, "dup", true).await;
     let err = Raw::try_connect(&url, CID, "dup", true).await.err();
-    assert_eq!(err.as_deref(), Some(srv::ERR_CLIENT_REGISTERED));
+    assert_eq!(
+        err.as_deref(),
+        Some(text(srv::ProtocolError::ClientRegistered).as_str())
+    );
     drop(alive);
 
     // A client that does not answer its heartbeat inbox is replaced.
@@ -323,12 +350,12 @@ async fn duplicate_client_id_replaces_a_dead_connection_only() {
     // The old connection is no longer valid: publishes rejected, pings get an error.
     assert_eq!(
         dead.publish("d", b"x").await.error,
-        srv::ERR_INVALID_PUB_REQ
+        text(srv::ProtocolError::InvalidPubReq)
     );
     let m = dead.ping(&dead.conn_id).await;
     assert_eq!(
         PingResponse::decode(m.payload).unwrap().error,
-        srv::ERR_CLIENT_REPLACED
+        text(srv::ProtocolError::ClientReplaced)
     );
     assert_eq!(fresh.publish("d", b"x").await.error, "");
     server.shutdown().await;
@@ -349,7 +376,7 @@ async fn dead_clients_are_removed_by_heartbeats() {
     dreq.durable_name = "d".into();
     dead.subscribe(dreq).await.unwrap();
     let gone = eventually(Duration::from_secs(5), async || {
-        dead.publish("hb", b"x").await.error == srv::ERR_INVALID_PUB_REQ
+        dead.publish("hb", b"x").await.error == text(srv::ProtocolError::InvalidPubReq)
     })
     .await;
     assert!(gone, "dead client not removed");
@@ -690,7 +717,7 @@ async fn clients_of_a_routed_server_reach_the_embedded_engine() {
     let dup = Raw::try_connect(&url, CID, "far", true).await;
     assert_eq!(
         dup.err().as_deref(),
-        Some(srv::ERR_CLIENT_REGISTERED),
+        Some(text(srv::ProtocolError::ClientRegistered).as_str()),
         "the live client keeps its ID"
     );
     server.shutdown().await;

@@ -348,6 +348,95 @@ const scenarios = {
   }
 }
 
+// Fault tolerance: publishes every 5 ms with acks and a durable subscriber, while the active
+// server (pid in argv[5]) is killed with SIGKILL. Every acknowledged message must reach the
+// subscriber, once per sequence, in order; the session and subscription go on unchanged.
+// Prints FAILOVER_MS: from the kill to the first PubAck after it.
+scenarios.ft_failover = async function () {
+  const pid = Number(process.argv[5])
+  assert(pid > 0, 'pid of the active server in argv[5]')
+  const sc = await connect('ft-client', { ackTimeout: 1000 })
+  const got = new Map() // seq -> data
+  const order = []
+  const opts = sc.subscriptionOptions().setDurableName('ftdur').setDeliverAllAvailable()
+    .setManualAckMode(true).setAckWait(2000).setMaxInFlight(1000)
+  const s = subscribe(sc, 'ftc', null, opts)
+  s.sub.on('message', (m) => {
+    const seq = m.getSequence()
+    const data = String(m.getData())
+    if (got.has(seq)) {
+      assert(got.get(seq) === data, 'sequence ' + seq + ' overwritten: ' + got.get(seq) + ' then ' + data)
+    } else {
+      got.set(seq, data)
+      order.push(seq)
+    }
+    m.ack()
+  })
+  await s.ready
+  const acked = []
+  let failed = 0
+  let killedAt = 0
+  let firstAfter = 0
+  const start = Date.now()
+  let i = 0
+  await new Promise((resolve) => {
+    const tick = setInterval(() => {
+      const n = i++
+      const sentAt = Date.now()
+      sc.publish('ftc', 'm' + n, (err) => {
+        if (err) { failed++; return }
+        acked.push('m' + n)
+        // The first PubAck of a message published after the kill.
+        if (killedAt && sentAt > killedAt && !firstAfter) firstAfter = Date.now()
+        if (!killedAt && acked.length === 100) {
+          killedAt = Date.now()
+          process.kill(pid, 'SIGKILL')
+        }
+      })
+      const afterKill = killedAt ? acked.length - 100 : 0
+      if (afterKill >= 200 || Date.now() - start > 20000) {
+        clearInterval(tick)
+        resolve()
+      }
+    }, 5)
+  })
+  assert(killedAt > 0, 'the kill happened')
+  assert(firstAfter > 0, 'a PubAck after the kill')
+  // Wait (bounded) for the late PubAcks and deliveries.
+  const deadline = Date.now() + 10000
+  const datas = () => new Set(got.values())
+  while (Date.now() < deadline && !acked.every((d) => datas().has(d))) await sleep(50)
+  const have = datas()
+  const missing = acked.filter((d) => !have.has(d))
+  eq(missing, [], 'acknowledged messages missing from the subscriber')
+  for (let k = 1; k < order.length; k++) {
+    assert(order[k] > order[k - 1], 'first deliveries out of order at ' + order[k])
+  }
+  console.log('ACKED ' + acked.length + ' FAILED ' + failed + ' FAILOVER_MS ' + (firstAfter - killedAt))
+  await close(sc)
+}
+
+// Partitioning: one connection publishes to and subscribes on channels owned by two
+// servers (part1.> and part2.*); a channel nobody owns times out.
+scenarios.partitions = async function () {
+  const sc = await connect('part-client', { ackTimeout: 1500 })
+  for (let i = 0; i < 5; i++) {
+    await publish(sc, 'part1.a.b', 'one' + i)
+    await publish(sc, 'part2.x', 'two' + i)
+  }
+  for (const [ch, prefix] of [['part1.a.b', 'one'], ['part2.x', 'two']]) {
+    const s = subscribe(sc, ch, null, sc.subscriptionOptions().setDeliverAllAvailable())
+    await s.ready
+    const msgs = await s.next(5)
+    eq(datas(msgs), [0, 1, 2, 3, 4].map((i) => prefix + i), 'messages of ' + ch)
+    eq(seqs(msgs), [1, 2, 3, 4, 5], 'sequences of ' + ch)
+  }
+  let err = null
+  try { await publish(sc, 'nobody', 'x') } catch (e) { err = String(e.message || e) }
+  assert(err && /timeout/i.test(err), 'publish on an unowned channel times out, got ' + err)
+  await close(sc)
+}
+
 async function main () {
   const fn = scenarios[scenario]
   if (!fn) fail('unknown scenario (have: ' + Object.keys(scenarios).join(', ') + ')')

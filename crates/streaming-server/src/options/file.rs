@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use rnats_conf::{ConfError, Map, Spanned, Value};
 use rnats_streaming::store::ChannelLimitsOverride;
+use rnats_streaming::store::crypto::EncryptionKey;
 use rnats_streaming::store::file::{FileStoreOptions, SyncPolicy};
 
-use super::{Options, OptionsError, nonneg, parse_flag_duration, parse_store_type};
+use super::{
+    Clustering, Options, OptionsError, nonneg, parse_flag_duration, parse_store_type, split_peers,
+};
 
 /// Top-level keys that belong to streaming, removed before the map configures NATS.
 const STREAMING_KEYS: &[&str] = &[
@@ -49,6 +52,8 @@ const STREAMING_KEYS: &[&str] = &[
     "stan_trace",
     "ft_group",
     "ft_group_name",
+    "ft_hb_interval",
+    "ft_hb_missed_interval",
     "partitioning",
     "replace_durable",
     "replace_durables",
@@ -197,9 +202,25 @@ pub fn apply_config(map: &Map, opts: &mut Options) -> Result<(), OptionsError> {
                     .ok_or_else(|| conf_err(v, format!("parameter \"{key}\" must be a map")))?;
                 apply_file_options(m, &mut opts.file_options)?
             }
-            "ft_group" | "ft_group_name" | "cluster" | "partitioning" | "sql_options" | "sql"
-            | "encrypt" | "encryption_key" | "encryption_cipher" | "credentials"
-            | "nkey_seed_file" | "tls" | "secure"
+            "ft_group" | "ft_group_name" => {
+                opts.ft_group = Some(conf_str(&key, v)?).filter(|g| !g.is_empty())
+            }
+            "ft_hb_interval" => opts.ft_hb_interval = conf_duration(&key, v)?,
+            "ft_hb_missed_interval" => opts.ft_hb_missed_interval = conf_duration(&key, v)?,
+            "partitioning" => opts.partitioning = conf_bool(&key, v)?,
+            "encrypt" => opts.encrypt = conf_bool(&key, v)?,
+            "encryption_cipher" => opts.encryption_cipher = conf_str(&key, v)?,
+            "encryption_key" => {
+                opts.encryption_key = Some(EncryptionKey::new(conf_str(&key, v)?.into_bytes()))
+                    .filter(|k| !k.is_empty())
+            }
+            "cluster" => {
+                let m = v
+                    .as_map()
+                    .ok_or_else(|| conf_err(v, format!("parameter \"{key}\" must be a map")))?;
+                apply_cluster(m, &mut opts.clustering)?
+            }
+            "sql_options" | "sql" | "credentials" | "nkey_seed_file" | "tls" | "secure"
                 if !matches!(v.value, Value::Bool(false)) =>
             {
                 return Err(conf_err(
@@ -294,6 +315,46 @@ fn parse_override_entry(key: &str, v: &Spanned) -> Result<ChannelLimitsOverride,
         _ => {}
     }
     Ok(o)
+}
+
+/// The `cluster { ... }` block (giving one implies `clustered`).
+fn apply_cluster(map: &Map, c: &mut Clustering) -> Result<(), ConfError> {
+    c.clustered = true;
+    for entry in map {
+        let v = &entry.value;
+        let key = entry.key.to_ascii_lowercase();
+        let count = || -> Result<u64, ConfError> {
+            u64::try_from(conf_int(&key, v)?).map_err(|_| conf_err(v, format!("invalid {key}")))
+        };
+        match key.as_str() {
+            "node_id" => c.raft.node_id = conf_str(&key, v)?,
+            "bootstrap" => c.raft.bootstrap = conf_bool(&key, v)?,
+            "peers" => {
+                c.raft.peers = match &v.value {
+                    Value::Array(items) => items
+                        .iter()
+                        .map(|i| conf_str(&key, i))
+                        .collect::<Result<_, _>>()?,
+                    _ => split_peers(&conf_str(&key, v)?),
+                }
+            }
+            "log_path" => c.log_path = Some(PathBuf::from(conf_str(&key, v)?)),
+            "log_cache_size" => c.raft.log_cache_size = count()? as usize,
+            "log_snapshots" => c.raft.log_snapshots = count()? as usize,
+            "trailing_logs" => c.raft.trailing_logs = count()?,
+            "snapshot_threshold" => c.raft.snapshot_threshold = count()?.max(1),
+            "sync" => c.raft.sync = conf_bool(&key, v)?,
+            "raft_logging" => c.raft.raft_logging = conf_bool(&key, v)?,
+            "proceed_on_restore_failure" => c.proceed_on_restore_failure = conf_bool(&key, v)?,
+            "allow_add_remove_node" => c.allow_add_remove_node = conf_bool(&key, v)?,
+            "raft_heartbeat_timeout" => c.raft.heartbeat_timeout = conf_duration(&key, v)?,
+            "raft_election_timeout" => c.raft.election_timeout = conf_duration(&key, v)?,
+            "raft_lease_timeout" => c.raft.lease_timeout = conf_duration(&key, v)?,
+            "raft_commit_timeout" => c.raft.commit_timeout = conf_duration(&key, v)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn apply_file_options(map: &Map, f: &mut FileStoreOptions) -> Result<(), OptionsError> {

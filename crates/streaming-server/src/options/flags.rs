@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rnats_server::flags::{FlagError, FlagTable, FlagValues, Flags, NATS_FLAGS, Parsed, parse};
+use rnats_streaming::store::crypto::EncryptionKey;
 use rnats_streaming::store::file::SyncPolicy;
 
-use super::{Options, OptionsError, nonneg, parse_flag_duration, parse_store_type};
+use super::{Options, OptionsError, nonneg, parse_flag_duration, parse_store_type, split_peers};
 
 pub const USAGE: &str = "\
 Usage: rnats-streaming-server [options]
@@ -29,6 +30,22 @@ Streaming Server Options:
     -hbf, --hb_fail_count <int>       Number of failed heartbeats before server closes the client connection
           --io_batch_size <int>       Max number of messages in an IO batch (default: 1024)
           --replace_durable <bool>    Replace the existing durable subscription instead of reporting a duplicate durable error
+          --encrypt <bool>            Encrypt message payloads at rest
+          --encryption_cipher <string> AES (default on x86-64) or CHACHA
+          --encryption_key <string>   Encryption key (NATS_STREAMING_ENCRYPTION_KEY in the environment is preferred)
+          --clustered <bool>          Run in clustered mode (RAFT replication)
+          --cluster_node_id <string>  ID of this node in the cluster
+          --cluster_bootstrap <bool>  Bootstrap the cluster with this node alone
+          --cluster_peers <string>    Comma separated list of the cluster's node IDs
+          --cluster_log_path <string> Directory of this node's RAFT log and snapshots
+          --cluster_sync <bool>       Fsync the RAFT log and the store on every write
+          --cluster_raft_logging <bool> Log RAFT internals
+          --cluster_log_cache_size <int>, --cluster_log_snapshots <int>, --cluster_trailing_logs <int>
+          --cluster_snapshot_threshold <int> RAFT entries between snapshots (default: 8192)
+          --cluster_allow_add_remove_node <bool>, --cluster_proceed_on_restore_failure <bool>
+          --ft_group <string>         Name of this server's fault-tolerance group (FILE store): starts as a standby
+          --ft_hb_interval <duration> Heartbeat interval of the active FT server (default: 1s)
+          --ft_hb_missed_interval <duration> Missed heartbeats after which a standby tries to take over (default: 1.25s)
     -m,   --http_port <int>           HTTP port for monitoring (NATS and /streaming endpoints)
 
 Streaming Server File Store Options:
@@ -109,11 +126,20 @@ const VALUE_FLAGS: &[(&str, &[&str])] = &[
     ("file_parallel_recovery", &["file_parallel_recovery"]),
     ("file_read_buffer_size", &["file_read_buffer_size"]),
     ("file_auto_sync", &["file_auto_sync"]),
-    // Accepted so that the usage error names the feature, rejected in `apply`.
     ("ft_group", &["ft_group"]),
+    ("ft_hb_interval", &["ft_hb_interval"]),
+    ("ft_hb_missed_interval", &["ft_hb_missed_interval"]),
+    // Accepted so that the usage error names the feature, rejected in `apply`.
     ("cluster_node_id", &["cluster_node_id"]),
     ("cluster_peers", &["cluster_peers"]),
     ("cluster_log_path", &["cluster_log_path"]),
+    ("cluster_log_cache_size", &["cluster_log_cache_size"]),
+    ("cluster_log_snapshots", &["cluster_log_snapshots"]),
+    ("cluster_trailing_logs", &["cluster_trailing_logs"]),
+    (
+        "cluster_snapshot_threshold",
+        &["cluster_snapshot_threshold"],
+    ),
     ("sql_driver", &["sql_driver"]),
     ("sql_source", &["sql_source"]),
     ("encryption_cipher", &["encryption_cipher"]),
@@ -137,6 +163,16 @@ const BOOL_FLAGS: &[(&str, &[&str])] = &[
     ("secure", &["secure"]),
     ("clustered", &["clustered"]),
     ("cluster_bootstrap", &["cluster_bootstrap"]),
+    ("cluster_sync", &["cluster_sync"]),
+    ("cluster_raft_logging", &["cluster_raft_logging"]),
+    (
+        "cluster_allow_add_remove_node",
+        &["cluster_allow_add_remove_node"],
+    ),
+    (
+        "cluster_proceed_on_restore_failure",
+        &["cluster_proceed_on_restore_failure"],
+    ),
     ("encrypt", &["encrypt"]),
     ("help", &["h", "help"]),
     ("version", &["v", "version"]),
@@ -263,15 +299,43 @@ impl CommandLine {
                 | "file_truncate_bad_eof"
                 | "syslog_name" => {}
                 "file_slice_archive_script" => return Err(OptionsError::ArchiveScript),
-                "ft_group" | "cluster_node_id" | "cluster_peers" | "cluster_log_path"
-                | "clustered" | "cluster_bootstrap"
-                    if v != "false" =>
-                {
-                    return Err(OptionsError::Clustering(name));
+                "ft_group" => opts.ft_group = Some(v.to_string()).filter(|g| !g.is_empty()),
+                "ft_hb_interval" => opts.ft_hb_interval = dur()?,
+                "ft_hb_missed_interval" => opts.ft_hb_missed_interval = dur()?,
+                "clustered" => opts.clustering.clustered = v == "true",
+                "cluster_node_id" => opts.clustering.raft.node_id = v.to_string(),
+                "cluster_bootstrap" => opts.clustering.raft.bootstrap = v == "true",
+                "cluster_peers" => opts.clustering.raft.peers = split_peers(v),
+                "cluster_log_path" => opts.clustering.log_path = Some(PathBuf::from(v)),
+                "cluster_log_cache_size" => {
+                    opts.clustering.raft.log_cache_size =
+                        usize::try_from(int()?).map_err(|_| bad())?
+                }
+                "cluster_log_snapshots" => {
+                    opts.clustering.raft.log_snapshots =
+                        usize::try_from(int()?).map_err(|_| bad())?
+                }
+                "cluster_trailing_logs" => {
+                    opts.clustering.raft.trailing_logs = u64::try_from(int()?).map_err(|_| bad())?
+                }
+                "cluster_snapshot_threshold" => {
+                    opts.clustering.raft.snapshot_threshold =
+                        u64::try_from(int()?).map_err(|_| bad())?.max(1)
+                }
+                "cluster_sync" => opts.clustering.raft.sync = v == "true",
+                "cluster_raft_logging" => opts.clustering.raft.raft_logging = v == "true",
+                "cluster_allow_add_remove_node" => {
+                    opts.clustering.allow_add_remove_node = v == "true"
+                }
+                "cluster_proceed_on_restore_failure" => {
+                    opts.clustering.proceed_on_restore_failure = v == "true"
                 }
                 "sql_driver" | "sql_source" => return Err(OptionsError::SqlFlags),
-                "encrypt" | "encryption_cipher" | "encryption_key" if v != "false" => {
-                    return Err(OptionsError::Encryption);
+                "encrypt" => opts.encrypt = v == "true",
+                "encryption_cipher" => opts.encryption_cipher = v.to_string(),
+                "encryption_key" => {
+                    opts.encryption_key =
+                        Some(EncryptionKey::new(v.as_bytes())).filter(|k| !k.is_empty())
                 }
                 "secure" | "tls_client_cert" | "tls_client_key" | "tls_client_cacert"
                     if v != "false" =>

@@ -20,8 +20,10 @@ use std::time::Duration;
 
 use rnats_conf::ConfError;
 use rnats_server::flags::FlagError;
+use rnats_streaming::store::crypto::EncryptionKey;
 use rnats_streaming::store::file::FileStoreOptions;
 use rnats_streaming::store::{LimitsError, StoreKind, StoreLimits};
+use rnats_streaming_raft::ClusterOptions;
 
 pub use self::file::apply_config;
 pub use self::flags::{CommandLine, USAGE};
@@ -69,6 +71,51 @@ pub struct Options {
     pub client_dup_check_timeout: Duration,
     /// Check at start-up that no other streaming server serves the cluster ID.
     pub startup_check: bool,
+    /// Fault-tolerance group (`--ft_group`): the server starts as a standby and becomes
+    /// active when it gets the store lock.
+    pub ft_group: Option<String>,
+    /// How often the active server of an FT group sends its heartbeat (default 1 s).
+    pub ft_hb_interval: Duration,
+    /// Heartbeats missed for this long mean the active is gone (default 1.25 s).
+    pub ft_hb_missed_interval: Duration,
+    /// Partitioning: only the channels of `store_limits.channels` are served here.
+    pub partitioning: bool,
+    /// Encryption at rest (`--encrypt`; a key given by flag or config implies it).
+    pub encrypt: bool,
+    /// `--encryption_cipher`: `AES` or `CHACHA`; empty for the platform's default.
+    pub encryption_cipher: String,
+    /// `--encryption_key` / `encryption_key` (the `NATS_STREAMING_ENCRYPTION_KEY`
+    /// environment variable wins over it). Never printed.
+    pub encryption_key: Option<EncryptionKey>,
+    /// RAFT clustering (`--clustered` and the `cluster` block).
+    pub clustering: Clustering,
+}
+
+/// RAFT clustering options, with the reference's names and defaults. `raft` holds the node
+/// options proper (its `cluster_id`, `node_id` and `log_path` are filled at start-up).
+#[derive(Debug, Clone)]
+pub struct Clustering {
+    /// `--clustered`.
+    pub clustered: bool,
+    pub raft: ClusterOptions,
+    /// `--cluster_log_path` as given (default `<cluster id>/<node id>`).
+    pub log_path: Option<PathBuf>,
+    /// `--cluster_allow_add_remove_node`.
+    pub allow_add_remove_node: bool,
+    /// `--cluster_proceed_on_restore_failure`.
+    pub proceed_on_restore_failure: bool,
+}
+
+impl Default for Clustering {
+    fn default() -> Self {
+        Clustering {
+            clustered: false,
+            raft: ClusterOptions::new("", "", ""),
+            log_path: None,
+            allow_add_remove_node: false,
+            proceed_on_restore_failure: false,
+        }
+    }
 }
 
 impl Default for Options {
@@ -96,6 +143,14 @@ impl Default for Options {
             stan_trace: false,
             client_dup_check_timeout: Duration::from_millis(500),
             startup_check: true,
+            ft_group: None,
+            ft_hb_interval: Duration::from_secs(1),
+            ft_hb_missed_interval: Duration::from_millis(1250),
+            partitioning: false,
+            encrypt: false,
+            encryption_cipher: String::new(),
+            encryption_key: None,
+            clustering: Clustering::default(),
         }
     }
 }
@@ -117,6 +172,20 @@ pub enum OptionsError {
     FileStoreWithoutDir,
     #[error("SQL store is not supported by this rnats-streaming-server build")]
     SqlStore,
+    #[error("ft: only FILE or SQL stores supported in FT mode")]
+    FtMemoryStore,
+    #[error(
+        "ft: the missed heartbeat interval needs to be at least 10% more than the heartbeat interval (hb={hb:?} missed hb={missed:?})"
+    )]
+    FtHeartbeats { hb: Duration, missed: Duration },
+    #[error("stan: clustering mode not supported with MEMORY store type")]
+    ClusteringMemoryStore,
+    #[error("stan: channels partitioning in clustering mode is not supported")]
+    ClusteringPartitioning,
+    #[error("stan: fault tolerance and clustering modes are exclusive")]
+    ClusteringAndFt,
+    #[error("stan: no configured channel")]
+    NoConfiguredChannel,
     #[error("heartbeat interval and timeout must be positive")]
     Heartbeats,
     #[error("unknown store type: {0}")]
@@ -130,12 +199,8 @@ pub enum OptionsError {
     CompactFrag,
     #[error("--file_slice_archive_script is not supported by this build")]
     ArchiveScript,
-    #[error("-{0}: fault tolerance and clustering are not supported by this build")]
-    Clustering(&'static str),
     #[error("SQL store is not supported by this build")]
     SqlFlags,
-    #[error("encryption is not supported by this build")]
-    Encryption,
     #[error("TLS to the NATS server is not supported by this build")]
     NatsTls,
 }
@@ -156,6 +221,34 @@ impl Options {
         }
         if self.store_type == StoreKind::Sql {
             return Err(OptionsError::SqlStore);
+        }
+        if self.ft_group.is_some() {
+            if self.store_type == StoreKind::Memory {
+                return Err(OptionsError::FtMemoryStore);
+            }
+            if self.ft_hb_interval.is_zero()
+                || self.ft_hb_missed_interval.as_secs_f64()
+                    < self.ft_hb_interval.as_secs_f64() * 1.1
+            {
+                return Err(OptionsError::FtHeartbeats {
+                    hb: self.ft_hb_interval,
+                    missed: self.ft_hb_missed_interval,
+                });
+            }
+        }
+        if self.clustering.clustered {
+            if self.store_type == StoreKind::Memory {
+                return Err(OptionsError::ClusteringMemoryStore);
+            }
+            if self.partitioning {
+                return Err(OptionsError::ClusteringPartitioning);
+            }
+            if self.ft_group.is_some() {
+                return Err(OptionsError::ClusteringAndFt);
+            }
+        }
+        if self.partitioning && self.limits.per_channel.is_empty() {
+            return Err(OptionsError::NoConfiguredChannel);
         }
         if self.hb_interval.is_zero() || self.hb_timeout.is_zero() {
             return Err(OptionsError::Heartbeats);
@@ -216,6 +309,14 @@ fn parse_flag_duration(v: &str) -> Option<Duration> {
         return Some(Duration::ZERO);
     }
     rnats_conf::parse_duration(v).or_else(|| v.parse::<u64>().ok().map(Duration::from_secs))
+}
+
+/// `--cluster_peers` / `peers`: a comma-separated list.
+fn split_peers(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 /// `n` as a limit, which cannot be negative.

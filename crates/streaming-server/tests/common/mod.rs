@@ -28,9 +28,25 @@ impl ServerProc {
     /// Starts the binary with `args` (plus `-a 127.0.0.1 -p -1`, a port from the OS) and waits,
     /// at most 15 s, for `Streaming Server is ready`.
     pub fn start(args: &[&str]) -> ServerProc {
+        let p = ServerProc::spawn(args, "Streaming Server is ready");
+        assert!(p.port != 0, "client port in the log");
+        p
+    }
+
+    /// Starts the binary with `args` (plus `-a 127.0.0.1 -p -1`) and waits, at most 15 s,
+    /// for a log line containing `until` (a `-ns` server has no client port: 0).
+    pub fn spawn(args: &[&str], until: &str) -> ServerProc {
+        Self::spawn_env(args, until, &[])
+    }
+
+    /// [`ServerProc::spawn`] with environment variables (and without an inherited
+    /// `NATS_STREAMING_ENCRYPTION_KEY`).
+    pub fn spawn_env(args: &[&str], until: &str, env: &[(&str, &str)]) -> ServerProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rnats-streaming-server"))
             .args(["-a", "127.0.0.1", "-p", "-1"])
             .args(args)
+            .env_remove("NATS_STREAMING_ENCRYPTION_KEY")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -68,7 +84,7 @@ impl ServerProc {
                     .and_then(|hp| hp.rsplit(':').next())
                     .and_then(|p| p.parse().ok());
             }
-            let ready = line.contains("Streaming Server is ready");
+            let ready = line.contains(until);
             log.push(line);
             if ready {
                 break;
@@ -76,10 +92,30 @@ impl ServerProc {
         }
         ServerProc {
             child,
-            port: port.expect("client port in the log"),
+            port: port.unwrap_or(0),
             monitor_port,
             lines: rx,
         }
+    }
+
+    /// Waits at most `d` for a log line containing `what`; returns it.
+    pub fn wait_line(&self, what: &str, d: Duration) -> Option<String> {
+        let deadline = Instant::now() + d;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Sends SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
     }
 
     pub fn url(&self) -> String {
@@ -100,15 +136,19 @@ impl Drop for ServerProc {
 
 /// `GET path` on the monitoring port: (status, body).
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect monitor");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    try_http_get(port, path).unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+}
+
+/// [`http_get`], with an error when nothing answers.
+pub fn try_http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
+    s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -116,7 +156,7 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (status, body.to_string())
+    Ok((status, body.to_string()))
 }
 
 /// Where the node interop scenarios live.
@@ -126,10 +166,16 @@ pub fn node_dir() -> PathBuf {
 
 /// Runs a node scenario (bounded by 60 s); returns (success, output).
 pub fn run_node(scenario: &str, url: &str) -> (bool, String) {
+    run_node_with(scenario, url, &[])
+}
+
+/// [`run_node`] with more arguments after the URL (the cluster ID first).
+pub fn run_node_with(scenario: &str, url: &str, extra: &[&str]) -> (bool, String) {
     let mut child = Command::new("node")
         .arg("scenarios.js")
         .arg(scenario)
         .arg(url)
+        .args(extra)
         .current_dir(node_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -426,4 +472,51 @@ pub async fn start_server(
     rnats_streaming_server::start(opts)
         .await
         .expect("start streaming server")
+}
+
+/// A core NATS server (rnats-server, in this process) on a random loopback port, for servers
+/// started with `-ns`. Stops when the runtime that started it ends.
+pub async fn core_nats() -> (rnats_server::ServerHandle, String) {
+    let o = rnats_server::Options {
+        host: "127.0.0.1".into(),
+        port: -1,
+        ..Default::default()
+    };
+    let h = rnats_server::start(o).await.expect("start core NATS");
+    let url = format!("nats://127.0.0.1:{}", h.client_addr().port());
+    (h, url)
+}
+
+impl Raw {
+    /// Publishes and waits at most `d` for the PubAck (None: no answer).
+    pub async fn try_publish(&self, channel: &str, data: &[u8], d: Duration) -> Option<PubAck> {
+        let pm = self.pub_msg(channel, data);
+        let r = self
+            .nc
+            .send_request(
+                format!("{}.{channel}", self.resp.pub_prefix),
+                Request::new()
+                    .payload(Bytes::from(pm.encode_to_vec()))
+                    .timeout(d),
+            )
+            .await
+            .ok()?;
+        PubAck::decode(r.payload).ok()
+    }
+
+    /// Sends a subscription request and waits at most `d` for the answer (None: none came).
+    pub async fn try_subscribe(&self, req: SubscriptionRequest, d: Duration) -> Option<String> {
+        let r = self
+            .nc
+            .send_request(
+                self.resp.sub_requests.clone(),
+                Request::new()
+                    .payload(Bytes::from(req.encode_to_vec()))
+                    .timeout(d),
+            )
+            .await
+            .ok()?;
+        let r = SubscriptionResponse::decode(r.payload).ok()?;
+        Some(r.error)
+    }
 }

@@ -1,10 +1,12 @@
-//! Behaviour every store must have, run against the memory and the file store.
+//! Behaviour every store must have, run against the memory and the file store, and against
+//! both wrapped in encryption (each cipher over each store).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::crypto::{Cipher, CryptoOptions, CryptoStore, EncryptionKey};
 use super::file::{FileStore, FileStoreOptions};
 use super::memory::MemoryStore;
 use super::*;
@@ -44,6 +46,33 @@ fn file(limits: StoreLimits) -> Subject {
         store: Box::new(store),
         _dir: Some(dir),
     }
+}
+
+fn encrypted(plain: Subject, cipher: Cipher) -> Subject {
+    let opts = CryptoOptions {
+        cipher,
+        key: EncryptionKey::new("conformance key"),
+    };
+    Subject {
+        store: Box::new(CryptoStore::new(plain.store, opts)),
+        _dir: plain._dir,
+    }
+}
+
+fn memory_aes(limits: StoreLimits) -> Subject {
+    encrypted(memory(limits), Cipher::Aes)
+}
+
+fn memory_chacha(limits: StoreLimits) -> Subject {
+    encrypted(memory(limits), Cipher::ChaCha)
+}
+
+fn file_aes(limits: StoreLimits) -> Subject {
+    encrypted(file(limits), Cipher::Aes)
+}
+
+fn file_chacha(limits: StoreLimits) -> Subject {
+    encrypted(file(limits), Cipher::ChaCha)
 }
 
 fn limits(max_msgs: u64, max_bytes: u64, max_age: Duration) -> StoreLimits {
@@ -391,6 +420,22 @@ macro_rules! both {
             #[test]
             fn file_store() {
                 super::$name(file, $limits);
+            }
+            #[test]
+            fn encrypted_memory_store_aes() {
+                super::$name(memory_aes, $limits);
+            }
+            #[test]
+            fn encrypted_memory_store_chacha() {
+                super::$name(memory_chacha, $limits);
+            }
+            #[test]
+            fn encrypted_file_store_aes() {
+                super::$name(file_aes, $limits);
+            }
+            #[test]
+            fn encrypted_file_store_chacha() {
+                super::$name(file_chacha, $limits);
             }
         }
     };

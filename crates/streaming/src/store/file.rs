@@ -69,10 +69,13 @@
 //!
 //! # Recovery
 //!
-//! Opening a store takes the directory lock (a second store on the same directory, in this
-//! process or another, fails with [`StoreError::Locked`]), then replays `clients.dat` and each
-//! channel's `subs.dat` and segments, applying the current limits (so lowering a limit and
-//! restarting drops messages, as in the reference server).
+//! Opening a store refuses a directory that holds a nats-streaming-server store
+//! ([`StoreError::ReferenceStore`]) or an unfinished migration of one
+//! ([`StoreError::MigrationPending`]); [`crate::migrate`] converts those first. It then takes
+//! the directory lock (a second store on the same directory, in this process or another,
+//! fails with [`StoreError::Locked`]), then replays `clients.dat` and each channel's
+//! `subs.dat` and segments, applying the current limits (so lowering a limit and restarting
+//! drops messages, as in the reference server).
 //!
 //! * Segments: the valid prefix of the index marks the durable region. A bad record (CRC,
 //!   length, sequence) **after** it is where the interrupted last write begins, even if later
@@ -102,8 +105,8 @@
 //! applied again, so raising a limit across a restart can bring back messages of that first
 //! segment, as in the reference server). The last segment is never deleted by limits, so the
 //! last sequence survives even when every message expired.
-//! Bytes are accounted as the encoded message plus 44 bytes, as the reference file store does
-//! (its record header and index entry; ours take 40).
+//! Bytes are accounted as the encoded message plus 40 bytes, as the reference file store does
+//! (its 8-byte record header and 32-byte index entry; ours are the same size).
 //!
 //! Files are opened through an LRU cache bounded by `fds_limit`: a store with thousands of
 //! channels keeps at most that many descriptors open (plus the lock file and the handles in
@@ -268,7 +271,18 @@ impl FileStore {
         opts: FileStoreOptions,
         limits: StoreLimits,
     ) -> Result<FileStore> {
-        Self::open_at(dir.as_ref(), opts, limits, now_nanos())
+        Self::open_at(dir.as_ref(), opts, limits, now_nanos(), None)
+    }
+
+    /// [`open`](Self::open) with the directory lock already taken (fault-tolerant mode: the
+    /// standby waits for the lock before it recovers anything).
+    pub fn open_locked(
+        lock: DirLock,
+        opts: FileStoreOptions,
+        limits: StoreLimits,
+    ) -> Result<FileStore> {
+        let dir = lock.dir.clone();
+        Self::open_at(&dir, opts, limits, now_nanos(), Some(lock))
     }
 
     /// [`open`](Self::open), applying age limits as of `now` (ns since the epoch).
@@ -277,12 +291,29 @@ impl FileStore {
         opts: FileStoreOptions,
         limits: StoreLimits,
         now: i64,
+        lock: Option<DirLock>,
     ) -> Result<FileStore> {
         limits.validate()?;
         let root = dir.to_owned();
+        if crate::migrate::has_pending_migration(&root) {
+            return Err(StoreError::MigrationPending { dir: root });
+        }
+        if crate::migrate::is_reference_store(&root).unwrap_or(false) {
+            return Err(StoreError::ReferenceStore { dir: root });
+        }
         let channels_dir = root.join(CHANNELS_DIR);
         fs::create_dir_all(&channels_dir).map_err(|e| StoreError::io(&channels_dir, e))?;
-        let lock = lock_dir(&root)?;
+        let lock = match lock {
+            Some(l) => l.file,
+            None => {
+                DirLock::try_acquire(&root)?
+                    .ok_or_else(|| StoreError::Locked {
+                        dir: root.clone(),
+                        lock: root.join(LOCK_FILE),
+                    })?
+                    .file
+            }
+        };
         let opts = Arc::new(opts);
         let fds = Arc::new(FdCache::new(opts.fds_limit));
 
@@ -498,22 +529,42 @@ impl Drop for FileStore {
     }
 }
 
-fn lock_dir(root: &Path) -> Result<File> {
-    let path = root.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| StoreError::io(&path, e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
-            dir: root.to_owned(),
-            lock: path,
-        }),
-        Err(TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
+/// The exclusive lock on a store directory (`flock` on `.rootdir.lck`), held while the store
+/// is open. The kernel releases it when the holder's process dies, so a waiting standby
+/// gets it at once.
+#[derive(Debug)]
+pub struct DirLock {
+    dir: PathBuf,
+    file: File,
+}
+
+impl DirLock {
+    /// Takes the lock of `dir` (created if needed) if nobody holds it: `Ok(None)` when held
+    /// by another store, in this process or another.
+    pub fn try_acquire(dir: impl AsRef<Path>) -> Result<Option<DirLock>> {
+        let dir = dir.as_ref();
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(DirLock {
+                dir: dir.to_owned(),
+                file,
+            })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// The directory this lock is for.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

@@ -52,9 +52,11 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod crypto;
 pub mod file;
 mod limits;
 pub mod memory;
+pub mod replicate;
 mod subs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -123,9 +125,25 @@ pub enum StoreError {
     /// Invalid store limits.
     #[error(transparent)]
     Limits(#[from] LimitsError),
+    /// The directory holds an unfinished migration from nats-streaming-server
+    /// (`rnats_streaming::migrate`): it must complete before the store is opened.
+    #[error(
+        "store directory {} holds an unfinished migration from nats-streaming-server: start rnats-streaming-server on it to complete the migration",
+        dir.display()
+    )]
+    MigrationPending { dir: PathBuf },
+    /// The directory holds a nats-streaming-server file store, which must be migrated first.
+    #[error(
+        "store directory {} holds a nats-streaming-server file store: migrate it first (rnats-streaming-server does so at start-up)",
+        dir.display()
+    )]
+    ReferenceStore { dir: PathBuf },
     /// The store, or this channel's stores, were closed or the channel deleted.
     #[error("store is closed")]
     Closed,
+    /// Encryption at rest: a payload that does not decrypt (wrong key), or a bad key setting.
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
 }
 
 impl StoreError {
@@ -280,7 +298,7 @@ pub struct MsgStoreState {
     /// Number of messages held.
     pub msgs: u64,
     /// Bytes accounted for the held messages (memory: encoded `MsgProto` size; file: encoded
-    /// size + 44 bytes, as the reference file store).
+    /// size + 40 bytes, as the reference file store).
     pub bytes: u64,
 }
 

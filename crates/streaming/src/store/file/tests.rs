@@ -198,7 +198,7 @@ fn limits_across_segments_drop_whole_files() {
             ch.msgs().read_batch(0, 100, usize::MAX).unwrap(),
             all[15..].to_vec()
         );
-        let bytes: u64 = all[15..].iter().map(|m| m.encoded_len() as u64 + 44).sum();
+        let bytes: u64 = all[15..].iter().map(|m| m.encoded_len() as u64 + 40).sum();
         assert_eq!(st.bytes, bytes);
     }
     // Reopen with the same limits: same view (segment 13 is partly dropped again).
@@ -208,7 +208,7 @@ fn limits_across_segments_drop_whole_files() {
         let st = ch.msgs().state();
         assert_eq!((st.first, st.last, st.msgs), (16, 25, 10));
         let bytes: u64 = (16..=25)
-            .map(|i| ch.msgs().lookup(i).unwrap().unwrap().encoded_len() as u64 + 44)
+            .map(|i| ch.msgs().lookup(i).unwrap().unwrap().encoded_len() as u64 + 40)
             .sum();
         assert_eq!(st.bytes, bytes);
     }
@@ -1017,7 +1017,7 @@ mod model {
                     Op::Reopen => {
                         drop(fch);
                         drop(fs);
-                        fs = FileStore::open_at(dir.path(), o.clone(), l.clone(), now).unwrap();
+                        fs = FileStore::open_at(dir.path(), o.clone(), l.clone(), now, None).unwrap();
                         fch = fs.lookup_channel("m").unwrap();
                         mch.msgs().expire(now).unwrap();
                     }
@@ -1325,5 +1325,31 @@ fn crash_rounds_keep_every_flushed_message() {
     assert!(
         lost_unflushed > 0 && kept_unflushed > 0,
         "{lost_unflushed} {kept_unflushed}"
+    );
+}
+
+#[test]
+fn dir_lock_is_exclusive_and_opens_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = DirLock::try_acquire(dir.path()).unwrap().expect("free");
+    assert!(DirLock::try_acquire(dir.path()).unwrap().is_none(), "held");
+    assert!(matches!(
+        FileStore::open(
+            dir.path(),
+            FileStoreOptions::default(),
+            StoreLimits::default()
+        ),
+        Err(StoreError::Locked { .. })
+    ));
+    let fs =
+        FileStore::open_locked(lock, FileStoreOptions::default(), StoreLimits::default()).unwrap();
+    assert!(
+        DirLock::try_acquire(dir.path()).unwrap().is_none(),
+        "held by the store"
+    );
+    fs.close().unwrap();
+    assert!(
+        DirLock::try_acquire(dir.path()).unwrap().is_some(),
+        "released by close"
     );
 }

@@ -1,0 +1,235 @@
+//! Clustered mode (`--clustered`): 3 or 5 nodes replicate every store change through RAFT
+//! (`rnats-streaming-raft`, openraft), carried over core NATS on connections of their own
+//! (control: votes and heartbeats; data: appends and snapshots), never the clients'.
+//!
+//! ```text
+//! every node:  store ◀── StoreMachine.apply(committed entry) ◀── RAFT log ◀── leader
+//! the leader:  clients ──▶ engine (Sink::Log) ──propose(entry)──▶ RAFT ──commit──▶ replies,
+//!              PubAcks, deliveries (only once a quorum has the entry and it is applied here)
+//! ```
+//!
+//! Only the leader runs an engine and subscribes the client subjects. When a node becomes
+//! leader it waits until everything committed is applied to its store (a RAFT barrier), then
+//! rebuilds the engine from the store exactly as a restart or an FT standby would: clients
+//! keep their sessions and subscriptions, a durable resumes where it was acked. When it
+//! loses the leadership (or its lease: no quorum for `raft_lease_timeout`) it stops the
+//! engine; proposals in flight fail and their publishers get an error PubAck.
+//!
+//! Followers never write their store except through committed entries, so a deposed leader
+//! has nothing to undo: what it accepted but could not commit never reached any store.
+
+mod fetch;
+mod machine;
+mod membership;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rnats_streaming::store::Store;
+use rnats_streaming::store::crypto::LogSealer;
+use rnats_streaming_raft::{NatsServer, NatsTransport, Replicator, Role};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use crate::engine::Repl;
+use crate::nats::Nats;
+use crate::options::Options;
+use crate::server::{ActiveSlot, StartError, serve};
+use crate::startup::{NatsSide, crypto_options, open_store, recover_store};
+use crate::status::{RaftView, Status};
+
+/// A running cluster node.
+pub(crate) struct ClusterNode {
+    replicator: Arc<Replicator>,
+    rpc: Option<NatsServer>,
+    fetch: JoinHandle<()>,
+    watcher: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    store: Arc<dyn Store>,
+    raft_conns: Vec<rnats_client::Client>,
+    /// The connection the engine subscribes the client subjects on while this node leads.
+    engine_nc: Nats,
+}
+
+/// What the leadership watcher needs.
+struct Node {
+    opts: Arc<Options>,
+    status: Arc<Status>,
+    replicator: Arc<Replicator>,
+    store: Arc<dyn Store>,
+    sealer: Option<Arc<LogSealer>>,
+    engine_nc: Nats,
+    active: ActiveSlot,
+    leader_hint: Arc<Mutex<Option<String>>>,
+    /// Where membership requests are served from (the RAFT data connection).
+    data: rnats_client::Client,
+}
+
+impl ClusterNode {
+    pub(crate) async fn start(
+        opts: &Arc<Options>,
+        status: &Arc<Status>,
+        side: &NatsSide,
+        active: &ActiveSlot,
+    ) -> Result<ClusterNode, StartError> {
+        let mut ropts = opts.clustering.raft.clone();
+        ropts.cluster_id = opts.cluster_id.clone();
+        if ropts.node_id.is_empty() {
+            ropts.node_id = nuid::next().to_string();
+        }
+        ropts.log_path = opts
+            .clustering
+            .log_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&opts.cluster_id).join(&ropts.node_id));
+        let node_id = ropts.node_id.clone();
+        info!(
+            "STREAM: Cluster node {node_id:?}, RAFT log in {}",
+            ropts.log_path.display()
+        );
+        let store = open_store(opts, None).await?;
+        let fail = |e: StartError| {
+            let _ = store.close();
+            e
+        };
+        // A new store gets the server info every node derives alike (`_STAN.ack.<cid>`).
+        recover_store(&store, opts).await.map_err(fail)?;
+        let sealer = crypto_options(opts)
+            .map_err(fail)?
+            .map(|c| Arc::new(LogSealer::new(&c)));
+        let control = side.client(opts, "raft").await.map_err(fail)?;
+        let data = side.client(opts, "raft_data").await.map_err(fail)?;
+        let transport = Arc::new(NatsTransport::new(
+            control.clone(),
+            data.clone(),
+            opts.cluster_id.clone(),
+        ));
+        let fetcher = fetch::Fetcher::new(data.clone(), &opts.cluster_id);
+        let leader_hint = fetcher.leader.clone();
+        let machine = machine::StoreMachine::new(store.clone(), sealer.clone(), fetcher);
+        let replicator = match Replicator::start(ropts, machine, transport.clone()).await {
+            Ok(r) => Arc::new(r),
+            Err(e) => return Err(fail(StartError::Cluster(e.to_string()))),
+        };
+        let rpc = transport
+            .serve(&node_id, replicator.rpc_handler())
+            .await
+            .map_err(|e| fail(StartError::Nats(format!("RAFT transport: {e}"))))?;
+        let fetch = tokio::spawn(fetch::serve(
+            data.clone(),
+            opts.cluster_id.clone(),
+            node_id.clone(),
+            store.clone(),
+        ));
+        let engine_nc = side.connect_control(opts, "general").await.map_err(fail)?;
+        let (stop, stop_rx) = watch::channel(false);
+        let node = Node {
+            opts: opts.clone(),
+            status: status.clone(),
+            replicator: replicator.clone(),
+            store: store.clone(),
+            sealer,
+            engine_nc: engine_nc.clone(),
+            active: active.clone(),
+            leader_hint,
+            data: data.clone(),
+        };
+        let watcher = tokio::spawn(node.watch_leadership(stop_rx));
+        Ok(ClusterNode {
+            replicator,
+            rpc: Some(rpc),
+            fetch,
+            watcher,
+            stop,
+            store,
+            raft_conns: vec![control, data],
+            engine_nc,
+        })
+    }
+
+    /// Stops serving (if leading), then RAFT, then closes the store and the connections.
+    pub(crate) async fn shutdown(mut self, active: &ActiveSlot) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.watcher).await;
+        if let Some(a) = active.lock().await.take() {
+            a.stop(&self.engine_nc).await;
+        }
+        self.replicator.shutdown().await;
+        drop(self.rpc.take());
+        self.fetch.abort();
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        for c in &self.raft_conns {
+            c.close().await;
+        }
+        self.engine_nc.close().await;
+    }
+}
+
+impl Node {
+    /// Serves clients while this node leads, and only then.
+    async fn watch_leadership(self, mut stop: watch::Receiver<bool>) {
+        let mut changes = self.replicator.watch();
+        let mut membership: Option<JoinHandle<()>> = None;
+        while !*stop.borrow() {
+            let st = changes.borrow_and_update().clone();
+            *self.leader_hint.lock() = st.leader.clone();
+            self.status.set_raft(Some(RaftView {
+                role: st.role.to_string(),
+                node_id: st.node_id.clone(),
+                peers: st.peers.clone(),
+            }));
+            let leading = st.role == Role::Leader;
+            let mut active = self.active.lock().await;
+            if leading && active.is_none() {
+                // Everything committed is applied here before the engine reads the store.
+                if self.replicator.barrier().await.is_ok() && self.replicator.is_leader() {
+                    let repl = Repl::new(self.replicator.clone(), self.sealer.clone());
+                    let r = serve(
+                        &self.opts,
+                        &self.status,
+                        &self.engine_nc,
+                        None,
+                        self.store.clone(),
+                        Some(repl),
+                    )
+                    .await;
+                    match r {
+                        Ok(a) => {
+                            info!("STREAM: This node is the leader (term {})", st.term);
+                            *active = Some(a);
+                            if self.opts.clustering.allow_add_remove_node {
+                                membership = Some(tokio::spawn(membership::serve(
+                                    self.data.clone(),
+                                    self.opts.cluster_id.clone(),
+                                    self.replicator.clone(),
+                                )));
+                            }
+                        }
+                        Err(e) => error!("STREAM: Unable to serve as the leader: {e}"),
+                    }
+                }
+            } else if !leading && let Some(a) = active.take() {
+                if let Some(m) = membership.take() {
+                    m.abort();
+                }
+                self.status.set_engine(None);
+                a.stop(&self.engine_nc).await;
+                info!(
+                    "STREAM: This node is no longer the leader ({}): stopped serving clients",
+                    st.role
+                );
+            }
+            drop(active);
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { break },
+                _ = stop.changed() => {}
+            }
+        }
+        if let Some(m) = membership {
+            m.abort();
+        }
+    }
+}
