@@ -6,8 +6,8 @@
 //! Every endpoint is answered from state the server already keeps (the client map, the
 //! cluster's routes, the sublist, atomics); nothing here runs on the message path. Closed
 //! connections are kept in a bounded ring (`max_closed_clients`) for `/connz?state=closed`.
-//! That state lives in [`crate::state::monitor`]; this module serves it over HTTP: one file per
-//! endpoint, query parameters in `query`, value formats in [`format`].
+//! That state lives in `state::monitor`; this module serves it over HTTP: one file per
+//! endpoint, query parameters in `query`, value formats in [`format`](mod@format).
 
 mod connz;
 pub mod format;
