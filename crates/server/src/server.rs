@@ -22,11 +22,14 @@ use crate::tls::TlsError;
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
 pub struct ServerHandle {
+    /// The running server's shared state, readable for inspection (tests look at the sublist,
+    /// the routes and the counters through it); its type is internal and may change.
     pub shared: Arc<ServerShared>,
     accept_task: tokio::task::JoinHandle<()>,
     connections: TaskTracker,
 }
 
+/// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
