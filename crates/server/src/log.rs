@@ -56,6 +56,19 @@ where
 static DEBUG: AtomicBool = AtomicBool::new(false);
 static TRACE: AtomicBool = AtomicBool::new(false);
 static LOG_FILE: OnceLock<(PathBuf, Arc<Mutex<std::fs::File>>)> = OnceLock::new();
+static QUIET: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Targets (module path prefixes, e.g. a library's crate name) logged at warning and error
+/// level only, whatever debug and trace say. Set once, before [`init`].
+pub fn quiet_targets(targets: Vec<String>) {
+    let _ = QUIET.set(targets);
+}
+
+fn quiet(target: &str) -> bool {
+    QUIET
+        .get()
+        .is_some_and(|q| q.iter().any(|p| target.starts_with(p.as_str())))
+}
 
 /// Switches debug and trace logging (configuration reload).
 pub fn set_levels(debug: bool, trace: bool) {
@@ -89,8 +102,9 @@ pub fn init(debug: bool, trace: bool, logtime: bool, file: Option<&Path>) -> std
     DEBUG.store(debug, Ordering::Relaxed);
     TRACE.store(trace, Ordering::Relaxed);
     let filter = tracing_subscriber::filter::filter_fn(|meta| match *meta.level() {
-        Level::TRACE => TRACE.load(Ordering::Relaxed),
-        Level::DEBUG => DEBUG.load(Ordering::Relaxed),
+        Level::TRACE => TRACE.load(Ordering::Relaxed) && !quiet(meta.target()),
+        Level::DEBUG => DEBUG.load(Ordering::Relaxed) && !quiet(meta.target()),
+        Level::INFO => !quiet(meta.target()),
         _ => true,
     });
     let format = NatsFormat {

@@ -39,6 +39,10 @@ fn main() -> ExitCode {
     };
     let debug = opts.nats.debug || opts.stan_debug;
     let trace = opts.nats.trace || opts.stan_trace;
+    // RAFT internals (openraft) at warning level unless --cluster_raft_logging.
+    if !opts.clustering.raft.raft_logging {
+        rnats_server::log::quiet_targets(vec!["openraft".to_string()]);
+    }
     if let Err(e) = rnats_server::log::init(
         debug,
         trace,

@@ -44,6 +44,8 @@ pub enum StartError {
     Partitioning(#[from] PartitionError),
     #[error("{0}")]
     Cluster(String),
+    #[error(transparent)]
+    Options(#[from] crate::options::OptionsError),
 }
 
 /// The serving half of a server: the store, the engine, and the partitioning responder.
@@ -215,7 +217,7 @@ impl StreamingServer {
 /// its recovery and the engine, or (`--ft_group`) a standby that does that once it holds
 /// the store lock.
 pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
-    opts.validate().map_err(StartError::Config)?;
+    opts.check()?;
     let mut opts = opts;
     info!(
         "STREAM: Starting nats-streaming-server[{}] version {VERSION}",

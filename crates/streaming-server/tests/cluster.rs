@@ -154,7 +154,11 @@ async fn three_nodes_replicate_elect_and_keep_every_acknowledged_message() {
     let leader = cl.leader(Duration::from_secs(15)).await.expect("a leader");
     let followers: Vec<&str> = NODES.iter().copied().filter(|n| *n != leader).collect();
     for f in &followers {
-        assert_eq!(cl.role(f).as_deref(), Some("Follower"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cl.role(f).as_deref() != Some("Follower") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(cl.role(f).as_deref(), Some("Follower"), "node {f}");
     }
 
     let c = Raw::connect(&url, "test-cluster", "clc", true).await;
@@ -411,7 +415,21 @@ async fn nodes_are_added_and_removed_and_a_new_node_catches_up_from_a_snapshot()
     cl.nodes
         .insert("d", ServerProc::spawn(&a, "waiting to be added"));
     let nc = nats(&url).await;
-    let r = request(&nc, "_STAN.raft.test-cluster.node.add", b"d".to_vec()).await;
+    // Membership changes wait for a quorum: generous bounds for a loaded machine.
+    let request = |subject: &'static str, payload: Vec<u8>| {
+        let nc = nc.clone();
+        async move {
+            nc.send_request(
+                subject,
+                rnats_client::Request::new()
+                    .payload(bytes::Bytes::from(payload))
+                    .timeout(Duration::from_secs(15)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("request on {subject}: {e}"))
+        }
+    };
+    let r = request("_STAN.raft.test-cluster.node.add", b"d".to_vec()).await;
     assert_eq!(&r.payload[..], b"+OK");
     for i in 120..130 {
         let m = format!("m{i}").into_bytes();
@@ -432,9 +450,9 @@ async fn nodes_are_added_and_removed_and_a_new_node_catches_up_from_a_snapshot()
             .is_some(),
         "the new node did not install a snapshot"
     );
-    let r = request(&nc, "_STAN.raft.test-cluster.node.remove", b"c".to_vec()).await;
+    let r = request("_STAN.raft.test-cluster.node.remove", b"c".to_vec()).await;
     assert_eq!(&r.payload[..], b"+OK");
-    let r = request(&nc, "_STAN.raft.test-cluster.node.add", Vec::new()).await;
+    let r = request("_STAN.raft.test-cluster.node.add", Vec::new()).await;
     assert!(String::from_utf8_lossy(&r.payload).starts_with("-ERR adding node"));
     assert_eq!(c.publish("g", b"end").await.error, "");
     acked.push(b"end".to_vec());

@@ -517,7 +517,10 @@ impl Engine {
         self.ready_acks.extend(acks);
         for (name, ch, upto, err) in done.channels {
             if let Some(e) = err {
+                // Their publishers got an error PubAck; the messages are delivered only
+                // once a later flush makes them durable (if the store keeps them).
                 error!("STREAM: Unable to store messages of channel {name:?}: {e}");
+                continue;
             }
             // (Not a channel deleted and created again meanwhile.)
             if let Some(cs) = self.channels.get_mut(&name)

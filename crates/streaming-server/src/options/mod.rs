@@ -257,12 +257,6 @@ impl Options {
         Ok(())
     }
 
-    /// [`Options::check`] as text, for `start`'s `StartError::Config(String)`; goes once
-    /// `start` takes an [`OptionsError`].
-    pub fn validate(&self) -> Result<(), String> {
-        self.check().map_err(|e| e.to_string())
-    }
-
     /// Builds the options from a command line: defaults, then the configuration file(s),
     /// then the flags; then checks them.
     pub fn from_command_line(cl: &CommandLine) -> Result<Options, OptionsError> {
