@@ -96,10 +96,19 @@ impl fmt::Display for Kind {
 #[derive(Debug)]
 pub enum TestDbError {
     /// The server's binaries are not installed.
-    Missing { kind: Kind, what: String },
+    Missing {
+        kind: Kind,
+        what: String,
+    },
     /// A command failed; `output` is what it printed (or the server log).
-    Failed { what: String, output: String },
-    Io { what: String, source: io::Error },
+    Failed {
+        what: String,
+        output: String,
+    },
+    Io {
+        what: String,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for TestDbError {
@@ -145,7 +154,10 @@ fn find_bins(kind: Kind) -> Result<Bins> {
         Kind::Postgres => {
             // Debian installs the server binaries per major version, newest wins.
             let mut dirs: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
-                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path().join("bin"))).collect())
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                        .collect()
+                })
                 .unwrap_or_default();
             dirs.sort_by_key(|d| {
                 d.parent()
@@ -410,9 +422,14 @@ impl DbServer {
         cmd.current_dir(self.dir.path());
         match self.kind {
             Kind::Postgres => {
-                cmd.arg("-D")
-                    .arg(self.data_dir())
-                    .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+                cmd.arg("-D").arg(self.data_dir()).args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]);
             }
             Kind::MariaDb => {
                 // --no-defaults must come first: ignore /etc/mysql of the machine.
@@ -421,7 +438,10 @@ impl DbServer {
                     .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
             }
         }
-        run(cmd, &format!("{} ({})", self.bins.init.display(), self.kind))
+        run(
+            cmd,
+            &format!("{} ({})", self.bins.init.display(), self.kind),
+        )
     }
 
     /// Starts the server process on the existing data directory and waits until it answers.
@@ -454,7 +474,10 @@ impl DbServer {
                     .arg(format!("--datadir={}", self.data_dir().display()))
                     .arg(format!("--socket={}", self.my_socket().display()))
                     .arg(format!("--port={}", self.port))
-                    .arg(format!("--pid-file={}", self.dir.path().join("my.pid").display()))
+                    .arg(format!(
+                        "--pid-file={}",
+                        self.dir.path().join("my.pid").display()
+                    ))
                     .arg(format!("--tmpdir={}", self.dir.path().display()))
                     .arg(format!("--innodb-flush-log-at-trx-commit={flush}"))
                     .args([

@@ -55,6 +55,7 @@ mod conformance;
 pub mod file;
 mod limits;
 pub mod memory;
+pub mod sql;
 mod subs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -126,6 +127,9 @@ pub enum StoreError {
     /// The store, or this channel's stores, were closed or the channel deleted.
     #[error("store is closed")]
     Closed,
+    /// The SQL store's database failed or refused (see [`sql::SqlError`]).
+    #[error(transparent)]
+    Sql(#[from] sql::SqlError),
 }
 
 impl StoreError {
