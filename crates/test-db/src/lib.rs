@@ -641,9 +641,17 @@ impl DbServer {
     }
 
     /// Kills every process of the server with SIGKILL (a crash) and waits for the main one.
+    /// PostgreSQL backends run in sessions of their own (not the postmaster's process group)
+    /// and would go on serving their connections for a while, so the server is stopped
+    /// (SIGSTOP: it forks no more), its descendants are looked up, then all are killed.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal_group(child.id(), "KILL");
+            let pid = child.id();
+            signal(&[pid], "STOP");
+            let mut pids = descendants(pid);
+            pids.push(pid);
+            signal(&pids, "KILL");
+            signal_group(pid, "KILL");
             let _ = child.wait();
         }
     }
@@ -690,6 +698,51 @@ impl DbServer {
         // Backends of a stopped PostgreSQL exit with it; anything left is killed.
         signal_group(child.id(), "KILL");
     }
+}
+
+/// Sends `sig` to processes.
+fn signal(pids: &[u32], sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg("--")
+        .args(pids.iter().map(u32::to_string))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Every descendant of `pid`, from `/proc/<pid>/stat` parent links.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(rd) = fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u32>().ok());
+            if let Some(pp) = ppid {
+                parent_of.push((p, pp));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(c, pp) in &parent_of {
+            if pp == p && !out.contains(&c) {
+                out.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// Sends `sig` to the process group `pgid` (the server was spawned as a group leader).
@@ -747,6 +800,11 @@ mod tests {
         assert!(s.sql(&db, "SELECT 1").is_err());
         s.restart().unwrap();
         assert_eq!(s.port(), port);
+        assert_eq!(s.sql(&db, "SELECT COUNT(*) FROM t").unwrap().trim(), "2");
+        // Again: a restarted server is killed just as well.
+        s.kill();
+        assert!(s.sql(&db, "SELECT 1").is_err());
+        s.restart().unwrap();
         assert_eq!(s.sql(&db, "SELECT COUNT(*) FROM t").unwrap().trim(), "2");
         let e = s.sql(&db, "SELECT nope FROM t").unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");

@@ -138,7 +138,7 @@ impl Log {
         if self.msgs == 0 {
             self.first = seq;
         }
-        if !self.recent.back().is_some_and(|c| c.seq + 1 == seq) {
+        if self.recent.back().is_none_or(|c| c.seq + 1 != seq) {
             // A jump forward (store() on an empty log): `recent` must stay consecutive.
             self.recent.clear();
             self.recent_bytes = 0;
@@ -304,12 +304,12 @@ impl SqlMsgStore {
         if log.head.front().is_some_and(|h| h.seq == m.seq) {
             log.head.pop_front();
         }
-        if log.recent.front().is_some_and(|c| c.seq == m.seq) {
-            if let Some(c) = log.recent.pop_front() {
-                log.recent_bytes -= c.enc.len();
-                if c.seq > log.flushed {
-                    log.unflushed_bytes -= c.enc.len();
-                }
+        if log.recent.front().is_some_and(|c| c.seq == m.seq)
+            && let Some(c) = log.recent.pop_front()
+        {
+            log.recent_bytes -= c.enc.len();
+            if c.seq > log.flushed {
+                log.unflushed_bytes -= c.enc.len();
             }
         }
         log.first = m.seq + 1;
