@@ -477,7 +477,7 @@ impl SqlMsgStore {
     /// flushed for a second (the store's background thread).
     pub(crate) fn flush_inner(&self, deletes_only: bool) -> Result<()> {
         let _f = self.flush_lock.lock();
-        let (mut stmts, upto, low, maxseq) = {
+        let (stmts, upto, low, maxseq) = {
             let mut log = self.log.lock();
             log.check_open()?;
             if deletes_only && (log.first <= log.db_low || log.last_flush.elapsed().as_secs() < 1) {
@@ -504,7 +504,7 @@ impl SqlMsgStore {
         if stmts.is_empty() {
             return Ok(());
         }
-        self.run(std::mem::take(&mut stmts))?;
+        self.run(stmts)?;
         let mut log = self.log.lock();
         log.flushed = log.flushed.max(upto);
         log.unflushed_bytes = log
