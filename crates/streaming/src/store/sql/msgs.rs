@@ -49,6 +49,9 @@ pub(crate) const HEAD_WINDOW: i64 = 1024;
 pub(crate) const BACKLOG_MSGS: usize = 100_000;
 /// Bytes that may wait for a failing database before appends are refused.
 pub(crate) const BACKLOG_BYTES: usize = 256 << 20;
+/// Data per multi-row insert, so that a statement stays well within MySQL's
+/// `max_allowed_packet` (16 MiB by default in MariaDB, 64 MiB in MySQL 8).
+const BULK_MAX_BYTES: usize = 4 << 20;
 /// Most messages asked from the database for one batch read.
 const READ_ROWS_MAX: usize = 4096;
 
@@ -362,6 +365,12 @@ impl SqlMsgStore {
     /// Adds a stamped message: inserted at once without caching, buffered otherwise.
     fn add(&self, log: &mut Log, m: &MsgProto) -> Result<()> {
         let enc = Bytes::from(m.encode_to_vec());
+        if enc.len() as u64 > self.shared.max_message {
+            return Err(StoreError::RecordTooLarge {
+                size: enc.len() as u64,
+                max: self.shared.max_message,
+            });
+        }
         if self.no_caching() {
             let stmt = self.insert_stmt(m.sequence, m.timestamp, &enc);
             self.run(vec![stmt])?;
@@ -447,7 +456,18 @@ impl SqlMsgStore {
         let limit = self.shared.opts.bulk_insert_limit.min(MAX_BULK_ROWS);
         let mut stmts = Vec::new();
         if limit >= super::MIN_BULK_INSERT_LIMIT && pending.len() > 1 {
-            for chunk in pending.chunks(limit) {
+            // At most `limit` rows, and about BULK_MAX_BYTES of data, per statement.
+            let mut chunks = Vec::new();
+            let (mut start, mut bytes) = (0, 0);
+            for (i, c) in pending.iter().enumerate() {
+                if i > start && (i - start == limit || bytes + c.enc.len() > BULK_MAX_BYTES) {
+                    chunks.push(&pending[start..i]);
+                    (start, bytes) = (i, 0);
+                }
+                bytes += c.enc.len();
+            }
+            chunks.push(&pending[start..]);
+            for chunk in chunks {
                 let mut params = Vec::with_capacity(chunk.len() * 5);
                 for c in chunk {
                     params.extend([

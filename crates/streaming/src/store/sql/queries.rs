@@ -199,18 +199,19 @@ fn text(q: Q, driver: SqlDriver) -> &'static str {
         }
         Q::SchemaColumns => {
             if pg {
-                "SELECT table_name, column_name FROM information_schema.columns \
-                 WHERE table_schema = current_schema()"
+                "SELECT table_name, column_name, CAST(character_maximum_length AS BIGINT) \
+                 FROM information_schema.columns WHERE table_schema = current_schema()"
             } else {
-                "SELECT table_name, column_name FROM information_schema.columns \
-                 WHERE table_schema = DATABASE()"
+                "SELECT table_name, column_name, character_maximum_length \
+                 FROM information_schema.columns WHERE table_schema = DATABASE()"
             }
         }
+        // The database's name, and the largest packet (statement) the server accepts.
         Q::CurrentDatabase => {
             if pg {
-                "SELECT current_database()"
+                "SELECT current_database(), CAST(0 AS BIGINT)"
             } else {
-                "SELECT DATABASE()"
+                "SELECT DATABASE(), @@max_allowed_packet"
             }
         }
     }

@@ -79,8 +79,14 @@ pub(crate) async fn create(cx: &Ctx, driver: SqlDriver) -> Result<(), SqlError> 
     .await
 }
 
-/// Checks that every table and column exists.
-pub(crate) async fn check(cx: &Ctx, driver: SqlDriver) -> Result<(), SqlError> {
+/// The largest stored message PostgreSQL takes (`bytea` values are limited to 1 GiB).
+const PG_MAX_MESSAGE: u64 = (1 << 30) - 1;
+/// Room left in a MySQL packet for the rest of an `INSERT` besides the message.
+const MY_PACKET_OVERHEAD: u64 = 4096;
+
+/// Checks that every table and column exists. Returns the largest encoded message the
+/// `Messages.data` column (and, for MySQL, `max_allowed_packet`) can take.
+pub(crate) async fn check(cx: &Ctx, driver: SqlDriver) -> Result<u64, SqlError> {
     let (cols_q, db_q) = (cx.q.sql(Q::SchemaColumns), cx.q.sql(Q::CurrentDatabase));
     let (rows, mut db) = cx
         .with_conn(async |c| {
@@ -93,11 +99,25 @@ pub(crate) async fn check(cx: &Ctx, driver: SqlDriver) -> Result<(), SqlError> {
         .first_mut()
         .and_then(|r| r.text(0).ok().flatten())
         .unwrap_or_default();
+    let packet = db
+        .first()
+        .and_then(|r| r.opt_int(1).ok().flatten())
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0);
     let mut have = HashSet::new();
+    let mut data_max = None;
     for mut r in rows {
         let t = r.text(0).ok().flatten().unwrap_or_default();
         let c = r.text(1).ok().flatten().unwrap_or_default();
-        have.insert((t.to_ascii_lowercase(), c.to_ascii_lowercase()));
+        let (t, c) = (t.to_ascii_lowercase(), c.to_ascii_lowercase());
+        if t == "messages" && c == "data" {
+            data_max = r
+                .opt_int(2)
+                .ok()
+                .flatten()
+                .and_then(|v| u64::try_from(v).ok());
+        }
+        have.insert((t, c));
     }
     let tables: HashSet<&str> = have.iter().map(|(t, _)| t.as_str()).collect();
     let script = script_name(driver);
@@ -121,7 +141,17 @@ pub(crate) async fn check(cx: &Ctx, driver: SqlDriver) -> Result<(), SqlError> {
             }
         }
     }
-    Ok(())
+    Ok(match driver {
+        SqlDriver::Postgres => data_max.unwrap_or(PG_MAX_MESSAGE).min(PG_MAX_MESSAGE),
+        SqlDriver::Mysql => {
+            let col = data_max.unwrap_or(u64::MAX);
+            let pkt = match packet {
+                0 => u64::MAX,
+                p => p.saturating_sub(MY_PACKET_OVERHEAD),
+            };
+            col.min(pkt)
+        }
+    })
 }
 
 #[cfg(test)]

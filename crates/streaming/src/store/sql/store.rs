@@ -70,6 +70,9 @@ pub(crate) struct Shared {
     pub db: Db,
     pub opts: SqlStoreOptions,
     max_sub_id: AtomicU64,
+    /// The largest encoded message the database takes (`Messages.data`, `max_allowed_packet`):
+    /// larger ones are refused at append rather than failing every later flush.
+    pub max_message: u64,
 }
 
 impl Shared {
@@ -132,14 +135,18 @@ impl SqlStore {
         limits.validate()?;
         let driver = opts.driver;
         let db = Db::open(Source::parse(driver, &opts.source)?, opts.max_open_conns)?;
-        if let Err(e) = db.call(move |cx| async move { schema::check(&cx, driver).await }) {
-            db.close();
-            return Err(e.into());
-        }
+        let max_message = match db.call(move |cx| async move { schema::check(&cx, driver).await }) {
+            Ok(m) => m,
+            Err(e) => {
+                db.close();
+                return Err(e.into());
+            }
+        };
         let shared = Arc::new(Shared {
             db,
             opts,
             max_sub_id: AtomicU64::new(0),
+            max_message,
         });
         let r = Self::recover_all(&shared, &limits);
         let inner = match r {

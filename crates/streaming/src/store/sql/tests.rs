@@ -184,7 +184,9 @@ fn bulk_inserts(e: &Env) {
     ch.msgs().flush().unwrap();
     assert_eq!(e.count("Messages"), 25);
     st.close().unwrap();
-    let st = e.open(StoreLimits::unlimited());
+    // The URL form (PostgreSQL) and driver parameters (MySQL) of the data source.
+    let o = SqlStoreOptions::new(e.driver, e.server.url_source(&e.db));
+    let st = SqlStore::open(o, StoreLimits::unlimited()).unwrap();
     let ch = st.lookup_channel("bulk").unwrap();
     let all = ch.msgs().read_batch(1, 100, 1 << 20).unwrap();
     assert_eq!(all.len(), 25);
@@ -196,6 +198,42 @@ fn bulk_inserts(e: &Env) {
     st.close().unwrap();
 }
 on_both!(bulk_inserts);
+
+fn large_messages(e: &Env) {
+    let st = e.open_with(|o| o.bulk_insert_limit = 10, StoreLimits::unlimited());
+    let ch = st.create_channel("big").unwrap();
+    // Larger than a MySQL BLOB (64 KiB), and multi-row inserts split by size.
+    let big = "x".repeat(100_000);
+    ch.msgs().append(msg(&big)).unwrap();
+    let mib = "y".repeat(1 << 20);
+    for _ in 0..6 {
+        ch.msgs().append(msg(&mib)).unwrap();
+    }
+    ch.msgs().flush().unwrap();
+    assert_eq!(e.count("Messages"), 7);
+    st.close().unwrap();
+    let st = e.open(StoreLimits::unlimited());
+    let ch = st.lookup_channel("big").unwrap();
+    assert_eq!(ch.msgs().lookup(1).unwrap().unwrap().data.len(), 100_000);
+    st.close().unwrap();
+    if e.driver == SqlDriver::Mysql {
+        // The reference script's BLOB: a message that cannot fit is refused at append, not
+        // left to fail every later flush.
+        e.sql("DELETE FROM Messages");
+        e.sql("ALTER TABLE Messages MODIFY data BLOB");
+        let st = e.open(StoreLimits::unlimited());
+        let ch = st.lookup_channel("big").unwrap();
+        let err = ch.msgs().append(msg(&big)).unwrap_err();
+        assert!(
+            matches!(err, StoreError::RecordTooLarge { max: 65_535, .. }),
+            "{err}"
+        );
+        ch.msgs().append(msg("small")).unwrap();
+        ch.msgs().flush().unwrap();
+        st.close().unwrap();
+    }
+}
+on_both!(large_messages);
 
 fn no_caching_writes_each_operation(e: &Env) {
     let st = e.open_with(|o| o.no_caching = true, StoreLimits::unlimited());
@@ -361,26 +399,31 @@ fn limits_at_run_time_reach_the_tables(e: &Env) {
 on_both!(limits_at_run_time_reach_the_tables);
 
 fn appends_race_flushes(e: &Env) {
-    let st = Arc::new(e.open(limited(100, 0, Duration::ZERO)));
+    // One connection for the flusher, the appends (reading sizes) and the background thread.
+    let st = Arc::new(e.open_with(|o| o.max_open_conns = 1, limited(100, 0, Duration::ZERO)));
     let ch = st.create_channel("race").unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let flushes = Arc::new(AtomicU64::new(0));
     let flusher = {
-        let (ch, stop) = (ch.clone(), stop.clone());
+        let (ch, stop, flushes) = (ch.clone(), stop.clone(), flushes.clone());
         std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 ch.msgs().flush().unwrap();
-                n += 1;
+                flushes.fetch_add(1, Ordering::Relaxed);
             }
-            n
         })
     };
     for i in 0..3000 {
         ch.msgs().append(msg(&format!("m{i}"))).unwrap();
+        if i % 500 == 499 {
+            // Make sure flushes really run between the appends.
+            let seen = flushes.load(Ordering::Relaxed);
+            eventually("a flush", || flushes.load(Ordering::Relaxed) > seen);
+        }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let flushes = flusher.join().unwrap();
-    assert!(flushes > 0);
+    stop.store(true, Ordering::Relaxed);
+    flusher.join().unwrap();
     ch.msgs().flush().unwrap();
     assert_eq!(e.count("Messages"), 100);
     assert_eq!(e.sql("SELECT MIN(seq) FROM Messages"), "2901");
