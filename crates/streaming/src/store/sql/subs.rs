@@ -153,7 +153,14 @@ impl SqlSubStore {
         max_subs: u64,
         recovered: Option<(SubsState, HashMap<u64, SubRows>)>,
     ) -> SqlSubStore {
-        let (subs, rows) = recovered.unwrap_or_else(|| (SubsState::new(max_subs), HashMap::new()));
+        let (subs, mut rows) =
+            recovered.unwrap_or_else(|| (SubsState::new(max_subs), HashMap::new()));
+        if !shared.opts.no_caching {
+            // Only no-caching mode writes acks per origin; caching mode rewrites rows instead.
+            for r in rows.values_mut() {
+                r.json_pending = SeqMap::new();
+            }
+        }
         SqlSubStore {
             shared,
             channel_id,

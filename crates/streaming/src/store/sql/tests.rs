@@ -464,13 +464,21 @@ fn deleted_channel_is_purged(e: &Env) {
     ch.subs().add_seq_pending(sub.id, 1).unwrap();
     st.sync().unwrap();
     assert!(st.delete_channel("doomed").unwrap());
-    eventually("the purge", || {
+    let rows = || {
         e.count("Channels")
             + e.count("Messages")
             + e.count("Subscriptions")
             + e.count("SubsPending")
-            == 0
-    });
+    };
+    eventually("the purge", || rows() == 0);
+    // A purge interrupted by a stop is finished by the next open.
+    let ch = st.create_channel("half").unwrap();
+    ch.msgs().append(msg("x")).unwrap();
+    st.close().unwrap();
+    e.sql("UPDATE Channels SET deleted=TRUE");
+    let st = e.open(StoreLimits::unlimited());
+    assert!(st.lookup_channel("half").is_none());
+    eventually("the purge at open", || rows() == 0);
     st.close().unwrap();
 }
 on_both!(deleted_channel_is_purged);
