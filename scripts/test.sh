@@ -20,6 +20,14 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 export RNATS_REQUIRE_CHROMIUM=1
 
+# PostgreSQL and MariaDB (Debian's packages): the SQL store's tests start their own servers.
+if ! command -v mariadb-install-db >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== installing postgresql and mariadb-server (SQL store tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql mariadb-server >/dev/null
+fi
+export RNATS_REQUIRE_SQL=1
+
 # node-nats-streaming (npm), the official client the streaming interop tests drive.
 echo "== npm ci (tests/interop/node)"
 (cd tests/interop/node && npm ci --no-audit --no-fund >&2)

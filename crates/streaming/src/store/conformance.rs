@@ -1,5 +1,7 @@
-//! Behaviour every store must have, run against the memory and the file store, and against
-//! both wrapped in encryption (each cipher over each store).
+//! Behaviour every store must have, run against the memory and the file store, both
+//! wrapped in encryption (each cipher over each store), and the SQL store on PostgreSQL
+//! and MariaDB (one server per test binary from `rnats-test-db`, a fresh database per test;
+//! skipped when the servers are not installed unless `RNATS_REQUIRE_SQL=1`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +75,30 @@ fn file_aes(limits: StoreLimits) -> Subject {
 
 fn file_chacha(limits: StoreLimits) -> Subject {
     encrypted(file(limits), Cipher::ChaCha)
+}
+
+#[cfg(feature = "sql")]
+fn sql(kind: rnats_test_db::Kind, limits: StoreLimits) -> Subject {
+    use super::sql::{SqlStore, SqlStoreOptions, create_schema};
+    let server = rnats_test_db::DbServer::shared(kind).expect("checked by the test");
+    let db = server.create_database().unwrap();
+    let driver = server.driver().parse().unwrap();
+    create_schema(driver, &server.source(&db)).unwrap();
+    let store = SqlStore::open(SqlStoreOptions::new(driver, server.source(&db)), limits).unwrap();
+    Subject {
+        store: Box::new(store),
+        _dir: None,
+    }
+}
+
+#[cfg(feature = "sql")]
+fn postgres(limits: StoreLimits) -> Subject {
+    sql(rnats_test_db::Kind::Postgres, limits)
+}
+
+#[cfg(feature = "sql")]
+fn mariadb(limits: StoreLimits) -> Subject {
+    sql(rnats_test_db::Kind::MariaDb, limits)
 }
 
 fn limits(max_msgs: u64, max_bytes: u64, max_age: Duration) -> StoreLimits {
@@ -436,6 +462,20 @@ macro_rules! both {
             #[test]
             fn encrypted_file_store_chacha() {
                 super::$name(file_chacha, $limits);
+            }
+            #[cfg(feature = "sql")]
+            #[test]
+            fn postgres_store() {
+                if rnats_test_db::DbServer::shared(rnats_test_db::Kind::Postgres).is_some() {
+                    super::$name(postgres, $limits);
+                }
+            }
+            #[cfg(feature = "sql")]
+            #[test]
+            fn mariadb_store() {
+                if rnats_test_db::DbServer::shared(rnats_test_db::Kind::MariaDb).is_some() {
+                    super::$name(mariadb, $limits);
+                }
             }
         }
     };

@@ -57,6 +57,7 @@ pub mod file;
 mod limits;
 pub mod memory;
 pub mod replicate;
+pub mod sql;
 mod subs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -144,6 +145,9 @@ pub enum StoreError {
     /// Encryption at rest: a payload that does not decrypt (wrong key), or a bad key setting.
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
+    /// The SQL store's database failed or refused (see [`sql::SqlError`]).
+    #[error(transparent)]
+    Sql(#[from] sql::SqlError),
 }
 
 impl StoreError {
