@@ -177,6 +177,21 @@ pub struct CrashArgs {
     /// Seconds any single wait may take.
     #[arg(long, default_value_t = 20)]
     timeout: u64,
+    /// single: one server killed with kill -9; ft: two fault-tolerant servers (--ft_group) on
+    /// one store, the active one killed; cluster: three RAFT nodes, the leader or a follower
+    /// killed or paused (SIGSTOP/SIGCONT). ft and cluster attach to a core NATS server.
+    #[arg(long, value_enum, default_value = "single")]
+    mode: CrashMode,
+    /// The core NATS server binary (ft and cluster modes).
+    #[arg(long, default_value = "target/release/rnats-server")]
+    nats_bin: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    Single,
+    Ft,
+    Cluster,
 }
 
 fn main() -> ExitCode {

@@ -1,6 +1,6 @@
-//! The crash harness, short (5 rounds of kill -9), against the workspace's
-//! rnats-streaming-server binary: every acknowledged message must survive and the durable
-//! must resume without a gap.
+//! The crash harness, short (5 rounds of kill -9; the fault-tolerant and clustered modes
+//! too), against the workspace's rnats-streaming-server binary: every acknowledged message
+//! must survive and the durable must resume without a gap.
 //!
 //! The server binary is `$RNATS_STREAMING_SERVER_BIN`, else `rnats-streaming-server` next to
 //! this package's binary (`cargo build --workspace --bins` puts it there; CI does). Without it
@@ -21,6 +21,25 @@ fn server_bin() -> Option<PathBuf> {
 
 #[test]
 fn crash_harness_ci() {
+    run_mode("single", 180);
+}
+
+#[test]
+fn crash_harness_ci_fault_tolerant() {
+    run_mode("ft", 240);
+}
+
+#[test]
+fn crash_harness_ci_cluster() {
+    run_mode("cluster", 300);
+}
+
+/// The core NATS server (ft and cluster modes): `rnats-server` beside the streaming server.
+fn nats_bin(server: &std::path::Path) -> PathBuf {
+    server.with_file_name("rnats-server")
+}
+
+fn run_mode(mode: &str, limit_secs: u64) {
     let Some(server) = server_bin() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -33,8 +52,12 @@ fn crash_harness_ci() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rnats-stream-bench"))
         .arg("crash")
         .arg("--ci")
+        .arg("--mode")
+        .arg(mode)
         .arg("--server-bin")
         .arg(&server)
+        .arg("--nats-bin")
+        .arg(nats_bin(&server))
         .arg("--dir")
         .arg(dir.path())
         .stdout(Stdio::piped())
@@ -48,7 +71,7 @@ fn crash_harness_ci() {
         let _ = stdout.read_to_string(&mut out);
         out
     });
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + Duration::from_secs(limit_secs);
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait") {
             break st;
@@ -56,7 +79,7 @@ fn crash_harness_ci() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("crash harness did not finish within 180 s");
+            panic!("crash harness ({mode}) did not finish within {limit_secs} s");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -64,7 +87,7 @@ fn crash_harness_ci() {
     println!("{out}");
     assert!(
         status.success(),
-        "crash harness failed ({status}); store and logs in {}:\n{out}",
+        "crash harness ({mode}) failed ({status}); store and logs in {}:\n{out}",
         dir.keep().display()
     );
     assert!(out.contains("result: PASS"), "{out}");

@@ -31,8 +31,12 @@
 //! (the durable subscription that must resume without a gap).
 
 mod check;
+mod cluster;
 mod durable;
+mod ft;
+mod ha;
 mod load;
+mod round;
 mod server;
 mod single;
 
@@ -44,7 +48,7 @@ use anyhow::bail;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::CrashArgs;
+use crate::{CrashArgs, CrashMode};
 
 use self::durable::DurState;
 
@@ -108,6 +112,10 @@ struct Findings {
     recovery_kills: u64,
     starts: u64,
     max_start: Duration,
+    /// HA modes: from a fault of the active server or the leader to the first PubAck.
+    failovers: Vec<Duration>,
+    /// Cluster mode: from a fault of a follower to the first PubAck.
+    follower_faults: Vec<Duration>,
 }
 
 impl Findings {
@@ -169,7 +177,11 @@ pub async fn run(a: &CrashArgs) -> anyhow::Result<bool> {
         durable: DurState::default(),
     };
     let started_all = Instant::now();
-    single::run(a, &setup, &mut rng, &mut out).await?;
+    match a.mode {
+        CrashMode::Single => single::run(a, &setup, &mut rng, &mut out).await?,
+        CrashMode::Ft => ft::run(a, &setup, &mut rng, &mut out).await?,
+        CrashMode::Cluster => cluster::run(a, &setup, &mut rng, &mut out).await?,
+    }
 
     let (ledger, f) = (&out.ledger, &out.findings);
     let ok = f.failures.is_empty();
@@ -233,6 +245,24 @@ fn report(l: &Ledger, f: &Findings, rounds: usize, seed: u64, took: Duration) {
         f.durable_redelivered_acked,
         f.durable_max_redelivered_acked
     );
+    if !f.failovers.is_empty() {
+        println!(
+            "  {}",
+            ha::summary(
+                "fault of the active server / leader to the first PubAck",
+                &f.failovers
+            )
+        );
+    }
+    if !f.follower_faults.is_empty() {
+        println!(
+            "  {}",
+            ha::summary(
+                "fault of a follower to the first PubAck",
+                &f.follower_faults
+            )
+        );
+    }
     if f.failures.is_empty() {
         println!("  result: PASS");
     } else {

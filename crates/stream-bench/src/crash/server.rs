@@ -15,9 +15,12 @@ use crate::stan::Stan;
 
 pub(super) struct Server {
     pub(super) child: Child,
+    /// Where clients connect: the server's own NATS, or the core NATS it attaches to.
     pub(super) addr: String,
     pub(super) log: PathBuf,
     pub(super) started: Instant,
+    /// The `/streaming` monitoring port, when it logged one.
+    pub(super) monitor: Option<u16>,
 }
 
 pub(super) async fn start_server(
@@ -27,61 +30,146 @@ pub(super) async fn start_server(
     n: usize,
     wait: Duration,
 ) -> anyhow::Result<Server> {
+    let mut args: Vec<String> = ["-cid", &a.cluster, "-st", "FILE", "--dir"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(store.display().to_string());
+    // No channel limits: every message ever acknowledged must stay (the defaults, 1M
+    // messages or ~1 GB per channel, would drop the oldest ones in a long run).
+    args.extend(["-a", "127.0.0.1", "-p", "-1", "-mm", "0", "-mb", "0"].map(String::from));
+    args.extend(a.server_arg.iter().cloned());
     let log = work.join(format!("server.{n}.log"));
+    spawn(
+        &a.server_bin,
+        &args,
+        log,
+        "Listening for client connections on ",
+        wait,
+    )
+    .await
+}
+
+/// A core NATS server (`--nats-bin`) for the modes whose streaming servers attach to one.
+pub(super) async fn start_core(
+    a: &CrashArgs,
+    work: &Path,
+    wait: Duration,
+) -> anyhow::Result<Server> {
+    let args: Vec<String> = ["-a", "127.0.0.1", "-p", "-1"].map(String::from).to_vec();
+    spawn(
+        &a.nats_bin,
+        &args,
+        work.join("core-nats.log"),
+        "Listening for client connections on ",
+        wait,
+    )
+    .await
+}
+
+/// A streaming server attached to the core NATS at `core` (`-ns`), with `extra` arguments;
+/// waits for a log line containing `until`. Its `addr` is the core's.
+pub(super) async fn start_member(
+    a: &CrashArgs,
+    core: &str,
+    extra: &[String],
+    log: PathBuf,
+    until: &str,
+    wait: Duration,
+) -> anyhow::Result<Server> {
+    let mut args: Vec<String> = ["-cid", &a.cluster, "-ns"].map(String::from).to_vec();
+    args.push(format!("nats://{core}"));
+    args.extend(["-mm", "0", "-mb", "0", "-m", "-1"].map(String::from));
+    args.extend(extra.iter().cloned());
+    args.extend(a.server_arg.iter().cloned());
+    let mut s = spawn(&a.server_bin, &args, log, until, wait).await?;
+    s.addr = core.to_string();
+    Ok(s)
+}
+
+/// Starts `bin` with `args`, output to `log`, and waits for a line containing `until`; when
+/// that line logs a `host:port` right after it, that is the server's `addr`.
+async fn spawn(
+    bin: &Path,
+    args: &[String],
+    log: PathBuf,
+    until: &str,
+    wait: Duration,
+) -> anyhow::Result<Server> {
     let out = File::create(&log)?;
     let err = out.try_clone()?;
     let started = Instant::now();
-    let mut child = Command::new(&a.server_bin)
-        .args(["-cid", &a.cluster, "-st", "FILE", "--dir"])
-        .arg(store)
-        .args(["-a", "127.0.0.1", "-p", "-1"])
-        // No channel limits: every message ever acknowledged must stay (the defaults, 1M
-        // messages or ~1 GB per channel, would drop the oldest ones in a long run).
-        .args(["-mm", "0", "-mb", "0"])
-        .args(&a.server_arg)
+    let mut child = Command::new(bin)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
-        .with_context(|| format!("spawning {}", a.server_bin.display()))?;
+        .with_context(|| format!("spawning {}", bin.display()))?;
     let deadline = Instant::now() + wait;
-    let needle = "Listening for client connections on ";
-    let mut port = None;
     while Instant::now() < deadline {
         if let Some(st) = child.try_wait()? {
             bail!(
-                "exited with {st} before listening; log {}:\n{}",
+                "exited with {st} before logging {until:?}; log {}:\n{}",
                 log.display(),
                 tail(&log)
             );
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(i) = text.find(needle) {
-            let rest = &text[i + needle.len()..];
+        if let Some(i) = text.find(until) {
+            let rest = &text[i + until.len()..];
             let hp: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-            if let Some(p) = hp.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
-                port = Some(p);
-                break;
-            }
+            let port = hp.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            let monitor = monitor_port(&text);
+            return Ok(Server {
+                child,
+                addr: port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_default(),
+                log,
+                started,
+                monitor,
+            });
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let Some(port) = port else {
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!(
-            "no client port logged within {wait:?}; log {}:\n{}",
-            log.display(),
-            tail(&log)
-        );
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!(
+        "{until:?} not logged within {wait:?}; log {}:\n{}",
+        log.display(),
+        tail(&log)
+    )
+}
+
+/// The `/streaming` monitoring port a streaming server logged.
+fn monitor_port(log: &str) -> Option<u16> {
+    let needle = "Starting monitoring on http://";
+    let i = log.find(needle)?;
+    let hp: String = log[i + needle.len()..]
+        .chars()
+        .take_while(|c| *c != '/' && !c.is_whitespace())
+        .collect();
+    hp.rsplit(':').next()?.parse().ok()
+}
+
+/// `GET path` on the monitoring port: the body, when something answered 200.
+pub(super) async fn monitor_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
     };
-    let srv = Server {
-        child,
-        addr: format!("127.0.0.1:{port}"),
-        log,
-        started,
-    };
-    Ok(srv)
+    tokio::time::timeout(Duration::from_secs(2), io)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Waits until the streaming server answers a connect (store recovered), closing that
@@ -111,6 +199,13 @@ pub(super) async fn await_ready(
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
+
+/// Sends a signal (`-STOP`, `-CONT`, ...).
+pub(super) fn signal(s: &Server, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &s.child.id().to_string()])
+        .status();
 }
 
 pub(super) fn kill9(s: &mut Server) -> anyhow::Result<()> {

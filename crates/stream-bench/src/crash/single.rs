@@ -7,17 +7,13 @@ use std::time::Duration;
 use anyhow::Result;
 use rand::Rng;
 use rand::rngs::StdRng;
-use tokio::sync::watch;
 
 use super::check::check_channels;
-use super::durable::{consume_durable, resume_durable};
-use super::load::publisher;
+use super::durable::resume_durable;
+use super::round;
 use super::server::{await_ready, kill9, start_server, tail, term};
-use super::{Outcome, PubRecord, Setup};
+use super::{Outcome, Setup};
 use crate::CrashArgs;
-
-/// Publishers pick one of these ack windows (messages in flight) per round.
-const WINDOWS: [usize; 4] = [1, 4, 32, 256];
 
 pub(super) async fn run(
     a: &CrashArgs,
@@ -97,25 +93,7 @@ pub(super) async fn run(
         };
 
         // Load, then kill -9 at a random moment.
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut pubs = Vec::new();
-        for i in 0..a.publishers {
-            let id = format!("crash-r{round}-p{i}");
-            let channel = i % a.channels;
-            let window = WINDOWS[rng.random_range(0..WINDOWS.len())];
-            let max_size = a.max_size.max(32);
-            pubs.push(tokio::spawn(publisher(
-                srv.addr.clone(),
-                a.cluster.clone(),
-                id,
-                channel,
-                window,
-                max_size,
-                stop_rx.clone(),
-                wait,
-            )));
-        }
-        let dur_task = tokio::spawn(consume_durable(durable, dur.clone(), stop_rx.clone()));
+        let load = round::start(a, &srv.addr, round, rng, durable, dur, wait);
         let run_for = Duration::from_millis(rng.random_range(run_ms.0..run_ms.1));
         tokio::time::sleep(run_for).await;
         if let Ok(Some(st)) = srv.child.try_wait() {
@@ -126,44 +104,7 @@ pub(super) async fn run(
         }
         kill9(&mut srv)?;
         f.kills += 1;
-        let _ = stop_tx.send(true);
-        let mut round_acked = 0;
-        let mut round_sent = 0;
-        for (i, p) in pubs.into_iter().enumerate() {
-            let id = format!("crash-r{round}-p{i}");
-            match tokio::time::timeout(wait, p).await {
-                Ok(Ok(r)) => {
-                    round_acked += r.acked.len() as u64;
-                    round_sent += r.sent;
-                    ledger.sent += r.sent;
-                    ledger.acked += r.acked.len() as u64;
-                    ledger.error_acks += r.errors;
-                    for e in r.error_samples {
-                        if ledger.error_samples.len() < 10 {
-                            ledger.error_samples.push(e);
-                        }
-                    }
-                    if let Some(e) = r.setup_error {
-                        eprintln!("crash: round {round}: publisher {id}: {e}");
-                    }
-                    ledger.pub_index.insert(id.clone(), ledger.pubs.len());
-                    ledger.pubs.push(PubRecord {
-                        id,
-                        channel: i % a.channels,
-                        round,
-                        acked: r.acked,
-                    });
-                }
-                Ok(Err(e)) => f.fail(format!("round {round}: publisher {id} panicked: {e}")),
-                Err(_) => f.fail(format!(
-                    "round {round}: publisher {id} did not stop in {wait:?}"
-                )),
-            }
-        }
-        match tokio::time::timeout(wait, dur_task).await {
-            Ok(Ok(d)) => *dur = d,
-            _ => f.fail(format!("round {round}: durable consumer did not stop")),
-        }
+        let (round_acked, round_sent) = load.finish(a, ledger, f, dur, wait).await;
         eprintln!(
             "crash: round {round}: killed after {run_for:?} of load: {round_acked} acked of {round_sent} sent; durable acked up to {}",
             dur.contiguous
