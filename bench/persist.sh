@@ -9,6 +9,8 @@
 #   bench/persist.sh --quick         # smoke run: tiny counts, 1 round
 #   bench/persist.sh --only replay16,replay1k   # only these scenario ids (see SCENARIOS)
 #   bench/persist.sh --out FILE      # also write the report to FILE
+#   bench/persist.sh --cluster       # 3-node clusters: rnats RAFT vs JetStream R3 (see below)
+#   bench/persist.sh --encryption    # rnats plain vs encrypted at rest (AES-256-GCM)
 #
 # Servers (each run: a fresh process on a fresh store directory):
 #   rnats         rnats-streaming-server -cid test-cluster -st FILE --dir D -a 127.0.0.1 -p -1
@@ -19,6 +21,13 @@
 #   js-sync       nats-server -c js.conf with jetstream { sync_interval: always }  (fsync, as rnats)
 #   js-ack        js, replay with an explicitly acking consumer (every message acked, as a
 #                 streaming subscriber must)
+#   rnats-enc     rnats with --encrypt (key from NATS_STREAMING_ENCRYPTION_KEY; AES-256-GCM)
+#   rnats-r3      (--cluster) three rnats-streaming-server --clustered nodes, each embedding a
+#                 NATS server, the three routed together; RAFT log not fsynced (cluster_sync
+#                 off, the reference's default): a PubAck means a quorum has the message
+#   js-r3         (--cluster) three nats-server -js routed as cluster "jsc", stream with 3
+#                 replicas (sync_interval default: no fsync before the ack)
+#                 The clients connect to node 1; peak RSS is the sum of the three processes.
 # Scenarios: acked publish, synchronous (window 1) and windowed (256 outstanding), 16 B and
 # 1 KiB, each for a fixed time; replay of a whole channel/stream (16 B and 1 KiB): fill it
 # (unmeasured, window 1024), stop the server (SIGTERM), start it again on the same directory
@@ -36,6 +45,8 @@ QUICK=0
 DEFAULTS_ONLY=0
 OUT=""
 ONLY=""
+CLUSTER=0
+ENCRYPTION=0
 ARGS_ORIG="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,6 +58,8 @@ while [ $# -gt 0 ]; do
     --out=*) OUT="${1#*=}" ;;
     --only) ONLY="$2"; shift ;;
     --only=*) ONLY="${1#*=}" ;;
+    --cluster) CLUSTER=1 ;;
+    --encryption) ENCRYPTION=1 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "persist.sh: unknown argument $1" >&2; exit 1 ;;
   esac
@@ -83,7 +96,21 @@ SCENARIOS=(
   "replay16|replay of $FILL16 × 16 B|rnats js js-ack|replay --size 16 --msgs $FILL16"
   "replay1k|replay of $FILL1K × 1 KiB|rnats js js-ack|replay --size 1024 --msgs $FILL1K"
 )
-if [ "$DEFAULTS_ONLY" = 0 ]; then
+if [ "$CLUSTER" = 1 ]; then
+  SCENARIOS=(
+    "win16-r3|windowed (256) publish 16 B, 3 nodes|rnats-r3 js-r3|pub --window 256 --size 16 --duration $PUB_SECS"
+    "win1k-r3|windowed (256) publish 1 KiB, 3 nodes|rnats-r3 js-r3|pub --window 256 --size 1024 --duration $PUB_SECS"
+    "replay16-r3|replay of $FILL16 × 16 B, 3 nodes|rnats-r3 js-r3|replay --size 16 --msgs $FILL16"
+    "replay1k-r3|replay of $FILL1K × 1 KiB, 3 nodes|rnats-r3 js-r3|replay --size 1024 --msgs $FILL1K"
+  )
+elif [ "$ENCRYPTION" = 1 ]; then
+  SCENARIOS=(
+    "win16-enc|windowed (256) publish 16 B|rnats rnats-enc|pub --window 256 --size 16 --duration $PUB_SECS"
+    "win1k-enc|windowed (256) publish 1 KiB|rnats rnats-enc|pub --window 256 --size 1024 --duration $PUB_SECS"
+    "replay16-enc|replay of $FILL16 × 16 B|rnats rnats-enc|replay --size 16 --msgs $FILL16"
+    "replay1k-enc|replay of $FILL1K × 1 KiB|rnats rnats-enc|replay --size 1024 --msgs $FILL1K"
+  )
+elif [ "$DEFAULTS_ONLY" = 0 ]; then
   SCENARIOS+=(
     "sync16-eq|sync publish 16 B|rnats-nosync js-sync|pub --window 1 --size 16 --duration $SYNC_SECS"
     "win16-eq|windowed (256) publish 16 B|rnats-nosync js-sync|pub --window 256 --size 16 --duration $PUB_SECS"
@@ -101,22 +128,77 @@ if [ -n "$ONLY" ]; then
 fi
 
 SRV_PID=""
+SRV_PIDS=()
 CLK_TCK="$(getconf CLK_TCK)"
 cleanup() {
-  if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then kill "$SRV_PID" 2>/dev/null || true; fi
+  for p in "${SRV_PIDS[@]}" $SRV_PID; do
+    if kill -0 "$p" 2>/dev/null; then kill "$p" 2>/dev/null || true; fi
+  done
 }
 trap cleanup EXIT
 
 proto_of() { case "$1" in rnats*) echo stan ;; *) echo js ;; esac; }
 
+free_ports() { # N: N free loopback ports
+  python3 -c 'import socket,sys
+s=[socket.socket() for _ in range(int(sys.argv[1]))]
+[x.bind(("127.0.0.1",0)) for x in s]
+print(" ".join(str(x.getsockname()[1]) for x in s))' "$1"
+}
+
+# start_cluster IMPL DIR LOG: three nodes routed together; sets SRV_PIDS, SRV_PID (node 1),
+# SRV_PORT (node 1's client port), SRV_READY_MS (spawn to a leader / all ready)
+start_cluster() {
+  local impl="$1" dir="$2" logf="$3" t0 ports i j routes
+  t0=$(date +%s%N)
+  read -r -a ports <<<"$(free_ports 6)"
+  SRV_PIDS=()
+  mkdir -p "$dir"
+  for i in 0 1 2; do
+    routes=""
+    for j in 0 1 2; do [ "$j" != "$i" ] && routes+="${routes:+,}nats://127.0.0.1:${ports[$((3 + j))]}"; done
+    case "$impl" in
+      rnats-r3)
+        "$STAN_BIN" -cid test-cluster -st FILE --dir "$dir/n$i" -a 127.0.0.1 -p "${ports[$i]}" \
+          --cluster "nats://127.0.0.1:${ports[$((3 + i))]}" --routes "$routes" \
+          --clustered --cluster_node_id "n$i" --cluster_peers n0,n1,n2 --cluster_log_path "$dir/raft-n$i" \
+          >"$logf.n$i" 2>&1 & ;;
+      js-r3)
+        "$REF" -js -sd "$dir/n$i" -a 127.0.0.1 -p "${ports[$i]}" --server_name "n$i" --cluster_name jsc \
+          --cluster "nats://127.0.0.1:${ports[$((3 + i))]}" --routes "$routes" >"$logf.n$i" 2>&1 & ;;
+    esac
+    SRV_PIDS+=("$!")
+  done
+  SRV_PID="${SRV_PIDS[0]}"
+  SRV_PORT="${ports[0]}"
+  local ready
+  for _ in $(seq 1 3000); do
+    case "$impl" in
+      rnats-r3) ready=0; grep -q "This node is the leader" "$logf".n* 2>/dev/null && ready=1 ;;
+      js-r3) ready=1; for i in 0 1 2; do grep -q "Server is ready" "$logf.n$i" 2>/dev/null || ready=0; done ;;
+    esac
+    if [ "$ready" = 1 ]; then
+      SRV_READY_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+      return 0
+    fi
+    sleep 0.01
+  done
+  log "cluster $impl did not become ready; logs $logf.n*"
+  return 1
+}
+
 # start_server IMPL DIR LOG: sets SRV_PID, SRV_PORT, SRV_READY_MS (spawn to ready)
 start_server() {
   local impl="$1" dir="$2" logf="$3" ready t0
+  case "$impl" in *-r3) start_cluster "$@"; return ;; esac
+  SRV_PIDS=()
   t0=$(date +%s%N)
   case "$impl" in
     rnats) "$STAN_BIN" -cid test-cluster -st FILE --dir "$dir" -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
       ready="Streaming Server is ready" ;;
     rnats-nosync) "$STAN_BIN" -cid test-cluster -st FILE --dir "$dir" --file_sync=false -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
+      ready="Streaming Server is ready" ;;
+    rnats-enc) NATS_STREAMING_ENCRYPTION_KEY=persist-bench-key "$STAN_BIN" -cid test-cluster -st FILE --dir "$dir" --encrypt -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
       ready="Streaming Server is ready" ;;
     js|js-ack) "$REF" -js -sd "$dir" -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
       ready="Server is ready" ;;
@@ -140,15 +222,26 @@ start_server() {
   return 1
 }
 
-# stop_server: sets SRV_RSS (VmHWM kB) and SRV_CPU (s), stops the server with SIGTERM
+# stop_server: sets SRV_RSS (VmHWM kB, summed over a cluster's nodes) and SRV_CPU (s), stops
+# the server(s) with SIGTERM
 stop_server() {
-  SRV_RSS="$(awk '/^VmHWM:/{print $2}' "/proc/$SRV_PID/status" 2>/dev/null || true)"; SRV_RSS="${SRV_RSS:-0}"
-  SRV_CPU="$(sed 's/.*) //' "/proc/$SRV_PID/stat" 2>/dev/null | awk -v hz="$CLK_TCK" '{printf "%.3f", ($12 + $13) / hz}' || true)"; SRV_CPU="${SRV_CPU:-0}"
-  kill "$SRV_PID" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$SRV_PID" 2>/dev/null || true
-  wait "$SRV_PID" 2>/dev/null || true
+  local pids=("${SRV_PIDS[@]}") p rss cpu
+  [ "${#pids[@]}" -gt 0 ] || pids=("$SRV_PID")
+  SRV_RSS=0; SRV_CPU=0
+  for p in "${pids[@]}"; do
+    rss="$(awk '/^VmHWM:/{print $2}' "/proc/$p/status" 2>/dev/null || true)"
+    cpu="$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk -v hz="$CLK_TCK" '{printf "%.3f", ($12 + $13) / hz}' || true)"
+    SRV_RSS=$((SRV_RSS + ${rss:-0}))
+    SRV_CPU="$(awk -v a="$SRV_CPU" -v b="${cpu:-0}" 'BEGIN{printf "%.3f", a + b}')"
+  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
   SRV_PID=""
+  SRV_PIDS=()
   # Write back what the server left dirty in the page cache (JetStream's default does not
   # fsync) now, so that the kernel's writeback does not run during the next measurement
   # (the next server's, or this store's replay after the restart).
@@ -168,6 +261,7 @@ run_one() { # impl round id scenario-args...
   rm -rf "$dir" "$dir.conf"
   local json rc=0 extra=()
   [ "$impl" = js-ack ] && extra=(--js-ack explicit)
+  [ "$impl" = js-r3 ] && extra=(--js-replicas 3)
   SRV_RSS=0; SRV_CPU=0; DISK_KB=0
   if ! start_server "$impl" "$dir" "$logf"; then
     record "$impl" "$round" "$id" 99 0 '{}'
@@ -175,7 +269,7 @@ run_one() { # impl round id scenario-args...
     return 0
   fi
   if [ "$kind" = pub ]; then
-    json="$(timeout 120 "$BENCH" bench --server "127.0.0.1:$SRV_PORT" --proto "$proto" --scenario pub --json --label "$impl" "$@" 2>"$blog")" || rc=$?
+    json="$(timeout 120 "$BENCH" bench --server "127.0.0.1:$SRV_PORT" --proto "$proto" --scenario pub --json --label "$impl" "${extra[@]}" "$@" 2>"$blog")" || rc=$?
     DISK_KB="$(du -sk "$dir" | cut -f1)"
     stop_server
     [ -n "$json" ] || json='{}'
@@ -186,7 +280,7 @@ run_one() { # impl round id scenario-args...
     n="$(echo "$@" | sed 's/.*--msgs \([0-9]*\).*/\1/')"
     size="$(echo "$@" | sed 's/.*--size \([0-9]*\).*/\1/')"
     timeout 300 "$BENCH" bench --server "127.0.0.1:$SRV_PORT" --proto "$proto" --scenario pub --window 1024 \
-      --size "$size" --msgs "$n" --label "$impl-fill" 2>"$blog.fill" >/dev/null || rc=$?
+      --size "$size" --msgs "$n" --label "$impl-fill" "${extra[@]}" 2>"$blog.fill" >/dev/null || rc=$?
     stop_server
     DISK_KB="$(du -sk "$dir" | cut -f1)"
     if ! start_server "$impl" "$dir" "$logf.2"; then

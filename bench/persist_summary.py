@@ -76,6 +76,31 @@ p(f"Rounds: {rounds} per scenario and server (fresh server and store directory e
 p("")
 
 rps = lambda r: r["bench"].get("msgs_per_sec")
+
+NAMES.update({
+    "rnats-enc": "rnats encrypted (AES-256-GCM)",
+    "rnats-r3": "rnats 3-node RAFT cluster",
+    "js-r3": "JetStream R3 (3 nodes)",
+})
+
+# --cluster and --encryption: two servers per scenario, compared side by side.
+if not any("js" in impls.split() for _, _, impls in order):
+    p("| scenario | A | A median | B | B median | ratio A/B | A peak RSS | B peak RSS | A CPU s | B CPU s |")
+    p("|---|---|---|---|---|---|---|---|---|---|")
+    for sid, label, impls in order:
+        ia, ib = impls.split()[:2]
+        a, b = sel(ia, sid), sel(ib, sid)
+        ma, mb = med(a, rps), med(b, rps)
+        ca = med(a, lambda r: r.get("cpu_s"))
+        cb = med(b, lambda r: r.get("cpu_s"))
+        p(f"| {label} (msgs/s) | {NAMES.get(ia, ia)} | {rate(ma)}{problems(a)} | {NAMES.get(ib, ib)} | {rate(mb)}{problems(b)} | {ratio(ma, mb)} | {mib(peak(a))} | {mib(peak(b))} | {ca} | {cb} |")
+    p("")
+    p("Per run (msgs/s): " + "; ".join(
+        f"{sid} {imp}: " + ", ".join(rate(rps(r)) for r in sel(imp, sid))
+        for sid, _, impls in order for imp in impls.split()))
+    print("\n".join(out))
+    sys.exit(0)
+
 main = [(sid, label, impls.split()) for sid, label, impls in order if not sid.endswith("-eq")]
 eq = [(sid, label, impls.split()) for sid, label, impls in order if sid.endswith("-eq")]
 

@@ -44,7 +44,7 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<(Value, bool)> {
             let _ = stan.close(wait).await;
         }
         (Proto::Js, Scenario::Pub) => {
-            js::create_stream(&nc, &a.stream, &a.subject, wait).await?;
+            js::create_stream(&nc, &a.stream, &a.subject, a.js_replicas, wait).await?;
             let p = payload.clone();
             let (mut w, mut acks) =
                 JsWire::new(&nc, &a.subject, Box::new(move |_| p.clone())).await?;

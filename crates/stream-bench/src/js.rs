@@ -40,11 +40,14 @@ fn api_error(v: &Value) -> Option<(u64, String)> {
     ))
 }
 
-/// Creates a file-storage stream `name` capturing `subject` (limits retention, no limits).
+/// Creates a file-storage stream `name` capturing `subject` (limits retention, no limits)
+/// with `replicas` copies. A clustered JetStream answers "temporarily unavailable" until its
+/// meta group has a leader and enough peers: the request is repeated for at most `wait`.
 pub async fn create_stream(
     nc: &Client,
     name: &str,
     subject: &str,
+    replicas: u32,
     wait: Duration,
 ) -> anyhow::Result<()> {
     let body = json!({
@@ -53,16 +56,31 @@ pub async fn create_stream(
         "retention": "limits",
         "storage": "file",
         "discard": "old",
-        "num_replicas": 1,
+        "num_replicas": replicas,
         "max_msgs": -1,
         "max_bytes": -1,
         "max_age": 0,
     });
-    let v = api(nc, &format!("$JS.API.STREAM.CREATE.{name}"), body, wait).await?;
-    match api_error(&v) {
-        None => Ok(()),
-        Some((ERR_STREAM_NAME_IN_USE, _)) => Ok(()),
-        Some((code, d)) => bail!("stream create: {d} ({code})"),
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let v = api(
+            nc,
+            &format!("$JS.API.STREAM.CREATE.{name}"),
+            body.clone(),
+            wait,
+        )
+        .await;
+        let err = match v {
+            Ok(v) => match api_error(&v) {
+                None | Some((ERR_STREAM_NAME_IN_USE, _)) => return Ok(()),
+                Some((code, d)) => anyhow::anyhow!("stream create: {d} ({code})"),
+            },
+            Err(e) => e,
+        };
+        if std::time::Instant::now() > deadline {
+            return Err(err);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -177,16 +195,32 @@ pub async fn replay(
         config["max_ack_pending"] = json!(window * 2);
         config["ack_wait"] = json!(60_000_000_000u64);
     }
-    let v = api(
-        nc,
-        &format!("$JS.API.CONSUMER.CREATE.{stream}"),
-        json!({"stream_name": stream, "config": config}),
-        Duration::from_secs(10),
-    )
-    .await?;
-    if let Some((code, d)) = api_error(&v) {
-        bail!("consumer create: {d} ({code})");
-    }
+    // A clustered stream just restarted may have no leader yet: try again for a while, and
+    // then measure from the consumer's creation (not the wait for the cluster).
+    let mut start = start;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let v = loop {
+        let v = api(
+            nc,
+            &format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            json!({"stream_name": stream, "config": config}),
+            Duration::from_secs(10),
+        )
+        .await;
+        match v.as_ref().ok().map(api_error) {
+            Some(None) => break v?,
+            _ if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                start = Instant::now();
+            }
+            Some(Some((code, d))) => bail!("consumer create: {d} ({code})"),
+            None => {
+                return Err(v
+                    .err()
+                    .unwrap_or_else(|| anyhow::anyhow!("consumer create")));
+            }
+        }
+    };
     let name = v
         .get("name")
         .and_then(Value::as_str)

@@ -108,6 +108,9 @@ pub struct BenchArgs {
     /// replay (JetStream): the consumer's ack policy.
     #[arg(long, value_enum, default_value = "none")]
     js_ack: js::JsAck,
+    /// JetStream: replicas of the stream the bench creates (3 on a 3-node cluster).
+    #[arg(long, default_value_t = 1)]
+    js_replicas: u32,
     /// Streaming cluster ID.
     #[arg(long, default_value = "test-cluster")]
     cluster: String,
