@@ -61,13 +61,15 @@ pub async fn create_stream(
         "max_bytes": -1,
         "max_age": 0,
     });
-    let deadline = std::time::Instant::now() + wait;
+    // Short attempts: a request sent before the cluster answers its API gets no reply.
+    let deadline = std::time::Instant::now() + wait.max(Duration::from_secs(30));
+    let attempt = wait.min(Duration::from_secs(2));
     loop {
         let v = api(
             nc,
             &format!("$JS.API.STREAM.CREATE.{name}"),
             body.clone(),
-            wait,
+            attempt,
         )
         .await;
         let err = match v {
