@@ -32,6 +32,8 @@ pub use config::{ClusterOptions, ConfigError};
 pub use net::mem::{MemNet, MemTransport};
 pub use net::nats::{NatsServer, NatsTransport, rpc_subject};
 pub use net::{Lane, RpcHandler, Transport, TransportError};
-pub use node::{MembershipError, ProposeError, Replicator, Role, StartError, Status, StorageStats};
+pub use node::{
+    MembershipError, ProposeError, Replicator, Role, StartError, Status, StorageStats, Submitted,
+};
 pub use state::{Machine, MachineError, RestoreKind};
 pub use types::{Command, NodeInfo, Response, node_id_of};

@@ -267,6 +267,13 @@ impl Replicator {
     /// Replicates `cmd` and returns its log index and the machine's response once a quorum
     /// has it and this node applied it.
     pub async fn propose(&self, cmd: Bytes) -> Result<(u64, Response), ProposeError> {
+        self.submit(cmd).await?.wait().await
+    }
+
+    /// Hands `cmd` to RAFT at once and returns the wait for its commit (and application
+    /// here), so that a caller can submit more before the first is committed: entries are
+    /// replicated in submission order, and so are the waits' results.
+    pub async fn submit(&self, cmd: Bytes) -> Result<Submitted, ProposeError> {
         let mut status = self.status.clone();
         {
             let s = status.borrow_and_update();
@@ -276,28 +283,12 @@ impl Replicator {
                 });
             }
         }
-        let write = self.raft.client_write(Command(cmd));
-        tokio::pin!(write);
-        loop {
-            tokio::select! {
-                res = &mut write => return match res {
-                    Ok(r) => Ok((r.log_id.index, r.data)),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                        Err(ProposeError::NotLeader { leader: f.leader_node.map(|n| n.name) })
-                    }
-                    Err(RaftError::APIError(e)) => Err(ProposeError::Stopped(e.to_string())),
-                    Err(RaftError::Fatal(f)) => Err(ProposeError::Stopped(f.to_string())),
-                },
-                changed = status.changed() => {
-                    if changed.is_err() {
-                        return Err(ProposeError::Stopped("status channel closed".into()));
-                    }
-                    if status.borrow_and_update().role != Role::Leader {
-                        return Err(ProposeError::LeadershipLost);
-                    }
-                }
-            }
-        }
+        let rx = self
+            .raft
+            .client_write_ff(Command(cmd))
+            .await
+            .map_err(|f| ProposeError::Stopped(f.to_string()))?;
+        Ok(Submitted { rx, status })
     }
 
     /// Waits until this node, as leader, has applied everything committed before the call
@@ -529,6 +520,46 @@ async fn watch_status(
                 changed
             });
             return;
+        }
+    }
+}
+
+/// A command handed to RAFT by [`Replicator::submit`], not yet known to be committed.
+pub struct Submitted {
+    rx: tokio::sync::oneshot::Receiver<
+        Result<
+            openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
+            ClientWriteError<NodeId, NodeInfo>,
+        >,
+    >,
+    status: watch::Receiver<Status>,
+}
+
+impl Submitted {
+    /// Its log index and the machine's response, once a quorum has it and this node applied
+    /// it; [`ProposeError::LeadershipLost`] when this node stops leading first.
+    pub async fn wait(self) -> Result<(u64, Response), ProposeError> {
+        let Submitted { rx, mut status } = self;
+        tokio::pin!(rx);
+        loop {
+            tokio::select! {
+                res = &mut rx => return match res {
+                    Ok(Ok(r)) => Ok((r.log_id.index, r.data)),
+                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                        Err(ProposeError::NotLeader { leader: f.leader_node.map(|n| n.name) })
+                    }
+                    Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
+                    Err(_) => Err(ProposeError::Stopped("the RAFT node dropped the request".into())),
+                },
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        return Err(ProposeError::Stopped("status channel closed".into()));
+                    }
+                    if status.borrow_and_update().role != Role::Leader {
+                        return Err(ProposeError::LeadershipLost);
+                    }
+                }
+            }
         }
     }
 }

@@ -61,6 +61,9 @@ pub(crate) struct Serverz<'a> {
     pub(crate) node_id: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) peers: Vec<String>,
+    /// Clustered: the last RAFT log index applied to this node's store (an extension).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) raft_last_applied: u64,
     pub(crate) now: String,
     pub(crate) start_time: String,
     pub(crate) uptime: String,
@@ -209,6 +212,7 @@ pub(crate) fn serverz(st: &Status, c: &Counts) -> MonitorReply {
     ok(&Serverz {
         role: raft.as_ref().map(|r| r.role.clone()).unwrap_or_default(),
         node_id: raft.as_ref().map(|r| r.node_id.clone()).unwrap_or_default(),
+        raft_last_applied: raft.as_ref().map_or(0, |r| r.last_applied),
         peers: raft.map(|r| r.peers).unwrap_or_default(),
         cluster_id: &st.opts.cluster_id,
         server_id: &st.server_id,

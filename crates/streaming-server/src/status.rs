@@ -29,6 +29,8 @@ pub(crate) struct RaftView {
     pub(crate) role: String,
     pub(crate) node_id: String,
     pub(crate) peers: Vec<String>,
+    /// The last RAFT log index applied to this node's store.
+    pub(crate) last_applied: u64,
 }
 
 impl ServerState {

@@ -65,6 +65,13 @@ impl Cluster {
         v["role"].as_str().map(str::to_string)
     }
 
+    async fn applied(&self, i: usize) -> Option<u64> {
+        let port = self.nodes[i].as_ref()?.monitor?;
+        let body = monitor_get(port, "/streaming/serverz").await?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["raft_last_applied"].as_u64()
+    }
+
     /// The node that reports itself leader (waiting at most `wait`).
     async fn leader(&self, wait: Duration) -> Result<usize> {
         let deadline = Instant::now() + wait;
@@ -209,7 +216,21 @@ pub(super) async fn run(
         let _ = d.stan.close_sub(&d.sub, wait).await;
         let _ = d.stan.close(wait).await;
         // Let the followers apply the last entries, then stop every node.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut applied = Vec::new();
+            for i in 0..NODES.len() {
+                applied.push(cl.applied(i).await);
+            }
+            if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
+                break;
+            }
+            if Instant::now() > deadline {
+                f.fail(format!("the nodes did not catch up: applied {applied:?}"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     for s in cl.nodes.iter_mut().flatten() {
         let _ = term(s, wait).await;

@@ -180,6 +180,7 @@ impl Node {
                 role: st.role.to_string(),
                 node_id: st.node_id.clone(),
                 peers: st.peers.clone(),
+                last_applied: st.last_applied.unwrap_or(0),
             }));
             let leading = st.role == Role::Leader;
             let mut active = self.active.lock().await;

@@ -81,6 +81,7 @@ pub use errors::ProtocolError;
 use flusher::{FlushJob, Flushed, Flusher, PendingPubAck, encode_pubacks, flushed};
 use outbox::Outbox;
 pub(crate) use replicated::Repl;
+use replicated::replicated;
 use state::{ChannelState, ClientState, Stats};
 use writes::Sink;
 
@@ -122,6 +123,8 @@ enum Wake {
     Closed,
     Timer,
     Flushed(Flushed),
+    /// A replicated round committed (or failed).
+    Replicated(replicated::Job, Result<(), String>),
     SubsFlushed,
     /// Deliveries left over from the last commit (see `DELIVER_ROUND`).
     MoreToDeliver,
@@ -310,6 +313,7 @@ impl Engine {
                 }
             };
             let wake = tokio::select! {
+                (job, res) = replicated(&mut self.repl) => Wake::Replicated(job, res),
                 (kind, m) = inbound.next() => {
                     Wake::Event(Event::Nats(kind, m))
                 }
@@ -323,6 +327,7 @@ impl Engine {
                 Wake::Closed => break,
                 Wake::Timer => self.fire_timers(),
                 Wake::Flushed(done) => self.on_flushed(done),
+                Wake::Replicated(job, res) => self.on_replicated(job, res),
                 Wake::SubsFlushed | Wake::MoreToDeliver => {}
                 Wake::Event(ev) => {
                     let mut next = Some(ev);
@@ -369,7 +374,10 @@ impl Engine {
                 self.lazy_flush_started = None;
             }
             self.commit().await;
-            if self.flushes_outstanding() {
+            if self.repl.as_ref().is_some_and(|r| r.outstanding > 0) {
+                let (job, res) = replicated(&mut self.repl).await;
+                self.on_replicated(job, res);
+            } else if self.flushes_outstanding() {
                 let done = flushed(&mut self.flusher).await;
                 self.on_flushed(done);
             } else if all && self.subs_flushing.is_some() {
@@ -421,8 +429,10 @@ impl Engine {
         self.store.kind() != StoreKind::Memory
     }
 
+    /// Message flushes (or replicated rounds) not completed yet.
     fn flushes_outstanding(&self) -> bool {
         self.flusher.as_ref().is_some_and(|f| f.outstanding > 0)
+            || self.repl.as_ref().is_some_and(|r| r.outstanding > 0)
     }
 
     /// Delivers, flushes the subscription stores replies depend on, sends what the handlers

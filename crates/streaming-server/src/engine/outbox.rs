@@ -36,6 +36,14 @@ impl Outbox {
             .collect()
     }
 
+    /// Appends `other`'s messages after this outbox's.
+    pub(super) fn append(&mut self, other: Outbox) {
+        let base = self.inboxes.len() as u32;
+        self.inboxes.extend(other.inboxes);
+        self.msgs
+            .extend(other.msgs.into_iter().map(|(i, p)| (i + base, p)));
+    }
+
     pub(super) fn clear(&mut self) {
         self.inboxes.clear();
         self.msgs.clear();

@@ -1,9 +1,11 @@
 //! The commit of a clustered leader: what the handlers changed this round (messages with
 //! their sequences, subscriptions, pending and acked sequences, clients, channel deletions)
-//! goes to RAFT as entries, and the replies, deliveries and PubAcks of the round go out only
-//! once the entries are committed by a quorum and applied to this node's store. A proposal
-//! that fails (leadership lost) answers its publishes with an error PubAck and drops the
-//! round's other replies: nothing is reported done that may not have happened.
+//! goes to RAFT as entries, and the round's replies, deliveries and PubAcks go out only once
+//! the entries are committed by a quorum and applied to this node's store. Rounds are
+//! pipelined: a round's entries are handed to RAFT at once (in order) and the engine goes on
+//! with the next round while they replicate; a waiter task reports the rounds' commits in
+//! order. A round whose entries fail (leadership lost) answers its publishes with an error
+//! PubAck and drops its other replies: nothing is reported done that may not have happened.
 
 use std::sync::Arc;
 
@@ -11,14 +13,40 @@ use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 use rnats_streaming::proto::{PubAck, ReplEntry, ReplOp};
 use rnats_streaming::store::crypto::LogSealer;
-use rnats_streaming_raft::Replicator;
+use rnats_streaming_raft::{Replicator, Submitted};
+use tokio::sync::mpsc;
 use tracing::{error, warn};
 
+use super::flusher::PendingPubAck;
+use super::outbox::Outbox;
 use super::{Engine, mark};
+use crate::nats::Subject;
 
 /// Entries are cut at this size, well below NATS' default maximum payload (1 MiB): a RAFT
 /// append carries the entry whole.
 const MAX_ENTRY_BYTES: usize = 256 * 1024;
+
+/// What a round sends once its entries are committed.
+pub(crate) struct Job {
+    pubacks: Vec<PendingPubAck>,
+    replies: Vec<(Subject, Bytes)>,
+    outbox: Outbox,
+    /// Per channel, the last sequence the round's entries store.
+    upto: Vec<(String, u64)>,
+}
+
+impl Job {
+    /// Nothing to send for this round (an empty round must not be queued: a settling engine
+    /// commits until no round is in flight).
+    fn is_empty(&self) -> bool {
+        self.pubacks.is_empty()
+            && self.replies.is_empty()
+            && self.outbox.is_empty()
+            && self.upto.is_empty()
+    }
+}
+
+type Done = (Job, Result<(), String>);
 
 /// A clustered leader's link to RAFT.
 pub(crate) struct Repl {
@@ -27,15 +55,61 @@ pub(crate) struct Repl {
     pub(crate) sealer: Option<Arc<LogSealer>>,
     /// Entries sealed in this session: the sealer's nonce counter.
     sealed: u64,
+    /// Rounds handed to the waiter task, not reported yet.
+    pub(crate) outstanding: usize,
+    waits: mpsc::UnboundedSender<(Vec<Submitted>, Job)>,
+    done: mpsc::UnboundedReceiver<Done>,
+    /// Replies and deliveries of committed rounds, sent with the next commit (kept apart
+    /// from what the round being committed produced).
+    released: (Vec<(Subject, Bytes)>, Outbox),
 }
 
 impl Repl {
     pub(crate) fn new(replicator: Arc<Replicator>, sealer: Option<Arc<LogSealer>>) -> Repl {
+        let (waits, mut rounds) = mpsc::unbounded_channel::<(Vec<Submitted>, Job)>();
+        let (report, done) = mpsc::unbounded_channel();
+        // Rounds complete in submission order: the waiter takes them one after the other.
+        tokio::spawn(async move {
+            while let Some((subs, job)) = rounds.recv().await {
+                let mut res = Ok(());
+                for s in subs {
+                    if let Err(e) = s.wait().await {
+                        warn!("STREAM: Replication failed: {e}");
+                        res = Err(format!("stan: {e}"));
+                        break;
+                    }
+                }
+                if report.send((job, res)).is_err() {
+                    return;
+                }
+            }
+        });
         Repl {
             replicator,
             sealer,
             sealed: 0,
+            outstanding: 0,
+            waits,
+            done,
+            released: Default::default(),
         }
+    }
+}
+
+/// The next replicated round reported (never resolves without rounds in flight).
+pub(super) async fn replicated(repl: &mut Option<Repl>) -> Done {
+    match repl {
+        Some(r) if r.outstanding > 0 => match r.done.recv().await {
+            Some(d) => {
+                r.outstanding -= 1;
+                d
+            }
+            None => {
+                r.outstanding = 0;
+                std::future::pending().await
+            }
+        },
+        _ => std::future::pending().await,
     }
 }
 
@@ -116,20 +190,70 @@ impl Engine {
             }
         }
         self.to_deliver.extend(more);
-        // What the stores of this round's channels will hold once committed.
-        let upto: Vec<(String, u64)> = std::mem::take(&mut self.dirty_msgs)
-            .into_iter()
-            .filter_map(|n| self.channels.get(&n).map(|c| (n, c.next.seq)))
-            .collect();
         self.dirty_subs.clear();
         self.lazy_subs.clear();
-        let pubacks = std::mem::take(&mut self.pubacks);
-        let failed = match self.sink.take_entry() {
-            Some(entry) => self.propose(entry).await.err(),
-            None => None,
+        let job = Job {
+            pubacks: std::mem::take(&mut self.pubacks),
+            replies: std::mem::take(&mut self.replies),
+            outbox: std::mem::take(&mut self.outbox),
+            upto: std::mem::take(&mut self.dirty_msgs)
+                .into_iter()
+                .filter_map(|n| self.channels.get(&n).map(|c| (n, c.next.seq)))
+                .collect(),
         };
-        match failed {
+        let entry = self.sink.take_entry();
+        let outstanding = self.repl.as_ref().map_or(0, |r| r.outstanding);
+        let subs = match entry {
+            Some(e) => self.submit(e).await,
+            None if outstanding == 0 => Ok(Vec::new()),
+            // Nothing to replicate, but what it answers may depend on rounds in flight.
             None => {
+                if !job.is_empty() {
+                    self.queue(Vec::new(), job);
+                }
+                self.release();
+                return self.send().await;
+            }
+        };
+        match subs {
+            Ok(s) if s.is_empty() => self.on_replicated(job, Ok(())),
+            Ok(s) => self.queue(s, job),
+            Err(e) => self.on_replicated(job, Err(e)),
+        }
+        self.release();
+        self.send().await;
+    }
+
+    /// Moves what committed rounds released to the buffers `send` empties (the round being
+    /// committed took its own out of them).
+    fn release(&mut self) {
+        if let Some(r) = self.repl.as_mut() {
+            let (replies, outbox) = std::mem::take(&mut r.released);
+            self.replies.extend(replies);
+            self.outbox.append(outbox);
+        }
+    }
+
+    fn queue(&mut self, subs: Vec<Submitted>, job: Job) {
+        if let Some(r) = self.repl.as_mut() {
+            if r.waits.send((subs, job)).is_ok() {
+                r.outstanding += 1;
+            } else {
+                error!("STREAM: The replication waiter stopped");
+            }
+        }
+    }
+
+    /// A round's entries were committed (or failed): what it answers goes out.
+    pub(super) fn on_replicated(&mut self, job: Job, res: Result<(), String>) {
+        let Job {
+            pubacks,
+            replies,
+            outbox,
+            upto,
+        } = job;
+        let error = match res {
+            Ok(()) => {
                 for (name, seq) in upto {
                     if let Some(cs) = self.channels.get_mut(&name) {
                         cs.durable = cs.durable.max(seq);
@@ -138,39 +262,33 @@ impl Engine {
                         }
                     }
                 }
-                self.ready_acks.extend(pubacks.into_iter().map(|a| {
-                    (
-                        a.reply,
-                        PubAck {
-                            guid: a.guid,
-                            error: String::new(),
-                        },
-                    )
-                }));
+                if let Some(r) = self.repl.as_mut() {
+                    r.released.0.extend(replies);
+                    r.released.1.append(outbox);
+                }
+                String::new()
             }
-            Some(e) => {
-                self.replies.clear();
-                self.ready_acks.extend(pubacks.into_iter().map(|a| {
-                    (
-                        a.reply,
-                        PubAck {
-                            guid: a.guid,
-                            error: e.clone(),
-                        },
-                    )
-                }));
-            }
-        }
-        self.send().await;
+            Err(e) => e,
+        };
+        self.ready_acks.extend(pubacks.into_iter().map(|a| {
+            (
+                a.reply,
+                PubAck {
+                    guid: a.guid,
+                    error: error.clone(),
+                },
+            )
+        }));
     }
 
-    /// Proposes `entry` (cut to size, sealed when encrypted) and waits until every part is
-    /// committed and applied here. `Err` is the text for the round's PubAcks.
-    async fn propose(&mut self, mut entry: ReplEntry) -> Result<(), String> {
+    /// Hands `entry` to RAFT (cut to size, sealed when encrypted). `Err` is the text for the
+    /// round's PubAcks.
+    async fn submit(&mut self, mut entry: ReplEntry) -> Result<Vec<Submitted>, String> {
         let Some(repl) = self.repl.as_mut() else {
             return Err("stan: not clustered".into());
         };
         cut_batches(&mut entry);
+        let mut subs = Vec::new();
         for part in split(entry) {
             let mut buf = BytesMut::with_capacity(part.encoded_len());
             // Encoding into a BytesMut cannot fail: it grows as needed.
@@ -186,12 +304,15 @@ impl Engine {
                     }
                 };
             }
-            if let Err(e) = repl.replicator.propose(cmd).await {
-                warn!("STREAM: Replication failed: {e}");
-                return Err(format!("stan: {e}"));
+            match repl.replicator.submit(cmd).await {
+                Ok(s) => subs.push(s),
+                Err(e) => {
+                    warn!("STREAM: Replication failed: {e}");
+                    return Err(format!("stan: {e}"));
+                }
             }
         }
-        Ok(())
+        Ok(subs)
     }
 }
 

@@ -299,8 +299,16 @@ impl Raw {
             ping_interval: 5,
             ping_max_out: 3,
         };
-        let m = request(&nc, &discover(cluster), req.encode_to_vec()).await;
-        let resp = ConnectResponse::decode(m.payload).unwrap();
+        let m = nc
+            .send_request(
+                discover(cluster),
+                Request::new()
+                    .payload(Bytes::from(req.encode_to_vec()))
+                    .timeout(Duration::from_secs(3)),
+            )
+            .await
+            .map_err(|e| format!("connect request: {e}"))?;
+        let resp = ConnectResponse::decode(m.payload).map_err(|e| e.to_string())?;
         if !resp.error.is_empty() {
             return Err(resp.error);
         }
