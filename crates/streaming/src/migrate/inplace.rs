@@ -134,6 +134,17 @@ pub(crate) fn in_place(
     hook: StepHook<'_>,
 ) -> Result<InPlaceSummary, MigrateError> {
     let _lock = lock_dir(dir, true)?;
+    in_place_locked(dir, opts, file_options, limits, hook)
+}
+
+/// [`in_place`] for a caller that holds the directory lock already.
+pub(crate) fn in_place_locked(
+    dir: &Path,
+    opts: &ReferenceOptions,
+    file_options: &FileStoreOptions,
+    limits: &StoreLimits,
+    hook: StepHook<'_>,
+) -> Result<InPlaceSummary, MigrateError> {
     let journal = dir.join(JOURNAL);
     let done = dir.join(DONE);
     if done.exists() {

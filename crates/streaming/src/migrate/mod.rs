@@ -97,7 +97,7 @@ pub use report::{ChannelReport, Report, SubReport};
 
 use self::error::Issues;
 use self::records::Ctx;
-use crate::store::file::FileStoreOptions;
+use crate::store::file::{DirLock, FileStoreOptions};
 use crate::store::{StoreLimits, now_nanos};
 
 /// How the reference store was written: its file store options that matter for reading
@@ -210,12 +210,33 @@ pub fn migrate_in_place_if_needed(
     limits: &StoreLimits,
 ) -> Result<Option<InPlaceSummary>, MigrateError> {
     let dir = dir.as_ref();
-    let retiring = dir.join(inplace::DONE).exists();
-    if retiring || has_pending_migration(dir) || is_reference_store(dir)? {
+    if needs_migration(dir)? {
         migrate_in_place(dir, opts, file_options, limits).map(Some)
     } else {
         Ok(None)
     }
+}
+
+/// [`migrate_in_place_if_needed`] under a directory lock the caller holds already: the
+/// active server of a fault-tolerance group, which took the lock while on standby and must
+/// not let it go (a standby would take it). The migration runs under that lock.
+pub fn migrate_in_place_if_needed_locked(
+    lock: &DirLock,
+    opts: &ReferenceOptions,
+    file_options: &FileStoreOptions,
+    limits: &StoreLimits,
+) -> Result<Option<InPlaceSummary>, MigrateError> {
+    let dir = lock.dir();
+    if needs_migration(dir)? {
+        inplace::in_place_locked(dir, opts, file_options, limits, &mut |_| Ok(())).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// A reference store, an unfinished migration, or a retired journal still to remove.
+fn needs_migration(dir: &Path) -> Result<bool, MigrateError> {
+    Ok(dir.join(inplace::DONE).exists() || has_pending_migration(dir) || is_reference_store(dir)?)
 }
 
 /// Scan (strict), write into `staging`, reopen and compare.

@@ -408,6 +408,37 @@ fn nothing_to_do_on_our_own_or_an_empty_directory() {
     ));
 }
 
+#[test]
+fn in_place_under_a_lock_the_caller_holds() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    layered_store(&dir, IEEE_POLY);
+    let o = ReferenceOptions::default();
+    let fo = FileStoreOptions::default();
+    let lock = crate::store::file::DirLock::try_acquire(&dir)
+        .unwrap()
+        .unwrap();
+    // Taking the lock again (the unlocked form) fails while it is held...
+    assert!(matches!(
+        migrate_in_place_if_needed(&dir, &o, &fo, &unlimited()),
+        Err(MigrateError::Locked { .. })
+    ));
+    // ...the locked form migrates under it, and the store opens with that same lock.
+    let s = migrate_in_place_if_needed_locked(&lock, &o, &fo, &unlimited())
+        .unwrap()
+        .expect("a reference store is migrated");
+    assert_eq!((s.channels, s.messages), (2, 25));
+    assert!(s.backup.join("server.dat").exists());
+    assert!(
+        migrate_in_place_if_needed_locked(&lock, &o, &fo, &unlimited())
+            .unwrap()
+            .is_none()
+    );
+    let store = FileStore::open_locked(lock, fo, unlimited()).unwrap();
+    let r = store.recover().unwrap();
+    assert_eq!(all_msgs(&r, "foo").len(), 25);
+}
+
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stan-0.25.6-file-store/store")
 }
