@@ -183,7 +183,17 @@ pub(crate) fn in_place_locked(
     sync_dir(dir)?;
     hook("journal created")?;
     let staging = journal.join(STAGING);
-    let report = run_migration(dir, &staging, opts, file_options, limits)?;
+    let report = match run_migration(dir, &staging, opts, file_options, limits) {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing was committed: leave the directory as it was found (the reference
+            // would take the journal for a channel if the operator goes back to it).
+            if std::fs::remove_dir_all(&journal).is_ok() {
+                let _ = sync_dir(dir);
+            }
+            return Err(e);
+        }
+    };
     hook("staging written")?;
     sync_tree(&journal)?;
     hook("staging synced")?;

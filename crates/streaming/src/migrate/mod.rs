@@ -45,7 +45,8 @@
 //! ```
 //!
 //! * Killed before step 2: the originals were never touched. The next start removes
-//!   `.rnats-migrate` and migrates again from the start.
+//!   `.rnats-migrate` and migrates again from the start. A migration that fails before
+//!   step 2 (damage found, an I/O error) removes `.rnats-migrate` itself.
 //! * Killed after step 2: the next start finds `COMMIT` and rolls forward. Step 3 moves every
 //!   entry of D except the lock file, the journal and the backup folder, which is right
 //!   until `MOVED` exists, since no staged entry is in D before that; step 5 moves whatever

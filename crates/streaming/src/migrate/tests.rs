@@ -439,6 +439,33 @@ fn in_place_under_a_lock_the_caller_holds() {
     assert_eq!(all_msgs(&r, "foo").len(), 25);
 }
 
+#[test]
+fn a_failed_in_place_migration_leaves_the_directory_as_it_was() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    let b = RefBuilder::new(&dir);
+    b.server("s");
+    b.slice("foo", 1, &RefBuilder::msgs("foo", 1..=3), true);
+    // Slice 2 overlaps slice 1: damage, the migration stops.
+    b.slice("foo", 2, &RefBuilder::msgs("foo", 3..=4), true);
+    std::fs::File::create(dir.join(".rootdir.lck")).unwrap();
+    let before = tree(&dir);
+    let e = migrate_in_place(
+        &dir,
+        &ReferenceOptions::default(),
+        &FileStoreOptions::default(),
+        &unlimited(),
+    )
+    .unwrap_err();
+    assert_eq!(e.damage().unwrap().path, dir.join("foo/msgs.2.dat"), "{e}");
+    assert_eq!(diff(&before, &tree(&dir)), Vec::<PathBuf>::new());
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!names.iter().any(|n| n == inplace::JOURNAL), "{names:?}");
+}
+
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stan-0.25.6-file-store/store")
 }
