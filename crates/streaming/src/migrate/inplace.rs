@@ -357,7 +357,14 @@ pub(crate) fn offline(
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io_at(&staging))?;
     }
-    let mut report = run_migration(src, &staging, opts, file_options, limits)?;
+    let mut report = match run_migration(src, &staging, opts, file_options, limits) {
+        Ok(r) => r,
+        Err(e) => {
+            // No half-written store left next to the destination.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
     sync_tree(&staging)?;
     std::fs::rename(&staging, dst).map_err(io_at(dst))?;
     sync_dir(&parent)?;
