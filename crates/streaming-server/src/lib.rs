@@ -27,6 +27,7 @@
 mod cluster;
 mod engine;
 mod ft;
+mod migration;
 mod monitor;
 mod monitorz;
 mod nats;
