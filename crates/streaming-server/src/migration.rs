@@ -18,8 +18,8 @@
 use std::path::Path;
 
 use rnats_streaming::migrate::{
-    InPlaceSummary, has_pending_migration, is_reference_store, migrate_in_place_if_needed,
-    migrate_in_place_if_needed_locked,
+    InPlaceSummary, MigrateError, has_pending_migration, is_reference_store,
+    migrate_in_place_if_needed, migrate_in_place_if_needed_locked,
 };
 use rnats_streaming::store::StoreKind;
 use tracing::{info, warn};
@@ -92,9 +92,17 @@ fn log_summary(summary: &InPlaceSummary) {
 }
 
 /// The start-up error: what failed, where, and that the originals are safe.
-fn failed(dir: &Path, e: &dyn std::fmt::Display) -> String {
+fn failed(dir: &Path, e: &MigrateError) -> String {
+    let next = if e.damage().is_some() {
+        format!(
+            "nothing was changed; --migrate_check {} lists every damaged place",
+            dir.display()
+        )
+    } else {
+        "the original files are kept; a restart resumes the migration".to_string()
+    };
     format!(
-        "migrating the nats-streaming-server file store in {} failed: {e} (the original files are kept; a restart retries the migration)",
+        "migrating the nats-streaming-server file store in {} failed: {e} ({next})",
         dir.display()
     )
 }
