@@ -6,7 +6,8 @@
 //! migration and serve everything in the manifest.
 //!
 //! 5 rounds (`RNATS_KILL9_ROUNDS` overrides); the seed is printed (`RNATS_KILL9_SEED` replays
-//! it). The kill moments are spread over the duration of one migration, measured first.
+//! it). The kill moments are spread over the duration of one migration, measured first, half
+//! of them in its last part, where it commits and moves the files.
 
 mod common;
 mod migration_support;
@@ -138,7 +139,13 @@ async fn kill9_during_start_up_migration_then_restart_serves_the_manifest() {
             if wait_any(&p, &[MIGRATING, READY]) == 1 {
                 break; // complete already: nothing left to interrupt
             }
-            let delay = Duration::from_micros(rng.below(span_us));
+            // Half the kills anywhere in the migration, half near its end, where the commit
+            // and the moves are (most of its time is spent writing and checking the staging
+            // store).
+            let delay = Duration::from_micros(match rng.below(2) {
+                0 => rng.below(span_us),
+                _ => span_us * 6 / 10 + rng.below(span_us * 4 / 10),
+            });
             std::thread::sleep(delay);
             p.kill();
             let state = check_after_kill(&dir, &original);
