@@ -134,17 +134,23 @@ pub(crate) fn in_place(
     hook: StepHook<'_>,
 ) -> Result<InPlaceSummary, MigrateError> {
     let _lock = lock_dir(dir, true)?;
-    in_place_locked(dir, opts, file_options, limits, hook)
+    in_place_locked(dir, opts, file_options, limits, hook)?.ok_or_else(|| {
+        MigrateError::NotReferenceStore {
+            dir: dir.to_owned(),
+        }
+    })
 }
 
-/// [`in_place`] for a caller that holds the directory lock already.
+/// [`in_place`] for a caller that holds the directory lock already. `None` when nothing is
+/// left to do: the last migration was complete, and only its retired journal, whose summary
+/// had been removed already, was left (now removed too).
 pub(crate) fn in_place_locked(
     dir: &Path,
     opts: &ReferenceOptions,
     file_options: &FileStoreOptions,
     limits: &StoreLimits,
     hook: StepHook<'_>,
-) -> Result<InPlaceSummary, MigrateError> {
+) -> Result<Option<InPlaceSummary>, MigrateError> {
     let journal = dir.join(JOURNAL);
     let done = dir.join(DONE);
     if done.exists() {
@@ -158,8 +164,12 @@ pub(crate) fn in_place_locked(
             Err(_) => None,
         };
         remove_retired(&done)?;
-        if let Some(s) = summary {
-            return Ok(s);
+        if summary.is_some() {
+            return Ok(summary);
+        }
+        if !journal.exists() && !super::is_reference_store(dir)? {
+            // Killed after the summary was removed, before the directory was.
+            return Ok(None);
         }
     }
     let commit = journal.join(COMMIT);
@@ -167,7 +177,7 @@ pub(crate) fn in_place_locked(
         let text = std::fs::read_to_string(&commit).map_err(io_at(&commit))?;
         let summary = InPlaceSummary::parse_commit(dir, &commit, &text)?;
         roll_forward(dir, &summary, hook)?;
-        return Ok(summary);
+        return Ok(Some(summary));
     }
     if journal.exists() {
         // An attempt that did not reach its commit: the originals were not touched.
@@ -213,7 +223,7 @@ pub(crate) fn in_place_locked(
     hook("committed")?;
     roll_forward(dir, &summary, hook)?;
     summary.report = Some(report);
-    Ok(summary)
+    Ok(Some(summary))
 }
 
 /// The first of `nats-streaming-backup`, `nats-streaming-backup.1`, ... not in `dir`.

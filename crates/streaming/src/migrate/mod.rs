@@ -202,8 +202,9 @@ pub fn migrate_in_place(
 }
 
 /// [`migrate_in_place`] when `dir` holds a reference store or an unfinished migration;
-/// `Ok(None)` otherwise (our own store, an empty or missing directory). For the server's
-/// start-up, before it opens its file store.
+/// `Ok(None)` otherwise (our own store, an empty or missing directory, or a migration
+/// killed at the very end of removing its journal, which this call finishes). For the
+/// server's start-up, before it opens its file store.
 pub fn migrate_in_place_if_needed(
     dir: impl AsRef<Path>,
     opts: &ReferenceOptions,
@@ -212,7 +213,8 @@ pub fn migrate_in_place_if_needed(
 ) -> Result<Option<InPlaceSummary>, MigrateError> {
     let dir = dir.as_ref();
     if needs_migration(dir)? {
-        migrate_in_place(dir, opts, file_options, limits).map(Some)
+        let _lock = fsutil::lock_dir(dir, true)?;
+        inplace::in_place_locked(dir, opts, file_options, limits, &mut |_| Ok(()))
     } else {
         Ok(None)
     }
@@ -229,7 +231,7 @@ pub fn migrate_in_place_if_needed_locked(
 ) -> Result<Option<InPlaceSummary>, MigrateError> {
     let dir = lock.dir();
     if needs_migration(dir)? {
-        inplace::in_place_locked(dir, opts, file_options, limits, &mut |_| Ok(())).map(Some)
+        inplace::in_place_locked(dir, opts, file_options, limits, &mut |_| Ok(()))
     } else {
         Ok(None)
     }

@@ -440,6 +440,35 @@ fn in_place_under_a_lock_the_caller_holds() {
 }
 
 #[test]
+fn a_retired_journal_whose_summary_is_gone_is_removed_without_a_report() {
+    // Killed after the retired journal's COMMIT was removed, before its directory was.
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    layered_store(&dir, IEEE_POLY);
+    let (o, fo) = (ReferenceOptions::default(), FileStoreOptions::default());
+    migrate_in_place(&dir, &o, &fo, &unlimited()).unwrap();
+    std::fs::create_dir(dir.join(inplace::DONE)).unwrap();
+    assert!(
+        migrate_in_place_if_needed(&dir, &o, &fo, &unlimited())
+            .unwrap()
+            .is_none()
+    );
+    assert!(!dir.join(inplace::DONE).exists());
+    std::fs::create_dir(dir.join(inplace::DONE)).unwrap();
+    let lock = crate::store::file::DirLock::try_acquire(&dir)
+        .unwrap()
+        .unwrap();
+    assert!(
+        migrate_in_place_if_needed_locked(&lock, &o, &fo, &unlimited())
+            .unwrap()
+            .is_none()
+    );
+    assert!(!dir.join(inplace::DONE).exists());
+    let store = FileStore::open_locked(lock, fo, unlimited()).unwrap();
+    assert_eq!(all_msgs(&store.recover().unwrap(), "foo").len(), 25);
+}
+
+#[test]
 fn a_failed_in_place_migration_leaves_the_directory_as_it_was() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("s");
