@@ -43,15 +43,19 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Waits for the first log line that contains one of `what`; returns its index.
 fn wait_any(p: &ServerProc, what: &[&str]) -> usize {
     let deadline = Instant::now() + WAIT;
+    let mut log = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = p
-            .lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("none of {what:?} logged within {WAIT:?}"));
+        let Ok(line) = p.lines.recv_timeout(left) else {
+            panic!(
+                "none of {what:?} logged within {WAIT:?}; log:\n{}",
+                log.join("\n")
+            );
+        };
         if let Some(i) = what.iter().position(|w| line.contains(w)) {
             return i;
         }
+        log.push(line);
     }
 }
 
