@@ -46,7 +46,7 @@ pub(crate) async fn migrate_at_startup(
     if opts.clustering.clustered {
         if found {
             return Err(StartError::Config(format!(
-                "{} holds a nats-streaming-server file store: a clustered node cannot migrate it (its state is also in the reference's RAFT log); migrate a standalone copy or rebuild the cluster",
+                "{} holds a nats-streaming-server file store: a clustered node cannot migrate it (its state is also in the reference's RAFT log, which is not migrated); start the cluster on new directories",
                 dir.display()
             )));
         }

@@ -1,7 +1,7 @@
 //! Migration of a nats-streaming-server 0.25.6 FILE store through the binary: in place at
 //! start-up (`-st FILE --dir D`), offline (`--migrate_from`), the dry run
-//! (`--migrate_check`), a damaged store, and an FT group where only the member holding the
-//! store lock migrates. Every migrated store is checked against the fixture's manifest
+//! (`--migrate_check`), a damaged store, the reference's file options, an FT group where
+//! only the member holding the store lock migrates, and a clustered node that refuses. Every migrated store is checked against the fixture's manifest
 //! through monitoring, the raw protocol client and node-nats-streaming (the node part skips
 //! when it is not installed, except in CI).
 
@@ -286,6 +286,46 @@ fn a_damaged_reference_store_is_refused_with_its_path_and_offset() {
     let (_p, log) = start_logged(&args);
     let text = log.join("\n");
     assert!(text.contains(SUMMARY), "{text}");
+}
+
+/// A clustered node refuses a reference store (its RAFT log is not migrated), and leaves it
+/// as it is.
+#[test]
+fn a_clustered_node_refuses_a_reference_store() {
+    let (t, dir) = fixture_copy();
+    let original = tree(&dir);
+    let (d, conf) = (dir.to_str().unwrap(), conf());
+    let raft = t.path().join("raft");
+    let r = run_bin(
+        &[
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "-1",
+            "--clustered",
+            "--cluster_node_id",
+            "a",
+            "--cluster_bootstrap",
+            "--cluster_log_path",
+            raft.to_str().unwrap(),
+            "-st",
+            "FILE",
+            "--dir",
+            d,
+            "-sc",
+            &conf,
+        ],
+        RUN,
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{d} holds a nats-streaming-server file store: a clustered node cannot migrate it"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(differences(&original, &tree(&dir)), Vec::<&Path>::new());
 }
 
 /// A copy of a store written by the reference's own store package (`slices`,
