@@ -23,10 +23,12 @@
 //!   `ARCHITECTURE.md` beside this crate).
 //! * `nats`: the engine's NATS connection, local or over TCP.
 //! * `monitor`: `/streaming/serverz`, `storez`, `clientsz`, `channelsz`.
+//! * `migration`: a nats-streaming-server FILE store converted at start-up.
 
 mod cluster;
 mod engine;
 mod ft;
+mod migration;
 mod monitor;
 mod monitorz;
 mod nats;

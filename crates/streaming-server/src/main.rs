@@ -37,6 +37,9 @@ fn main() -> ExitCode {
         Ok(o) => o,
         Err(e) => return fatal(e),
     };
+    if let Some(code) = offline_migration(&opts) {
+        return code;
+    }
     let debug = opts.nats.debug || opts.stan_debug;
     let trace = opts.nats.trace || opts.stan_trace;
     // RAFT internals (openraft) at warning level unless --cluster_raft_logging.
@@ -59,6 +62,47 @@ fn main() -> ExitCode {
         Err(e) => return fatal(e),
     };
     runtime.block_on(run(opts))
+}
+
+/// `--migrate_from` and `--migrate_check`: the report on stdout, errors on stderr; None when
+/// neither is asked for (the server starts).
+fn offline_migration(opts: &rnats_streaming_server::Options) -> Option<ExitCode> {
+    use rnats_streaming::migrate;
+    let ref_opts = opts.reference_options();
+    if let Some(src) = &opts.migrate_check {
+        return Some(match migrate::check(src, &ref_opts, &opts.limits) {
+            Ok(report) => {
+                println!("{report}");
+                if report.is_clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => fatal(format_args!("checking {}: {e}", src.display())),
+        });
+    }
+    let src = opts.migrate_from.as_ref()?;
+    let dst = opts.dir.as_deref().unwrap_or(std::path::Path::new(""));
+    Some(
+        match migrate::migrate(src, dst, &ref_opts, &opts.file_options, &opts.limits) {
+            Ok(report) => {
+                println!("{report}");
+                println!(
+                    "migrated: start with -st FILE --dir {}; {} is unchanged",
+                    dst.display(),
+                    src.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fatal(format_args!(
+                "migrating {} into {} failed: {e} (nothing was written to {})",
+                src.display(),
+                dst.display(),
+                dst.display()
+            )),
+        },
+    )
 }
 
 async fn run(opts: rnats_streaming_server::Options) -> ExitCode {

@@ -247,7 +247,8 @@ pub(crate) fn crypto_options(opts: &Options) -> Result<Option<CryptoOptions>, St
 }
 
 /// Opens the store `-st` names (on a blocking thread: the file store reads its files), with
-/// its lock when the FT standby took it already, encrypted when asked. A wrong encryption
+/// its lock when the FT standby took it already, encrypted when asked; a
+/// nats-streaming-server file store is migrated first (see `migration`). A wrong encryption
 /// key is refused here, naming the channel it does not open.
 pub(crate) async fn open_store(
     opts: &Options,
@@ -261,6 +262,8 @@ pub(crate) async fn open_store(
     if kind == StoreKind::Sql {
         return Err(StartError::Config("SQL store not supported".into()));
     }
+    // A nats-streaming-server file store in `dir` is converted first (FILE only).
+    let lock = crate::migration::migrate_at_startup(opts, lock).await?;
     let open = move || -> Result<Arc<dyn Store>, StoreError> {
         let inner: Box<dyn Store> = match (kind, lock) {
             (StoreKind::File, Some(HeldLock::File(l))) => {

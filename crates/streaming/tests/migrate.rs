@@ -300,6 +300,7 @@ fn assert_damage(dir: &Path, file: &Path, offset: u64, kind: &DamageKind) {
     assert!(text.contains(&file.display().to_string()), "{text}");
     assert!(text.contains(&format!("offset {offset}")), "{text}");
     assert!(!dst.exists());
+    assert!(!dir.with_file_name(".dst.rnats-migrate").exists());
 }
 
 #[test]

@@ -437,6 +437,72 @@ scenarios.partitions = async function () {
   await close(sc)
 }
 
+// A nats-streaming-server 0.25.6 FILE store migrated by rnats (the fixture's manifest.json
+// path in argv[5]). Every channel replays from its first sequence with the reference's
+// sequences, timestamps and payloads (sha256); the offline durable and the durable queue
+// group resume with their unacked messages first, flagged redelivered, then the rest; both
+// ack everything and close their connection (the durables stay).
+// Timestamps: this client decodes int64 into a JS number, and JSON.parse reads the
+// manifest's the same way, both rounded to the nearest double (within 256 ns); the Rust
+// tests compare them exactly.
+scenarios.migrated_fixture = async function () {
+  const crypto = require('crypto')
+  const manifest = JSON.parse(require('fs').readFileSync(process.argv[5], 'utf8'))
+  const sha256 = (m) => crypto.createHash('sha256').update(m.getRawData()).digest('hex')
+  const bySeq = {}
+  for (const [name, ch] of Object.entries(manifest.channels)) {
+    bySeq[name] = new Map(ch.msgs.map((w) => [w.seq, w]))
+  }
+  const checkPayloads = (name, msgs) => {
+    for (const m of msgs) {
+      const w = bySeq[name].get(m.getSequence())
+      assert(w, name + ': no message ' + m.getSequence() + ' in the manifest')
+      eq(m.getRawData().length, w.size, name + ' seq ' + w.seq + ' size')
+      eq(sha256(m), w.sha256, name + ' seq ' + w.seq + ' sha256')
+      eq(m.getTimestampRaw(), w.timestamp, name + ' seq ' + w.seq + ' timestamp')
+    }
+  }
+
+  const sc = await connect('mig-reader')
+  for (const [name, ch] of Object.entries(manifest.channels)) {
+    const s = subscribe(sc, name, null, sc.subscriptionOptions().setDeliverAllAvailable())
+    await s.ready
+    const got = await s.next(ch.msgs.length)
+    eq(seqs(got), ch.msgs.map((w) => w.seq), name + ' replay sequences')
+    eq(got[0].getSequence(), ch.first_seq, name + ' first sequence')
+    eq(got[got.length - 1].getSequence(), ch.last_seq, name + ' last sequence')
+    assert(got.every((m) => !m.isRedelivered()), name + ': replay flagged redelivered')
+    checkPayloads(name, got)
+    await unsubscribe(s)
+    eq(s.msgs.length, ch.msgs.length, name + ': more messages than stored')
+  }
+  await close(sc)
+
+  for (const d of manifest.durables) {
+    const c = await connect(d.client_id)
+    const opts = c.subscriptionOptions().setDurableName(d.durable_name).setManualAckMode(true)
+      .setMaxInFlight(d.max_inflight).setAckWait(d.ack_wait_s * 1000).setDeliverAllAvailable()
+    const s = subscribe(c, d.channel, d.queue_group, opts)
+    await s.ready
+    const r = d.expect_on_resume
+    const fresh = []
+    for (let q = r.then_new_from; q <= r.then_new_to; q++) fresh.push(q)
+    const what = d.channel + ' durable ' + d.durable_name + (d.queue_group ? ' queue ' + d.queue_group : '')
+    const got = await s.next(r.redelivered_first.length + fresh.length)
+    const first = got.slice(0, r.redelivered_first.length)
+    const rest = got.slice(r.redelivered_first.length)
+    eq(seqs(first), r.redelivered_first, what + ': unacked messages first')
+    assert(first.every((m) => m.isRedelivered()), what + ': unacked messages flagged redelivered')
+    eq(seqs(rest), fresh, what + ': then the rest')
+    assert(rest.every((m) => !m.isRedelivered()), what + ': new messages not flagged')
+    checkPayloads(d.channel, got)
+    for (const m of got) m.ack()
+    await sleep(300) // the acks reach the server; nothing else arrives
+    eq(s.msgs.length, got.length, what + ': nothing delivered twice')
+    await close(c)
+  }
+}
+
 async function main () {
   const fn = scenarios[scenario]
   if (!fn) fail('unknown scenario (have: ' + Object.keys(scenarios).join(', ') + ')')

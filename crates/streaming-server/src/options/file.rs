@@ -11,7 +11,8 @@ use rnats_streaming::store::crypto::EncryptionKey;
 use rnats_streaming::store::file::{FileStoreOptions, SyncPolicy};
 
 use super::{
-    Clustering, Options, OptionsError, nonneg, parse_flag_duration, parse_store_type, split_peers,
+    Clustering, Options, OptionsError, crc_poly, nonneg, parse_flag_duration, parse_store_type,
+    split_peers,
 };
 
 /// Top-level keys that belong to streaming, removed before the map configures NATS.
@@ -200,7 +201,8 @@ pub fn apply_config(map: &Map, opts: &mut Options) -> Result<(), OptionsError> {
                 let m = v
                     .as_map()
                     .ok_or_else(|| conf_err(v, format!("parameter \"{key}\" must be a map")))?;
-                apply_file_options(m, &mut opts.file_options)?
+                apply_file_options(m, &mut opts.file_options)?;
+                apply_reference_file_options(m, opts)?
             }
             "ft_group" | "ft_group_name" => {
                 opts.ft_group = Some(conf_str(&key, v)?).filter(|g| !g.is_empty())
@@ -351,6 +353,20 @@ fn apply_cluster(map: &Map, c: &mut Clustering) -> Result<(), ConfError> {
             "raft_election_timeout" => c.raft.election_timeout = conf_duration(&key, v)?,
             "raft_lease_timeout" => c.raft.lease_timeout = conf_duration(&key, v)?,
             "raft_commit_timeout" => c.raft.commit_timeout = conf_duration(&key, v)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The file options that describe how a nats-streaming-server store was written (read when
+/// migrating one): `crc`/`do_crc` and `crc_poly`.
+fn apply_reference_file_options(map: &Map, opts: &mut Options) -> Result<(), OptionsError> {
+    for entry in map {
+        let key = entry.key.to_ascii_lowercase();
+        match key.as_str() {
+            "crc" | "do_crc" => opts.reference_file.check_crc = conf_bool(&key, &entry.value)?,
+            "crc_poly" => opts.reference_file.crc_poly = crc_poly(conf_int(&key, &entry.value)?)?,
             _ => {}
         }
     }

@@ -8,7 +8,9 @@ use rnats_server::flags::{FlagError, FlagTable, FlagValues, Flags, NATS_FLAGS, P
 use rnats_streaming::store::crypto::EncryptionKey;
 use rnats_streaming::store::file::SyncPolicy;
 
-use super::{Options, OptionsError, nonneg, parse_flag_duration, parse_store_type, split_peers};
+use super::{
+    Options, OptionsError, crc_poly, nonneg, parse_flag_duration, parse_store_type, split_peers,
+};
 
 pub const USAGE: &str = "\
 Usage: rnats-streaming-server [options]
@@ -60,6 +62,13 @@ Streaming Server File Store Options:
     --file_slice_max_age <duration>   Maximum file slice duration starting when the first message is stored (subject to channel limits)
     --file_fds_limit <int>            Store will try to use no more file descriptors than this given limit
     --file_read_buffer_size <size>    Size of messages read ahead buffer (0 to disable)
+    --file_crc <bool>                 Check the CRC-32 of a nats-streaming-server store being migrated (default: true)
+    --file_crc_poly <int>             Its CRC-32 polynomial (default: IEEE, 3988292384)
+    --file_truncate_bad_eof <bool>    Skip its last record when cut short by a crash instead of failing
+
+Migration from nats-streaming-server (FILE store; -st FILE --dir D migrates D in place at start-up):
+    --migrate_from <dir>              Migrate the store in <dir> into --dir (a new directory), print the report, exit
+    --migrate_check <dir>             Read the whole store in <dir>, print what would be migrated and any damage, exit (1 if damaged)
 
 Streaming Server Logging Options:
     -SD, --stan_debug=<bool>          Enable STAN debugging output
@@ -127,6 +136,8 @@ const VALUE_FLAGS: &[(&str, &[&str])] = &[
     ("file_read_buffer_size", &["file_read_buffer_size"]),
     ("file_auto_sync", &["file_auto_sync"]),
     ("ft_group", &["ft_group"]),
+    ("migrate_from", &["migrate_from"]),
+    ("migrate_check", &["migrate_check"]),
     ("ft_hb_interval", &["ft_hb_interval"]),
     ("ft_hb_missed_interval", &["ft_hb_missed_interval"]),
     // Accepted so that the usage error names the feature, rejected in `apply`.
@@ -292,12 +303,12 @@ impl CommandLine {
                 "file_fds_limit" => {
                     opts.file_options.fds_limit = usize::try_from(int()?).map_err(|_| bad())?
                 }
-                "file_crc"
-                | "file_crc_poly"
-                | "file_parallel_recovery"
-                | "file_auto_sync"
-                | "file_truncate_bad_eof"
-                | "syslog_name" => {}
+                "file_crc" => opts.reference_file.check_crc = v == "true",
+                "file_crc_poly" => opts.reference_file.crc_poly = crc_poly(int()?)?,
+                "file_truncate_bad_eof" => opts.reference_file.truncate_bad_eof = v == "true",
+                "migrate_from" => opts.migrate_from = Some(PathBuf::from(v)),
+                "migrate_check" => opts.migrate_check = Some(PathBuf::from(v)),
+                "file_parallel_recovery" | "file_auto_sync" | "syslog_name" => {}
                 "file_slice_archive_script" => return Err(OptionsError::ArchiveScript),
                 "ft_group" => opts.ft_group = Some(v.to_string()).filter(|g| !g.is_empty()),
                 "ft_hb_interval" => opts.ft_hb_interval = dur()?,

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use rnats_conf::ConfError;
 use rnats_server::flags::FlagError;
+use rnats_streaming::migrate::ReferenceOptions;
 use rnats_streaming::store::crypto::EncryptionKey;
 use rnats_streaming::store::file::FileStoreOptions;
 use rnats_streaming::store::{LimitsError, StoreKind, StoreLimits};
@@ -46,6 +47,16 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     pub limits: StoreLimits,
     pub file_options: FileStoreOptions,
+    /// How a nats-streaming-server file store found in `dir` (or named by `--migrate_from`,
+    /// `--migrate_check`) was written: `--file_crc`, `--file_crc_poly`,
+    /// `--file_truncate_bad_eof`. See [`Options::reference_options`].
+    pub reference_file: ReferenceOptions,
+    /// `--migrate_from <dir>`: migrate that nats-streaming-server file store into `--dir`
+    /// (a new directory), print the report and exit.
+    pub migrate_from: Option<PathBuf>,
+    /// `--migrate_check <dir>`: read that nats-streaming-server file store, print what a
+    /// migration would carry over and any damage, and exit (1 if damaged).
+    pub migrate_check: Option<PathBuf>,
     /// `-ns`: connect to this NATS server (or comma-separated list) instead of embedding one.
     pub nats_server_url: Option<String>,
     /// Options of the embedded rnats server (ignored with `nats_server_url`).
@@ -127,6 +138,9 @@ impl Default for Options {
             dir: None,
             limits: StoreLimits::default(),
             file_options: FileStoreOptions::default(),
+            reference_file: ReferenceOptions::default(),
+            migrate_from: None,
+            migrate_check: None,
             nats_server_url: None,
             nats: rnats_server::Options::default(),
             http_port: 0,
@@ -203,11 +217,20 @@ pub enum OptionsError {
     SqlFlags,
     #[error("TLS to the NATS server is not supported by this build")]
     NatsTls,
+    #[error("crc polynomial should be between 1 and 4294967295 (got {0})")]
+    CrcPoly(i64),
+    #[error("--migrate_from and --migrate_check are exclusive")]
+    MigrateBoth,
+    #[error("--migrate_from needs --dir: the new directory the migrated store is written to")]
+    MigrateWithoutDir,
 }
 
 impl Options {
     /// Checks cross-field rules at start-up.
     pub fn check(&self) -> Result<(), OptionsError> {
+        if self.migrate_from.is_some() || self.migrate_check.is_some() {
+            return self.check_offline_migration();
+        }
         if self.cluster_id.is_empty()
             || !self
                 .cluster_id
@@ -255,6 +278,29 @@ impl Options {
         }
         self.limits.validate()?;
         Ok(())
+    }
+
+    /// The offline migration modes use the limits and file options, and `--dir` only as the
+    /// destination of `--migrate_from`: the server's own rules do not apply.
+    fn check_offline_migration(&self) -> Result<(), OptionsError> {
+        if self.migrate_from.is_some() && self.migrate_check.is_some() {
+            return Err(OptionsError::MigrateBoth);
+        }
+        if self.migrate_from.is_some() && self.dir.is_none() {
+            return Err(OptionsError::MigrateWithoutDir);
+        }
+        self.limits.validate()?;
+        Ok(())
+    }
+
+    /// How to read a nats-streaming-server file store: [`Options::reference_file`], reading
+    /// ahead `--file_read_buffer_size` bytes per file (the default when that is 0).
+    pub fn reference_options(&self) -> ReferenceOptions {
+        let mut r = self.reference_file.clone();
+        if self.file_options.read_buffer_size > 0 {
+            r.read_buffer_size = self.file_options.read_buffer_size;
+        }
+        r
     }
 
     /// Builds the options from a command line: defaults, then the configuration file(s),
@@ -311,6 +357,14 @@ fn split_peers(v: &str) -> Vec<String> {
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
         .collect()
+}
+
+/// `--file_crc_poly` / `crc_poly`: a CRC-32 polynomial, 1 to 2^32-1 as in the reference.
+fn crc_poly(n: i64) -> Result<u32, OptionsError> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or(OptionsError::CrcPoly(n))
 }
 
 /// `n` as a limit, which cannot be negative.
@@ -385,6 +439,77 @@ mod tests {
         assert!(parse(&["-cid", "a.b"]).is_err());
         assert!(parse(&["-x"]).unwrap_err().contains("not defined"));
         assert!(parse(&["--clustered"]).is_err());
+    }
+
+    #[test]
+    fn reference_file_options_and_offline_migration_flags() {
+        let o = parse(&[]).unwrap();
+        assert_eq!(o.reference_options(), ReferenceOptions::default());
+        let o = parse(&[
+            "--file_crc=false",
+            "--file_crc_poly",
+            "2197175160",
+            "--file_truncate_bad_eof",
+            "--file_read_buffer_size",
+            "64KB",
+        ])
+        .unwrap();
+        let r = o.reference_options();
+        assert!(!r.check_crc && r.truncate_bad_eof);
+        assert_eq!((r.crc_poly, r.read_buffer_size), (0x82f6_3b78, 65536));
+        // A read buffer of 0 (disabled) still reads the reference's files with the default.
+        let o = parse(&["--file_read_buffer_size", "0"]).unwrap();
+        assert_eq!(o.reference_options().read_buffer_size, 1 << 20);
+        for bad in ["0", "-1", "4294967296", "x"] {
+            assert!(parse(&["--file_crc_poly", bad]).is_err(), "{bad}");
+        }
+        assert!(
+            parse(&["--file_crc_poly", "0"])
+                .unwrap_err()
+                .contains("between 1 and 4294967295")
+        );
+
+        // The offline modes: --dir is the destination of --migrate_from only, and the
+        // server's own rules (FILE needs --dir) do not apply to a check.
+        let o = parse(&["--migrate_from", "/ref", "--dir", "/new", "-mm", "5"]).unwrap();
+        assert_eq!(o.migrate_from.as_deref(), Some(Path::new("/ref")));
+        assert_eq!(o.limits.channel.max_msgs, 5);
+        let o = parse(&["--migrate_check", "/ref", "-st", "FILE"]).unwrap();
+        assert_eq!(o.migrate_check.as_deref(), Some(Path::new("/ref")));
+        assert!(
+            parse(&["--migrate_from", "/ref"])
+                .unwrap_err()
+                .contains("needs --dir")
+        );
+        assert!(
+            parse(&[
+                "--migrate_from",
+                "/a",
+                "--migrate_check",
+                "/b",
+                "--dir",
+                "/c"
+            ])
+            .unwrap_err()
+            .contains("exclusive")
+        );
+        assert!(parse(&["--migrate_check", "/ref", "-mm", "-1"]).is_err());
+
+        // The configuration file's `file_options` block: crc, crc_poly.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.conf");
+        std::fs::write(
+            &path,
+            "streaming {\n  file_options {\n    crc: false\n    crc_poly: 2197175160\n  }\n}\n",
+        )
+        .unwrap();
+        let r = parse(&["-sc", path.to_str().unwrap()])
+            .unwrap()
+            .reference_options();
+        assert!(!r.check_crc);
+        assert_eq!(r.crc_poly, 0x82f6_3b78);
+        std::fs::write(&path, "streaming {\n  file_options { crc_poly: 0 }\n}\n").unwrap();
+        assert!(parse(&["-sc", path.to_str().unwrap()]).is_err());
     }
 
     #[test]

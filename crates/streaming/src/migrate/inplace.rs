@@ -134,6 +134,23 @@ pub(crate) fn in_place(
     hook: StepHook<'_>,
 ) -> Result<InPlaceSummary, MigrateError> {
     let _lock = lock_dir(dir, true)?;
+    in_place_locked(dir, opts, file_options, limits, hook)?.ok_or_else(|| {
+        MigrateError::NotReferenceStore {
+            dir: dir.to_owned(),
+        }
+    })
+}
+
+/// [`in_place`] for a caller that holds the directory lock already. `None` when nothing is
+/// left to do: the last migration was complete, and only its retired journal, whose summary
+/// had been removed already, was left (now removed too).
+pub(crate) fn in_place_locked(
+    dir: &Path,
+    opts: &ReferenceOptions,
+    file_options: &FileStoreOptions,
+    limits: &StoreLimits,
+    hook: StepHook<'_>,
+) -> Result<Option<InPlaceSummary>, MigrateError> {
     let journal = dir.join(JOURNAL);
     let done = dir.join(DONE);
     if done.exists() {
@@ -147,8 +164,12 @@ pub(crate) fn in_place(
             Err(_) => None,
         };
         remove_retired(&done)?;
-        if let Some(s) = summary {
-            return Ok(s);
+        if summary.is_some() {
+            return Ok(summary);
+        }
+        if !journal.exists() && !super::is_reference_store(dir)? {
+            // Killed after the summary was removed, before the directory was.
+            return Ok(None);
         }
     }
     let commit = journal.join(COMMIT);
@@ -156,7 +177,7 @@ pub(crate) fn in_place(
         let text = std::fs::read_to_string(&commit).map_err(io_at(&commit))?;
         let summary = InPlaceSummary::parse_commit(dir, &commit, &text)?;
         roll_forward(dir, &summary, hook)?;
-        return Ok(summary);
+        return Ok(Some(summary));
     }
     if journal.exists() {
         // An attempt that did not reach its commit: the originals were not touched.
@@ -172,7 +193,17 @@ pub(crate) fn in_place(
     sync_dir(dir)?;
     hook("journal created")?;
     let staging = journal.join(STAGING);
-    let report = run_migration(dir, &staging, opts, file_options, limits)?;
+    let report = match run_migration(dir, &staging, opts, file_options, limits) {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing was committed: leave the directory as it was found (the reference
+            // would take the journal for a channel if the operator goes back to it).
+            if std::fs::remove_dir_all(&journal).is_ok() {
+                let _ = sync_dir(dir);
+            }
+            return Err(e);
+        }
+    };
     hook("staging written")?;
     sync_tree(&journal)?;
     hook("staging synced")?;
@@ -192,7 +223,7 @@ pub(crate) fn in_place(
     hook("committed")?;
     roll_forward(dir, &summary, hook)?;
     summary.report = Some(report);
-    Ok(summary)
+    Ok(Some(summary))
 }
 
 /// The first of `nats-streaming-backup`, `nats-streaming-backup.1`, ... not in `dir`.
@@ -336,7 +367,14 @@ pub(crate) fn offline(
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io_at(&staging))?;
     }
-    let mut report = run_migration(src, &staging, opts, file_options, limits)?;
+    let mut report = match run_migration(src, &staging, opts, file_options, limits) {
+        Ok(r) => r,
+        Err(e) => {
+            // No half-written store left next to the destination.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
     sync_tree(&staging)?;
     std::fs::rename(&staging, dst).map_err(io_at(dst))?;
     sync_dir(&parent)?;

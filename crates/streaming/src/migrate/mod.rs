@@ -45,7 +45,8 @@
 //! ```
 //!
 //! * Killed before step 2: the originals were never touched. The next start removes
-//!   `.rnats-migrate` and migrates again from the start.
+//!   `.rnats-migrate` and migrates again from the start. A migration that fails before
+//!   step 2 (damage found, an I/O error) removes `.rnats-migrate` itself.
 //! * Killed after step 2: the next start finds `COMMIT` and rolls forward. Step 3 moves every
 //!   entry of D except the lock file, the journal and the backup folder, which is right
 //!   until `MOVED` exists, since no staged entry is in D before that; step 5 moves whatever
@@ -97,7 +98,7 @@ pub use report::{ChannelReport, Report, SubReport};
 
 use self::error::Issues;
 use self::records::Ctx;
-use crate::store::file::FileStoreOptions;
+use crate::store::file::{DirLock, FileStoreOptions};
 use crate::store::{StoreLimits, now_nanos};
 
 /// How the reference store was written: its file store options that matter for reading
@@ -201,8 +202,9 @@ pub fn migrate_in_place(
 }
 
 /// [`migrate_in_place`] when `dir` holds a reference store or an unfinished migration;
-/// `Ok(None)` otherwise (our own store, an empty or missing directory). For the server's
-/// start-up, before it opens its file store.
+/// `Ok(None)` otherwise (our own store, an empty or missing directory, or a migration
+/// killed at the very end of removing its journal, which this call finishes). For the
+/// server's start-up, before it opens its file store.
 pub fn migrate_in_place_if_needed(
     dir: impl AsRef<Path>,
     opts: &ReferenceOptions,
@@ -210,12 +212,34 @@ pub fn migrate_in_place_if_needed(
     limits: &StoreLimits,
 ) -> Result<Option<InPlaceSummary>, MigrateError> {
     let dir = dir.as_ref();
-    let retiring = dir.join(inplace::DONE).exists();
-    if retiring || has_pending_migration(dir) || is_reference_store(dir)? {
-        migrate_in_place(dir, opts, file_options, limits).map(Some)
+    if needs_migration(dir)? {
+        let _lock = fsutil::lock_dir(dir, true)?;
+        inplace::in_place_locked(dir, opts, file_options, limits, &mut |_| Ok(()))
     } else {
         Ok(None)
     }
+}
+
+/// [`migrate_in_place_if_needed`] under a directory lock the caller holds already: the
+/// active server of a fault-tolerance group, which took the lock while on standby and must
+/// not let it go (a standby would take it). The migration runs under that lock.
+pub fn migrate_in_place_if_needed_locked(
+    lock: &DirLock,
+    opts: &ReferenceOptions,
+    file_options: &FileStoreOptions,
+    limits: &StoreLimits,
+) -> Result<Option<InPlaceSummary>, MigrateError> {
+    let dir = lock.dir();
+    if needs_migration(dir)? {
+        inplace::in_place_locked(dir, opts, file_options, limits, &mut |_| Ok(()))
+    } else {
+        Ok(None)
+    }
+}
+
+/// A reference store, an unfinished migration, or a retired journal still to remove.
+fn needs_migration(dir: &Path) -> Result<bool, MigrateError> {
+    Ok(dir.join(inplace::DONE).exists() || has_pending_migration(dir) || is_reference_store(dir)?)
 }
 
 /// Scan (strict), write into `staging`, reopen and compare.

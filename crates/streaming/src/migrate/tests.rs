@@ -408,6 +408,93 @@ fn nothing_to_do_on_our_own_or_an_empty_directory() {
     ));
 }
 
+#[test]
+fn in_place_under_a_lock_the_caller_holds() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    layered_store(&dir, IEEE_POLY);
+    let o = ReferenceOptions::default();
+    let fo = FileStoreOptions::default();
+    let lock = crate::store::file::DirLock::try_acquire(&dir)
+        .unwrap()
+        .unwrap();
+    // Taking the lock again (the unlocked form) fails while it is held...
+    assert!(matches!(
+        migrate_in_place_if_needed(&dir, &o, &fo, &unlimited()),
+        Err(MigrateError::Locked { .. })
+    ));
+    // ...the locked form migrates under it, and the store opens with that same lock.
+    let s = migrate_in_place_if_needed_locked(&lock, &o, &fo, &unlimited())
+        .unwrap()
+        .expect("a reference store is migrated");
+    assert_eq!((s.channels, s.messages), (2, 25));
+    assert!(s.backup.join("server.dat").exists());
+    assert!(
+        migrate_in_place_if_needed_locked(&lock, &o, &fo, &unlimited())
+            .unwrap()
+            .is_none()
+    );
+    let store = FileStore::open_locked(lock, fo, unlimited()).unwrap();
+    let r = store.recover().unwrap();
+    assert_eq!(all_msgs(&r, "foo").len(), 25);
+}
+
+#[test]
+fn a_retired_journal_whose_summary_is_gone_is_removed_without_a_report() {
+    // Killed after the retired journal's COMMIT was removed, before its directory was.
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    layered_store(&dir, IEEE_POLY);
+    let (o, fo) = (ReferenceOptions::default(), FileStoreOptions::default());
+    migrate_in_place(&dir, &o, &fo, &unlimited()).unwrap();
+    std::fs::create_dir(dir.join(inplace::DONE)).unwrap();
+    assert!(
+        migrate_in_place_if_needed(&dir, &o, &fo, &unlimited())
+            .unwrap()
+            .is_none()
+    );
+    assert!(!dir.join(inplace::DONE).exists());
+    std::fs::create_dir(dir.join(inplace::DONE)).unwrap();
+    let lock = crate::store::file::DirLock::try_acquire(&dir)
+        .unwrap()
+        .unwrap();
+    assert!(
+        migrate_in_place_if_needed_locked(&lock, &o, &fo, &unlimited())
+            .unwrap()
+            .is_none()
+    );
+    assert!(!dir.join(inplace::DONE).exists());
+    let store = FileStore::open_locked(lock, fo, unlimited()).unwrap();
+    assert_eq!(all_msgs(&store.recover().unwrap(), "foo").len(), 25);
+}
+
+#[test]
+fn a_failed_in_place_migration_leaves_the_directory_as_it_was() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    let b = RefBuilder::new(&dir);
+    b.server("s");
+    b.slice("foo", 1, &RefBuilder::msgs("foo", 1..=3), true);
+    // Slice 2 overlaps slice 1: damage, the migration stops.
+    b.slice("foo", 2, &RefBuilder::msgs("foo", 3..=4), true);
+    std::fs::File::create(dir.join(".rootdir.lck")).unwrap();
+    let before = tree(&dir);
+    let e = migrate_in_place(
+        &dir,
+        &ReferenceOptions::default(),
+        &FileStoreOptions::default(),
+        &unlimited(),
+    )
+    .unwrap_err();
+    assert_eq!(e.damage().unwrap().path, dir.join("foo/msgs.2.dat"), "{e}");
+    assert_eq!(diff(&before, &tree(&dir)), Vec::<PathBuf>::new());
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!names.iter().any(|n| n == inplace::JOURNAL), "{names:?}");
+}
+
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stan-0.25.6-file-store/store")
 }
