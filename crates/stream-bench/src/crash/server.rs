@@ -22,7 +22,7 @@ pub(super) struct Server {
 
 pub(super) async fn start_server(
     a: &CrashArgs,
-    store: &Path,
+    store_args: &[String],
     work: &Path,
     n: usize,
     wait: Duration,
@@ -32,8 +32,8 @@ pub(super) async fn start_server(
     let err = out.try_clone()?;
     let started = Instant::now();
     let mut child = Command::new(&a.server_bin)
-        .args(["-cid", &a.cluster, "-st", "FILE", "--dir"])
-        .arg(store)
+        .args(["-cid", &a.cluster])
+        .args(store_args)
         .args(["-a", "127.0.0.1", "-p", "-1"])
         // No channel limits: every message ever acknowledged must stay (the defaults, 1M
         // messages or ~1 GB per channel, would drop the oldest ones in a long run).
