@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+#[allow(unused_imports)]
 pub use rnats_test_db::{DbServer, Kind};
 
 /// A database on a server, with the store's arguments for it.
