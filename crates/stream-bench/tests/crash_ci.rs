@@ -1,6 +1,7 @@
 //! The crash harness, short (5 rounds of kill -9), against the workspace's
 //! rnats-streaming-server binary: every acknowledged message must survive and the durable
-//! must resume without a gap.
+//! must resume without a gap; once on the FILE store, once on the SQL store (PostgreSQL, with
+//! database kills).
 //!
 //! The server binary is `$RNATS_STREAMING_SERVER_BIN`, else `rnats-streaming-server` next to
 //! this package's binary (`cargo build --workspace --bins` puts it there; CI does). Without it
@@ -21,6 +22,31 @@ fn server_bin() -> Option<PathBuf> {
 
 #[test]
 fn crash_harness_ci() {
+    run_ci(&[]);
+}
+
+/// The SQL store on a PostgreSQL the harness starts (skipped when PostgreSQL is not
+/// installed, unless `RNATS_REQUIRE_SQL=1`), its database killed and restarted in some rounds.
+#[test]
+fn crash_harness_ci_sql_postgres() {
+    if std::env::var(rnats_test_db::REQUIRE_ENV).as_deref() != Ok("1")
+        && let Err(e @ rnats_test_db::TestDbError::Missing { .. }) =
+            rnats_test_db::DbServer::start(rnats_test_db::Kind::Postgres)
+    {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    run_ci(&[
+        "--store",
+        "sql",
+        "--sql-db",
+        "postgres",
+        "--db-kill-pct",
+        "40",
+    ]);
+}
+
+fn run_ci(extra: &[&str]) {
     let Some(server) = server_bin() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -37,6 +63,7 @@ fn crash_harness_ci() {
         .arg(&server)
         .arg("--dir")
         .arg(dir.path())
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
