@@ -448,19 +448,19 @@ async fn start_ft(
         let hb_interval = ft::randomized(opts.ft_hb_interval);
         let missed = ft::randomized(opts.ft_hb_missed_interval);
         let server_id = status.server_id.clone();
-        let mut held =
-            match ft::standby(&mut heartbeats, &lock, &server_id, missed, &mut stop).await {
-                Ok(Some(h)) => h,
-                Ok(None) => return,
-                Err(e) => {
-                    error!("STREAM: ft: fatal error getting the store lock: {e}");
-                    status.set_state(ServerState::Failed);
-                    let _ = failed.send(Some(e.to_string()));
-                    return;
-                }
-            };
+        let held = match ft::standby(&mut heartbeats, &lock, &server_id, missed, &mut stop).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(e) => {
+                error!("STREAM: ft: fatal error getting the store lock: {e}");
+                status.set_state(ServerState::Failed);
+                let _ = failed.send(Some(e.to_string()));
+                return;
+            }
+        };
         // SQL: the lock is refreshed from now on (recovery may take longer than a standby
         // waits for a still tick); losing it stops this server.
+        let mut held = held;
         let lost = held.keep();
         let activation = SystemTime::now();
         match activate(&opts, &status, &nc, pc, Some(held)).await {

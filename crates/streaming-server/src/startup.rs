@@ -248,9 +248,8 @@ pub(crate) fn crypto_options(opts: &Options) -> Result<Option<CryptoOptions>, St
 }
 
 /// Opens the store `-st` names (on a blocking thread: the file store reads its files, the SQL
-/// store its database), with
-/// its lock when the FT standby took it already, encrypted when asked. A wrong encryption
-/// key is refused here, naming the channel it does not open.
+/// store its database), with its lock when the FT standby took it already, encrypted when
+/// asked. A wrong encryption key is refused here, naming the channel it does not open.
 pub(crate) async fn open_store(
     opts: &Options,
     lock: Option<HeldLock>,
