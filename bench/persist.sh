@@ -11,6 +11,8 @@
 #   bench/persist.sh --out FILE      # also write the report to FILE
 #   bench/persist.sh --cluster       # 3-node clusters: rnats RAFT vs JetStream R3 (see below)
 #   bench/persist.sh --encryption    # rnats plain vs encrypted at rest (AES-256-GCM)
+#   bench/persist.sh --no-sql        # without the SQL store rows
+#   bench/persist.sh --only win16,win1k,replay16,replay1k --sql-only   # only the SQL comparison
 #
 # Servers (each run: a fresh process on a fresh store directory):
 #   rnats         rnats-streaming-server -cid test-cluster -st FILE --dir D -a 127.0.0.1 -p -1
@@ -28,6 +30,13 @@
 #   js-r3         (--cluster) three nats-server -js routed as cluster "jsc", stream with 3
 #                 replicas (sync_interval default: no fsync before the ack)
 #                 The clients connect to node 1; peak RSS is the sum of the three processes.
+#   rnats-sql-pg  rnats-streaming-server -st SQL --sql_driver postgres --sql_source S ...
+#   rnats-sql-my  rnats-streaming-server -st SQL --sql_driver mysql --sql_source S ...
+#                 (windowed publish and replay only.) The script starts one PostgreSQL and one
+#                 MariaDB server itself (`rnats-stream-bench db --durable`: the system's
+#                 packages, a temp directory, a free loopback port, commits fsync'ed as the
+#                 FILE store's batches are), a fresh database with --sql_create_schema per run.
+#                 Peak RSS and CPU are the streaming server's only, not the database's.
 # Scenarios: acked publish, synchronous (window 1) and windowed (256 outstanding), 16 B and
 # 1 KiB, each for a fixed time; replay of a whole channel/stream (16 B and 1 KiB): fill it
 # (unmeasured, window 1024), stop the server (SIGTERM), start it again on the same directory
@@ -43,6 +52,8 @@ cd "$ROOT"
 ROUNDS=3
 QUICK=0
 DEFAULTS_ONLY=0
+SQL=1
+SQL_ONLY=0
 OUT=""
 ONLY=""
 CLUSTER=0
@@ -54,13 +65,15 @@ while [ $# -gt 0 ]; do
     --rounds=*) ROUNDS="${1#*=}" ;;
     --quick) QUICK=1 ;;
     --defaults-only) DEFAULTS_ONLY=1 ;;
+    --no-sql) SQL=0 ;;
+    --sql-only) SQL_ONLY=1 ;;
     --out) OUT="$2"; shift ;;
     --out=*) OUT="${1#*=}" ;;
     --only) ONLY="$2"; shift ;;
     --only=*) ONLY="${1#*=}" ;;
     --cluster) CLUSTER=1 ;;
     --encryption) ENCRYPTION=1 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
     *) echo "persist.sh: unknown argument $1" >&2; exit 1 ;;
   esac
   shift
@@ -87,14 +100,17 @@ else
   PUB_SECS=3; SYNC_SECS=3; FILL16=300000; FILL1K=100000
 fi
 
+# The SQL store's servers join the windowed publish and replay scenarios.
+SQLI=""
+[ "$SQL" = 1 ] && SQLI=" rnats-sql-pg rnats-sql-my"
 # id | label | implementations | bench arguments (replay: N messages, filled first)
 SCENARIOS=(
   "sync16|sync publish 16 B|rnats js|pub --window 1 --size 16 --duration $SYNC_SECS"
   "sync1k|sync publish 1 KiB|rnats js|pub --window 1 --size 1024 --duration $SYNC_SECS"
-  "win16|windowed (256) publish 16 B|rnats js|pub --window 256 --size 16 --duration $PUB_SECS"
-  "win1k|windowed (256) publish 1 KiB|rnats js|pub --window 256 --size 1024 --duration $PUB_SECS"
-  "replay16|replay of $FILL16 × 16 B|rnats js js-ack|replay --size 16 --msgs $FILL16"
-  "replay1k|replay of $FILL1K × 1 KiB|rnats js js-ack|replay --size 1024 --msgs $FILL1K"
+  "win16|windowed (256) publish 16 B|rnats js$SQLI|pub --window 256 --size 16 --duration $PUB_SECS"
+  "win1k|windowed (256) publish 1 KiB|rnats js$SQLI|pub --window 256 --size 1024 --duration $PUB_SECS"
+  "replay16|replay of $FILL16 × 16 B|rnats js js-ack$SQLI|replay --size 16 --msgs $FILL16"
+  "replay1k|replay of $FILL1K × 1 KiB|rnats js js-ack$SQLI|replay --size 1024 --msgs $FILL1K"
 )
 if [ "$CLUSTER" = 1 ]; then
   SCENARIOS=(
@@ -127,15 +143,68 @@ if [ -n "$ONLY" ]; then
   SCENARIOS=("${KEPT[@]}")
 fi
 
+if [ "$SQL_ONLY" = 1 ]; then
+  [ "$SQL" = 1 ] || { echo "persist.sh: --sql-only and --no-sql exclude each other" >&2; exit 1; }
+  KEPT=()
+  for entry in "${SCENARIOS[@]}"; do
+    IFS='|' read -r id label impls args <<<"$entry"
+    case "$impls" in
+      *rnats-sql*) KEPT+=("$id|$label|rnats rnats-sql-pg rnats-sql-my|$args") ;;
+    esac
+  done
+  SCENARIOS=("${KEPT[@]}")
+fi
+
 SRV_PID=""
 SRV_PIDS=()
 CLK_TCK="$(getconf CLK_TCK)"
+PG_PID=""
+MY_PID=""
 cleanup() {
   for p in "${SRV_PIDS[@]}" $SRV_PID; do
     if kill -0 "$p" 2>/dev/null; then kill "$p" 2>/dev/null || true; fi
   done
+  # The database servers stop when their command's stdin closes (or it dies).
+  for p in "$PG_PID" "$MY_PID"; do
+    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then kill "$p" 2>/dev/null || true; fi
+  done
 }
 trap cleanup EXIT
+
+# The database servers of the SQL rows: `rnats-stream-bench db` reads commands on its stdin
+# (a FIFO held open here) and answers on its stdout (a file).
+if [ "$SQL" = 1 ]; then
+  for k in pg my; do
+    kind=postgres; [ "$k" = my ] && kind=mariadb
+    mkfifo "$WORK/db.$k.in"
+    "$BENCH" db --kind "$kind" --durable <"$WORK/db.$k.in" >"$WORK/db.$k.out" 2>"$WORK/db.$k.log" &
+    if [ "$k" = pg ]; then PG_PID=$!; else MY_PID=$!; fi
+    exec {fd}>"$WORK/db.$k.in"
+    eval "DB_FD_$k=$fd"
+  done
+  for k in pg my; do
+    for _ in $(seq 1 1200); do
+      grep -q '^READY' "$WORK/db.$k.out" 2>/dev/null && break
+      sleep 0.05
+    done
+    grep -q '^READY' "$WORK/db.$k.out" || { log "database $k did not start:"; cat "$WORK/db.$k.log" >&2; exit 1; }
+    log "database $k: $(head -1 "$WORK/db.$k.out")"
+  done
+fi
+
+# sql_new pg|my: a fresh database with the schema; sets SQL_DRIVER and SQL_SRC
+sql_new() {
+  local k="$1" fd n
+  eval "fd=\$DB_FD_$k"
+  n="$(grep -c '^SOURCE' "$WORK/db.$k.out" || true)"
+  echo new >&"$fd"
+  for _ in $(seq 1 600); do
+    [ "$(grep -c '^SOURCE' "$WORK/db.$k.out" || true)" -gt "$n" ] && break
+    sleep 0.05
+  done
+  read -r _ SQL_DRIVER SQL_SRC < <(grep '^SOURCE' "$WORK/db.$k.out" | tail -1)
+  "$STAN_BIN" --sql_create_schema --sql_driver "$SQL_DRIVER" --sql_source "$SQL_SRC" >/dev/null
+}
 
 proto_of() { case "$1" in rnats*) echo stan ;; *) echo js ;; esac; }
 
@@ -200,6 +269,8 @@ start_server() {
       ready="Streaming Server is ready" ;;
     rnats-enc) NATS_STREAMING_ENCRYPTION_KEY=persist-bench-key "$STAN_BIN" -cid test-cluster -st FILE --dir "$dir" --encrypt -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
       ready="Streaming Server is ready" ;;
+    rnats-sql-*) "$STAN_BIN" -cid test-cluster -st SQL --sql_driver "$SQL_DRIVER" --sql_source "$SQL_SRC" -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
+      ready="Streaming Server is ready" ;;
     js|js-ack) "$REF" -js -sd "$dir" -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
       ready="Server is ready" ;;
     js-sync)
@@ -263,6 +334,7 @@ run_one() { # impl round id scenario-args...
   [ "$impl" = js-ack ] && extra=(--js-ack explicit)
   [ "$impl" = js-r3 ] && extra=(--js-replicas 3)
   SRV_RSS=0; SRV_CPU=0; DISK_KB=0
+  case "$impl" in rnats-sql-*) sql_new "${impl#rnats-sql-}" ;; esac
   if ! start_server "$impl" "$dir" "$logf"; then
     record "$impl" "$round" "$id" 99 0 '{}'
     log "$impl round $round $id: server did not start (log $logf)"
@@ -270,7 +342,7 @@ run_one() { # impl round id scenario-args...
   fi
   if [ "$kind" = pub ]; then
     json="$(timeout 120 "$BENCH" bench --server "127.0.0.1:$SRV_PORT" --proto "$proto" --scenario pub --json --label "$impl" "${extra[@]}" "$@" 2>"$blog")" || rc=$?
-    DISK_KB="$(du -sk "$dir" | cut -f1)"
+    DISK_KB="$( (du -sk "$dir" 2>/dev/null || echo 0) | cut -f1)"
     stop_server
     [ -n "$json" ] || json='{}'
     record "$impl" "$round" "$id" "$rc" 0 "$json"
@@ -282,7 +354,7 @@ run_one() { # impl round id scenario-args...
     timeout 300 "$BENCH" bench --server "127.0.0.1:$SRV_PORT" --proto "$proto" --scenario pub --window 1024 \
       --size "$size" --msgs "$n" --label "$impl-fill" "${extra[@]}" 2>"$blog.fill" >/dev/null || rc=$?
     stop_server
-    DISK_KB="$(du -sk "$dir" | cut -f1)"
+    DISK_KB="$( (du -sk "$dir" 2>/dev/null || echo 0) | cut -f1)"
     if ! start_server "$impl" "$dir" "$logf.2"; then
       record "$impl" "$round" "$id" 98 0 '{}'
       log "$impl round $round $id: server did not restart on its store (log $logf.2)"

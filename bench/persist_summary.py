@@ -16,6 +16,8 @@ NAMES = {
     "js-ack": "JetStream, acking consumer",
     "rnats-nosync": "rnats --file_sync false",
     "js-sync": "JetStream sync_interval: always",
+    "rnats-sql-pg": "rnats -st SQL, PostgreSQL",
+    "rnats-sql-my": "rnats -st SQL, MariaDB",
 }
 
 
@@ -163,6 +165,47 @@ if eq:
         p(f"| {label} (msgs/s) | {rate(a)} | {rate(b)}{problems(sel('js-sync', sid))} | {ratio(a, b)} | {rate(c)}{problems(sel('rnats-nosync', sid))} | {rate(d)} | {ratio(c, d)} |")
     p("")
     p("(rnats fsync and JetStream default columns are the runs of the table above.)")
+    p("")
+
+sql_impls = [i for i in ("rnats-sql-pg", "rnats-sql-my") if any(r["impl"] == i for r in runs)]
+if sql_impls:
+    p("**SQL store** (rnats-streaming-server `-st SQL`; the database fsyncs every commit, as the FILE store fsyncs every batch; RSS is the streaming server's, not the database's):")
+    p("")
+    head = "| scenario | rnats FILE |" + "".join(f" {NAMES[i]} | ratio SQL/FILE | RSS |" for i in sql_impls)
+    p(head)
+    p("|---|---|" + "---|---|---|" * len(sql_impls))
+    for sid, label, impls in order:
+        if not any(i in impls.split() for i in sql_impls):
+            continue
+        a = med(sel("rnats", sid), rps)
+        row = f"| {label} (msgs/s) | {rate(a)} |"
+        for i in sql_impls:
+            rs = sel(i, sid)
+            m = med(rs, rps)
+            row += f" {rate(m)}{problems(rs)} | {ratio(m, a)} | {mib(peak(rs))} |"
+        p(row)
+    reps_sql = [(sid, label) for sid, label, impls in order if sid.startswith("replay") and any(i in impls.split() for i in sql_impls)]
+    if reps_sql:
+        p("")
+        p("| replay set-up | rnats FILE restart to ready |" + "".join(f" {NAMES[i]} restart to ready |" for i in sql_impls))
+        p("|---|---|" + "---|" * len(sql_impls))
+        for sid, label in reps_sql:
+            ready = lambda rs: med(rs, lambda r: r.get("ready_ms"))
+            fr = lambda v: f"{v:.0f} ms" if v is not None else "–"
+            p(f"| {label} | {fr(ready(sel('rnats', sid)))} |" + "".join(f" {fr(ready(sel(i, sid)))} |" for i in sql_impls))
+    p("")
+    p("Goal of issue 16 (windowed publish ≥ 0.3 × the FILE store):")
+    p("")
+    p("| store | 16 B | 1 KiB | met |")
+    p("|---|---|---|---|")
+    for i in sql_impls:
+        vals = []
+        for sid in ("win16", "win1k"):
+            a, b = med(sel(i, sid), rps), med(sel("rnats", sid), rps)
+            vals.append(a / b if a and b else None)
+        shown = " | ".join(f"{v:.2f}" if v is not None else "–" for v in vals)
+        ok = all(v is not None and v >= 0.3 for v in vals)
+        p(f"| {NAMES[i]} | {shown} | {'yes' if ok else 'no'} |")
     p("")
 
 p("Targets of issue 9:")

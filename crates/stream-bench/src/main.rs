@@ -9,6 +9,8 @@
 //! rnats-stream-bench bench --server 127.0.0.1:4222 --proto stan --scenario replay --msgs 200000
 //! rnats-stream-bench crash --server-bin target/release/rnats-streaming-server --rounds 20
 //! rnats-stream-bench crash --server-bin target/debug/rnats-streaming-server --ci
+//! rnats-stream-bench crash --server-bin target/release/rnats-streaming-server --store sql --sql-db postgres
+//! rnats-stream-bench db --kind mariadb --durable     # a throwaway database for scripts
 //! ```
 //!
 //! `bench` scenarios:
@@ -31,9 +33,12 @@
 //! acked / received, 2 when some were not (or errors were acked), 1 on a setup error.
 //!
 //! `crash`: see the `crash` module; exit status 0 PASS, 2 FAIL, 1 setup error.
+//!
+//! `db`: see the `db` module.
 
 mod bench;
 mod crash;
+mod db;
 mod js;
 mod nats;
 mod publish;
@@ -63,8 +68,19 @@ struct Cli {
 enum Cmd {
     /// One measured run against a running server.
     Bench(BenchArgs),
-    /// kill -9 rounds against rnats-streaming-server with a file store.
+    /// kill -9 rounds against rnats-streaming-server with a FILE or SQL store.
     Crash(CrashArgs),
+    /// A throwaway PostgreSQL or MariaDB server; commands on stdin (new, kill, restart).
+    Db(db::DbArgs),
+}
+
+/// The store the crash harness runs the server on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CrashStore {
+    /// `-st FILE --dir <dir>/store`.
+    File,
+    /// `-st SQL` on a database the harness starts (--sql-db) or is given (--sql-source).
+    Sql,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,9 +188,32 @@ pub struct CrashArgs {
     recovery_kill_pct: u32,
     #[arg(long, default_value = "test-cluster")]
     cluster: String,
+    /// The server's store.
+    #[arg(long, value_enum, default_value = "file")]
+    store: CrashStore,
+    /// SQL: the database server to start for the run (system packages, a temp directory;
+    /// see rnats-test-db), unless --sql-source is given.
+    #[arg(long, value_enum, default_value = "postgres")]
+    sql_db: db::DbKind,
+    /// SQL: run on this existing database instead (its schema is created if missing).
+    #[arg(long)]
+    sql_source: Option<String>,
+    /// SQL: the driver of --sql-source (postgres or mysql).
+    #[arg(long, default_value = "postgres")]
+    sql_driver: String,
+    /// SQL: the started database fsyncs its commits (not needed to survive kill -9 of the
+    /// server or of the database: a commit is in the kernel before it returns).
+    #[arg(long)]
+    sql_durable: bool,
+    /// SQL, started database only: percentage of rounds in which the database is also killed
+    /// (SIGKILL) during the load and restarted; the server must acknowledge again without
+    /// being restarted, and nothing acknowledged may be lost.
+    #[arg(long, default_value_t = 0)]
+    db_kill_pct: u32,
     /// Extra server argument (repeatable), e.g. --server-arg=--file_sync=false. The server
     /// runs with `-cid <cluster> -st FILE --dir <dir>/store -a 127.0.0.1 -p -1 -mm 0 -mb 0`
-    /// and then these.
+    /// (SQL: `-st SQL --sql_driver D --sql_source S` instead of the FILE store's) and then
+    /// these.
     #[arg(long, allow_hyphen_values = true)]
     server_arg: Vec<String>,
     /// Seconds any single wait may take.
@@ -251,6 +290,13 @@ fn main() -> ExitCode {
             Ok(false) => ExitCode::from(2),
             Err(e) => {
                 eprintln!("rnats-stream-bench crash: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Db(a) => match db::run(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rnats-stream-bench db: {e:#}");
                 ExitCode::from(1)
             }
         },

@@ -1,6 +1,7 @@
-//! The crash harness, short (5 rounds of kill -9; the fault-tolerant and clustered modes
-//! too), against the workspace's rnats-streaming-server binary: every acknowledged message
-//! must survive and the durable must resume without a gap.
+//! The crash harness, short (5 rounds of kill -9), against the workspace's
+//! rnats-streaming-server binary: every acknowledged message must survive and the durable
+//! must resume without a gap; on the FILE store (single server, fault-tolerant pair,
+//! 3-node cluster) and on the SQL store (PostgreSQL, with database kills).
 //!
 //! The server binary is `$RNATS_STREAMING_SERVER_BIN`, else `rnats-streaming-server` next to
 //! this package's binary (`cargo build --workspace --bins` puts it there; CI does). Without it
@@ -21,17 +22,42 @@ fn server_bin() -> Option<PathBuf> {
 
 #[test]
 fn crash_harness_ci() {
-    run_mode("single", 180);
+    run_mode("single", &[], 180);
 }
 
 #[test]
 fn crash_harness_ci_fault_tolerant() {
-    run_mode("ft", 240);
+    run_mode("ft", &[], 240);
 }
 
 #[test]
 fn crash_harness_ci_cluster() {
-    run_mode("cluster", 300);
+    run_mode("cluster", &[], 300);
+}
+
+/// The SQL store on a PostgreSQL the harness starts (skipped when PostgreSQL is not
+/// installed, unless `RNATS_REQUIRE_SQL=1`), its database killed and restarted in some rounds.
+#[test]
+fn crash_harness_ci_sql_postgres() {
+    if std::env::var(rnats_test_db::REQUIRE_ENV).as_deref() != Ok("1")
+        && let Err(e @ rnats_test_db::TestDbError::Missing { .. }) =
+            rnats_test_db::DbServer::start(rnats_test_db::Kind::Postgres)
+    {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    run_mode(
+        "single",
+        &[
+            "--store",
+            "sql",
+            "--sql-db",
+            "postgres",
+            "--db-kill-pct",
+            "40",
+        ],
+        240,
+    );
 }
 
 /// The core NATS server (ft and cluster modes): `rnats-server` beside the streaming server.
@@ -39,7 +65,7 @@ fn nats_bin(server: &std::path::Path) -> PathBuf {
     server.with_file_name("rnats-server")
 }
 
-fn run_mode(mode: &str, limit_secs: u64) {
+fn run_mode(mode: &str, extra: &[&str], limit_secs: u64) {
     let Some(server) = server_bin() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -60,6 +86,7 @@ fn run_mode(mode: &str, limit_secs: u64) {
         .arg(nats_bin(&server))
         .arg("--dir")
         .arg(dir.path())
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -8,7 +8,11 @@
 //! recovers the store (clients, subscriptions, durable positions, pending messages) and
 //! serves; clients keep their NATS connection, session and subscriptions.
 //!
-//! The standby polls the lock every [`LOCK_POLL`], so a same-host failover takes the poll
+//! For the SQL store the lock is the `StoreLock` table (see `sql`): an owner ID and a tick the
+//! active moves every second; a standby takes it over when the tick stood still for 4.5 s
+//! while heartbeats are missed, and an active that loses it stops itself.
+//!
+//! The standby polls the FILE lock every [`LOCK_POLL`], so a same-host failover takes the poll
 //! interval plus recovery, not the missed-heartbeat interval the reference waits for. The
 //! heartbeats (every `ft_hb_interval`, randomised ±10 %) remain the guard in the two cases a
 //! lock cannot settle:
@@ -21,7 +25,10 @@
 //! the activation time in Go's `time.Time` binary form, so rnats and nats-streaming-server
 //! members recognise each other's heartbeats.
 
+mod sql;
+
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -30,10 +37,13 @@ use rand::Rng as _;
 use rnats_streaming::proto::{CtrlMsg, ctrl_msg};
 use rnats_streaming::store::StoreError;
 use rnats_streaming::store::file::DirLock;
-use tokio::sync::watch;
+use rnats_streaming::store::sql::SqlStoreOptions;
+use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::nats::{Inbound, Nats};
+
+pub(crate) use self::sql::SqlHeld;
 
 /// The prefix of the heartbeat subjects.
 pub(crate) const FT_PREFIX: &str = "_STAN.ft";
@@ -160,30 +170,94 @@ pub(crate) fn parse_heartbeat(payload: &[u8], own_id: &str) -> Result<Heartbeat,
 pub(crate) enum StoreLock {
     /// The FILE store's directory lock.
     File(PathBuf),
+    /// The SQL store's `StoreLock` table.
+    Sql(Arc<sql::SqlLockWatch>),
 }
 
 /// A store lock held by this server, handed to the store when it opens.
 #[derive(Debug)]
 pub(crate) enum HeldLock {
     File(DirLock),
+    Sql(SqlHeld),
 }
 
 impl StoreLock {
-    /// Takes the lock if it is free.
-    pub(crate) async fn try_acquire(&self) -> Result<Option<HeldLock>, StoreError> {
+    /// The SQL store's lock for this server (owner ID `server_id`).
+    pub(crate) fn sql(opts: &SqlStoreOptions, server_id: &str) -> StoreLock {
+        StoreLock::Sql(Arc::new(sql::SqlLockWatch::new(opts, server_id)))
+    }
+
+    /// How often a standby tries the lock.
+    fn poll(&self) -> Duration {
         match self {
+            StoreLock::File(_) => LOCK_POLL,
+            StoreLock::Sql(_) => sql::SQL_POLL,
+        }
+    }
+
+    /// Takes the lock if it is free (SQL: or if its owner is gone and, `hb_missed`, the
+    /// active's heartbeats stopped).
+    pub(crate) async fn try_acquire(
+        &self,
+        hb_missed: bool,
+    ) -> Result<Option<HeldLock>, StoreError> {
+        let joined = match self {
             StoreLock::File(dir) => {
                 let dir = dir.clone();
-                let r = tokio::task::spawn_blocking(move || DirLock::try_acquire(dir)).await;
-                match r {
-                    Ok(r) => Ok(r?.map(HeldLock::File)),
-                    Err(e) => Err(StoreError::Io {
-                        path: PathBuf::new(),
-                        source: std::io::Error::other(e),
-                    }),
-                }
+                tokio::task::spawn_blocking(move || {
+                    DirLock::try_acquire(dir).map(|l| l.map(HeldLock::File))
+                })
+                .await
             }
+            StoreLock::Sql(w) => {
+                let w = w.clone();
+                tokio::task::spawn_blocking(move || {
+                    w.attempt(hb_missed)
+                        .map(|l| l.map(HeldLock::Sql))
+                        .map_err(StoreError::from)
+                })
+                .await
+            }
+        };
+        match joined {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            }),
         }
+    }
+}
+
+impl HeldLock {
+    /// Starts keeping the lock while this server is active (SQL: refreshing its tick); the
+    /// receiver, if any, learns why the lock was lost. The FILE lock cannot be lost.
+    pub(crate) fn keep(
+        &mut self,
+    ) -> Option<oneshot::Receiver<rnats_streaming::store::sql::LockLost>> {
+        match self {
+            HeldLock::File(_) => None,
+            HeldLock::Sql(h) => Some(h.keep()),
+        }
+    }
+}
+
+/// Resolves, with the error that must stop the server, when the lock `keep` watches is lost;
+/// never otherwise.
+pub(crate) async fn lock_lost(
+    lost: Option<oneshot::Receiver<rnats_streaming::store::sql::LockLost>>,
+) -> String {
+    match lost {
+        Some(rx) => match rx.await {
+            Ok(l) => {
+                let e = sql::describe(&l);
+                error!("STREAM: {e}");
+                e
+            }
+            // The refresher stopped without losing the lock (the store closed).
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -228,7 +302,8 @@ pub(crate) async fn standby(
         if *stop.borrow() {
             return Ok(None);
         }
-        match lock.try_acquire().await {
+        let hb_missed = last_hb.elapsed() > missed;
+        match lock.try_acquire(hb_missed).await {
             Ok(Some(held)) => return Ok(Some(held)),
             Ok(None) => {}
             Err(e) => {
@@ -249,7 +324,7 @@ pub(crate) async fn standby(
                 Err(NotHeartbeat::Own) => {}
                 Err(e) => warn!("STREAM: ft: ignoring a message on the heartbeat subject: {e}"),
             },
-            () = tokio::time::sleep(LOCK_POLL) => {}
+            () = tokio::time::sleep(lock.poll()) => {}
             _ = stop.changed() => {}
         }
     }

@@ -40,6 +40,9 @@ fn main() -> ExitCode {
     if let Some(code) = offline_migration(&opts) {
         return code;
     }
+    if cl.is_true("sql_create_schema") {
+        return create_sql_schema(&opts.sql);
+    }
     let debug = opts.nats.debug || opts.stan_debug;
     let trace = opts.nats.trace || opts.stan_trace;
     // RAFT internals (openraft) at warning level unless --cluster_raft_logging.
@@ -103,6 +106,34 @@ fn offline_migration(opts: &rnats_streaming_server::Options) -> Option<ExitCode>
             )),
         },
     )
+}
+
+/// `--sql_create_schema`: runs the schema script of `--sql_driver` on `--sql_source` (tables
+/// and indexes that exist are left alone) and lists what it ran.
+fn create_sql_schema(sql: &rnats_streaming_server::options::SqlOptions) -> ExitCode {
+    use rnats_streaming::store::sql::{create_schema, schema_script};
+    let so = match sql.store_options() {
+        Ok(o) => o,
+        Err(e) => return fatal(e),
+    };
+    if let Err(e) = create_schema(so.driver, &so.source) {
+        return fatal(format!("unable to create the SQL schema: {e}"));
+    }
+    println!(
+        "SQL schema for {} created (tables and indexes that existed were left as they were):",
+        so.driver
+    );
+    let script = schema_script(so.driver);
+    let body: Vec<&str> = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect();
+    for stmt in body.join("\n").split(';') {
+        if let Some(head) = stmt.lines().map(str::trim).find(|l| !l.is_empty()) {
+            println!("  {}", head.trim_end_matches('(').trim_end());
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn run(opts: rnats_streaming_server::Options) -> ExitCode {

@@ -424,6 +424,7 @@ async fn start_ft(
 ) -> Result<FtTask, StartError> {
     let lock = match opts.store_type {
         StoreKind::File => StoreLock::File(opts.dir.clone().unwrap_or_default()),
+        StoreKind::Sql => StoreLock::sql(&opts.sql.store_options()?, &status.server_id),
         kind => {
             return Err(StartError::Config(format!(
                 "ft: the {kind} store is not supported in FT mode"
@@ -457,6 +458,10 @@ async fn start_ft(
                 return;
             }
         };
+        // SQL: the lock is refreshed from now on (recovery may take longer than a standby
+        // waits for a still tick); losing it stops this server.
+        let mut held = held;
+        let lost = held.keep();
         let activation = SystemTime::now();
         match activate(&opts, &status, &nc, pc, Some(held)).await {
             Ok(a) => {
@@ -471,23 +476,25 @@ async fn start_ft(
                 return;
             }
         }
-        let r = ft::active(
-            &ctl,
-            &mut heartbeats,
-            &subject,
-            &server_id,
-            activation,
-            hb_interval,
-            &mut stop,
-        )
-        .await;
+        let r = tokio::select! {
+            r = ft::active(
+                &ctl,
+                &mut heartbeats,
+                &subject,
+                &server_id,
+                activation,
+                hb_interval,
+                &mut stop,
+            ) => r.map_err(|e| e.to_string()),
+            e = ft::lock_lost(lost) => Err(e),
+        };
         if let Err(e) = r {
             status.set_engine(None);
             status.set_state(ServerState::Failed);
             if let Some(a) = active.lock().await.take() {
                 a.stop(&nc).await;
             }
-            let _ = failed.send(Some(e.to_string()));
+            let _ = failed.send(Some(e));
         }
     });
     Ok(FtTask {

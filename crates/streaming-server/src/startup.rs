@@ -15,6 +15,7 @@ use rnats_streaming::store::crypto::{
 };
 use rnats_streaming::store::file::FileStore;
 use rnats_streaming::store::memory::MemoryStore;
+use rnats_streaming::store::sql::SqlStore;
 use rnats_streaming::store::{RecoveredState, Store, StoreError, StoreKind};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -246,10 +247,10 @@ pub(crate) fn crypto_options(opts: &Options) -> Result<Option<CryptoOptions>, St
         .map_err(|e| StartError::Config(e.to_string()))
 }
 
-/// Opens the store `-st` names (on a blocking thread: the file store reads its files), with
-/// its lock when the FT standby took it already, encrypted when asked; a
-/// nats-streaming-server file store is migrated first (see `migration`). A wrong encryption
-/// key is refused here, naming the channel it does not open.
+/// Opens the store `-st` names (on a blocking thread: the file store reads its files, the SQL
+/// store its database), with its lock when the FT standby took it already, encrypted when
+/// asked; a nats-streaming-server file store is migrated first (see `migration`). A wrong
+/// encryption key is refused here, naming the channel it does not open.
 pub(crate) async fn open_store(
     opts: &Options,
     lock: Option<HeldLock>,
@@ -259,17 +260,26 @@ pub(crate) async fn open_store(
     let kind = opts.store_type;
     let dir = opts.dir.clone().unwrap_or_default();
     let fo = opts.file_options.clone();
-    if kind == StoreKind::Sql {
-        return Err(StartError::Config("SQL store not supported".into()));
-    }
     // A nats-streaming-server file store in `dir` is converted first (FILE only).
     let lock = crate::migration::migrate_at_startup(opts, lock).await?;
+    // SQL: the options were checked at start; this only converts them.
+    let sql = match kind {
+        StoreKind::Sql => Some(opts.sql.store_options()?),
+        _ => None,
+    };
     let open = move || -> Result<Arc<dyn Store>, StoreError> {
         let inner: Box<dyn Store> = match (kind, lock) {
             (StoreKind::File, Some(HeldLock::File(l))) => {
                 Box::new(FileStore::open_locked(l, fo, limits)?)
             }
             (StoreKind::File, None) => Box::new(FileStore::open(dir, fo, limits)?),
+            (StoreKind::Sql, held) => {
+                let so = sql.ok_or(StoreError::Closed)?;
+                match held {
+                    Some(HeldLock::Sql(h)) => h.open_store(so, limits)?,
+                    _ => Box::new(SqlStore::open(so, limits)?),
+                }
+            }
             _ => Box::new(MemoryStore::new(limits)?),
         };
         match crypto {

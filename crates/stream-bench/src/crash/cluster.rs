@@ -113,6 +113,9 @@ pub(super) async fn run(
         findings: f,
         durable: dur,
     } = out;
+    if setup.sql.is_some() {
+        bail!("the cluster mode runs on the FILE store (each node has its own)");
+    }
     let wait = setup.wait;
     let mut core = start_core(a, &setup.work, wait).await?;
     let addr = core.addr.clone();

@@ -1,4 +1,4 @@
-//! The fault-tolerant mode: two servers in one `--ft_group` on one FILE store, attached to a
+//! The fault-tolerant mode: two servers in one `--ft_group` on one store, attached to a
 //! core NATS server. Each round the active one is killed with `kill -9` under load; the
 //! standby must take over (the time from the kill to the first PubAck is measured), keep the
 //! clients' sessions, and hold every acknowledged message; the killed one comes back as the
@@ -19,15 +19,11 @@ use super::server::{Server, kill9, start_core, start_member, term};
 use super::{Outcome, Setup};
 use crate::CrashArgs;
 
+/// The group, then the shared store (FILE directory or SQL database).
 fn member_args(setup: &Setup) -> Vec<String> {
-    vec![
-        "--ft_group".into(),
-        "crash".into(),
-        "-st".into(),
-        "FILE".into(),
-        "--dir".into(),
-        setup.store.display().to_string(),
-    ]
+    let mut v = vec!["--ft_group".to_string(), "crash".to_string()];
+    v.extend(setup.store_args.iter().cloned());
+    v
 }
 
 async fn member(a: &CrashArgs, setup: &Setup, core: &str, n: usize, until: &str) -> Result<Server> {

@@ -1,4 +1,6 @@
-//! `rnats-stream-bench crash`: the file store's durability promise under kill -9.
+//! `rnats-stream-bench crash`: the store's durability promise under kill -9 (FILE store, or
+//! SQL with `--store sql`: PostgreSQL or MariaDB, see `sql`; `--db-kill-pct` kills the
+//! database too in some rounds).
 //!
 //! Each round: (sometimes) start the server and kill it at once, during recovery; start it on
 //! the same directory; check every channel against everything acknowledged so far; resume the
@@ -39,6 +41,7 @@ mod load;
 mod round;
 mod server;
 mod single;
+mod sql;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -48,14 +51,16 @@ use anyhow::bail;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::{CrashArgs, CrashMode};
+use crate::{CrashArgs, CrashMode, CrashStore};
 
 use self::durable::DurState;
 
 /// Where and how long a run goes, the same for every mode.
 struct Setup {
-    /// The server's store directory.
-    store: PathBuf,
+    /// The server's store arguments (`-st FILE --dir ...` or `-st SQL ...`).
+    store_args: Vec<String>,
+    /// The SQL store's database (None for FILE).
+    sql: Option<sql::SqlDb>,
     /// Where the server logs go (and the store, inside).
     work: PathBuf,
     rounds: usize,
@@ -110,6 +115,8 @@ struct Findings {
     durable_gaps: u64,
     kills: u64,
     recovery_kills: u64,
+    db_kills: u64,
+    max_db_recovery: Duration,
     starts: u64,
     max_start: Duration,
     /// HA modes: from a fault of the active server or the leader to the first PubAck.
@@ -154,15 +161,35 @@ pub async fn run(a: &CrashArgs) -> anyhow::Result<bool> {
         bail!("{} already exists: give an empty --dir", store.display());
     }
     std::fs::create_dir_all(&store)?;
+    let (store_args, sql, store_name) = match a.store {
+        CrashStore::File => (
+            vec![
+                "-st".into(),
+                "FILE".into(),
+                "--dir".into(),
+                store.display().to_string(),
+            ],
+            None,
+            format!("FILE {}", store.display()),
+        ),
+        CrashStore::Sql => {
+            let db = sql::setup(a)?;
+            let name = db.describe();
+            (db.store_args(), Some(db), name)
+        }
+    };
+    if a.db_kill_pct > 0 && sql.as_ref().is_none_or(|d| d.server.is_none()) {
+        bail!("--db-kill-pct needs --store sql with a database started by the harness");
+    }
     eprintln!(
-        "crash: seed {seed}, {rounds} rounds, run {}–{} ms, store {}, server {}",
+        "crash: seed {seed}, {rounds} rounds, run {}–{} ms, store {store_name}, server {}",
         run_ms.0,
         run_ms.1,
-        store.display(),
         a.server_bin.display()
     );
     let setup = Setup {
-        store,
+        store_args,
+        sql,
         work: work.clone(),
         rounds,
         run_ms,
@@ -186,6 +213,7 @@ pub async fn run(a: &CrashArgs) -> anyhow::Result<bool> {
     let (ledger, f) = (&out.ledger, &out.findings);
     let ok = f.failures.is_empty();
     report(ledger, f, rounds, seed, started_all.elapsed());
+    drop(setup);
     if ok && a.dir.is_none() && !a.keep {
         let _ = std::fs::remove_dir_all(&work);
     } else {
@@ -218,6 +246,13 @@ fn report(l: &Ledger, f: &Findings, rounds: usize, seed: u64, took: Duration) {
         f.starts,
         f.max_start.as_secs_f64()
     );
+    if f.db_kills > 0 {
+        println!(
+            "  database killed (SIGKILL) and restarted under load: {} times; slowest return to acknowledging after a restart: {:.2}s",
+            f.db_kills,
+            f.max_db_recovery.as_secs_f64()
+        );
+    }
     println!(
         "  published: {} sent, {} acknowledged, {} error acks{}",
         l.sent,

@@ -25,16 +25,13 @@ pub(super) struct Server {
 
 pub(super) async fn start_server(
     a: &CrashArgs,
-    store: &Path,
+    store_args: &[String],
     work: &Path,
     n: usize,
     wait: Duration,
 ) -> anyhow::Result<Server> {
-    let mut args: Vec<String> = ["-cid", &a.cluster, "-st", "FILE", "--dir"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.push(store.display().to_string());
+    let mut args: Vec<String> = vec!["-cid".into(), a.cluster.clone()];
+    args.extend(store_args.iter().cloned());
     // No channel limits: every message ever acknowledged must stay (the defaults, 1M
     // messages or ~1 GB per channel, would drop the oldest ones in a long run).
     args.extend(["-a", "127.0.0.1", "-p", "-1", "-mm", "0", "-mb", "0"].map(String::from));

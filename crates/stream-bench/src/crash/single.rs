@@ -1,6 +1,7 @@
-//! The single-server mode: one streaming server on a FILE store, killed with `kill -9` in
-//! every round (sometimes during its recovery too), checked after each restart; at the end a
-//! clean stop (SIGTERM) and one more check of the reopened store.
+//! The single-server mode: one streaming server on a FILE or SQL store, killed with `kill -9`
+//! in every round (sometimes during its recovery too; SQL: sometimes its database as well,
+//! during the load), checked after each restart; at the end a clean stop (SIGTERM) and one
+//! more check of the reopened store.
 
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ pub(super) async fn run(
         durable: dur,
     } = out;
     let (store, work, rounds, run_ms, wait) = (
-        &setup.store,
+        &setup.store_args,
         &setup.work,
         setup.rounds,
         setup.run_ms,
@@ -95,7 +96,26 @@ pub(super) async fn run(
         // Load, then kill -9 at a random moment.
         let load = round::start(a, &srv.addr, round, rng, durable, dur, wait);
         let run_for = Duration::from_millis(rng.random_range(run_ms.0..run_ms.1));
-        tokio::time::sleep(run_for).await;
+        match &setup.sql {
+            Some(db) if rng.random_range(0..100) < a.db_kill_pct => {
+                // A database outage in the middle of the load: the server must acknowledge
+                // again once the database is back, without a restart.
+                tokio::time::sleep(run_for / 3).await;
+                let down = Duration::from_millis(rng.random_range(100..1500));
+                match super::sql::outage(db, &srv.addr, &a.cluster, round, down, wait).await {
+                    Ok(took) => {
+                        f.db_kills += 1;
+                        f.max_db_recovery = f.max_db_recovery.max(took);
+                        eprintln!(
+                            "crash: round {round}: database killed, down {down:?}, acknowledging again {took:?} after its restart"
+                        );
+                    }
+                    Err(e) => f.fail(format!("round {round}: database outage: {e:#}")),
+                }
+                tokio::time::sleep(run_for * 2 / 3).await;
+            }
+            _ => tokio::time::sleep(run_for).await,
+        }
         if let Ok(Some(st)) = srv.child.try_wait() {
             f.fail(format!(
                 "round {round}: the server exited by itself ({st}) under load; log {}",

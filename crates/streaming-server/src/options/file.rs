@@ -97,7 +97,7 @@ fn conf_err(v: &Spanned, msg: impl Into<String>) -> ConfError {
     v.error(msg)
 }
 
-fn conf_str(key: &str, v: &Spanned) -> Result<String, ConfError> {
+pub(super) fn conf_str(key: &str, v: &Spanned) -> Result<String, ConfError> {
     match &v.value {
         Value::String(s) => Ok(s.clone()),
         Value::Integer(i) => Ok(i.to_string()),
@@ -111,7 +111,7 @@ fn conf_str(key: &str, v: &Spanned) -> Result<String, ConfError> {
     }
 }
 
-fn conf_int(key: &str, v: &Spanned) -> Result<i64, ConfError> {
+pub(super) fn conf_int(key: &str, v: &Spanned) -> Result<i64, ConfError> {
     match &v.value {
         Value::Integer(i) => Ok(*i),
         Value::String(s) => rnats_conf::parse_size(s).ok_or_else(|| {
@@ -130,7 +130,7 @@ fn conf_int(key: &str, v: &Spanned) -> Result<i64, ConfError> {
     }
 }
 
-fn conf_bool(key: &str, v: &Spanned) -> Result<bool, ConfError> {
+pub(super) fn conf_bool(key: &str, v: &Spanned) -> Result<bool, ConfError> {
     v.as_bool().ok_or_else(|| {
         conf_err(
             v,
@@ -222,7 +222,8 @@ pub fn apply_config(map: &Map, opts: &mut Options) -> Result<(), OptionsError> {
                     .ok_or_else(|| conf_err(v, format!("parameter \"{key}\" must be a map")))?;
                 apply_cluster(m, &mut opts.clustering)?
             }
-            "sql_options" | "sql" | "credentials" | "nkey_seed_file" | "tls" | "secure"
+            "sql_options" | "sql" => opts.sql.apply_config(v)?,
+            "credentials" | "nkey_seed_file" | "tls" | "secure"
                 if !matches!(v.value, Value::Bool(false)) =>
             {
                 return Err(conf_err(

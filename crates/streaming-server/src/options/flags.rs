@@ -17,7 +17,7 @@ Usage: rnats-streaming-server [options]
 
 Streaming Server Options:
     -cid, --cluster_id  <string>      Cluster ID (default: test-cluster)
-    -st,  --store <string>            Store type: MEMORY|FILE (default: MEMORY)
+    -st,  --store <string>            Store type: MEMORY|FILE|SQL (default: MEMORY)
           --dir <string>              For FILE store type, this is the root directory
     -mc,  --max_channels <int>        Max number of channels (0 for unlimited)
     -msu, --max_subs <int>            Max number of subscriptions per channel (0 for unlimited)
@@ -45,7 +45,7 @@ Streaming Server Options:
           --cluster_log_cache_size <int>, --cluster_log_snapshots <int>, --cluster_trailing_logs <int>
           --cluster_snapshot_threshold <int> RAFT entries between snapshots (default: 8192)
           --cluster_allow_add_remove_node <bool>, --cluster_proceed_on_restore_failure <bool>
-          --ft_group <string>         Name of this server's fault-tolerance group (FILE store): starts as a standby
+          --ft_group <string>         Name of this server's fault-tolerance group (FILE or SQL store): starts as a standby
           --ft_hb_interval <duration> Heartbeat interval of the active FT server (default: 1s)
           --ft_hb_missed_interval <duration> Missed heartbeats after which a standby tries to take over (default: 1.25s)
     -m,   --http_port <int>           HTTP port for monitoring (NATS and /streaming endpoints)
@@ -69,6 +69,15 @@ Streaming Server File Store Options:
 Migration from nats-streaming-server (FILE store; -st FILE --dir D migrates D in place at start-up):
     --migrate_from <dir>              Migrate the store in <dir> into --dir (a new directory), print the report, exit
     --migrate_check <dir>             Read the whole store in <dir>, print what would be migrated and any damage, exit (1 if damaged)
+
+Streaming Server SQL Store Options:
+    --sql_driver <string>             Name of the SQL Driver (\"mysql\" or \"postgres\")
+    --sql_source <string>             Datasource used when opening an SQL connection to the database
+    --sql_no_caching <bool>           Enable/Disable caching for improved performance
+    --sql_max_open_conns <int>        Maximum number of opened connections to the database
+    --sql_bulk_insert_limit <int>     Maximum number of messages stored with a single SQL \"INSERT\" statement
+    --sql_create_schema               Create the store's tables in the (empty) database of
+                                      --sql_driver/--sql_source, print what was done, and exit
 
 Streaming Server Logging Options:
     -SD, --stan_debug=<bool>          Enable STAN debugging output
@@ -153,6 +162,8 @@ const VALUE_FLAGS: &[(&str, &[&str])] = &[
     ),
     ("sql_driver", &["sql_driver"]),
     ("sql_source", &["sql_source"]),
+    ("sql_max_open_conns", &["sql_max_open_conns"]),
+    ("sql_bulk_insert_limit", &["sql_bulk_insert_limit"]),
     ("encryption_cipher", &["encryption_cipher"]),
     ("encryption_key", &["encryption_key"]),
     ("tls_client_cert", &["tls_client_cert"]),
@@ -185,6 +196,8 @@ const BOOL_FLAGS: &[(&str, &[&str])] = &[
         &["cluster_proceed_on_restore_failure"],
     ),
     ("encrypt", &["encrypt"]),
+    ("sql_no_caching", &["sql_no_caching"]),
+    ("sql_create_schema", &["sql_create_schema"]),
     ("help", &["h", "help"]),
     ("version", &["v", "version"]),
 ];
@@ -341,7 +354,9 @@ impl CommandLine {
                 "cluster_proceed_on_restore_failure" => {
                     opts.clustering.proceed_on_restore_failure = v == "true"
                 }
-                "sql_driver" | "sql_source" => return Err(OptionsError::SqlFlags),
+                n if n.starts_with("sql_") => {
+                    opts.sql.apply_flag(n, v)?;
+                }
                 "encrypt" => opts.encrypt = v == "true",
                 "encryption_cipher" => opts.encryption_cipher = v.to_string(),
                 "encryption_key" => {

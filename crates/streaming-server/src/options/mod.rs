@@ -14,6 +14,7 @@
 
 mod file;
 mod flags;
+mod sql;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use rnats_streaming_raft::ClusterOptions;
 
 pub use self::file::apply_config;
 pub use self::flags::{CommandLine, USAGE};
+pub use self::sql::SqlOptions;
 
 /// Version reported in logs and monitoring (the reference release this server mirrors).
 pub const VERSION: &str = "0.25.6";
@@ -57,6 +59,8 @@ pub struct Options {
     /// `--migrate_check <dir>`: read that nats-streaming-server file store, print what a
     /// migration would carry over and any damage, and exit (1 if damaged).
     pub migrate_check: Option<PathBuf>,
+    /// The SQL store's options (`--sql_*`, the `sql_options` block).
+    pub sql: SqlOptions,
     /// `-ns`: connect to this NATS server (or comma-separated list) instead of embedding one.
     pub nats_server_url: Option<String>,
     /// Options of the embedded rnats server (ignored with `nats_server_url`).
@@ -141,6 +145,7 @@ impl Default for Options {
             reference_file: ReferenceOptions::default(),
             migrate_from: None,
             migrate_check: None,
+            sql: SqlOptions::default(),
             nats_server_url: None,
             nats: rnats_server::Options::default(),
             http_port: 0,
@@ -184,8 +189,16 @@ pub enum OptionsError {
     ClusterId(String),
     #[error("for FILE stores, the directory must be specified")]
     FileStoreWithoutDir,
-    #[error("SQL store is not supported by this rnats-streaming-server build")]
-    SqlStore,
+    #[error(
+        "for SQL stores, the SQL driver must be specified (--sql_driver postgres|mysql, or driver in the sql_options block)"
+    )]
+    SqlDriverMissing,
+    #[error("unsupported SQL driver \"{0}\" (use \"postgres\" or \"mysql\")")]
+    SqlDriver(String),
+    #[error(
+        "for SQL stores, the SQL source must be specified (--sql_source, or source in the sql_options block)"
+    )]
+    SqlSourceMissing,
     #[error("ft: only FILE or SQL stores supported in FT mode")]
     FtMemoryStore,
     #[error(
@@ -213,8 +226,6 @@ pub enum OptionsError {
     CompactFrag,
     #[error("--file_slice_archive_script is not supported by this build")]
     ArchiveScript,
-    #[error("SQL store is not supported by this build")]
-    SqlFlags,
     #[error("TLS to the NATS server is not supported by this build")]
     NatsTls,
     #[error("crc polynomial should be between 1 and 4294967295 (got {0})")]
@@ -243,7 +254,7 @@ impl Options {
             return Err(OptionsError::FileStoreWithoutDir);
         }
         if self.store_type == StoreKind::Sql {
-            return Err(OptionsError::SqlStore);
+            self.sql.store_options()?;
         }
         if self.ft_group.is_some() {
             if self.store_type == StoreKind::Memory {

@@ -3,6 +3,8 @@
 //! the bytes they want, including bad ones).
 #![allow(dead_code)]
 
+pub mod sql;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
