@@ -100,6 +100,8 @@ else
   PUB_SECS=3; SYNC_SECS=3; FILL16=300000; FILL1K=100000
 fi
 
+# The cluster and encryption comparisons run on their own, without the SQL rows.
+if [ "$CLUSTER" = 1 ] || [ "$ENCRYPTION" = 1 ]; then SQL=0; fi
 # The SQL store's servers join the windowed publish and replay scenarios.
 SQLI=""
 [ "$SQL" = 1 ] && SQLI=" rnats-sql-pg rnats-sql-my"

@@ -86,7 +86,7 @@ NAMES.update({
 })
 
 # --cluster and --encryption: two servers per scenario, compared side by side.
-if not any("js" in impls.split() for _, _, impls in order):
+if any(i.endswith(("-r3", "-enc")) for _, _, impls in order for i in impls.split()):
     p("| scenario | A | A median | B | B median | ratio A/B | A peak RSS | B peak RSS | A CPU s | B CPU s |")
     p("|---|---|---|---|---|---|---|---|---|---|")
     for sid, label, impls in order:
