@@ -633,12 +633,14 @@ impl SqlMsgStore {
             {
                 return Ok(());
             }
-            // Messages dropped by a resync: this flush may carry their PubAcks.
-            let report = std::mem::take(&mut log.dropped_unreported).then(|| {
-                StoreError::from(SqlError::MessagesDropped {
-                    channel: log.channel.clone(),
-                })
-            });
+            // Messages dropped by a resync: this flush may carry their PubAcks (not the
+            // background thread's, which carries none).
+            let report =
+                (!deletes_only && std::mem::take(&mut log.dropped_unreported)).then(|| {
+                    StoreError::from(SqlError::MessagesDropped {
+                        channel: log.channel.clone(),
+                    })
+                });
             if let Err(e) = self.ensure_synced(&mut log) {
                 return Err(report.unwrap_or(e));
             }
