@@ -359,6 +359,9 @@ impl Source {
                     .init(d.init.clone())
                     .prefer_socket(false)
                     .tcp_keepalive(Some(Duration::from_secs(30)))
+                    // Affected rows must count only rows changed: an idempotent insert that
+                    // finds a row then reports 0, which is how verify.rs notices it.
+                    .client_found_rows(false)
                     .stmt_cache_size(64);
                 b = match &d.addr {
                     MyAddr::Tcp { host, port } => b.ip_or_hostname(host.clone()).tcp_port(*port),

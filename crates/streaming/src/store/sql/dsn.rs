@@ -339,7 +339,8 @@ fn query_unescape(s: &str) -> Result<String, String> {
     percent_decode(&s.replace('+', " "))
 }
 
-/// Driver options of the Go MySQL driver that mean nothing to this store.
+/// Driver options of the Go MySQL driver that mean nothing to this store (`clientFoundRows`
+/// is ignored: the store needs affected-row counts of changed rows only).
 const MY_IGNORED: &[&str] = &[
     "allowAllFiles",
     "allowCleartextPasswords",

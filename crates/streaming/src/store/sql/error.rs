@@ -69,6 +69,37 @@ pub enum SqlError {
         "{pending} messages of channel {channel:?} are waiting for the database; refusing more until it is reachable"
     )]
     Backlog { channel: String, pending: usize },
+    /// A flush found a message row it did not write at one of its sequences (another server
+    /// wrote to the database, e.g. a stopped server's transaction committed late): nothing
+    /// was stored, the messages not yet stored were dropped, and the channel continues after
+    /// the database's last sequence.
+    #[error(
+        "sql: sequence {seq} of channel {channel:?} already holds a message this server did not \
+         write (another server wrote to the database); the messages not yet stored were dropped \
+         and the channel continues after the database's last sequence: publish them again"
+    )]
+    SequenceTaken { channel: String, seq: u64 },
+    /// Messages were dropped when the channel was resynchronised after
+    /// [`SqlError::SequenceTaken`]; this flush may carry their acknowledgements.
+    #[error(
+        "sql: messages of channel {channel:?} were dropped after another server's rows were \
+         found at their sequences: publish them again"
+    )]
+    MessagesDropped { channel: String },
+    /// The channel's view could not be read back from the database after
+    /// [`SqlError::SequenceTaken`]; appends are refused until it can.
+    #[error(
+        "sql: channel {channel:?} must be read back from the database before it takes more \
+         messages ({message})"
+    )]
+    ResyncPending { channel: String, message: String },
+    /// A `SubsPending` row this store was writing already existed (another server wrote it):
+    /// nothing was stored; the subscription's rows are rewritten at the next flush.
+    #[error(
+        "sql: a pending row of subscription {subid} was already written by another server; \
+         its rows are rewritten at the next flush"
+    )]
+    PendingRowTaken { subid: u64 },
     /// A `StoreLock` owner ID does not fit the column (`VARCHAR(30)`), or is empty.
     #[error("store lock owner ID {0:?} must be 1 to 30 characters")]
     LockOwner(String),

@@ -14,6 +14,7 @@
 //!        deletions left by limits when no flush came (the reference's 1 s flusher)
 //! SqlStoreLock (lock.rs): StoreLock table, for fault tolerance; its own connection.
 //! recover.rs: reading everything back at open; schema.rs: scripts and the check at open.
+//! fence.rs: waiting at open for transactions in flight; verify.rs: checked inserts.
 //! ```
 //!
 //! The traits are blocking and are called from the server's async tasks: the store never
@@ -26,6 +27,38 @@
 //! column is [`SqlError::MissingTable`] / [`SqlError::MissingColumn`]; a database lost while
 //! running makes flushes fail (nothing is acknowledged falsely; the data waits in memory and
 //! the next flush sends it again) while new connections are tried with a growing delay.
+//!
+//! Another writer. Sequences (and subscription IDs, pending `row` numbers) are handed out
+//! from what the store read at open. A server killed just after sending `COMMIT` leaves a
+//! transaction the database may commit a moment later (seen: 1.5 s), after a restarted server
+//! or an FT standby has read the tables; its rows then sit at sequences the new owner hands
+//! out again. Two defences, the second being the guarantee:
+//!
+//! 1. At open, before reading, the store waits (at most 10 s) until no transaction that wrote
+//!    to its tables is still open (fence.rs: a table lock that conflicts with writers,
+//!    released at once). The reference server has no such wait: its `StoreLock` says who
+//!    owns the store, not whether the previous owner's last transaction has ended. Waiting
+//!    for the previous owner's backends by name (`pg_stat_activity`) was not used: nothing
+//!    there tells its sessions from other clients', while the table lock waits for exactly
+//!    the transactions that matter, on both databases. It bounds the window; it cannot close
+//!    it (a statement still unread in the database's socket buffer, a wait that timed out).
+//! 2. Every insert is checked (verify.rs). The inserts stay idempotent (a flush whose commit
+//!    outcome was lost is sent again), but an insert that finds a row in place makes the
+//!    flush compare that row with its own data: identical rows are its own earlier commit;
+//!    any other row rolls the transaction back and fails the flush
+//!    ([`SqlError::SequenceTaken`]). An insert meeting another transaction's uncommitted row
+//!    waits for it to end, so a late commit is always seen. The channel is then
+//!    resynchronised (msgs.rs): the messages not yet stored are dropped (their PubAcks are
+//!    errors, and so is the next flush's, which may carry PubAcks of messages dropped:
+//!    [`SqlError::MessagesDropped`]), the rows past what the store committed join the log,
+//!    and appends continue after the database's last sequence, without a restart. Pending
+//!    rows found in place fail the subscription flush ([`SqlError::PendingRowTaken`]); the
+//!    next one rewrites that subscription's rows. `Subscriptions` rows are upserts keyed by
+//!    channel: a subscription ID given twice across channels is covered by the wait at open
+//!    only.
+//!
+//! So a message is acknowledged only once a row holding its exact data is committed at its
+//! sequence.
 
 mod error;
 
@@ -37,6 +70,8 @@ mod db;
 mod driver;
 #[cfg(feature = "sql")]
 mod dsn;
+#[cfg(feature = "sql")]
+mod fence;
 #[cfg(feature = "sql")]
 mod lock;
 #[cfg(feature = "sql")]
@@ -51,6 +86,8 @@ mod schema;
 mod store;
 #[cfg(feature = "sql")]
 mod subs;
+#[cfg(feature = "sql")]
+mod verify;
 
 #[cfg(feature = "sql")]
 pub use driver::SqlDriver;

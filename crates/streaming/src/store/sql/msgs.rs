@@ -15,8 +15,12 @@
 //!   multi-row `INSERT`s of up to `bulk_insert_limit` rows), together with the deletion of
 //!   rows that limits removed, and returns `Ok` only once it committed. A failed flush leaves
 //!   the messages pending: the next flush sends them again (inserts are idempotent, so a
-//!   commit whose outcome was lost is harmless). While the database is away, appends are
-//!   refused once [`BACKLOG_MSGS`] messages wait.
+//!   commit whose outcome was lost is harmless: a row found in place must hold exactly the
+//!   data sent, verify.rs). While the database is away, appends are refused once
+//!   [`BACKLOG_MSGS`] messages wait.
+//! * Another writer's row at a sequence being flushed fails the flush and resynchronises the
+//!   log ([`SqlMsgStore::resync`]): messages not committed are dropped, the rows in the
+//!   database are counted in, appends continue after its last sequence.
 //! * No-caching mode: `append` inserts the message before it returns (and fails, storing
 //!   nothing, when the insert fails); `flush` has nothing to do.
 //! * Limits are applied in memory on append and [`expire`](MsgStore::expire), like the memory
@@ -39,6 +43,7 @@ use prost::Message as _;
 
 use super::driver::{Stmt, V};
 use super::queries::{MAX_BULK_ROWS, Q};
+use super::verify::{Expect, run_checked};
 use super::{Shared, SqlError};
 use crate::proto::{MsgProto, peek_msg_proto};
 use crate::store::{EncodedMsg, MsgStore, MsgStoreState, NewMessage, Result, StoreError};
@@ -104,6 +109,12 @@ struct Log {
     maxseq: u64,
     /// A limit could not be applied (the database did not answer); retried later.
     enforce_pending: bool,
+    /// Another writer's row was found at a flushed sequence and the channel could not be read
+    /// back yet: appends wait for [`SqlMsgStore::resync`].
+    needs_resync: bool,
+    /// A resync dropped messages whose PubAcks may wait on the next flush: it reports an
+    /// error even if it succeeds.
+    dropped_unreported: bool,
     last_flush: Instant,
     closed: bool,
 }
@@ -218,6 +229,8 @@ impl SqlMsgStore {
                 db_low: init.first,
                 maxseq: init.maxseq,
                 enforce_pending: false,
+                needs_resync: false,
+                dropped_unreported: false,
                 last_flush: Instant::now(),
                 closed: false,
             }),
@@ -373,7 +386,9 @@ impl SqlMsgStore {
         }
         if self.no_caching() {
             let stmt = self.insert_stmt(m.sequence, m.timestamp, &enc);
-            self.run(vec![stmt])?;
+            if let Some(seq) = self.write(vec![stmt], 1, vec![(m.sequence, enc.clone())])? {
+                return Err(self.taken(log, seq));
+            }
             log.push(m.sequence, m.timestamp, enc, true);
         } else {
             let pending = log.unflushed();
@@ -444,15 +459,126 @@ impl SqlMsgStore {
             .map(|_| ())
     }
 
-    /// The inserts for the messages not committed yet, and the sequence they end at.
-    fn insert_plan(&self, log: &Log) -> (Vec<Stmt>, u64) {
+    /// Runs `stmts`, whose first `inserts` insert the messages `rows`, checking that every row
+    /// ends up holding this store's data (verify.rs). `Ok(Some(seq))`: another writer's row
+    /// is at `seq`, nothing was written.
+    fn write(
+        &self,
+        stmts: Vec<Stmt>,
+        inserts: usize,
+        rows: Vec<(u64, Bytes)>,
+    ) -> std::result::Result<Option<u64>, SqlError> {
+        if stmts.is_empty() {
+            return Ok(None);
+        }
+        // A statement inserting several rows may insert some: only a transaction undoes them.
+        let tx = stmts.len() > 1 || rows.len() > 1;
+        let channel = self.channel_id;
+        self.shared.db.call(move |cx| async move {
+            let expect = Expect::Messages {
+                channel,
+                inserts,
+                rows: &rows,
+            };
+            let q = cx.q.clone();
+            cx.with_conn(async |c| run_checked(c, &q, &stmts, tx, &expect).await)
+                .await
+        })
+    }
+
+    /// Handles another writer's row found at `seq`: resynchronises the channel (see
+    /// [`resync`](Self::resync)) and returns the error for the caller.
+    fn taken(&self, log: &mut Log, seq: u64) -> StoreError {
+        let channel = log.channel.clone();
+        if let Err(e) = self.resync(log) {
+            return SqlError::ResyncPending {
+                channel,
+                message: e.to_string(),
+            }
+            .into();
+        }
+        SqlError::SequenceTaken { channel, seq }.into()
+    }
+
+    /// Brings the log in step with the database after another writer's rows were found at
+    /// sequences this store was flushing (a stopped server's transaction that committed late,
+    /// after this store had read the channel): the messages not committed are dropped (their
+    /// flush failed, they get error PubAcks), the rows past what this store committed are
+    /// counted in, and the log continues after the database's last sequence. Until this
+    /// succeeds (it reads the database), appends are refused.
+    fn resync(&self, log: &mut Log) -> std::result::Result<(), SqlError> {
+        if log.last > log.flushed && !log.needs_resync {
+            // Messages appended while the failed flush ran, or before it but after the
+            // server's flusher took the PubAcks it carries, have their PubAcks on the next
+            // flush: it must fail too (whatever it writes).
+            log.dropped_unreported = true;
+        }
+        log.needs_resync = true;
+        log.recent.clear();
+        log.recent_bytes = 0;
+        log.unflushed_bytes = 0;
+        log.head.clear();
+        // Rows this store did not commit lie above `flushed`; its own held rows from `first`.
+        let from = log.first.min(log.flushed + 1);
+        let (id, sql) = (self.channel_id, self.shared.db.q.sql(Q::MsgsStatsFrom));
+        let stats = self.shared.db.call(move |cx| async move {
+            let params = [V::Int(id), V::from(from)];
+            let rows = cx.with_conn(async |c| c.query(&sql, &params).await).await?;
+            let e = |message| SqlError::Corrupt {
+                what: "Messages statistics".into(),
+                message,
+            };
+            let Some(r) = rows.first() else {
+                return Ok((0, 0, 0, 0, 0));
+            };
+            let u = |v: i64| u64::try_from(v).unwrap_or(0);
+            Ok((
+                u(r.int(0).map_err(e)?),
+                u(r.int(1).map_err(e)?),
+                u(r.int(2).map_err(e)?),
+                u(r.int(3).map_err(e)?),
+                r.int(4).map_err(e)?,
+            ))
+        })?;
+        let (count, min, max, bytes, max_ts) = stats;
+        log.last = log.flushed.max(max);
+        log.flushed = log.last;
+        log.msgs = count;
+        log.bytes = bytes;
+        log.first = if count > 0 { min } else { log.last + 1 };
+        log.last_ts = log.last_ts.max(max_ts);
+        log.needs_resync = false;
+        let now = log.last_ts;
+        self.enforce(log, now);
+        Ok(())
+    }
+
+    /// Resynchronises first if an earlier conflict left the log unsynchronised.
+    fn ensure_synced(&self, log: &mut Log) -> Result<()> {
+        if !log.needs_resync {
+            return Ok(());
+        }
+        self.resync(log).map_err(|e| {
+            SqlError::ResyncPending {
+                channel: log.channel.clone(),
+                message: e.to_string(),
+            }
+            .into()
+        })
+    }
+
+    /// The inserts for the messages not committed yet (with their sequences and stored form,
+    /// to check what the inserts found in place), and the sequence they end at.
+    #[allow(clippy::type_complexity)]
+    fn insert_plan(&self, log: &Log) -> (Vec<Stmt>, Vec<(u64, Bytes)>, u64) {
         let pending: Vec<&Cached> = {
             let n = log.unflushed();
             log.recent.iter().skip(log.recent.len() - n).collect()
         };
         let Some(upto) = pending.last().map(|c| c.seq) else {
-            return (Vec::new(), log.flushed);
+            return (Vec::new(), Vec::new(), log.flushed);
         };
+        let rows = pending.iter().map(|c| (c.seq, c.enc.clone())).collect();
         let limit = self.shared.opts.bulk_insert_limit.min(MAX_BULK_ROWS);
         let mut stmts = Vec::new();
         if limit >= super::MIN_BULK_INSERT_LIMIT && pending.len() > 1 {
@@ -490,25 +616,40 @@ impl SqlMsgStore {
                     .map(|c| self.insert_stmt(c.seq, c.ts, &c.enc)),
             );
         }
-        (stmts, upto)
+        (stmts, rows, upto)
     }
 
     /// Flushes; with `deletes_only`, only when rows wait for deletion and nothing was
     /// flushed for a second (the store's background thread).
     pub(crate) fn flush_inner(&self, deletes_only: bool) -> Result<()> {
         let _f = self.flush_lock.lock();
-        let (stmts, upto, low, maxseq) = {
+        let (stmts, inserts, rows, upto, low, maxseq, report) = {
             let mut log = self.log.lock();
             log.check_open()?;
-            if deletes_only && (log.first <= log.db_low || log.last_flush.elapsed().as_secs() < 1) {
+            if deletes_only
+                && (log.needs_resync
+                    || log.first <= log.db_low
+                    || log.last_flush.elapsed().as_secs() < 1)
+            {
                 return Ok(());
+            }
+            // Messages dropped by a resync: this flush may carry their PubAcks (not the
+            // background thread's, which carries none).
+            let report =
+                (!deletes_only && std::mem::take(&mut log.dropped_unreported)).then(|| {
+                    StoreError::from(SqlError::MessagesDropped {
+                        channel: log.channel.clone(),
+                    })
+                });
+            if let Err(e) = self.ensure_synced(&mut log) {
+                return Err(report.unwrap_or(e));
             }
             if log.enforce_pending {
                 let now = log.last_ts;
                 self.enforce(&mut log, now);
             }
-            let (inserts, upto) = if deletes_only {
-                (Vec::new(), log.flushed)
+            let (ins, rows, upto) = if deletes_only {
+                (Vec::new(), Vec::new(), log.flushed)
             } else {
                 self.insert_plan(&log)
             };
@@ -517,14 +658,26 @@ impl SqlMsgStore {
             } else {
                 (Vec::new(), log.db_low, 0)
             };
-            let mut stmts = inserts;
+            let inserts = ins.len();
+            let mut stmts = ins;
             stmts.extend(dels);
-            (stmts, upto, low, maxseq)
+            (stmts, inserts, rows, upto, low, maxseq, report)
+        };
+        let done = |r: Result<()>| match (r, report) {
+            (Ok(()), Some(e)) => Err(e),
+            (r, _) => r,
         };
         if stmts.is_empty() {
-            return Ok(());
+            return done(Ok(()));
         }
-        self.run(stmts)?;
+        match self.write(stmts, inserts, rows) {
+            Ok(None) => {}
+            Ok(Some(seq)) => {
+                let mut log = self.log.lock();
+                return Err(self.taken(&mut log, seq));
+            }
+            Err(e) => return Err(e.into()),
+        }
         let mut log = self.log.lock();
         log.flushed = log.flushed.max(upto);
         log.unflushed_bytes = log
@@ -542,7 +695,7 @@ impl SqlMsgStore {
         if limited && log.head.len() < (HEAD_WINDOW / 4) as usize {
             let _ = self.load_head(&mut log);
         }
-        Ok(())
+        done(Ok(()))
     }
 
     /// Marks the log closed without flushing (its channel was deleted).
@@ -604,6 +757,7 @@ impl MsgStore for SqlMsgStore {
     fn append(&self, msg: NewMessage) -> Result<MsgProto> {
         let mut log = self.log.lock();
         log.check_open()?;
+        self.ensure_synced(&mut log)?;
         let m = msg.stamp(log.last + 1, log.channel.clone(), log.last_ts);
         self.add(&mut log, &m)?;
         Ok(m)
@@ -612,6 +766,7 @@ impl MsgStore for SqlMsgStore {
     fn store(&self, msg: &MsgProto) -> Result<u64> {
         let mut log = self.log.lock();
         log.check_open()?;
+        self.ensure_synced(&mut log)?;
         if msg.sequence <= log.last {
             return Ok(msg.sequence);
         }

@@ -39,6 +39,8 @@ pub(crate) enum Q {
     MsgsFloorForBytes,
     MsgsChunkEnd,
     MsgsDeleteUpTo,
+    MsgsCheck,
+    MsgsStatsFrom,
     SubUpsert,
     SubMarkDeleted,
     SubDelete,
@@ -53,6 +55,7 @@ pub(crate) enum Q {
     PendingDeleteSeq,
     PendingDeleteSub,
     PendingSelect,
+    PendingMaxRow,
     SchemaColumns,
     CurrentDatabase,
 }
@@ -108,7 +111,9 @@ fn text(q: Q, driver: SqlDriver) -> &'static str {
         Q::ChannelMarkDeleted => "UPDATE Channels SET deleted=TRUE WHERE id=?",
         Q::ChannelDelete => "DELETE FROM Channels WHERE id=?",
         Q::ChannelsMaxId => "SELECT COALESCE(MAX(id), 0) FROM Channels",
-        // Idempotent, so a flush whose commit outcome was unknown can simply be replayed.
+        // Idempotent, so a flush whose commit outcome was unknown can simply be replayed; a row
+        // found in place is then checked (verify.rs). MySQL reports 0 affected rows for such a
+        // row only without CLIENT_FOUND_ROWS, which the driver never sets.
         Q::MsgInsert => {
             if pg {
                 "INSERT INTO Messages (id, seq, timestamp, size, data) VALUES (?, ?, ?, ?, ?) \
@@ -152,6 +157,17 @@ fn text(q: Q, driver: SqlDriver) -> &'static str {
              (SELECT seq FROM Messages WHERE id=? ORDER BY seq LIMIT ?) t"
         }
         Q::MsgsDeleteUpTo => "DELETE FROM Messages WHERE id=? AND seq<=?",
+        // The rows an idempotent insert found in place: a locking read sees the latest
+        // committed version (MySQL's plain reads may use an older snapshot).
+        Q::MsgsCheck => {
+            "SELECT seq, data FROM Messages WHERE id=? AND seq>=? AND seq<=? ORDER BY seq \
+             FOR UPDATE"
+        }
+        Q::MsgsStatsFrom => {
+            "SELECT COUNT(seq), COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0), \
+             COALESCE(SUM(size), 0), COALESCE(MAX(timestamp), 0) FROM Messages \
+             WHERE id=? AND seq>=?"
+        }
         Q::SubUpsert => {
             if pg {
                 "INSERT INTO Subscriptions (id, subid, lastsent, proto, deleted) \
@@ -197,6 +213,7 @@ fn text(q: Q, driver: SqlDriver) -> &'static str {
             "SELECT `row`, seq, lastsent, pending, acks FROM SubsPending WHERE subid=? \
              ORDER BY `row`"
         }
+        Q::PendingMaxRow => "SELECT COALESCE(MAX(`row`), 0) FROM SubsPending WHERE subid=?",
         Q::SchemaColumns => {
             if pg {
                 "SELECT table_name, column_name, CAST(character_maximum_length AS BIGINT) \
@@ -311,6 +328,8 @@ impl Q {
         Q::MsgsFloorForBytes,
         Q::MsgsChunkEnd,
         Q::MsgsDeleteUpTo,
+        Q::MsgsCheck,
+        Q::MsgsStatsFrom,
         Q::SubUpsert,
         Q::SubMarkDeleted,
         Q::SubDelete,
@@ -325,6 +344,7 @@ impl Q {
         Q::PendingDeleteSeq,
         Q::PendingDeleteSub,
         Q::PendingSelect,
+        Q::PendingMaxRow,
         Q::SchemaColumns,
         Q::CurrentDatabase,
     ];

@@ -14,6 +14,7 @@ use prost::Message as _;
 use super::SqlError;
 use super::db::Db;
 use super::driver::{Source, SqlDriver, V};
+use super::fence;
 use super::msgs::SqlMsgStore;
 use super::queries::Q;
 use super::recover::{self, SCHEMA_VERSION};
@@ -142,6 +143,9 @@ impl SqlStore {
                 return Err(e.into());
             }
         };
+        // Let a previous owner's transactions still in flight end before reading (fence.rs);
+        // a database that does not answer fails in the recovery that follows.
+        let _ = db.call(|cx| async move { fence::wait_for_writers(&cx).await });
         let shared = Arc::new(Shared {
             db,
             opts,

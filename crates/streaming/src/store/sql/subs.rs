@@ -37,6 +37,7 @@ use prost::Message as _;
 
 use super::driver::{Stmt, V};
 use super::queries::Q;
+use super::verify::{Expect, run_checked};
 use super::{Shared, SqlError};
 use crate::proto::SubState;
 use crate::seqmap::SeqMap;
@@ -185,15 +186,35 @@ impl SqlSubStore {
         self.shared.db.q.stmt(q, params)
     }
 
+    /// Runs `stmts` (in a transaction when several), checking that each `SubsPending` insert
+    /// wrote its row: a row already at that `(subid, row)` was written by another server
+    /// (verify.rs), and the write is rolled back with [`SqlError::PendingRowTaken`].
     fn run(&self, stmts: Vec<Stmt>) -> std::result::Result<(), SqlError> {
         if stmts.is_empty() {
             return Ok(());
         }
+        let q = &self.shared.db.q;
+        let (by_row, by_seq) = (q.sql(Q::PendingInsertRow), q.sql(Q::PendingInsertSeq));
+        let inserts: Vec<(usize, u64)> = stmts
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.sql == by_row || s.sql == by_seq)
+            .map(|(i, s)| match s.params.first() {
+                Some(V::Int(id)) => (i, u64::try_from(*id).unwrap_or(0)),
+                _ => (i, 0),
+            })
+            .collect();
         let tx = stmts.len() > 1;
-        self.shared
-            .db
-            .call(move |cx| async move { cx.with_conn(async |c| c.run(&stmts, tx).await).await })
-            .map(|_| ())
+        let taken = self.shared.db.call(move |cx| async move {
+            let q = cx.q.clone();
+            let expect = Expect::OneEach(&inserts);
+            cx.with_conn(async |c| run_checked(c, &q, &stmts, tx, &expect).await)
+                .await
+        })?;
+        match taken {
+            None => Ok(()),
+            Some(subid) => Err(SqlError::PendingRowTaken { subid }),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut SubInner) -> Result<T>) -> Result<T> {
@@ -399,9 +420,24 @@ impl SqlSubStore {
         }
     }
 
-    /// Runs the statements of a no-caching operation.
-    fn run_now(&self, stmts: Vec<Stmt>) -> Result<()> {
-        self.run(stmts).map_err(StoreError::from)
+    /// Runs the statements of a no-caching operation. When another server's row was found
+    /// at a `row` number this store gave, the subscription's next `row` moves past the rows
+    /// the table holds, so that the next operations write again.
+    fn run_now(&self, inner: &mut SubInner, stmts: Vec<Stmt>) -> Result<()> {
+        let r = self.run(stmts);
+        if let Err(SqlError::PendingRowTaken { subid }) = &r {
+            let (id, sql) = (*subid, self.shared.db.q.sql(Q::PendingMaxRow));
+            let max = self.shared.db.call(move |cx| async move {
+                let rows = cx
+                    .with_conn(async |c| c.query(&sql, &[V::from(id)]).await)
+                    .await?;
+                Ok(rows.first().and_then(|r| r.int(0).ok()).unwrap_or(0))
+            });
+            if let (Ok(max), Some(sr)) = (max, inner.rows.get_mut(subid)) {
+                sr.next_row = sr.next_row.max(u64::try_from(max).unwrap_or(0) + 1);
+            }
+        }
+        r.map_err(StoreError::from)
     }
 
     /// Whether changes wait for a flush since more than a second (background flusher).
@@ -498,7 +534,7 @@ impl SubStore for SqlSubStore {
             if inner.marked {
                 stmts.push(self.purge_stmt(id));
             }
-            let r = self.run_now(stmts);
+            let r = self.run_now(inner, stmts);
             if r.is_err() {
                 inner.subs.delete(id);
                 inner.rows.remove(&id);
@@ -519,7 +555,7 @@ impl SubStore for SqlSubStore {
                 return Ok(());
             }
             let stmts = self.upsert_stmt(inner, state.id).into_iter().collect();
-            self.run_now(stmts)
+            self.run_now(inner, stmts)
         })
     }
 
@@ -537,7 +573,7 @@ impl SubStore for SqlSubStore {
                 Self::touch(inner);
                 return Ok(());
             }
-            self.run_now(self.delete_stmts(id, mark).into())
+            self.run_now(inner, self.delete_stmts(id, mark).into())
         })
     }
 
@@ -561,7 +597,7 @@ impl SubStore for SqlSubStore {
                 }
                 return Ok(());
             }
-            self.run_now(stmts)
+            self.run_now(inner, stmts)
         })
     }
 
@@ -577,7 +613,7 @@ impl SubStore for SqlSubStore {
                 }
                 return Ok(());
             }
-            self.run_now(stmts)
+            self.run_now(inner, stmts)
         })
     }
 

@@ -826,3 +826,5 @@ fn postgres_lost_while_running() {
 fn mariadb_lost_while_running() {
     database_lost_while_running(Kind::MariaDb);
 }
+
+mod conflict;
