@@ -8,7 +8,8 @@
 //! | one byte per 100 ms (slowloris)          | the same: bytes that form no op do not count   |
 //! | 100,000 `SUB`s on one connection         | `max_subs` (per connection)                    |
 //! | `PING` flood from a client that never reads | `max_pending` (replies count, as in the reference) |
-//! | 1,000 concurrent monitoring requests     | served; idle HTTP connections do not block it  |
+//! | 1,000 concurrent monitoring requests     | served; idle HTTP connections do not block it, |
+//! |                                          | and the header read timeout closes them        |
 //!
 //! Counts are scaled down (the soak tool runs the million-subscription case, see
 //! docs/BENCHMARKS.md); timeouts are short so that each test takes a few seconds.
@@ -433,6 +434,21 @@ async fn a_thousand_concurrent_monitoring_requests_are_all_served() {
         c.ping_pong().await;
     }
     by.finish(3).await;
-    drop(idle);
+    // The header read timeout (10 s) closes the idle connections.
+    let closing: Vec<_> = idle
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await
+            })
+        })
+        .collect();
+    for c in closing {
+        assert!(
+            c.await.expect("task").is_ok(),
+            "an idle monitoring connection stayed open"
+        );
+    }
     srv.stop().await;
 }
