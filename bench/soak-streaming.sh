@@ -57,7 +57,7 @@ rc=0
   --duration "$DURATION" "${EXTRA[@]}" >"$WORK/soak.report" 2>"$WORK/soak.progress" || rc=$?
 cat "$WORK/soak.report"
 case "$rc" in
-  0) log "passed (report in $WORK/soak.report)" ;;
+  0) rm -rf "$WORK/run/store"; log "passed (report and server logs in $WORK)" ;;
   2) log "FAILED (report, logs and store in $WORK)"; exit 2 ;;
   *) log "setup error:"; tail -5 "$WORK/soak.progress" >&2; exit 1 ;;
 esac
