@@ -19,11 +19,14 @@
 //! * [`sink`]: a read-and-discard server, to measure the tool's own ceiling.
 //! * [`ceiling`]: the subscriber parser's speed on in-memory data.
 //! * [`report`]: the one-line human summary and the JSON object of `rnats-bench`.
+//! * [`soak`]: `rnats-bench soak` (mixed load for a set time, memory and fds sampled, losses
+//!   counted) and `rnats-bench subs-flood` (a million subscriptions on one connection).
 
 pub mod ceiling;
 pub mod engine;
 pub mod proto;
 pub mod report;
 pub mod sink;
+pub mod soak;
 
 pub use engine::{ClientStat, Config, Latency, Progress, Report, Scenario, payload, run};

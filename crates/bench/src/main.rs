@@ -21,15 +21,19 @@ use std::time::Duration;
 
 use clap::Parser;
 use rnats_bench::report::{Target, human_line, json};
-use rnats_bench::{Config, Scenario, ceiling, sink};
+use rnats_bench::{Config, Scenario, ceiling, sink, soak};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "rnats-bench",
     version,
-    about = "Raw-TCP load generator for NATS servers"
+    about = "Raw-TCP load generator for NATS servers",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    /// Long-running checks instead of one measured run (see bench/soak-core.sh).
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
     /// Server address (host:port).
     #[arg(long, default_value = "127.0.0.1:4222")]
     server: String,
@@ -87,8 +91,48 @@ struct Args {
     threads: Option<usize>,
 }
 
+#[derive(clap::Subcommand, Debug, Clone)]
+enum Cmd {
+    /// Mixed load for a set time; RSS and fds sampled; losses and growth judged.
+    Soak(soak::SoakArgs),
+    /// A million subscriptions (--subs) from one connection.
+    SubsFlood(soak::flood::FloodArgs),
+}
+
+/// Runs a subcommand on a multi-threaded runtime: exit 0 on PASS, 2 on FAIL, 1 on error.
+fn run_cmd(cmd: &Cmd) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rnats-bench: runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match cmd {
+            Cmd::Soak(a) => soak::run(a).await,
+            Cmd::SubsFlood(a) => soak::flood::run(a).await,
+        }
+    });
+    rt.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("rnats-bench: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut args = Args::parse();
+    if let Some(cmd) = &args.cmd {
+        return run_cmd(cmd);
+    }
     if args.parse_ceiling {
         return match ceiling::parse_ceiling(&args.subject, args.size, args.msgs, args.batch) {
             Ok(line) => {

@@ -13,6 +13,8 @@
 //! * [`log`]: nats-server's log format, levels and log file reopening.
 //! * [`monitor::format`] (monitoring's value formats) and [`monitor::percent_decode`].
 //! * [`sublist`]: the subject index (public for its benchmark).
+//! * [`listen`]: a TCP listener with the reference's accept backlog (the streaming server's
+//!   monitoring port uses it too).
 //!
 //! Everything else is internal. `ARCHITECTURE.md` beside this crate has the module map, the
 //! tasks, who owns which state, and the buffering policy.
@@ -39,6 +41,7 @@ pub(crate) mod state;
 pub(crate) mod tls;
 
 pub use local::{LocalConn, LocalError, LocalInbox, LocalMsg};
+pub use net::listen;
 pub use ops::ReloadError;
 pub use options::Options;
 pub use server::{ServerHandle, StartError, start};

@@ -363,17 +363,22 @@ pub(crate) fn deliver_to(
             }
             Enqueued::Closed | Enqueued::OverMax => false,
             Enqueued::SlowConsumer => {
-                if client.close(CloseReason::SlowConsumerPendingBytes, false) {
-                    srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        "{} - cid:{} - Slow Consumer Detected: MaxPending of {} Exceeded",
-                        client.addr,
-                        client.cid,
-                        srv.opts().max_pending
-                    );
-                }
+                close_slow_consumer(srv, client);
                 false
             }
         }
+    }
+}
+
+/// Closes `client`, whose pending bytes would pass `max_pending`, as a slow consumer.
+pub(crate) fn close_slow_consumer(srv: &ServerShared, client: &ClientShared) {
+    if client.close(CloseReason::SlowConsumerPendingBytes, false) {
+        srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "{} - cid:{} - Slow Consumer Detected: MaxPending of {} Exceeded",
+            client.addr,
+            client.cid,
+            srv.opts().max_pending
+        );
     }
 }

@@ -108,7 +108,7 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
     };
     let port = if opts.port < 0 { 0 } else { opts.port as u16 };
     let bind = format!("{}:{}", opts.host, port);
-    let listener = TcpListener::bind(&bind)
+    let listener = crate::net::listen(&bind)
         .await
         .map_err(|source| StartError::Listen {
             addr: bind.clone(),

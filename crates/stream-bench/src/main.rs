@@ -11,6 +11,7 @@
 //! rnats-stream-bench crash --server-bin target/debug/rnats-streaming-server --ci
 //! rnats-stream-bench crash --server-bin target/release/rnats-streaming-server --store sql --sql-db postgres
 //! rnats-stream-bench db --kind mariadb --durable     # a throwaway database for scripts
+//! rnats-stream-bench soak --server-bin target/release/rnats-streaming-server --duration 600
 //! ```
 //!
 //! `bench` scenarios:
@@ -35,6 +36,9 @@
 //! `crash`: see the `crash` module; exit status 0 PASS, 2 FAIL, 1 setup error.
 //!
 //! `db`: see the `db` module.
+//!
+//! `soak`: see the `soak` module (bench/soak-streaming.sh); exit status 0 PASS, 2 FAIL, 1
+//! setup error.
 
 mod bench;
 mod crash;
@@ -43,6 +47,7 @@ mod js;
 mod nats;
 mod publish;
 mod replay;
+mod soak;
 mod stan;
 
 use std::path::PathBuf;
@@ -72,6 +77,9 @@ enum Cmd {
     Crash(CrashArgs),
     /// A throwaway PostgreSQL or MariaDB server; commands on stdin (new, kill, restart).
     Db(db::DbArgs),
+    /// Steady load with restarts for a set time; RSS and fds sampled; acked messages checked
+    /// against a durable subscription.
+    Soak(soak::SoakArgs),
 }
 
 /// The store the crash harness runs the server on.
@@ -290,6 +298,14 @@ fn main() -> ExitCode {
             Ok(false) => ExitCode::from(2),
             Err(e) => {
                 eprintln!("rnats-stream-bench crash: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Soak(a) => match rt.block_on(soak::run(&a)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("rnats-stream-bench soak: {e:#}");
                 ExitCode::from(1)
             }
         },

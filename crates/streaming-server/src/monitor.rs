@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -22,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+use tracing::debug;
 
 use rnats_server::monitor::percent_decode;
 
@@ -207,16 +209,29 @@ fn dechunk(b: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// A connection must send its request headers within this (as the core server's monitor):
+/// idle or trickling connections are not kept forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accepts monitoring connections until the task is aborted.
 pub(crate) async fn serve(
     listener: TcpListener,
     status: Arc<Status>,
     nats_monitor: Option<SocketAddr>,
 ) {
+    let mut backoff = Duration::from_millis(10);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                debug!("STREAM: Monitoring accept error: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
         };
+        backoff = Duration::from_millis(10);
         let status = status.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
@@ -224,6 +239,8 @@ pub(crate) async fn serve(
                 async move { Ok::<_, Infallible>(handle(req, status, nats_monitor).await) }
             });
             let _ = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });

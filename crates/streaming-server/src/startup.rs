@@ -17,7 +17,6 @@ use rnats_streaming::store::file::FileStore;
 use rnats_streaming::store::memory::MemoryStore;
 use rnats_streaming::store::sql::SqlStore;
 use rnats_streaming::store::{RecoveredState, Store, StoreError, StoreKind};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
@@ -417,7 +416,7 @@ pub(crate) async fn start_monitor(
         addr: addr.clone(),
         source,
     };
-    let listener = TcpListener::bind(&addr).await.map_err(monitor_err)?;
+    let listener = rnats_server::listen(&addr).await.map_err(monitor_err)?;
     let local = listener.local_addr().map_err(monitor_err)?;
     info!("STREAM: Starting monitoring on http://{local}/streaming");
     let nats_monitor = side.embedded.as_ref().and_then(|n| n.monitor_addr());

@@ -25,10 +25,10 @@ use tracing::{debug, error};
 use self::connect::ConnectFlags;
 use crate::auth::{Credentials, Permissions};
 use crate::conn::Subscription;
-use crate::conn::{ClientShared, CloseReason, write_loop};
+use crate::conn::{ClientShared, CloseReason, Reply, write_loop};
 use crate::net::SharedTcp;
 use crate::reader::{self, OpReader, process_ops};
-use crate::router::{LOCAL_CACHE_MAX, Router, count_in};
+use crate::router::{LOCAL_CACHE_MAX, Router, close_slow_consumer, count_in};
 use crate::state::ServerShared;
 use crate::sublist::FastMap;
 
@@ -451,8 +451,10 @@ impl Reader {
     }
 
     fn enqueue_own(&mut self, len: usize, write: impl FnOnce(&mut BytesMut)) {
-        if self.me.enqueue_reply(len, write) {
-            self.router.batch.touched.push(self.me.clone());
+        match self.me.enqueue_reply(len, write) {
+            Reply::Wake => self.router.batch.touched.push(self.me.clone()),
+            Reply::Queued => {}
+            Reply::SlowConsumer => close_slow_consumer(&self.srv, &self.me),
         }
     }
 

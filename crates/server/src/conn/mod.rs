@@ -156,6 +156,17 @@ pub(crate) enum Enqueued {
     SlowConsumer,
 }
 
+/// What [`ClientShared::enqueue_reply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// Queued (or dropped: the connection is closed); the writer is already due to run.
+    Queued,
+    /// Queued, first since the writer last ran: wake it at the end of the batch.
+    Wake,
+    /// Not queued: pending would pass `max_pending`.
+    SlowConsumer,
+}
+
 impl ClientShared {
     pub(crate) fn new(cid: u64, addr: SocketAddr, max_pending: usize, is_route: bool) -> Self {
         ClientShared {
@@ -421,17 +432,24 @@ impl ClientShared {
         self.headers.load(Ordering::Relaxed)
     }
 
-    /// Appends one of the connection's own replies (`+OK`, `PONG`, `-ERR`) regardless of
-    /// `max_pending`: they are tiny and must not be lost. True when this is the first append
-    /// since the writer last ran, so the caller must wake it at the end of its batch.
-    pub(crate) fn enqueue_reply(&self, len: usize, write: impl FnOnce(&mut BytesMut)) -> bool {
+    /// Appends one of the connection's own replies (`+OK`, `PONG`, `-ERR`). They count
+    /// against `max_pending` like messages (as in the reference): a client that floods PINGs
+    /// and never reads would otherwise grow its buffer until the write deadline.
+    pub(crate) fn enqueue_reply(&self, len: usize, write: impl FnOnce(&mut BytesMut)) -> Reply {
         let mut out = self.out.lock();
         if out.closed {
-            return false;
+            return Reply::Queued;
+        }
+        if out.data.len() + out.in_flight + len > self.max_pending {
+            return Reply::SlowConsumer;
         }
         out.data.reserve(len);
         write(&mut out.data);
-        out.appended(None)
+        if out.appended(None) {
+            Reply::Wake
+        } else {
+            Reply::Queued
+        }
     }
 
     /// Lets the connection answer `reply` (`allow_responses`).

@@ -56,7 +56,7 @@ pub(crate) fn bind_addr(opts: &Options) -> Option<String> {
 
 /// Binds the monitoring listener and logs it as the reference does.
 pub(crate) async fn bind(addr: &str, host: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = crate::net::listen(addr).await?;
     let local = listener.local_addr()?;
     info!(
         "Starting http monitor on {}",

@@ -144,7 +144,7 @@ async fn run_dialed(
 /// Binds the route listener; logs like the reference.
 pub async fn bind(opts: &crate::options::ClusterOptions) -> std::io::Result<TcpListener> {
     let port = if opts.port < 0 { 0 } else { opts.port as u16 };
-    let listener = TcpListener::bind(host_port(&opts.host, port)).await?;
+    let listener = crate::net::listen(&host_port(&opts.host, port)).await?;
     let addr = listener.local_addr()?;
     info!(
         "Listening for route connections on {}",

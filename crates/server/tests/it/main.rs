@@ -5,6 +5,7 @@
 mod bad_input;
 mod cluster;
 mod harness;
+mod hostile;
 mod interop;
 mod monitor;
 mod ops;

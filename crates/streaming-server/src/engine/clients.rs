@@ -110,6 +110,15 @@ impl Engine {
     }
 
     pub(super) fn register_client(&mut self, req: ConnectRequest, reply: &Option<Subject>) {
+        // (A replaced client ID was removed before: replacing never counts twice.)
+        let max = self.opts.max_clients;
+        if max > 0 && self.clients.len() as u64 >= max {
+            debug!(
+                "STREAM: [Client:{}] Connection refused: max_clients ({max}) reached",
+                req.client_id
+            );
+            return self.connect_error(reply, ProtocolError::TooManyClients);
+        }
         let info = ClientInfo {
             id: req.client_id.clone(),
             hb_inbox: req.heartbeat_inbox.clone(),

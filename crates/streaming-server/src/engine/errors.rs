@@ -45,6 +45,9 @@ pub enum ProtocolError {
     ClientReplaced,
     #[error("stan: message payload too large")]
     MsgTooLarge,
+    /// `max_clients` reached (an rnats limit: the reference has none).
+    #[error("stan: too many clients")]
+    TooManyClients,
     /// The store refused or failed (its own text, e.g. "too many channels").
     #[error("{0}")]
     Store(String),

@@ -60,6 +60,7 @@ const STREAMING_KEYS: &[&str] = &[
     "replace_durables",
     "replace_duplicate_durable",
     "replace_duplicate_durables",
+    "max_clients",
     "credentials",
     "username",
     "password",
@@ -188,6 +189,7 @@ pub fn apply_config(map: &Map, opts: &mut Options) -> Result<(), OptionsError> {
             | "replace_durables"
             | "replace_duplicate_durable"
             | "replace_duplicate_durables" => opts.replace_durable = conf_bool(&key, v)?,
+            "max_clients" => opts.max_clients = nonneg("max clients", conf_int(&key, v)?)?,
             "username" | "user" => opts.username = Some(conf_str(&key, v)?),
             "password" | "pass" => opts.password = Some(conf_str(&key, v)?),
             "token" => opts.token = Some(conf_str(&key, v)?),

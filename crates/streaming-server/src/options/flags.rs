@@ -32,6 +32,7 @@ Streaming Server Options:
     -hbf, --hb_fail_count <int>       Number of failed heartbeats before server closes the client connection
           --io_batch_size <int>       Max number of messages in an IO batch (default: 1024)
           --replace_durable <bool>    Replace the existing durable subscription instead of reporting a duplicate durable error
+          --max_clients <int>         Max number of clients connected at once (0 for unlimited, the default)
           --encrypt <bool>            Encrypt message payloads at rest
           --encryption_cipher <string> AES (default on x86-64) or CHACHA
           --encryption_key <string>   Encryption key (NATS_STREAMING_ENCRYPTION_KEY in the environment is preferred)
@@ -130,6 +131,7 @@ const VALUE_FLAGS: &[(&str, &[&str])] = &[
     ("hb_fail_count", &["hbf", "hb_fail_count"]),
     ("http_port", &["m", "http_port"]),
     ("io_batch_size", &["io_batch_size"]),
+    ("max_clients", &["max_clients"]),
     ("io_sleep_time", &["io_sleep_time"]),
     ("file_compact_frag", &["file_compact_frag"]),
     ("file_compact_interval", &["file_compact_interval"]),
@@ -273,6 +275,7 @@ impl CommandLine {
                     opts.io_batch_size = usize::try_from(int()?).map_err(|_| bad())?.max(1)
                 }
                 "io_sleep_time" => {}
+                "max_clients" => opts.max_clients = nonneg(int()?, "max clients")?,
                 "stan_debug" => opts.stan_debug = v == "true",
                 "stan_trace" => opts.stan_trace = v == "true",
                 "stan_debug_trace" => {

@@ -76,6 +76,10 @@ pub struct Options {
     pub io_batch_size: usize,
     /// Close the active durable instead of refusing a duplicate durable registration.
     pub replace_durable: bool,
+    /// Most clients registered at once (`--max_clients`, `max_clients`); 0 = unlimited, as
+    /// the reference, which has no such limit. Bounds a flood of connects with fresh client
+    /// IDs (each one a stored client record and a heartbeat every `hb_interval`).
+    pub max_clients: u64,
     /// Credentials of the engine's connection to NATS.
     pub username: Option<String>,
     pub password: Option<String>,
@@ -155,6 +159,7 @@ impl Default for Options {
             hb_fail_count: 10,
             io_batch_size: 1024,
             replace_durable: false,
+            max_clients: 0,
             username: None,
             password: None,
             token: None,
@@ -450,6 +455,28 @@ mod tests {
         assert!(parse(&["-cid", "a.b"]).is_err());
         assert!(parse(&["-x"]).unwrap_err().contains("not defined"));
         assert!(parse(&["--clustered"]).is_err());
+    }
+
+    #[test]
+    fn max_clients_from_flag_and_file() {
+        assert_eq!(parse(&[]).unwrap().max_clients, 0);
+        assert_eq!(parse(&["--max_clients", "500"]).unwrap().max_clients, 500);
+        assert!(
+            parse(&["--max_clients", "-1"])
+                .unwrap_err()
+                .contains("negative")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.conf");
+        std::fs::write(&path, "streaming {\n  max_clients: 1000\n}\n").unwrap();
+        let o = parse(&["-sc", path.to_str().unwrap()]).unwrap();
+        assert_eq!(o.max_clients, 1000);
+        // A top-level key is streaming's too, and the command line wins.
+        std::fs::write(&path, "max_clients: 7\nport: 4333\n").unwrap();
+        let o = parse(&["-sc", path.to_str().unwrap()]).unwrap();
+        assert_eq!((o.max_clients, o.nats.port), (7, 4333));
+        let o = parse(&["-sc", path.to_str().unwrap(), "--max_clients", "9"]).unwrap();
+        assert_eq!(o.max_clients, 9);
     }
 
     #[test]
