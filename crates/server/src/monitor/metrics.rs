@@ -10,6 +10,9 @@ use std::fmt::Write;
 use super::{Reply, routez, varz};
 use crate::state::ServerShared;
 
+/// Prometheus' text exposition format.
+pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// (varz field, type, help).
 const METRICS: &[(&str, &str, &str)] = &[
     ("connections", "gauge", "Current client connections."),
@@ -158,7 +161,7 @@ pub(super) fn handle(srv: &ServerShared) -> Reply {
             }
         }
     }
-    Reply::Text("text/plain; version=0.0.4; charset=utf-8", out)
+    Reply::Text(CONTENT_TYPE, out)
 }
 
 /// Escapes a label value (backslash, quote, newline).

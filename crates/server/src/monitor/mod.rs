@@ -7,21 +7,26 @@
 //! cluster's routes, the sublist, atomics); nothing here runs on the message path. Closed
 //! connections are kept in a bounded ring (`max_closed_clients`) for `/connz?state=closed`.
 //! That state lives in `state::monitor`; this module serves it over HTTP: one file per
-//! endpoint, query parameters in `query`, value formats in [`format`](mod@format).
+//! endpoint, query parameters in `query`, value formats in [`format`](mod@format), the
+//! listener (HTTP or HTTPS) and the pages an embedding service adds in `http`.
 
 mod connz;
 pub mod format;
+mod http;
 mod metrics;
 mod query;
 mod routez;
 mod subsz;
 mod varz;
 
+use http::Target;
+pub(crate) use http::{Bound, bind};
+pub use http::{
+    HttpReply, MetricsFuture, MonitorRoutes, ReplyFuture, StandaloneMonitor, start_standalone,
+};
 use query::Query;
 pub use query::percent_decode;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -29,76 +34,47 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tracing::{debug, error, info};
 
-use crate::options::Options;
 use crate::state::ServerShared;
 
-/// Where the monitor listens, from the options; `None` when monitoring is off.
-pub(crate) fn bind_addr(opts: &Options) -> Option<String> {
-    if opts.http_port == 0 {
-        return None;
-    }
-    let port = if opts.http_port < 0 {
-        0
-    } else {
-        opts.http_port as u16
+/// Starts serving the bound monitoring listener for `srv`, until the server shuts down.
+pub(crate) fn spawn(srv: Arc<ServerShared>, bound: Bound, tracker: &tokio_util::task::TaskTracker) {
+    let stop = srv.shutdown.clone();
+    tracker.spawn(http::serve(bound, Target::Server(srv), stop));
+}
+
+/// Answers one request: an embedder's routes first, then the server's own pages.
+async fn answer(target: &Target, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let raw_query = req.uri().query().unwrap_or("");
+    let routes = match target {
+        Target::Server(srv) => srv.monitor.routes(),
+        Target::Routes(r) => Some(r.clone()),
     };
-    let host = opts.http_host.as_deref().unwrap_or(&opts.host);
-    Some(crate::net::host_port(host, port))
-}
-
-/// Binds the monitoring listener and logs it as the reference does.
-pub(crate) async fn bind(addr: &str, host: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    info!(
-        "Starting http monitor on {}",
-        crate::net::host_port(host, local.port())
-    );
-    Ok((listener, local))
-}
-
-/// Serves monitoring requests until the server shuts down.
-pub(crate) async fn serve(srv: Arc<ServerShared>, listener: TcpListener) {
-    let shutdown = srv.shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                error!("Temporary monitor accept error: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let srv = srv.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let srv = srv.clone();
-                async move { Ok::<_, Infallible>(handle(&srv, &req)) }
-            });
-            let conn = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                res = conn => if let Err(e) = res {
-                    debug!("monitor connection error: {e}");
-                },
-                () = shutdown.cancelled() => {}
-            }
-        });
+    if let Some(reply) = routes.as_ref().and_then(|r| r.route(path, raw_query)) {
+        return http::response(reply.await);
+    }
+    let extra_metrics = async {
+        match routes.as_ref().and_then(|r| r.metrics()) {
+            Some(m) => m.await,
+            None => String::new(),
+        }
+    };
+    match target {
+        Target::Server(srv) if path == "/metrics" => {
+            let Reply::Text(ctype, mut text) = metrics::handle(srv) else {
+                return respond(Reply::NotFound);
+            };
+            text.push_str(&extra_metrics.await);
+            respond(Reply::Text(ctype, text))
+        }
+        Target::Server(srv) => handle(srv, req),
+        Target::Routes(_) if path == "/metrics" => {
+            respond(Reply::Text(metrics::CONTENT_TYPE, extra_metrics.await))
+        }
+        Target::Routes(_) => respond(Reply::NotFound),
     }
 }
 

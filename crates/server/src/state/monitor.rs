@@ -31,6 +31,8 @@ pub struct MonitorState {
     pub(crate) cpu: Mutex<CpuSample>,
     /// Every route connection's monitoring data, and the traffic of closed routes.
     routes: Mutex<RouteBook>,
+    /// Pages an embedding service added to the monitoring port.
+    extra: parking_lot::RwLock<Option<Arc<dyn crate::monitor::MonitorRoutes>>>,
 }
 
 /// Route connections by cid, and what closed ones carried (so the server's totals, which
@@ -132,7 +134,17 @@ impl MonitorState {
             stale_connections: AtomicU64::new(0),
             cpu: Mutex::new(CpuSample::default()),
             routes: Mutex::new(RouteBook::default()),
+            extra: parking_lot::RwLock::new(None),
         }
+    }
+
+    /// The pages an embedding service added, if any.
+    pub(crate) fn routes(&self) -> Option<Arc<dyn crate::monitor::MonitorRoutes>> {
+        self.extra.read().clone()
+    }
+
+    pub(crate) fn set_routes(&self, routes: Arc<dyn crate::monitor::MonitorRoutes>) {
+        *self.extra.write() = Some(routes);
     }
 
     /// Records a connection that is closing (called by the connection task before it removes

@@ -7,6 +7,7 @@ mod cluster;
 mod harness;
 mod interop;
 mod monitor;
+mod monitor_port;
 mod ops;
 /// Certificates made on the fly: the client tests' helper.
 #[path = "../../../client/tests/it/pki.rs"]
