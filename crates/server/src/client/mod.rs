@@ -37,6 +37,8 @@ type Flow = reader::Flow<CloseReason>;
 /// The read buffer starts at this size and doubles, up to `MAX_READ`, while reads fill it.
 const MIN_READ: usize = 512;
 const MAX_READ: usize = 64 * 1024;
+/// When the first PING goes out (unless ping_interval is shorter).
+const FIRST_PING: Duration = Duration::from_secs(2);
 
 /// The reader side of a connection and everything only it touches.
 struct Reader {
@@ -182,7 +184,10 @@ impl Reader {
         let cancel = self.me.cancel.clone();
         let shutdown = self.srv.shutdown.clone();
         let ping_interval = self.srv.opts().ping_interval;
-        let mut next_ping = tokio::time::Instant::now() + ping_interval;
+        // As nats-server, the first PING comes early (it measures the round trip for
+        // monitoring's `rtt`), then every ping_interval.
+        let mut next_ping = tokio::time::Instant::now() + ping_interval.min(FIRST_PING);
+        let mut first_ping = true;
         let auth_deadline = tokio::time::Instant::now() + self.srv.opts().auth_timeout();
         loop {
             if buf.is_empty() && buf.capacity() > 2 * read_size {
@@ -209,7 +214,7 @@ impl Reader {
                 },
                 () = tokio::time::sleep_until(next_ping) => {
                     next_ping = tokio::time::Instant::now() + ping_interval;
-                    self.ping_timer()
+                    self.ping_timer(std::mem::take(&mut first_ping))
                 }
                 () = tokio::time::sleep_until(auth_deadline), if auth_pending => {
                     self.send_err("Authentication Timeout");
@@ -290,6 +295,7 @@ impl Reader {
             self.pub_allowed.clear();
         }
         *self.me.meta.lock() = accepted.meta;
+        self.me.connect_received();
         self.flags = accepted.flags;
         self.me.set_headers(accepted.flags.headers);
         self.connected = true;
@@ -435,8 +441,10 @@ impl Reader {
         });
     }
 
-    fn ping_timer(&mut self) -> Flow {
-        if self.active_since_ping && self.pings_out == 0 {
+    /// The ping timer fired: PING, unless the client was active since the last one (the
+    /// first PING goes out regardless: it measures the round trip).
+    fn ping_timer(&mut self, first: bool) -> Flow {
+        if !first && self.active_since_ping && self.pings_out == 0 {
             self.active_since_ping = false;
             return Flow::Continue;
         }
@@ -446,6 +454,7 @@ impl Reader {
             return Flow::Close(CloseReason::StaleConnection);
         }
         self.pings_out += 1;
+        self.me.ping_sent();
         self.send_raw(b"PING\r\n");
         Flow::Continue
     }
@@ -564,6 +573,7 @@ impl OpReader for Reader {
             }
             ClientOp::Pong => {
                 self.pings_out = 0;
+                self.me.pong_received();
                 Flow::Continue
             }
             ClientOp::Ok => Flow::Continue,

@@ -290,6 +290,7 @@ pub(crate) struct ConnRecord {
     pub(crate) lang: String,
     pub(crate) version: String,
     pub(crate) user: Option<String>,
+    pub(crate) rtt: Duration,
     /// Kept for closed connections; open ones are read from `client` when asked.
     pub(crate) subs: Vec<SubDetail>,
     pub(crate) client: Option<Arc<ClientShared>>,
@@ -315,6 +316,7 @@ impl ConnRecord {
             lang: meta.lang,
             version: meta.version,
             user: meta.user,
+            rtt: client.rtt(),
             subs: Vec::new(),
             client: None,
         }

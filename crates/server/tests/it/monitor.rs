@@ -26,20 +26,20 @@ const KNOWN_ABSENT: &[(&str, &str)] = &[
 ];
 
 /// An HTTP response: status, headers (lower-case names), body.
-struct HttpResponse {
+pub(crate) struct HttpResponse {
     status: u16,
     headers: BTreeMap<String, String>,
     body: String,
 }
 
 impl HttpResponse {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
 /// A tiny HTTP/1.1 GET over a fresh connection (handles chunked bodies).
-async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
     let fut = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect to monitor");
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");

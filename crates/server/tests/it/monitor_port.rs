@@ -195,3 +195,40 @@ fn unsupported_features_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `/connz` `rtt`: measured at CONNECT (INFO out, CONNECT in), then from the server's own
+/// PING (the first goes out within 2 s) to the client's PONG, here held back 300 ms.
+#[tokio::test]
+async fn connz_rtt_comes_from_the_servers_pings() {
+    let server = TestServer::rnats_with(Options {
+        http_port: -1,
+        ..test_options()
+    })
+    .await;
+    let monitor = server.monitor.unwrap();
+    let mut raw =
+        crate::harness::Raw::connect_with(server.addr, r#"{"verbose":false,"name":"rtt"}"#).await;
+    let rtt = |body: &serde_json::Value| -> String {
+        body["connections"][0]["rtt"].as_str().unwrap().to_string()
+    };
+    let first = rtt(&crate::monitor::get(monitor, "/connz").await.json());
+    assert_ne!(first, "0s", "measured at CONNECT");
+    let ping = tokio::time::timeout(Duration::from_secs(5), raw.line())
+        .await
+        .expect("the server's first PING within 2 s");
+    assert_eq!(ping.as_deref(), Some("PING"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    raw.send(b"PONG\r\n").await;
+    raw.ping_pong().await;
+    let after = rtt(&crate::monitor::get(monitor, "/connz").await.json());
+    let secs: f64 = after
+        .strip_suffix("ms")
+        .map(|ms| ms.parse::<f64>().unwrap() / 1000.0)
+        .or_else(|| after.strip_suffix('s').and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("rtt {after}"));
+    assert!(
+        (0.3..5.0).contains(&secs),
+        "rtt of the held-back PONG: {after}"
+    );
+    server.stop().await;
+}
