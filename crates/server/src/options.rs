@@ -127,6 +127,13 @@ pub struct ClusterOptions {
 }
 
 impl AuthOptions {
+    /// Whether a configured password is kept in plain text rather than as a bcrypt hash
+    /// (nats-server warns about it at start).
+    pub fn has_plaintext_passwords(&self) -> bool {
+        let plain = |p: &Option<String>| p.as_deref().is_some_and(|p| !p.starts_with("$2"));
+        plain(&self.password) || self.users.iter().any(|u| plain(&u.password))
+    }
+
     /// The authenticator these options describe: the single user and the users list merged,
     /// default permissions applied, nkey users indexed by key.
     pub fn authenticator(&self) -> Result<Authenticator, AuthError> {

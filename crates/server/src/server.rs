@@ -135,6 +135,9 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
     info!("  Git:      [not set]");
     info!("  Name:     {server_name}");
     info!("  ID:       {server_id}");
+    if opts.auth.has_plaintext_passwords() {
+        tracing::warn!("Plaintext passwords detected, use nkeys or bcrypt");
+    }
     if let Some(file) = &opts.config_file {
         info!("Using configuration file: {}", file.display());
     }

@@ -132,6 +132,9 @@ async fn serve<R, W>(
     me.wake.notify_one();
 
     let admitted = srv.register(&me);
+    let trace = tracing::enabled!(tracing::Level::TRACE);
+    let mut router = Router::new();
+    router.batch.trace = trace;
     let mut conn = Reader {
         auth_required: srv.auth().required(),
         limits: Limits {
@@ -142,7 +145,7 @@ async fn serve<R, W>(
         me: me.clone(),
         flags: ConnectFlags::default(),
         connected: false,
-        router: Router::new(),
+        router,
         in_msgs: 0,
         in_bytes: 0,
         pings_out: 0,
@@ -151,7 +154,7 @@ async fn serve<R, W>(
         nonce: nonce.clone(),
         perms: None,
         pub_allowed: FastMap::default(),
-        trace: tracing::enabled!(tracing::Level::TRACE),
+        trace,
     };
     if conn.srv.auth().no_auth_user.is_some() {
         // Until (or unless) it authenticates, the connection acts as no_auth_user.
@@ -172,7 +175,8 @@ async fn serve<R, W>(
     let _ = writer_task.await;
     let reason = me.close_reason().unwrap_or(CloseReason::ClientClosed);
     debug!(
-        "{addr} - cid:{cid} - Client connection closed: {}",
+        "{} - Client connection closed: {}",
+        me.log_id(),
         reason.as_str()
     );
 }
@@ -295,6 +299,7 @@ impl Reader {
             self.pub_allowed.clear();
         }
         *self.me.meta.lock() = accepted.meta;
+        self.me.set_log_tags(&accepted.log_tags);
         self.me.connect_received();
         self.flags = accepted.flags;
         self.me.set_headers(accepted.flags.headers);
@@ -312,14 +317,24 @@ impl Reader {
             && !perms.can_subscribe(subject, queue)
         {
             let subject = String::from_utf8_lossy(subject);
-            let text = match queue {
-                Some(q) => format!(
-                    "Permissions Violation for Subscription to \"{subject}\" using queue \"{}\"",
-                    String::from_utf8_lossy(q)
+            let sid = String::from_utf8_lossy(sid);
+            let (text, logged) = match queue {
+                Some(q) => {
+                    let q = String::from_utf8_lossy(q);
+                    (
+                        format!(
+                            "Permissions Violation for Subscription to \"{subject}\" using queue \"{q}\""
+                        ),
+                        format!("Subject \"{subject}\", Queue: \"{q}\", SID {sid}"),
+                    )
+                }
+                None => (
+                    format!("Permissions Violation for Subscription to \"{subject}\""),
+                    format!("Subject \"{subject}\", SID {sid}"),
                 ),
-                None => format!("Permissions Violation for Subscription to \"{subject}\""),
             };
             self.send_err(&text);
+            error!("{} - Subscription Violation - {logged}", self.me.log_id());
             return Flow::Continue;
         }
         let deliver_filter = self.perms.clone().filter(|p| p.has_deliver_filter());
@@ -358,7 +373,12 @@ impl Reader {
         if let Some(sub) = sub {
             match max {
                 Some(Some(max)) if max > sub.delivered() => sub.set_max(max),
-                _ => self.srv.remove_subscription(&sub),
+                _ => {
+                    self.srv.remove_subscription(&sub);
+                    if self.trace {
+                        self.me.trace_delsub(&sub.sid);
+                    }
+                }
             }
         }
         self.ok();
@@ -367,10 +387,7 @@ impl Reader {
 
     fn process_pub(&mut self, msg: &mut Message<'_>) -> Flow {
         if msg.header_len.is_some() && !self.flags.headers {
-            error!(
-                "{} - cid:{} - HPUB without headers support",
-                self.me.addr, self.me.cid
-            );
+            error!("{} - HPUB without headers support", self.me.log_id());
             return Flow::Close(CloseReason::ProtocolViolation);
         }
         if msg.header_len == Some(0) {
@@ -383,11 +400,13 @@ impl Reader {
             self.send_err("Invalid Publish Subject");
         }
         if self.perms.is_some() && !self.may_publish(msg.subject) {
-            let text = format!(
-                "Permissions Violation for Publish to \"{}\"",
-                String::from_utf8_lossy(msg.subject)
-            );
+            let subject = String::from_utf8_lossy(msg.subject);
+            let text = format!("Permissions Violation for Publish to \"{subject}\"");
             self.send_err(&text);
+            error!(
+                "{} - Publish Violation - Subject \"{subject}\"",
+                self.me.log_id()
+            );
             return Flow::Continue;
         }
         self.ok();
@@ -455,6 +474,9 @@ impl Reader {
         }
         self.pings_out += 1;
         self.me.ping_sent();
+        if self.trace {
+            self.me.trace_out("PING");
+        }
         self.send_raw(b"PING\r\n");
         Flow::Continue
     }
@@ -470,15 +492,17 @@ impl Reader {
     }
 
     fn send_err(&mut self, text: &str) {
-        debug!(
-            "{} - cid:{} - Sending -ERR '{text}'",
-            self.me.addr, self.me.cid
-        );
+        if self.trace {
+            self.me.trace_out(&format!("-ERR {text}"));
+        }
         self.enqueue_own(text.len() + 9, |out| rnats_protocol::write_err(out, text));
     }
 
     fn ok(&mut self) {
         if self.flags.verbose {
+            if self.trace {
+                self.me.trace_out("OK");
+            }
             self.send_raw(b"+OK\r\n");
         }
     }
@@ -499,6 +523,9 @@ impl Reader {
         self.wake_touched();
         let subs: Vec<Arc<Subscription>> = self.me.subs.lock().drain().map(|(_, s)| s).collect();
         for sub in subs {
+            if self.trace {
+                self.me.trace_delsub(&sub.sid);
+            }
             if !sub.mark_closed() {
                 self.srv
                     .sublist
@@ -528,7 +555,7 @@ impl OpReader for Reader {
         if let Some(text) = e.err_text() {
             self.send_err(text);
         }
-        error!("{} - cid:{} - {}", self.me.addr, self.me.cid, e);
+        error!("{} - {}", self.me.log_id(), e);
         Flow::Close(match e {
             ProtoError::MaxPayload { .. } => CloseReason::MaxPayloadExceeded,
             ProtoError::MaxControlLine => CloseReason::MaxControlLineExceeded,
@@ -540,7 +567,7 @@ impl OpReader for Reader {
     fn process_op(&mut self, op: ClientOp<'_>) -> Flow {
         self.active_since_ping = true;
         if self.trace {
-            trace::trace_op(&self.me, &op);
+            trace::trace_op(&self.me, &op, self.srv.opts().max_traced_msg_len);
         }
         if self.auth_required && !self.connected && !matches!(op, ClientOp::Connect(_)) {
             self.send_err("Authorization Violation");
@@ -556,6 +583,9 @@ impl OpReader for Reader {
             } => self.process_sub(subject, queue, sid),
             ClientOp::Unsub { sid, max } => self.process_unsub(sid, max),
             ClientOp::Ping => {
+                if self.trace {
+                    self.me.trace_out("PONG");
+                }
                 self.send_raw(b"PONG\r\n");
                 if self.connected && self.flags.protocol >= 1 && !self.info_after_pong {
                     self.info_after_pong = true;

@@ -17,6 +17,7 @@
 
 mod close;
 mod subscription;
+pub(crate) mod trace;
 mod writer;
 
 pub use close::CloseReason;
@@ -129,6 +130,9 @@ pub struct ClientShared {
     pub stats: ClientStats,
     pub subs: Mutex<HashMap<Box<[u8]>, Arc<Subscription>>>,
     pub meta: Mutex<ConnMeta>,
+    /// How log lines name this connection (`ip:port - cid:N`, plus the client's tags once it
+    /// sent CONNECT); see `trace`.
+    log_id: Mutex<Arc<str>>,
     /// When the client last sent something, in ns since the Unix epoch (monitoring).
     last_activity: AtomicU64,
     /// Monotonic origin of `ping_sent_ns` (the connection's creation, when INFO is queued).
@@ -190,6 +194,7 @@ impl ClientShared {
             stats: ClientStats::default(),
             subs: Mutex::new(HashMap::new()),
             meta: Mutex::new(ConnMeta::default()),
+            log_id: Mutex::new(Arc::from(format!("{addr} - cid:{cid}"))),
             last_activity: AtomicU64::new(unix_nanos(SystemTime::now())),
             born: std::time::Instant::now(),
             ping_sent_ns: AtomicU64::new(0),
@@ -348,6 +353,16 @@ impl ClientShared {
     pub(crate) fn touch(&self) {
         self.last_activity
             .store(unix_nanos(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// How log lines name this connection.
+    pub fn log_id(&self) -> Arc<str> {
+        self.log_id.lock().clone()
+    }
+
+    /// Adds the client's tags (from CONNECT) to its log id.
+    pub(crate) fn set_log_tags(&self, tags: &str) {
+        *self.log_id.lock() = Arc::from(format!("{} - cid:{}{tags}", self.addr, self.cid));
     }
 
     /// CONNECT arrived: the first round trip is INFO out to CONNECT in, as nats-server

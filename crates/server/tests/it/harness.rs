@@ -128,7 +128,7 @@ impl TestServer {
     }
 }
 
-fn reference_bin() -> Option<PathBuf> {
+pub fn reference_bin() -> Option<PathBuf> {
     if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
         return Some(PathBuf::from(bin));
     }

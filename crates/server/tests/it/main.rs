@@ -15,3 +15,4 @@ mod pki;
 mod process;
 mod raw;
 mod security;
+mod trace_log;
