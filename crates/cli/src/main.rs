@@ -15,12 +15,14 @@
 //!       [--durable NAME] [--queue Q] [--count N] [--unsubscribe] [--raw]
 //! ```
 //!
-//! Exit status: 0 on success, 1 on any error (one line on stderr saying what to do).
+//! Exit status: 0 on success, 1 on any error (one line on stderr saying what to do), including
+//! a `-ERR` the server sends for a publish or subscription it refused (`refusal`).
 //! Messages go to stdout; progress lines go to stderr.
 
 mod bench;
 mod monitor;
 mod plot;
+mod refusal;
 mod stan;
 mod util;
 
@@ -32,9 +34,10 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use rnats_client::{
-    Client, ConnectErrorKind, ConnectOptions, HeaderMap, Message, PublishError, RequestError,
-    RequestErrorKind,
+    Client, ConnectErrorKind, ConnectOptions, Event, HeaderMap, Message, PublishError,
+    RequestError, RequestErrorKind,
 };
+use tokio::sync::broadcast::Receiver;
 
 use crate::util::{TemplateContext, parse_duration, parse_header, render};
 
@@ -300,11 +303,13 @@ async fn run(cli: Cli) -> Result<()> {
         other => other,
     };
     let client = connect(&global).await?;
+    let mut events = client.events();
+    let ev = &mut events;
     let result = match command {
-        Command::Pub(a) => publish(&client, a).await,
-        Command::Sub(a) => subscribe(&client, a).await,
-        Command::Req(a) => request(&client, a, cli.timeout).await,
-        Command::Reply(a) => reply(&client, a).await,
+        Command::Pub(a) => publish(&client, a, ev).await,
+        Command::Sub(a) => subscribe(&client, a, ev).await,
+        Command::Req(a) => request(&client, a, cli.timeout, ev).await,
+        Command::Reply(a) => reply(&client, a, ev).await,
         Command::Stan(a) => stan::run(&client, cli.timeout, a).await,
         Command::Bench(_) | Command::Server(_) => unreachable!("handled above"),
     };
@@ -481,8 +486,9 @@ fn publish_failure(subject: &str, e: PublishError) -> Failure {
     Failure(format!("cannot publish to {subject:?}: {e}"))
 }
 
-async fn publish(client: &Client, a: PubArgs) -> Result<()> {
+async fn publish(client: &Client, a: PubArgs, events: &mut Receiver<Event>) -> Result<()> {
     let bodies = Bodies::new(a.body.clone())?;
+    let mut last_len = 0;
     for i in 1..=a.count {
         let ctx = TemplateContext {
             count: i,
@@ -501,24 +507,42 @@ async fn publish(client: &Client, a: PubArgs) -> Result<()> {
             }
         };
         r.map_err(|e| publish_failure(&a.subject, e))?;
-        if !a.quiet && a.count == 1 {
-            eprintln!("Published {} bytes to {:?}", body.len(), a.subject);
-        }
         if let Some(d) = a.sleep.filter(|_| i < a.count) {
+            // Between paced messages, a refusal stops the run at once.
+            client
+                .flush()
+                .await
+                .map_err(|e| format!("the server did not confirm the publish: {e}"))?;
+            if let Some(text) = refusal::pending(events) {
+                return Err(refusal::refused(
+                    &format!("the publish to {:?}", a.subject),
+                    &text,
+                ));
+            }
             tokio::time::sleep(d).await;
         }
+        last_len = body.len();
     }
+    // The server answers the flush's PING after the PUBs: a -ERR for them came first.
     client
         .flush()
         .await
         .map_err(|e| format!("the server did not confirm the publish: {e}"))?;
-    if !a.quiet && a.count > 1 {
+    if let Some(text) = refusal::pending(events) {
+        return Err(refusal::refused(
+            &format!("the publish to {:?}", a.subject),
+            &text,
+        ));
+    }
+    if !a.quiet && a.count == 1 {
+        eprintln!("Published {last_len} bytes to {:?}", a.subject);
+    } else if !a.quiet && a.count > 1 {
         eprintln!("Published {} messages to {:?}", a.count, a.subject);
     }
     Ok(())
 }
 
-async fn subscribe(client: &Client, a: SubArgs) -> Result<()> {
+async fn subscribe(client: &Client, a: SubArgs, events: &mut Receiver<Event>) -> Result<()> {
     let mut sub = match &a.queue {
         Some(q) => client.queue_subscribe(a.subject.clone(), q.clone()).await,
         None => client.subscribe(a.subject.clone()).await,
@@ -528,6 +552,10 @@ async fn subscribe(client: &Client, a: SubArgs) -> Result<()> {
         .flush()
         .await
         .map_err(|e| format!("the server did not confirm the subscription: {e}"))?;
+    let what = format!("the subscription to {:?}", a.subject);
+    if let Some(text) = refusal::pending(events) {
+        return Err(refusal::refused(&what, &text));
+    }
     match &a.queue {
         Some(q) => eprintln!("Subscribing on {} in group {q}", a.subject),
         None => eprintln!("Subscribing on {}", a.subject),
@@ -543,6 +571,7 @@ async fn subscribe(client: &Client, a: SubArgs) -> Result<()> {
                 Some(m) => m,
                 None => return Err("the connection closed: is the server still running?".into()),
             },
+            text = refusal::next(events) => return Err(refusal::refused(&what, &text)),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         n += 1;
@@ -595,7 +624,12 @@ fn request_failure(subject: &str, e: RequestError, timeout: Duration) -> Failure
     })
 }
 
-async fn request(client: &Client, a: ReqArgs, timeout: Duration) -> Result<()> {
+async fn request(
+    client: &Client,
+    a: ReqArgs,
+    timeout: Duration,
+    events: &mut Receiver<Event>,
+) -> Result<()> {
     let ctx = TemplateContext {
         count: 1,
         request: None,
@@ -612,10 +646,18 @@ async fn request(client: &Client, a: ReqArgs, timeout: Duration) -> Result<()> {
         eprintln!("Sending request on {:?}", a.subject);
     }
     let started = Instant::now();
-    let m = client
-        .send_request(&a.subject, req)
-        .await
-        .map_err(|e| request_failure(&a.subject, e, timeout))?;
+    let what = format!("the request on {:?}", a.subject);
+    let m = tokio::select! {
+        r = client.send_request(&a.subject, req) => match r {
+            Ok(m) => m,
+            // A refusal explains a timeout better than the timeout does.
+            Err(e) => return Err(match refusal::pending(events) {
+                Some(text) => refusal::refused(&what, &text),
+                None => request_failure(&a.subject, e, timeout),
+            }),
+        },
+        text = refusal::next(events) => return Err(refusal::refused(&what, &text)),
+    };
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock<'_>| -> std::io::Result<()> {
         if !a.raw {
@@ -635,7 +677,7 @@ async fn request(client: &Client, a: ReqArgs, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-async fn reply(client: &Client, a: ReplyArgs) -> Result<()> {
+async fn reply(client: &Client, a: ReplyArgs, events: &mut Receiver<Event>) -> Result<()> {
     if a.body.is_none() && !a.echo && a.command.is_none() {
         return Err("say what to reply: a BODY argument, --echo, or --command CMD".into());
     }
@@ -647,6 +689,10 @@ async fn reply(client: &Client, a: ReplyArgs) -> Result<()> {
         .flush()
         .await
         .map_err(|e| format!("the server did not confirm the subscription: {e}"))?;
+    let what = format!("the subscription to {:?}", a.subject);
+    if let Some(text) = refusal::pending(events) {
+        return Err(refusal::refused(&what, &text));
+    }
     eprintln!("Listening on {:?} in group {:?}", a.subject, a.queue);
     if a.count == Some(0) {
         return Ok(());
@@ -658,6 +704,7 @@ async fn reply(client: &Client, a: ReplyArgs) -> Result<()> {
                 Some(m) => m,
                 None => return Err("the connection closed: is the server still running?".into()),
             },
+            text = refusal::next(events) => return Err(refusal::refused(&what, &text)),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         n += 1;
