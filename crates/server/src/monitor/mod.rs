@@ -24,6 +24,9 @@ pub(crate) use http::{Bound, bind};
 pub use http::{
     HttpReply, MetricsFuture, MonitorRoutes, ReplyFuture, StandaloneMonitor, start_standalone,
 };
+/// Connections per ranking that get series of their own in `/metrics`.
+pub use metrics::TOP as METRICS_TOP_CONNECTIONS;
+pub use metrics::escape as metrics_escape;
 use query::Query;
 pub use query::percent_decode;
 

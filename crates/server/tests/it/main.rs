@@ -6,6 +6,7 @@ mod bad_input;
 mod cluster;
 mod harness;
 mod interop;
+mod metrics;
 mod monitor;
 mod monitor_port;
 mod ops;
@@ -13,6 +14,7 @@ mod ops;
 #[path = "../../../client/tests/it/pki.rs"]
 mod pki;
 mod process;
+mod prom;
 mod raw;
 mod security;
 mod trace_log;
