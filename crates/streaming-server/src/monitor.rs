@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use rnats_server::monitor::{HttpReply, MonitorRoutes, ReplyFuture, percent_decode};
+use rnats_server::monitor::{HttpReply, MetricsFuture, MonitorRoutes, ReplyFuture, percent_decode};
 use tokio::sync::oneshot;
 
 use crate::engine::Event;
@@ -71,6 +71,34 @@ impl MonitorRoutes for StreamingRoutes {
         let (path, query, status) = (path.to_string(), query.to_string(), self.status.clone());
         Some(Box::pin(async move { handle(&path, &query, status).await }))
     }
+
+    fn metrics(&self) -> Option<MetricsFuture> {
+        let status = self.status.clone();
+        Some(Box::pin(async move {
+            let r = ask(&status, MonitorQuery::Metrics).await;
+            if r.status == 200 {
+                r.body
+            } else {
+                String::new()
+            }
+        }))
+    }
+}
+
+/// The engine's answer to `query`, or the standby's when no engine runs.
+async fn ask(status: &Status, query: MonitorQuery) -> monitorz::MonitorReply {
+    let unavailable = || monitorz::MonitorReply {
+        status: 503,
+        body: "server is shutting down\n".into(),
+    };
+    let Some(tx) = status.engine() else {
+        return monitorz::standby(status, &query);
+    };
+    let (rtx, rrx) = oneshot::channel();
+    if tx.send(Event::Monitor(query, rtx)).is_err() {
+        return unavailable();
+    }
+    rrx.await.unwrap_or_else(|_| unavailable())
 }
 
 async fn handle(path: &str, raw_query: &str, status: Arc<Status>) -> HttpReply {
@@ -116,17 +144,7 @@ async fn handle(path: &str, raw_query: &str, status: Arc<Status>) -> HttpReply {
         }
         _ => return respond(404, "text/plain; charset=utf-8", "404 page not found\n"),
     };
-    let Some(tx) = status.engine() else {
-        return reply(monitorz::standby(&status, &query));
-    };
-    let (rtx, rrx) = oneshot::channel();
-    if tx.send(Event::Monitor(query, rtx)).is_err() {
-        return respond(503, "text/plain", "server is shutting down\n");
-    }
-    match rrx.await {
-        Ok(r) => reply(r),
-        Err(_) => respond(503, "text/plain", "server is shutting down\n"),
-    }
+    reply(ask(&status, query).await)
 }
 
 fn reply(r: monitorz::MonitorReply) -> HttpReply {

@@ -3,10 +3,13 @@
 //! this build lacks refused.
 
 mod common;
+#[path = "../../server/tests/it/prom.rs"]
+mod prom;
 
 use std::process::Command;
+use std::time::Duration;
 
-use common::{ServerProc, http_get};
+use common::{Raw, ServerProc, eventually, http_get};
 
 /// The TCP sockets process `pid` listens on: its socket descriptors looked up in
 /// /proc/net/tcp{,6} (state 0A = LISTEN).
@@ -88,4 +91,85 @@ fn unsupported_feature_flags_are_refused() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// `/metrics` of the streaming server: the core server's families and the streaming ones
+/// under the exporter's names, read by prometheus_client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_have_the_streaming_families() {
+    let server = ServerProc::start(&["-m", "-1"]);
+    let mport = server.monitor_port.unwrap();
+    let c = Raw::connect(&server.url(), "test-cluster", "metrics-client", true).await;
+    for i in 0..3 {
+        assert_eq!(
+            c.publish("orders", format!("o{i}").as_bytes()).await.error,
+            ""
+        );
+    }
+    // A durable that does not ack, with the shortest ack wait: its messages get redelivered.
+    let mut req = c.sub_req("orders", "");
+    req.durable_name = "d".into();
+    req.ack_wait_in_secs = 1;
+    req.max_in_flight = 3;
+    let mut sub = c.subscribe(req).await.unwrap();
+    for _ in 0..3 {
+        sub.next().await;
+    }
+    let get = || async move {
+        tokio::task::spawn_blocking(move || http_get(mport, "/metrics"))
+            .await
+            .unwrap()
+    };
+    let mut last = String::new();
+    let redelivered = eventually(Duration::from_secs(10), async || {
+        let (status, body) = get().await;
+        assert_eq!(status, 200);
+        last = body;
+        last.contains("nss_chan_subs_redelivered_count{") && {
+            let line = last
+                .lines()
+                .find(|l| l.starts_with("nss_chan_subs_redelivered_count{"))
+                .unwrap_or_default();
+            line.ends_with(" 3")
+        }
+    })
+    .await;
+    assert!(redelivered, "three pending messages redelivered:\n{last}");
+    let Some(f) = prom::parse(&last) else {
+        return;
+    };
+    let one = |name: &str, labels: &[(&str, &str)]| {
+        prom::value(&f, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{last}"))
+    };
+    let chan = [("channel", "orders")];
+    assert_eq!(one("nss_server_channels", &[]), 1.0);
+    assert_eq!(one("nss_server_clients", &[]), 1.0);
+    assert_eq!(one("nss_server_subscriptions", &[]), 1.0);
+    assert_eq!(one("nss_server_msgs_total", &[]), 3.0);
+    assert_eq!(one("nss_server_in_msgs", &[]), 3.0);
+    assert!(one("nss_server_bytes_total", &[]) > 0.0);
+    assert_eq!(
+        one(
+            "nss_server_info",
+            &[("state", "STANDALONE"), ("cluster_id", "test-cluster")]
+        ),
+        1.0
+    );
+    assert_eq!(one("nss_chan_msgs_total", &chan), 3.0);
+    assert_eq!(one("nss_chan_last_seq", &chan), 3.0);
+    assert_eq!(one("nss_chan_subscriptions", &chan), 1.0);
+    let sub_labels = [
+        ("channel", "orders"),
+        ("client_id", "metrics-client"),
+        ("is_durable", "true"),
+        ("is_offline", "false"),
+    ];
+    assert_eq!(one("nss_chan_subs_pending_count", &sub_labels), 3.0);
+    assert_eq!(one("nss_chan_subs_last_sent", &sub_labels), 3.0);
+    assert_eq!(one("nss_chan_subs_max_inflight", &sub_labels), 3.0);
+    assert_eq!(one("nss_chan_subs_redelivered_count", &sub_labels), 3.0);
+    assert_eq!(one("nss_chan_subs_stalled", &sub_labels), 1.0);
+    // The core server's families come first, on the same page.
+    assert!(one("gnatsd_varz_connections", &[]) >= 1.0);
+    assert_eq!(one("gnatsd_healthz_status", &[]), 0.0);
 }
