@@ -45,7 +45,21 @@ use crate::state::ServerShared;
 /// Starts serving the bound monitoring listener for `srv`, until the server shuts down.
 pub(crate) fn spawn(srv: Arc<ServerShared>, bound: Bound, tracker: &tokio_util::task::TaskTracker) {
     let stop = srv.shutdown.clone();
+    tracker.spawn(sample_rates(srv.clone()));
     tracker.spawn(http::serve(bound, Target::Server(srv), stop));
+}
+
+/// Records the server's totals once a second for the status page's chart (only while
+/// monitoring is on).
+async fn sample_rates(srv: Arc<ServerShared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = srv.shutdown.cancelled() => return,
+            _ = tick.tick() => srv.monitor.sample_rates(&srv.stats),
+        }
+    }
 }
 
 /// Answers one request: an embedder's routes first, then the server's own pages.
@@ -101,9 +115,10 @@ fn json<T: Serialize>(value: &T) -> Reply {
 fn handle(srv: &ServerShared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let query = Query::parse(req.uri().query().unwrap_or(""));
     let reply = match req.uri().path() {
-        "/" => {
+        // `/status` too: where an embedding service that replaces `/` links to it.
+        "/" | "/status" => {
             srv.monitor.count_request("/");
-            Reply::Html(status_page())
+            Reply::Html(status_page(srv))
         }
         "/varz" => varz::handle(srv),
         "/connz" => connz::handle(srv, &query),
@@ -163,8 +178,12 @@ fn respond(reply: Reply) -> Response<Full<Bytes>> {
 /// polls `/varz`, `/connz` and `/routez` every second and computes rates from the deltas.
 const STATUS_PAGE: &str = include_str!("status.html");
 
-fn status_page() -> String {
-    STATUS_PAGE.replace("{{VERSION}}", crate::options::VERSION)
+fn status_page(srv: &ServerShared) -> String {
+    let history =
+        serde_json::to_string(&srv.monitor.rate_history()).unwrap_or_else(|_| "[]".into());
+    STATUS_PAGE
+        .replace("{{VERSION}}", crate::options::VERSION)
+        .replace("{{RATE_HISTORY}}", &history)
 }
 
 /// Offset/limit paging over `n` items, as the reference clamps them.

@@ -33,6 +33,22 @@ pub struct MonitorState {
     routes: Mutex<RouteBook>,
     /// Pages an embedding service added to the monitoring port.
     extra: parking_lot::RwLock<Option<Arc<dyn crate::monitor::MonitorRoutes>>>,
+    /// The message and byte totals once a second for the last [`RATE_HISTORY`] seconds, so
+    /// the status page's chart shows its whole window as soon as it opens.
+    rates: Mutex<VecDeque<RateSample>>,
+}
+
+/// Seconds of totals kept for the status page's chart.
+pub(crate) const RATE_HISTORY: usize = 121;
+
+/// The server's totals at one instant (ms since the Unix epoch).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct RateSample {
+    pub t: u64,
+    pub in_msgs: u64,
+    pub out_msgs: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
 }
 
 /// Route connections by cid, and what closed ones carried (so the server's totals, which
@@ -135,7 +151,33 @@ impl MonitorState {
             cpu: Mutex::new(CpuSample::default()),
             routes: Mutex::new(RouteBook::default()),
             extra: parking_lot::RwLock::new(None),
+            rates: Mutex::new(VecDeque::with_capacity(RATE_HISTORY)),
         }
+    }
+
+    /// Records the totals now (the monitor's sampler, once a second).
+    pub(crate) fn sample_rates(&self, stats: &super::Stats) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let routed = self.route_traffic();
+        let sample = RateSample {
+            t: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            in_msgs: load(&stats.in_msgs) + routed.in_msgs,
+            out_msgs: load(&stats.out_msgs) + routed.out_msgs,
+            in_bytes: load(&stats.in_bytes) + routed.in_bytes,
+            out_bytes: load(&stats.out_bytes) + routed.out_bytes,
+        };
+        let mut rates = self.rates.lock();
+        if rates.len() == RATE_HISTORY {
+            rates.pop_front();
+        }
+        rates.push_back(sample);
+    }
+
+    /// The recorded totals, oldest first.
+    pub(crate) fn rate_history(&self) -> Vec<RateSample> {
+        self.rates.lock().iter().copied().collect()
     }
 
     /// The pages an embedding service added, if any.

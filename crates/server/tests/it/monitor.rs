@@ -1029,6 +1029,20 @@ async fn status_page_in_headless_chromium() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // The chart's past: the server samples its totals once a second; wait for a few.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = get(monitor, "/").await.body;
+        if page.matches("\"t\":").count() >= 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rate samples in the page"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{monitor}/");
     let mut cmd = std::process::Command::new(&chromium);
@@ -1061,6 +1075,34 @@ async fn status_page_in_headless_chromium() {
             panic!("chromium did not finish within 90 s");
         }
     };
+    // A screenshot too: the page renders to a real image (kept for a look).
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("rnats-status.png");
+    let status = std::process::Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.path().join("shot").display()
+        ))
+        .args(["--virtual-time-budget=3000", "--window-size=1280,1600"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url.as_str())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("chromium screenshot");
+    assert!(status.success(), "screenshot: {status}");
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "a real screenshot ({} bytes)",
+        png.len()
+    );
     publish.abort();
     drain.abort();
     let dom = String::from_utf8_lossy(&output.stdout);
@@ -1107,11 +1149,41 @@ async fn status_page_in_headless_chromium() {
     }
     assert_eq!(element(&dom, "routes").0, Some("0"));
     assert_eq!(element(&dom, "slow-consumers").0, Some("0"));
-    // The connections table was filled from /connz: the named clients are listed.
+    // The connections table was filled from /connz: the named clients are listed, with
+    // their round-trip time and user columns.
     for name in ["alice", "bob", "carol", "flood"] {
         assert!(
             dom.contains(&format!("<td class=\"text\">{name}</td>")),
             "{name} in the table"
         );
     }
+    for header in ["<th class=\"text\">user</th>", "<th>rtt</th>"] {
+        assert!(dom.contains(header), "{header}");
+    }
+    assert!(
+        dom.contains("µs</td>") || dom.contains("ms</td>"),
+        "an rtt filled in:\n{dom}"
+    );
+    // The subscriptions view, from /subsz.
+    let subs_at = dom.find("id=\"sub-table\"").expect("subscriptions table");
+    let subs = &dom[subs_at..];
+    for cell in ["foo", "bar.*", "q", "flood"] {
+        assert!(
+            subs.contains(&format!("<td class=\"text\">{cell}</td>")),
+            "{cell} in the subscriptions table"
+        );
+    }
+    // The chart started with the server's past, not empty.
+    let chart_at = dom.find("id=\"chart\"").expect("chart");
+    let chart_tag = &dom[chart_at..chart_at + dom[chart_at..].find('>').unwrap()];
+    let attr = |name: &str| -> u32 {
+        chart_tag
+            .split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(attr("data-prefilled") >= 3, "{chart_tag}");
+    assert!(attr("data-points") >= attr("data-prefilled"), "{chart_tag}");
 }
