@@ -8,6 +8,9 @@
 //! streaming ones, and nothing else listens. With `-ns` (no embedded server) the same pages
 //! get a listener of their own ([`rnats_server::monitor::start_standalone`]).
 //!
+//! At `/`, a live status page (`status_page.html`) shows the channels, subscriptions, clients,
+//! store and high-availability state; the core server's own page moves to `/status`.
+//!
 //! Answers are computed by the engine task (a query event with a reply channel), so they see a
 //! consistent state without locks.
 
@@ -45,6 +48,10 @@ fn respond(status: u16, content_type: &str, body: impl Into<bytes::Bytes>) -> Ht
     HttpReply::new(status, content_type, body)
 }
 
+/// The live status page at `/` (streaming first; the core server's page is at `/status`):
+/// plain HTML and JS that polls the `/streaming/...` endpoints every second.
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
 const INDEX: &str = r#"<html lang="en">
 <head><title>rnats-streaming-server monitoring</title></head>
 <body>
@@ -64,6 +71,11 @@ pub(crate) struct StreamingRoutes {
 
 impl MonitorRoutes for StreamingRoutes {
     fn route(&self, path: &str, query: &str) -> Option<ReplyFuture> {
+        if path == "/" {
+            let page = STATUS_PAGE.replace("{{VERSION}}", crate::options::VERSION);
+            let reply = respond(200, "text/html; charset=utf-8", page);
+            return Some(Box::pin(async move { reply }));
+        }
         let path = path.trim_end_matches('/');
         if path != "/streaming" && !path.starts_with("/streaming/") {
             return None;
