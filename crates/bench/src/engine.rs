@@ -73,6 +73,9 @@ pub struct Config {
     pub queue_group: String,
     /// Bytes of PUBs per socket write.
     pub batch: usize,
+    /// Pause after each message a publisher sends (natscli's `--pubsleep`): a batch of `k`
+    /// messages is followed by `k` times this. Zero: as fast as possible.
+    pub pub_sleep: Duration,
     /// Give up after this long without any progress (also bounds connects).
     pub timeout: Duration,
     /// Unmeasured round trips per requester before the measured ones (`reqrep`).
@@ -96,6 +99,7 @@ impl Default for Config {
             subject: "bench".into(),
             queue_group: "bench-q".into(),
             batch: 64 * 1024,
+            pub_sleep: Duration::ZERO,
             timeout: Duration::from_secs(10),
             warmup: 1000,
             connect: None,
@@ -383,11 +387,10 @@ async fn run_throughput(cfg: &Config, progress: Arc<Progress>) -> Result<Report>
 
     // Publishers: connected and handshaken before the clock starts.
     let (start_tx, start_rx) = watch::channel(false);
-    let batch = Arc::new(build_batch(
-        cfg.subject.as_bytes(),
-        &payload(cfg.size),
-        cfg.batch,
-    ));
+    let batch = Arc::new(Batch {
+        sleep: cfg.pub_sleep,
+        ..build_batch(cfg.subject.as_bytes(), &payload(cfg.size), cfg.batch)
+    });
     let mut pub_tasks: Vec<JoinHandle<Result<PubDone>>> = Vec::new();
     for i in 0..cfg.pubs {
         let conn = connect(cfg, &format!("publisher {i}")).await?;
@@ -523,6 +526,16 @@ struct Batch {
     bytes: Vec<u8>,
     msg_len: usize,
     per_batch: u64,
+    /// Pause per message sent (see [`Config::pub_sleep`]).
+    sleep: Duration,
+}
+
+/// The length of one encoded `PUB` of `size` bytes to `subject` (for a batch size given in
+/// messages).
+pub fn pub_len(subject: &str, size: usize) -> usize {
+    let mut one = BytesMut::new();
+    put_pub(&mut one, subject.as_bytes(), None, &payload(size));
+    one.len()
 }
 
 fn build_batch(subject: &[u8], payload: &[u8], batch_bytes: usize) -> Batch {
@@ -537,6 +550,7 @@ fn build_batch(subject: &[u8], payload: &[u8], batch_bytes: usize) -> Batch {
         bytes,
         msg_len: one.len(),
         per_batch: per_batch as u64,
+        sleep: Duration::ZERO,
     }
 }
 
@@ -571,6 +585,9 @@ async fn publisher(
         left -= k;
         done += k;
         sent.store(done, Ordering::Relaxed);
+        if !batch.sleep.is_zero() && left > 0 {
+            tokio::time::sleep(batch.sleep * k as u32).await;
+        }
     }
     // The PONG comes after the server has processed every PUB before the PING.
     conn.flush_with(b"", lim).await.context("final PING")?;

@@ -173,6 +173,7 @@ fn main() -> ExitCode {
         subject: args.subject.clone(),
         queue_group: args.queue_group.clone(),
         batch: args.batch,
+        pub_sleep: Duration::ZERO,
         timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
         warmup: args.warmup,
         connect: None,

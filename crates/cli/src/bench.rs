@@ -37,6 +37,12 @@ pub struct BenchArgs {
     /// Number of concurrent subscribers (responders with --request)
     #[arg(long = "sub", default_value_t = 0, value_name = "N")]
     subs: usize,
+    /// Pause after each published message (natscli's --pubsleep), e.g. 1ms
+    #[arg(long = "pubsleep", value_parser = crate::util::parse_duration, value_name = "DURATION")]
+    pub_sleep: Option<Duration>,
+    /// Messages per write of a publisher (natscli's --pubbatch); default: what fits in 64 KiB
+    #[arg(long = "pubbatch", value_name = "N")]
+    pub_batch: Option<usize>,
     /// Number of messages to publish, shared among the publishers
     #[arg(long, default_value_t = 100_000)]
     msgs: u64,
@@ -150,7 +156,12 @@ fn config(g: &Global, a: &BenchArgs) -> Result<Config> {
         size: a.size,
         subject: a.subject.clone(),
         queue_group: a.queue.clone().unwrap_or_else(|| "rnats-bench".into()),
-        batch: 64 * 1024,
+        batch: match a.pub_batch {
+            Some(0) => return Err("--pubbatch must be at least 1".into()),
+            Some(n) => n.saturating_mul(rnats_bench::engine::pub_len(&a.subject, a.size)),
+            None => 64 * 1024,
+        },
+        pub_sleep: a.pub_sleep.unwrap_or_default(),
         timeout: g.timeout,
         warmup: a.warmup,
         connect,

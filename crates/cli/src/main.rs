@@ -1,26 +1,32 @@
 //! `rnats`: a NATS command-line client with natscli's command shapes.
 //!
 //! ```text
-//! rnats [-s URL] [--user U --password P | --creds F | --nkey F] [--tlsca F --tlscert F --tlskey F]
-//!       [--timeout D] COMMAND
+//! rnats [-s URL] [--context NAME] [--user U --password P | --creds F | --nkey F]
+//!       [--tlsca F --tlscert F --tlskey F] [--timeout D] COMMAND
 //! rnats pub SUBJECT [BODY] [--count N] [--sleep D] [-H K:V]...
-//! rnats sub SUBJECT [--queue Q] [--count N] [--raw] [--headers] [--timestamps]
-//! rnats req SUBJECT [BODY] [-H K:V]... [--raw]
+//! rnats sub SUBJECT [--queue Q] [--count N] [--wait D] [--raw] [--headers] [--timestamps]
+//! rnats req SUBJECT [BODY] [-H K:V]... [--raw] [--replies N [--reply-timeout D]]
 //! rnats reply SUBJECT [BODY] [--echo | --command CMD] [--queue Q] [--count N]
 //! rnats bench SUBJECT --pub N --sub N --msgs N --size BYTES [--request] [--queue G]
-//!       [--csv FILE] [--json] [--plot FILE.svg]
+//!       [--pubsleep D] [--pubbatch N] [--csv FILE] [--json] [--plot FILE.svg]
+//! rnats rtt [--iterations N]
+//! rnats context add NAME [--description D] [--select] | select NAME | ls | show [NAME] | rm NAME
 //! rnats server info|ping [--monitor URL | -m PORT] [--json]
 //! rnats stan [--cluster ID] [--client-id ID] pub CHANNEL [BODY] [--count N]
 //! rnats stan [--cluster ID] [--client-id ID] sub CHANNEL [--all | --last | --seq N | --since D]
 //!       [--durable NAME] [--queue Q] [--count N] [--unsubscribe] [--raw]
 //! ```
 //!
-//! Exit status: 0 on success, 1 on any error (one line on stderr saying what to do).
+//! Exit status: 0 on success, 1 on any error (one line on stderr saying what to do), including
+//! a `-ERR` the server sends for a publish or subscription it refused (`refusal`).
 //! Messages go to stdout; progress lines go to stderr.
 
 mod bench;
+mod context;
 mod monitor;
 mod plot;
+mod refusal;
+mod rtt;
 mod stan;
 mod util;
 
@@ -32,9 +38,10 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use rnats_client::{
-    Client, ConnectErrorKind, ConnectOptions, HeaderMap, Message, PublishError, RequestError,
-    RequestErrorKind,
+    Client, ConnectErrorKind, ConnectOptions, Event, HeaderMap, Message, PublishError,
+    RequestError, RequestErrorKind,
 };
+use tokio::sync::broadcast::Receiver;
 
 use crate::util::{TemplateContext, parse_duration, parse_header, render};
 
@@ -46,16 +53,25 @@ use crate::util::{TemplateContext, parse_duration, parse_header, render};
     propagate_version = true
 )]
 struct Cli {
-    /// NATS server URL(s), comma separated
+    /// NATS server URL(s), comma separated [default: the context's, else nats://127.0.0.1:4222]
     #[arg(
         short = 's',
         long = "server",
         env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
         global = true,
         help_heading = "Connection options"
     )]
-    server: String,
+    server: Option<String>,
+
+    /// Connection settings saved with `rnats context add` (default: the selected context)
+    #[arg(
+        long,
+        env = "NATS_CONTEXT",
+        global = true,
+        help_heading = "Connection options",
+        value_name = "NAME"
+    )]
+    context: Option<String>,
 
     /// Username or token
     #[arg(
@@ -160,6 +176,11 @@ enum Command {
     Server(monitor::ServerArgs),
     /// NATS Streaming: publish to or subscribe to a channel
     Stan(stan::StanArgs),
+    /// Manage saved connection settings (shared with natscli)
+    #[command(alias = "ctx")]
+    Context(context::ContextArgs),
+    /// Measure the round-trip time to the server
+    Rtt(rtt::RttArgs),
 }
 
 #[derive(Args, Debug)]
@@ -204,6 +225,9 @@ struct SubArgs {
     /// Print the time each message was received
     #[arg(long, alias = "ts")]
     timestamps: bool,
+    /// Exit after this long without any message (natscli's --wait)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    wait: Option<Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -218,6 +242,12 @@ struct ReqArgs {
     /// Print only the reply body
     #[arg(short, long)]
     raw: bool,
+    /// Wait for this many replies (several services answering); 0: all until --timeout
+    #[arg(long, value_name = "N")]
+    replies: Option<u64>,
+    /// With --replies: the longest wait between one reply and the next
+    #[arg(long = "reply-timeout", default_value = "300ms", value_parser = parse_duration)]
+    reply_timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -293,28 +323,37 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let global = cli.global();
+    let global = cli.global()?;
     let command = match cli.command {
         Command::Bench(a) => return bench::run(&global, a).await,
         Command::Server(a) => return monitor::run(&global, a).await,
+        Command::Context(a) => return context::run(&global, a),
+        Command::Rtt(a) => return rtt::run(&global, a).await,
         other => other,
     };
     let client = connect(&global).await?;
+    let mut events = client.events();
+    let ev = &mut events;
     let result = match command {
-        Command::Pub(a) => publish(&client, a).await,
-        Command::Sub(a) => subscribe(&client, a).await,
-        Command::Req(a) => request(&client, a, cli.timeout).await,
-        Command::Reply(a) => reply(&client, a).await,
+        Command::Pub(a) => publish(&client, a, ev).await,
+        Command::Sub(a) => subscribe(&client, a, ev).await,
+        Command::Req(a) => request(&client, a, cli.timeout, ev).await,
+        Command::Reply(a) => reply(&client, a, ev).await,
         Command::Stan(a) => stan::run(&client, cli.timeout, a).await,
-        Command::Bench(_) | Command::Server(_) => unreachable!("handled above"),
+        Command::Bench(_) | Command::Server(_) | Command::Context(_) | Command::Rtt(_) => {
+            unreachable!("handled above")
+        }
     };
     client.close().await;
     result
 }
 
-/// The global options, for the commands that live in other modules.
+/// The global options, for the commands that live in other modules: the flags (and their
+/// environment variables), else the context's settings.
 pub struct Global {
     pub server: String,
+    /// `--server` as given (for `context add`).
+    pub server_flag: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
     pub timeout: Duration,
@@ -327,19 +366,42 @@ pub struct Global {
 }
 
 impl Cli {
-    fn global(&self) -> Global {
-        Global {
-            server: self.server.clone(),
-            user: self.user.clone(),
-            password: self.password.clone(),
+    fn global(&self) -> Result<Global> {
+        // Managing contexts needs none; everything else takes the named or selected one.
+        let ctx = match &self.command {
+            Command::Context(_) => None,
+            _ => context::load(self.context.as_deref())?,
+        };
+        let from = |key: &str| ctx.as_ref().and_then(|c| c.get(key));
+        let path = |flag: &Option<PathBuf>, key: &str| {
+            flag.clone().or_else(|| from(key).map(PathBuf::from))
+        };
+        let given_user = self.user.is_some() || self.password.is_some();
+        Ok(Global {
+            server: self
+                .server
+                .clone()
+                .or_else(|| from("url"))
+                .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            server_flag: self.server.clone(),
+            user: if given_user {
+                self.user.clone()
+            } else {
+                from("user").or_else(|| from("token"))
+            },
+            password: if given_user {
+                self.password.clone()
+            } else {
+                from("password").filter(|_| from("user").is_some())
+            },
             timeout: self.timeout,
             connection_name: self.connection_name.clone(),
-            creds: self.creds.clone(),
-            nkey: self.nkey.clone(),
-            tlsca: self.tlsca.clone(),
-            tlscert: self.tlscert.clone(),
-            tlskey: self.tlskey.clone(),
-        }
+            creds: path(&self.creds, "creds"),
+            nkey: path(&self.nkey, "nkey"),
+            tlsca: path(&self.tlsca, "ca"),
+            tlscert: path(&self.tlscert, "cert"),
+            tlskey: path(&self.tlskey, "key"),
+        })
     }
 }
 
@@ -481,8 +543,9 @@ fn publish_failure(subject: &str, e: PublishError) -> Failure {
     Failure(format!("cannot publish to {subject:?}: {e}"))
 }
 
-async fn publish(client: &Client, a: PubArgs) -> Result<()> {
+async fn publish(client: &Client, a: PubArgs, events: &mut Receiver<Event>) -> Result<()> {
     let bodies = Bodies::new(a.body.clone())?;
+    let mut last_len = 0;
     for i in 1..=a.count {
         let ctx = TemplateContext {
             count: i,
@@ -501,24 +564,42 @@ async fn publish(client: &Client, a: PubArgs) -> Result<()> {
             }
         };
         r.map_err(|e| publish_failure(&a.subject, e))?;
-        if !a.quiet && a.count == 1 {
-            eprintln!("Published {} bytes to {:?}", body.len(), a.subject);
-        }
         if let Some(d) = a.sleep.filter(|_| i < a.count) {
+            // Between paced messages, a refusal stops the run at once.
+            client
+                .flush()
+                .await
+                .map_err(|e| format!("the server did not confirm the publish: {e}"))?;
+            if let Some(text) = refusal::pending(events) {
+                return Err(refusal::refused(
+                    &format!("the publish to {:?}", a.subject),
+                    &text,
+                ));
+            }
             tokio::time::sleep(d).await;
         }
+        last_len = body.len();
     }
+    // The server answers the flush's PING after the PUBs: a -ERR for them came first.
     client
         .flush()
         .await
         .map_err(|e| format!("the server did not confirm the publish: {e}"))?;
-    if !a.quiet && a.count > 1 {
+    if let Some(text) = refusal::pending(events) {
+        return Err(refusal::refused(
+            &format!("the publish to {:?}", a.subject),
+            &text,
+        ));
+    }
+    if !a.quiet && a.count == 1 {
+        eprintln!("Published {last_len} bytes to {:?}", a.subject);
+    } else if !a.quiet && a.count > 1 {
         eprintln!("Published {} messages to {:?}", a.count, a.subject);
     }
     Ok(())
 }
 
-async fn subscribe(client: &Client, a: SubArgs) -> Result<()> {
+async fn subscribe(client: &Client, a: SubArgs, events: &mut Receiver<Event>) -> Result<()> {
     let mut sub = match &a.queue {
         Some(q) => client.queue_subscribe(a.subject.clone(), q.clone()).await,
         None => client.subscribe(a.subject.clone()).await,
@@ -528,6 +609,10 @@ async fn subscribe(client: &Client, a: SubArgs) -> Result<()> {
         .flush()
         .await
         .map_err(|e| format!("the server did not confirm the subscription: {e}"))?;
+    let what = format!("the subscription to {:?}", a.subject);
+    if let Some(text) = refusal::pending(events) {
+        return Err(refusal::refused(&what, &text));
+    }
     match &a.queue {
         Some(q) => eprintln!("Subscribing on {} in group {q}", a.subject),
         None => eprintln!("Subscribing on {}", a.subject),
@@ -537,12 +622,24 @@ async fn subscribe(client: &Client, a: SubArgs) -> Result<()> {
     }
     let mut n = 0u64;
     let stdout = std::io::stdout();
+    // --wait: the quiet period after which the command ends (restarted by each message).
+    let quiet = |w: Option<Duration>| async move {
+        match w {
+            Some(w) => tokio::time::sleep(w).await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
         let msg = tokio::select! {
+            () = quiet(a.wait) => {
+                eprintln!("No message for {:?}: done", a.wait.unwrap_or_default());
+                return Ok(());
+            }
             m = sub.next() => match m {
                 Some(m) => m,
                 None => return Err("the connection closed: is the server still running?".into()),
             },
+            text = refusal::next(events) => return Err(refusal::refused(&what, &text)),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         n += 1;
@@ -595,7 +692,12 @@ fn request_failure(subject: &str, e: RequestError, timeout: Duration) -> Failure
     })
 }
 
-async fn request(client: &Client, a: ReqArgs, timeout: Duration) -> Result<()> {
+async fn request(
+    client: &Client,
+    a: ReqArgs,
+    timeout: Duration,
+    events: &mut Receiver<Event>,
+) -> Result<()> {
     let ctx = TemplateContext {
         count: 1,
         request: None,
@@ -604,18 +706,30 @@ async fn request(client: &Client, a: ReqArgs, timeout: Duration) -> Result<()> {
         Some(t) => render(t, &ctx)?,
         None => read_stdin()?,
     };
-    let mut req = rnats_client::Request::new().payload(body).timeout(timeout);
-    if let Some(h) = headers_from(&a.headers, &ctx)? {
-        req = req.headers(h);
-    }
+    let headers = headers_from(&a.headers, &ctx)?;
     if !a.raw {
         eprintln!("Sending request on {:?}", a.subject);
     }
+    if let Some(want) = a.replies {
+        return request_many(client, &a, body, headers, want, timeout, events).await;
+    }
+    let mut req = rnats_client::Request::new().payload(body).timeout(timeout);
+    if let Some(h) = headers {
+        req = req.headers(h);
+    }
     let started = Instant::now();
-    let m = client
-        .send_request(&a.subject, req)
-        .await
-        .map_err(|e| request_failure(&a.subject, e, timeout))?;
+    let what = format!("the request on {:?}", a.subject);
+    let m = tokio::select! {
+        r = client.send_request(&a.subject, req) => match r {
+            Ok(m) => m,
+            // A refusal explains a timeout better than the timeout does.
+            Err(e) => return Err(match refusal::pending(events) {
+                Some(text) => refusal::refused(&what, &text),
+                None => request_failure(&a.subject, e, timeout),
+            }),
+        },
+        text = refusal::next(events) => return Err(refusal::refused(&what, &text)),
+    };
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock<'_>| -> std::io::Result<()> {
         if !a.raw {
@@ -635,7 +749,97 @@ async fn request(client: &Client, a: ReqArgs, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-async fn reply(client: &Client, a: ReplyArgs) -> Result<()> {
+/// `req --replies N`: the request goes to every service listening, and each reply is printed
+/// as it comes, until N came (0: until the timeout), or none came for `--reply-timeout`.
+async fn request_many(
+    client: &Client,
+    a: &ReqArgs,
+    body: Vec<u8>,
+    headers: Option<HeaderMap>,
+    want: u64,
+    timeout: Duration,
+    events: &mut Receiver<Event>,
+) -> Result<()> {
+    let what = format!("the request on {:?}", a.subject);
+    let inbox = client.new_inbox();
+    let mut sub = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| format!("cannot subscribe to the reply inbox: {e}"))?;
+    let sent = match &headers {
+        Some(h) => {
+            client
+                .publish_with_reply_and_headers(&a.subject, &inbox, h, &body)
+                .await
+        }
+        None => client.publish_with_reply(&a.subject, &inbox, &body).await,
+    };
+    sent.map_err(|e| publish_failure(&a.subject, e))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| format!("the server did not confirm the request: {e}"))?;
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut got = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        // The first reply may take the whole timeout, later ones at most --reply-timeout
+        // (with --replies 0, everything until the timeout).
+        let until = if got == 0 || want == 0 {
+            deadline
+        } else {
+            deadline.min(tokio::time::Instant::now() + a.reply_timeout)
+        };
+        let m = tokio::select! {
+            m = sub.next() => match m {
+                Some(m) => m,
+                None => return Err("the connection closed: is the server still running?".into()),
+            },
+            text = refusal::next(events) => return Err(refusal::refused(&what, &text)),
+            () = tokio::time::sleep_until(until) => break,
+        };
+        if m.status == Some(rnats_client::NO_RESPONDERS) && got == 0 {
+            return Err(request_failure(
+                &a.subject,
+                RequestError::new(RequestErrorKind::NoResponders),
+                timeout,
+            ));
+        }
+        got += 1;
+        let written = (|| -> std::io::Result<()> {
+            if !a.raw {
+                eprintln!("Received reply {got} with rtt {:?}", started.elapsed());
+                if let Some(h) = &m.headers {
+                    write!(out, "{h}")?;
+                    writeln!(out)?;
+                }
+            }
+            out.write_all(&m.payload)?;
+            if !m.payload.ends_with(b"\n") {
+                writeln!(out)?;
+            }
+            out.flush()
+        })();
+        written.map_err(|e| format!("cannot write to stdout: {e}"))?;
+        if want > 0 && got >= want {
+            break;
+        }
+    }
+    if got == 0 {
+        return Err(format!(
+            "no reply on {:?} within {timeout:?}: check the service or raise --timeout",
+            a.subject
+        )
+        .into());
+    }
+    if !a.raw {
+        eprintln!("{got} replies");
+    }
+    Ok(())
+}
+
+async fn reply(client: &Client, a: ReplyArgs, events: &mut Receiver<Event>) -> Result<()> {
     if a.body.is_none() && !a.echo && a.command.is_none() {
         return Err("say what to reply: a BODY argument, --echo, or --command CMD".into());
     }
@@ -647,6 +851,10 @@ async fn reply(client: &Client, a: ReplyArgs) -> Result<()> {
         .flush()
         .await
         .map_err(|e| format!("the server did not confirm the subscription: {e}"))?;
+    let what = format!("the subscription to {:?}", a.subject);
+    if let Some(text) = refusal::pending(events) {
+        return Err(refusal::refused(&what, &text));
+    }
     eprintln!("Listening on {:?} in group {:?}", a.subject, a.queue);
     if a.count == Some(0) {
         return Ok(());
@@ -658,6 +866,7 @@ async fn reply(client: &Client, a: ReplyArgs) -> Result<()> {
                 Some(m) => m,
                 None => return Err("the connection closed: is the server still running?".into()),
             },
+            text = refusal::next(events) => return Err(refusal::refused(&what, &text)),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         n += 1;

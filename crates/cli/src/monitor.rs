@@ -270,9 +270,10 @@ fn unreachable_hint(e: &str) -> Failure {
 
 async fn info(g: &Global, a: InfoArgs) -> Result<()> {
     let url = endpoints(g, &a.endpoint)?.remove(0);
-    let v = varz(&url, g.timeout)
-        .await
-        .map_err(|e| unreachable_hint(&e))?;
+    let v = match varz(&url, g.timeout).await {
+        Ok(v) => v,
+        Err(e) => return info_from_connection(g, &a, &e).await,
+    };
     if a.json {
         println!(
             "{}",
@@ -282,6 +283,78 @@ async fn info(g: &Global, a: InfoArgs) -> Result<()> {
     }
     print!("{}", render_info(&v));
     Ok(())
+}
+
+/// Without a monitoring endpoint: what the server says about itself when a client connects
+/// (its INFO), after a note saying which URL was tried and how to turn monitoring on.
+async fn info_from_connection(g: &Global, a: &InfoArgs, varz_error: &str) -> Result<()> {
+    let opts = g.connect_options()?;
+    let client = match opts.connect(g.server.as_str()).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(Failure(format!(
+                "{}; connecting to {} for its INFO failed too: {e}",
+                unreachable_hint(varz_error).0,
+                g.server
+            )));
+        }
+    };
+    let i = client.server_info();
+    client.close().await;
+    eprintln!(
+        "No monitoring endpoint at {varz_error}: showing the server's INFO instead (no statistics).          For everything, start the server with -m 8222 (monitoring port) and point here with -m PORT or --monitor http://host:port"
+    );
+    let v = serde_json::json!({
+        "server_id": i.server_id,
+        "server_name": i.server_name,
+        "version": i.version,
+        "go": i.go,
+        "host": i.host,
+        "port": i.port,
+        "auth_required": i.auth_required,
+        "tls_required": i.tls_required,
+        "max_payload": i.max_payload,
+        "connect_urls": i.connect_urls,
+        "cluster": { "name": i.cluster },
+        "headers": i.headers,
+        "proto": i.proto,
+    });
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+        );
+    } else {
+        print!("{}", render_server_info(&v));
+    }
+    Ok(())
+}
+
+/// The part of `server info` a server's INFO can fill.
+fn render_server_info(v: &Value) -> String {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let b = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let (name, id) = (s("server_name"), s("server_id"));
+    let mut out = if name.is_empty() || name == id {
+        format!("Server information for {id} (from INFO)\n\n")
+    } else {
+        format!("Server information for {name} ({id}) (from INFO)\n\n")
+    };
+    let o = &mut out;
+    row(o, "Version", s("version"));
+    if !s("go").is_empty() {
+        row(o, "Go Version", s("go"));
+    }
+    row(o, "Auth Required", b("auth_required"));
+    row(o, "TLS Required", b("tls_required"));
+    row(o, "Host", format!("{}:{}", s("host"), n("port")));
+    row(o, "Headers", b("headers"));
+    row(o, "Max Payload", human_bytes(n("max_payload") as f64));
+    if let Some(c) = v.pointer("/cluster/name").and_then(Value::as_str) {
+        row(o, "Cluster", c);
+    }
+    out
 }
 
 fn row(out: &mut String, key: &str, val: impl std::fmt::Display) {

@@ -18,7 +18,9 @@ pub struct StanArgs {
     /// Streaming cluster ID
     #[arg(long, env = "STAN_CLUSTER", default_value = "test-cluster")]
     cluster: String,
-    /// Client ID (letters, digits, `-`, `_`); default `rnats-<random>`
+    /// Client ID (letters, digits, `-`, `_`); default `rnats-<random>`, or with
+    /// `sub --durable NAME` the stable `rnats-durable-<NAME>`, so the durable resumes on the
+    /// next run (one reader per durable at a time)
     #[arg(long = "client-id", env = "STAN_CLIENT_ID")]
     client_id: Option<String>,
     #[command(subcommand)]
@@ -63,7 +65,8 @@ struct StanSubArgs {
     /// Start with the messages of this last period (e.g. 30s, 5m)
     #[arg(long, value_parser = parse_duration)]
     since: Option<Duration>,
-    /// Durable name: the position is kept across runs
+    /// Durable name: the position is kept across runs (the server keys it by client ID and
+    /// name: without --client-id, the client ID `rnats-durable-<NAME>` is used every run)
     #[arg(long)]
     durable: Option<String>,
     /// Join this queue group
@@ -80,11 +83,34 @@ struct StanSubArgs {
     raw: bool,
 }
 
+/// The stable client ID of a durable subscriber: the server keeps a durable's position for a
+/// client ID and durable name, so the same ID must come back every run. Characters a client
+/// ID may not hold become `_`.
+fn durable_client_id(durable: &str) -> String {
+    let name: String = durable
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("rnats-durable-{name}")
+}
+
 pub async fn run(nc: &Client, timeout: Duration, a: StanArgs) -> Result<()> {
-    let client_id = a
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("rnats-{}", nuid::next()));
+    let client_id = match (&a.client_id, &a.cmd) {
+        (Some(id), _) => id.clone(),
+        (
+            None,
+            StanCommand::Sub(StanSubArgs {
+                durable: Some(d), ..
+            }),
+        ) => durable_client_id(d),
+        (None, _) => format!("rnats-{}", nuid::next()),
+    };
     let sc = StanClient::connect(
         &a.cluster,
         &client_id,
@@ -190,4 +216,13 @@ async fn subscribe(sc: &StanClient, a: StanSubArgs) -> Result<()> {
     };
     outcome?;
     ended.map_err(|e| format!("closing the subscription failed: {e}").into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durable_ids_are_stable_and_valid() {
+        assert_eq!(super::durable_client_id("orders"), "rnats-durable-orders");
+        assert_eq!(super::durable_client_id("a.b c"), "rnats-durable-a_b_c");
+    }
 }

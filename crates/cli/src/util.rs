@@ -155,9 +155,10 @@ pub struct TemplateContext<'a> {
     pub request: Option<&'a [u8]>,
 }
 
-/// Expands `{{Count}}`, `{{Time}}`, `{{TimeStamp}}`, `{{Unix}}`, `{{UnixNano}}`, `{{ID}}` and
-/// (in replies) `{{Request}}`; `{{ .Count }}` spellings work too. Text without `{{` is returned
-/// as is.
+/// Expands `{{Count}}`, `{{Time}}`, `{{TimeStamp}}`, `{{Unix}}`, `{{UnixNano}}`, `{{ID}}`,
+/// natscli's `{{Random MIN MAX}}` (random letters and digits, MIN to MAX of them) and (in
+/// replies) `{{Request}}`; `{{ .Count }}` spellings work too. Text without `{{` is returned as
+/// is.
 pub fn render(template: &str, ctx: &TemplateContext<'_>) -> Result<Vec<u8>, String> {
     if !template.contains("{{") {
         return Ok(template.as_bytes().to_vec());
@@ -181,13 +182,16 @@ pub fn render(template: &str, ctx: &TemplateContext<'_>) -> Result<Vec<u8>, Stri
             "TimeStamp" => out.extend_from_slice(rfc3339(now).as_bytes()),
             "Time" => out.extend_from_slice(&rfc3339(now).as_bytes()[11..19]),
             "ID" => out.extend_from_slice(random_id().as_bytes()),
+            random if random.split_whitespace().next() == Some("Random") => {
+                out.extend_from_slice(random_text(random)?.as_bytes())
+            }
             "Request" => match ctx.request {
                 Some(r) => out.extend_from_slice(r),
                 None => return Err("{{Request}} only works in `rnats reply` bodies".into()),
             },
             other => {
                 return Err(format!(
-                    "unknown template field {other:?}: use Count, Time, TimeStamp, Unix, UnixNano, ID or Request"
+                    "unknown template field {other:?}: use Count, Time, TimeStamp, Unix, UnixNano, ID, Random MIN MAX or Request"
                 ));
             }
         }
@@ -195,6 +199,28 @@ pub fn render(template: &str, ctx: &TemplateContext<'_>) -> Result<Vec<u8>, Stri
     }
     out.extend_from_slice(rest.as_bytes());
     Ok(out)
+}
+
+/// `Random MIN MAX`: between MIN and MAX random letters and digits (natscli's template).
+fn random_text(call: &str) -> Result<String, String> {
+    use rand::Rng;
+    let usage = || {
+        format!("invalid {{{{{call}}}}}: use {{{{Random MIN MAX}}}}, e.g. {{{{Random 10 100}}}}")
+    };
+    let args: Vec<&str> = call.split_whitespace().skip(1).collect();
+    let [min, max] = args[..] else {
+        return Err(usage());
+    };
+    let (min, max): (usize, usize) = match (min.parse(), max.parse()) {
+        (Ok(a), Ok(b)) if a <= b && b <= 1 << 24 => (a, b),
+        _ => return Err(usage()),
+    };
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    let n = rng.random_range(min..=max);
+    Ok((0..n)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect())
 }
 
 pub fn random_id() -> String {
@@ -258,6 +284,18 @@ mod tests {
         assert!(unix > 1_700_000_000);
         assert_eq!(render("{{TimeStamp}}", &ctx).unwrap().len(), 20);
         assert!(render("{{Nope}}", &ctx).unwrap_err().contains("Count"));
+        for _ in 0..20 {
+            let r = render("<{{ Random 3 5 }}>", &ctx).unwrap();
+            assert!((5..=7).contains(&r.len()), "{r:?}");
+            assert!(r[1..r.len() - 1].iter().all(u8::is_ascii_alphanumeric));
+        }
+        assert_eq!(render("{{Random 4 4}}", &ctx).unwrap().len(), 4);
+        assert!(
+            render("{{Random 5 1}}", &ctx)
+                .unwrap_err()
+                .contains("Random MIN MAX")
+        );
+        assert!(render("{{Random}}", &ctx).is_err());
         assert!(render("{{Count", &ctx).is_err());
         assert!(render("{{Request}}", &ctx).is_err());
         let ctx = TemplateContext {

@@ -90,6 +90,16 @@ fn apply_entry(entry: &Entry, opts: &mut Options) -> Result<(), ConfError> {
             opts.http_host = Some(host);
         }
         "http_port" | "monitor_port" => opts.http_port = int(v)? as i32,
+        "https" => {
+            let mut host = String::from("0.0.0.0");
+            host_port(v, &mut host, &mut opts.https_port)?;
+            opts.http_host = Some(host);
+        }
+        "https_port" => opts.https_port = int(v)? as i32,
+        "max_traced_msg_len" => {
+            opts.max_traced_msg_len =
+                usize::try_from(int(v)?).map_err(|_| v.error("invalid max_traced_msg_len"))?
+        }
         "max_payload" => opts.max_payload = size(v)?,
         "max_pending" => opts.max_pending = size(v)?,
         "max_control_line" => opts.max_control_line = size(v)?,
@@ -123,6 +133,12 @@ fn apply_entry(entry: &Entry, opts: &mut Options) -> Result<(), ConfError> {
         "authorization" => apply_authorization(v, opts)?,
         "no_auth_user" => opts.auth.no_auth_user = Some(string(v)?),
         "tls" => opts.tls = Some(parse_tls(v)?),
+        // Features this build lacks, switched on: refused (below) rather than ignored.
+        "syslog" if boolean(v)? => return Err(unsupported(entry)),
+        "remote_syslog" if !string(v)?.is_empty() => return Err(unsupported(entry)),
+        "log_size_limit" | "logfile_size_limit" | "prof_port" if int(v)? != 0 => {
+            return Err(unsupported(entry));
+        }
         // Accepted and without effect here, as in a server that has them switched off.
         "syslog"
         | "remote_syslog"
@@ -130,7 +146,6 @@ fn apply_entry(entry: &Entry, opts: &mut Options) -> Result<(), ConfError> {
         | "logfile_size_limit"
         | "logfile_max_num"
         | "log_max_num"
-        | "max_traced_msg_len"
         | "disable_sublist_cache"
         | "no_sublist_cache"
         | "connect_error_reports"
@@ -145,15 +160,18 @@ fn apply_entry(entry: &Entry, opts: &mut Options) -> Result<(), ConfError> {
         }
         "cluster" => opts.cluster = Some(parse_cluster(v)?),
         "accounts" | "jetstream" | "leafnodes" | "gateway" | "websocket" | "mqtt" | "operator"
-        | "resolver" | "system_account" | "https" | "https_port" => {
-            return Err(entry.error(format!(
-                "\"{}\" is not supported by this rnats-server build yet",
-                entry.key
-            )));
-        }
+        | "resolver" | "system_account" => return Err(unsupported(entry)),
         _ => return Err(entry.error(format!("unknown field \"{}\"", entry.key))),
     }
     Ok(())
+}
+
+/// The refusal of a feature this build does not have.
+fn unsupported(entry: &Entry) -> ConfError {
+    entry.error(format!(
+        "\"{}\" is not supported by this rnats-server build yet",
+        entry.key
+    ))
 }
 
 fn apply_authorization(v: &Spanned, opts: &mut Options) -> Result<(), ConfError> {

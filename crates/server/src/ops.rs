@@ -104,6 +104,7 @@ pub(crate) fn reload(srv: &ServerShared, new: Options) -> Result<(), ReloadError
         ),
         ("server_name", old.server_name != new.server_name),
         ("http_port", old.http_port != new.http_port),
+        ("https_port", old.https_port != new.https_port),
         (
             "cluster",
             old.cluster.as_ref().map(|c| (&c.host, c.port))

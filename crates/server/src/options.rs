@@ -42,6 +42,11 @@ pub struct Options {
     pub ports_file_dir: Option<PathBuf>,
     pub http_host: Option<String>,
     pub http_port: i32,
+    /// HTTPS monitoring port (`-ms`, `https_port`): served with the client port's TLS
+    /// certificate, client certificates not asked for; exclusive with `http_port`.
+    pub https_port: i32,
+    /// `--max_traced_msg_len`: payloads longer than this are cut in the `-V` trace (0: whole).
+    pub max_traced_msg_len: usize,
     pub max_closed_clients: usize,
     pub lame_duck_duration: Duration,
     pub lame_duck_grace_period: Duration,
@@ -74,6 +79,10 @@ pub enum OptionsError {
     LameDuckDuration(Duration),
     #[error("invalid port {0}")]
     InvalidPort(i32),
+    #[error("Can't start monitoring: can't specify both HTTP ({http}) and HTTPs ({https}) ports")]
+    HttpAndHttps { http: i32, https: i32 },
+    #[error("Can't start monitoring: TLS cert and key required for HTTPS")]
+    HttpsWithoutTls,
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -118,6 +127,13 @@ pub struct ClusterOptions {
 }
 
 impl AuthOptions {
+    /// Whether a configured password is kept in plain text rather than as a bcrypt hash
+    /// (nats-server warns about it at start).
+    pub fn has_plaintext_passwords(&self) -> bool {
+        let plain = |p: &Option<String>| p.as_deref().is_some_and(|p| !p.starts_with("$2"));
+        plain(&self.password) || self.users.iter().any(|u| plain(&u.password))
+    }
+
     /// The authenticator these options describe: the single user and the users list merged,
     /// default permissions applied, nkey users indexed by key.
     pub fn authenticator(&self) -> Result<Authenticator, AuthError> {
@@ -194,6 +210,8 @@ impl Default for Options {
             ports_file_dir: None,
             http_host: None,
             http_port: 0,
+            https_port: 0,
+            max_traced_msg_len: 0,
             max_closed_clients: 10_000,
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),
@@ -238,6 +256,21 @@ impl Options {
         }
         if self.port < -1 || self.port > 65535 {
             return Err(OptionsError::InvalidPort(self.port));
+        }
+        Ok(())
+    }
+
+    /// The monitoring port rules nats-server applies when it starts monitoring (at start,
+    /// not when a configuration is only tested).
+    pub fn check_monitor(&self) -> Result<(), OptionsError> {
+        if self.http_port != 0 && self.https_port != 0 {
+            return Err(OptionsError::HttpAndHttps {
+                http: self.http_port,
+                https: self.https_port,
+            });
+        }
+        if self.https_port != 0 && self.tls.is_none() {
+            return Err(OptionsError::HttpsWithoutTls);
         }
         Ok(())
     }

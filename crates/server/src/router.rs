@@ -252,6 +252,8 @@ pub(crate) struct Batch {
     pub stall: Option<Arc<ClientShared>>,
     pub out_msgs: u64,
     pub out_bytes: u64,
+    /// `-V`: deliveries are traced on the receiving connection (fixed when the reader starts).
+    pub trace: bool,
 }
 
 impl Batch {
@@ -351,6 +353,9 @@ pub(crate) fn deliver_to(
                 if pending > client.stall_threshold() && batch.stall.is_none() {
                     batch.stall = Some(client.clone());
                 }
+                if batch.trace && !client.local {
+                    trace_delivery(srv, client, sub, msg, body, to_headers);
+                }
                 if let (Some(perm), Some(reply)) = (sub.response_perm, msg.reply) {
                     client.grant_reply(reply, perm);
                 }
@@ -375,10 +380,46 @@ pub(crate) fn close_slow_consumer(srv: &ServerShared, client: &ClientShared) {
     if client.close(CloseReason::SlowConsumerPendingBytes, false) {
         srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
-            "{} - cid:{} - Slow Consumer Detected: MaxPending of {} Exceeded",
-            client.addr,
-            client.cid,
+            "{} - Slow Consumer Detected: MaxPending of {} Exceeded",
+            client.log_id(),
             srv.opts().max_pending
         );
     }
+}
+
+/// `-V`: the `MSG`/`HMSG` line and payload a subscriber was sent, as nats-server traces them.
+fn trace_delivery(
+    srv: &ServerShared,
+    client: &ClientShared,
+    sub: &Subscription,
+    msg: &Message<'_>,
+    body: &[u8],
+    to_headers: bool,
+) {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let reply = msg
+        .reply
+        .map(|r| format!(" {}", text(r)))
+        .unwrap_or_default();
+    let (line, payload) = match msg.header_len {
+        Some(h) if to_headers => (
+            format!(
+                "HMSG {} {}{reply} {h} {}",
+                text(msg.subject),
+                text(&sub.sid),
+                msg.payload.len()
+            ),
+            msg.payload,
+        ),
+        _ => (
+            format!(
+                "MSG {} {}{reply} {}",
+                text(msg.subject),
+                text(&sub.sid),
+                body.len()
+            ),
+            body,
+        ),
+    };
+    client.trace_msg_out(&line, payload, srv.opts().max_traced_msg_len);
 }

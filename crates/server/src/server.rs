@@ -48,6 +48,8 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Options(#[from] crate::options::OptionsError),
 }
 
 impl ServerHandle {
@@ -55,9 +57,15 @@ impl ServerHandle {
         self.shared.client_addr
     }
 
-    /// Where the HTTP monitor listens (`None` when `http_port` is 0).
+    /// Where the HTTP (or HTTPS) monitor listens (`None` when monitoring is off).
     pub fn monitor_addr(&self) -> Option<SocketAddr> {
         self.shared.monitor_addr
+    }
+
+    /// Adds an embedding service's pages to the monitoring port (see
+    /// [`crate::monitor::MonitorRoutes`]); replaces routes set before.
+    pub fn set_monitor_routes(&self, routes: std::sync::Arc<dyn crate::monitor::MonitorRoutes>) {
+        self.shared.monitor.set_routes(routes);
     }
 
     /// Closes the listener and every connection (flushing what they have queued), then
@@ -127,19 +135,13 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
     info!("  Git:      [not set]");
     info!("  Name:     {server_name}");
     info!("  ID:       {server_id}");
+    if opts.auth.has_plaintext_passwords() {
+        tracing::warn!("Plaintext passwords detected, use nkeys or bcrypt");
+    }
     if let Some(file) = &opts.config_file {
         info!("Using configuration file: {}", file.display());
     }
-    let monitor_listener = match crate::monitor::bind_addr(&opts) {
-        Some(addr) => {
-            let host = opts.http_host.as_deref().unwrap_or(&opts.host);
-            let (listener, local) = crate::monitor::bind(&addr, host)
-                .await
-                .map_err(|source| StartError::Monitor { addr, source })?;
-            Some((listener, local))
-        }
-        None => None,
-    };
+    let monitor_listener = crate::monitor::bind(&opts).await?;
     let route_listener = match &opts.cluster {
         Some(c) => Some(
             crate::route::bind(c)
@@ -169,7 +171,7 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
         server_id,
         server_name,
         client_addr,
-        monitor_addr: monitor_listener.as_ref().map(|(_, addr)| *addr),
+        monitor_addr: monitor_listener.as_ref().map(|b| b.addr),
     }));
     info!(
         "Listening for client connections on {}",
@@ -177,8 +179,8 @@ pub async fn start(opts: Options) -> Result<ServerHandle, StartError> {
     );
     info!("Server is ready");
     let connections = TaskTracker::new();
-    if let Some((listener, _)) = monitor_listener {
-        connections.spawn(crate::monitor::serve(shared.clone(), listener));
+    if let Some(bound) = monitor_listener {
+        crate::monitor::spawn(shared.clone(), bound, &connections);
     }
     let accept_task = tokio::spawn(accept_loop(shared.clone(), listener, connections.clone()));
     if let Some(listener) = route_listener {

@@ -34,6 +34,7 @@ mod monitorz;
 mod nats;
 pub mod options;
 mod partition;
+mod promz;
 mod server;
 mod startup;
 mod status;

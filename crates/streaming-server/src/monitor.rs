@@ -1,31 +1,23 @@
-//! Streaming monitoring on the `-m` port: `/streaming/serverz`, `/storez`, `/clientsz`,
-//! `/channelsz` (and `/streaming`, `/streaming/isFTActive`) with nats-streaming-server's JSON
-//! field names. Every other path is passed to the embedded rnats server's own monitor
-//! (`/varz`, `/connz`, ...), which listens on a private loopback port, so one port serves both
-//! as in the reference.
+//! Streaming monitoring: `/streaming/serverz`, `/storez`, `/clientsz`, `/channelsz` (and
+//! `/streaming`, `/streaming/isFTActive`) with nats-streaming-server's JSON field names.
+//!
+//! They are pages added to the embedded rnats server's own monitoring port
+//! ([`rnats_server::monitor::MonitorRoutes`]), as the reference adds its handlers to the
+//! embedded nats-server's: one port (`-m`, on the `-a` host, or `-ms` for HTTPS with the
+//! server's TLS certificate) serves the NATS endpoints (`/varz`, `/connz`, ...) and the
+//! streaming ones, and nothing else listens. With `-ns` (no embedded server) the same pages
+//! get a listener of their own ([`rnats_server::monitor::start_standalone`]).
+//!
+//! At `/`, a live status page (`status_page.html`) shows the channels, subscriptions, clients,
+//! store and high-availability state; the core server's own page moves to `/status`.
 //!
 //! Answers are computed by the engine task (a query event with a reply channel), so they see a
 //! consistent state without locks.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use tokio::net::{TcpListener, TcpStream};
+use rnats_server::monitor::{HttpReply, MetricsFuture, MonitorRoutes, ReplyFuture, percent_decode};
 use tokio::sync::oneshot;
-use tracing::debug;
-
-use rnats_server::monitor::percent_decode;
 
 use crate::engine::Event;
 use crate::monitorz::{self, MonitorQuery};
@@ -52,14 +44,13 @@ fn bool_param(v: Option<&str>) -> bool {
     matches!(v, Some("1" | "true" | "t" | "TRUE" | "True"))
 }
 
-fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(v) = content_type.parse() {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    r
+fn respond(status: u16, content_type: &str, body: impl Into<bytes::Bytes>) -> HttpReply {
+    HttpReply::new(status, content_type, body)
 }
+
+/// The live status page at `/` (streaming first; the core server's page is at `/status`):
+/// plain HTML and JS that polls the `/streaming/...` endpoints every second.
+const STATUS_PAGE: &str = include_str!("status_page.html");
 
 const INDEX: &str = r#"<html lang="en">
 <head><title>rnats-streaming-server monitoring</title></head>
@@ -73,14 +64,57 @@ const INDEX: &str = r#"<html lang="en">
 </html>
 "#;
 
-async fn handle(
-    req: Request<Incoming>,
-    status: Arc<Status>,
-    nats_monitor: Option<SocketAddr>,
-) -> Response<Full<Bytes>> {
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let raw_query = req.uri().query().unwrap_or("").to_string();
-    let params = query_params(&raw_query);
+/// The streaming pages, served on the monitoring port.
+pub(crate) struct StreamingRoutes {
+    pub(crate) status: Arc<Status>,
+}
+
+impl MonitorRoutes for StreamingRoutes {
+    fn route(&self, path: &str, query: &str) -> Option<ReplyFuture> {
+        if path == "/" {
+            let page = STATUS_PAGE.replace("{{VERSION}}", crate::options::VERSION);
+            let reply = respond(200, "text/html; charset=utf-8", page);
+            return Some(Box::pin(async move { reply }));
+        }
+        let path = path.trim_end_matches('/');
+        if path != "/streaming" && !path.starts_with("/streaming/") {
+            return None;
+        }
+        let (path, query, status) = (path.to_string(), query.to_string(), self.status.clone());
+        Some(Box::pin(async move { handle(&path, &query, status).await }))
+    }
+
+    fn metrics(&self) -> Option<MetricsFuture> {
+        let status = self.status.clone();
+        Some(Box::pin(async move {
+            let r = ask(&status, MonitorQuery::Metrics).await;
+            if r.status == 200 {
+                r.body
+            } else {
+                String::new()
+            }
+        }))
+    }
+}
+
+/// The engine's answer to `query`, or the standby's when no engine runs.
+async fn ask(status: &Status, query: MonitorQuery) -> monitorz::MonitorReply {
+    let unavailable = || monitorz::MonitorReply {
+        status: 503,
+        body: "server is shutting down\n".into(),
+    };
+    let Some(tx) = status.engine() else {
+        return monitorz::standby(status, &query);
+    };
+    let (rtx, rrx) = oneshot::channel();
+    if tx.send(Event::Monitor(query, rtx)).is_err() {
+        return unavailable();
+    }
+    rrx.await.unwrap_or_else(|_| unavailable())
+}
+
+async fn handle(path: &str, raw_query: &str, status: Arc<Status>) -> HttpReply {
+    let params = query_params(raw_query);
     let int = |name: &str, default: usize| -> Result<usize, String> {
         match param(&params, name) {
             None | Some("") => Ok(default),
@@ -90,7 +124,7 @@ async fn handle(
                 .map_err(|_| format!("invalid {name} value {v:?}")),
         }
     };
-    let query = match path.as_str() {
+    let query = match path {
         "/streaming" => return respond(200, "text/html; charset=utf-8", INDEX),
         "/streaming/isFTActive" => {
             let active = status.state() == ServerState::FtActive;
@@ -120,130 +154,16 @@ async fn handle(
                 }
             }
         }
-        _ => {
-            let Some(addr) = nats_monitor else {
-                return respond(404, "text/plain", "404 page not found\n");
-            };
-            let target = match req.uri().path_and_query() {
-                Some(pq) => pq.as_str().to_string(),
-                None => "/".to_string(),
-            };
-            return match proxy(addr, &target).await {
-                Ok(r) => r,
-                Err(e) => respond(502, "text/plain", format!("monitor unavailable: {e}\n")),
-            };
-        }
+        _ => return respond(404, "text/plain; charset=utf-8", "404 page not found\n"),
     };
-    let Some(tx) = status.engine() else {
-        return reply(monitorz::standby(&status, &query));
-    };
-    let (rtx, rrx) = oneshot::channel();
-    if tx.send(Event::Monitor(query, rtx)).is_err() {
-        return respond(503, "text/plain", "server is shutting down\n");
-    }
-    match rrx.await {
-        Ok(r) => reply(r),
-        Err(_) => respond(503, "text/plain", "server is shutting down\n"),
-    }
+    reply(ask(&status, query).await)
 }
 
-fn reply(r: monitorz::MonitorReply) -> Response<Full<Bytes>> {
+fn reply(r: monitorz::MonitorReply) -> HttpReply {
     if r.status == 200 {
         respond(200, "application/json", r.body)
     } else {
         respond(r.status, "text/plain", r.body)
-    }
-}
-
-/// Forwards a GET to the embedded server's monitor (HTTP/1.1, `Connection: close`).
-async fn proxy(addr: SocketAddr, target: &str) -> std::io::Result<Response<Full<Bytes>>> {
-    let mut s = TcpStream::connect(addr).await?;
-    let req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| std::io::Error::other("timed out"))??;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("bad response"))?;
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let body = Bytes::copy_from_slice(&buf[split + 4..]);
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(502);
-    let mut ctype = "text/plain".to_string();
-    let mut chunked = false;
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            let k = k.trim().to_ascii_lowercase();
-            if k == "content-type" {
-                ctype = v.trim().to_string();
-            } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-                chunked = true;
-            }
-        }
-    }
-    let body = if chunked { dechunk(&body) } else { body };
-    Ok(respond(status, &ctype, body))
-}
-
-fn dechunk(b: &[u8]) -> Bytes {
-    let mut out = Vec::new();
-    let mut rest = b;
-    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-        let size_str = String::from_utf8_lossy(&rest[..eol]);
-        let size =
-            usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-        rest = &rest[eol + 2..];
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.extend_from_slice(&rest[..size]);
-        rest = rest.get(size + 2..).unwrap_or_default();
-    }
-    Bytes::from(out)
-}
-
-/// A connection must send its request headers within this (as the core server's monitor):
-/// idle or trickling connections are not kept forever.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accepts monitoring connections until the task is aborted.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    status: Arc<Status>,
-    nats_monitor: Option<SocketAddr>,
-) {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                debug!("STREAM: Monitoring accept error: {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(10);
-        let status = status.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let status = status.clone();
-                async move { Ok::<_, Infallible>(handle(req, status, nats_monitor).await) }
-            });
-            let _ = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
     }
 }
 
@@ -259,6 +179,5 @@ mod tests {
         assert_eq!(param(&p, "channel"), Some("foo.bar"));
         assert!(bool_param(param(&p, "subs")));
         assert_eq!(param(&p, "x"), Some(""));
-        assert_eq!(&dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")[..], b"abcde");
     }
 }

@@ -28,6 +28,8 @@ pub enum MonitorQuery {
         subs: bool,
         channel: Option<String>,
     },
+    /// The streaming families of `/metrics` (Prometheus text, see `promz`).
+    Metrics,
 }
 
 /// Status and JSON body.
@@ -286,6 +288,10 @@ pub(crate) fn standby(st: &Status, q: &MonitorQuery) -> MonitorReply {
     let (cluster_id, server_id) = (st.opts.cluster_id.as_str(), st.server_id.as_str());
     match q {
         MonitorQuery::Serverz => serverz(st, &Counts::default()),
+        MonitorQuery::Metrics => MonitorReply {
+            status: 200,
+            body: crate::promz::render(st, &Counts::default(), &[]),
+        },
         MonitorQuery::Storez => storez(st, &st.opts.limits, 0, 0),
         MonitorQuery::Clientsz {
             client: Some(id), ..

@@ -96,7 +96,7 @@ pub struct StreamingServer {
     active: ActiveSlot,
     ft: Option<FtTask>,
     cluster: Option<ClusterNode>,
-    monitor: Option<(SocketAddr, JoinHandle<()>)>,
+    monitor: Option<(SocketAddr, crate::startup::MonitorTask)>,
     /// Set when the server stopped serving on its own (two active FT servers).
     failed: watch::Receiver<Option<String>>,
 }

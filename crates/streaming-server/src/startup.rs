@@ -17,7 +17,6 @@ use rnats_streaming::store::file::FileStore;
 use rnats_streaming::store::memory::MemoryStore;
 use rnats_streaming::store::sql::SqlStore;
 use rnats_streaming::store::{RecoveredState, Store, StoreError, StoreKind};
-use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::ft::HeldLock;
@@ -95,10 +94,9 @@ fn loopback(addr: SocketAddr) -> String {
 pub(crate) async fn connect_nats(opts: &Options) -> Result<NatsSide, StartError> {
     let name = format!("_NSS-{}-general", opts.cluster_id);
     let Some(url) = &opts.nats_server_url else {
-        let mut nopts = opts.nats.clone();
-        // The streaming monitor takes the -m port and forwards NATS paths to this one.
-        nopts.http_port = if opts.http_port != 0 { -1 } else { 0 };
-        nopts.http_host = Some("127.0.0.1".to_string());
+        // The embedded server's monitoring port is the streaming one: `start_monitor` adds
+        // the streaming pages to it.
+        let nopts = monitor_options(opts);
         let handle = rnats_server::start(nopts)
             .await
             .map_err(|e| StartError::Nats(e.to_string()))?;
@@ -401,29 +399,61 @@ pub(crate) async fn subscribe_protocol(
     }
 }
 
-/// Starts `/streaming` monitoring on the `-m` port (None without one).
+/// The NATS options with the monitoring port the streaming options ask for: `-m` (else the
+/// NATS configuration's `http`/`http_port`), or `-ms`/`https` for HTTPS; on the
+/// configuration's `http` host if given, else on the `-a` host, as nats-server.
+fn monitor_options(opts: &Options) -> rnats_server::Options {
+    let mut nopts = opts.nats.clone();
+    if opts.http_port != 0 {
+        nopts.http_port = opts.http_port;
+    }
+    if !opts.http_host.is_empty() {
+        nopts.http_host = Some(opts.http_host.clone());
+    }
+    nopts
+}
+
+/// Monitoring that needs stopping with the server: only the `-ns` listener (the embedded
+/// server's monitor stops with it).
+pub(crate) struct MonitorTask(Option<rnats_server::monitor::StandaloneMonitor>);
+
+impl MonitorTask {
+    pub(crate) fn abort(&self) {
+        if let Some(m) = &self.0 {
+            m.stop();
+        }
+    }
+}
+
+/// Adds the `/streaming` pages to the monitoring port (None when monitoring is off): the
+/// embedded server's, or with `-ns` a listener of their own.
 pub(crate) async fn start_monitor(
     opts: &Options,
     side: &NatsSide,
     status: &Arc<Status>,
-) -> Result<Option<(SocketAddr, JoinHandle<()>)>, StartError> {
-    if opts.http_port == 0 {
-        return Ok(None);
-    }
-    let port = opts.http_port.max(0);
-    let addr = format!("{}:{port}", opts.http_host);
-    let monitor_err = |source| StartError::Monitor {
-        addr: addr.clone(),
-        source,
+) -> Result<Option<(SocketAddr, MonitorTask)>, StartError> {
+    let routes = Arc::new(crate::monitor::StreamingRoutes {
+        status: status.clone(),
+    });
+    let (addr, secure, task) = match &side.embedded {
+        Some(n) => {
+            let Some(addr) = n.monitor_addr() else {
+                return Ok(None);
+            };
+            n.set_monitor_routes(routes);
+            let secure = opts.nats.https_port != 0 && opts.http_port == 0;
+            (addr, secure, MonitorTask(None))
+        }
+        None => {
+            let nopts = monitor_options(opts);
+            let started = rnats_server::monitor::start_standalone(&nopts, routes).await;
+            match started.map_err(|e| StartError::Nats(e.to_string()))? {
+                Some(m) => (m.addr(), m.secure(), MonitorTask(Some(m))),
+                None => return Ok(None),
+            }
+        }
     };
-    let listener = rnats_server::listen(&addr).await.map_err(monitor_err)?;
-    let local = listener.local_addr().map_err(monitor_err)?;
-    info!("STREAM: Starting monitoring on http://{local}/streaming");
-    let nats_monitor = side.embedded.as_ref().and_then(|n| n.monitor_addr());
-    let task = tokio::spawn(crate::monitor::serve(
-        listener,
-        status.clone(),
-        nats_monitor,
-    ));
-    Ok(Some((local, task)))
+    let scheme = if secure { "https" } else { "http" };
+    info!("STREAM: Starting monitoring on {scheme}://{addr}/streaming");
+    Ok(Some((addr, task)))
 }

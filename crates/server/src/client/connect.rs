@@ -8,6 +8,7 @@ use serde_json::Value;
 use tracing::error;
 
 use crate::auth::{Authenticator, Credentials, Permissions, StoredCredentials};
+use crate::conn::trace::{AuthTag, client_tags};
 use crate::conn::{CloseReason, ConnMeta};
 
 /// Options from CONNECT; absent fields keep the reference's defaults.
@@ -40,6 +41,8 @@ pub(super) struct Accepted {
     pub meta: ConnMeta,
     /// With authentication on: what the client authenticated with, and its permissions.
     pub auth: Option<(StoredCredentials, Option<Arc<Permissions>>)>,
+    /// The client's tags in log lines from now on (name, authentication).
+    pub log_tags: String,
 }
 
 /// A refused CONNECT: the `-ERR` text to send first (if any) and why the connection closes.
@@ -99,6 +102,7 @@ pub(super) fn check(
     }
     let user = obj.get("user").and_then(Value::as_str);
     let mut authenticated = None;
+    let mut auth_tag = None;
     if auth.enabled() {
         let creds = Credentials {
             user,
@@ -111,6 +115,11 @@ pub(super) fn check(
             || obj.get("new_account").is_some_and(|a| !a.is_null());
         match auth.authenticate(&creds, nonce) {
             Some(who) if !legacy_account => {
+                auth_tag = Some(match (creds.nkey, &auth.token, who.user) {
+                    (Some(key), _, _) => AuthLabel::Nkey(key.to_string()),
+                    (None, Some(_), _) => AuthLabel::Token,
+                    (None, None, user) => AuthLabel::User(user.unwrap_or_default()),
+                });
                 authenticated = Some((StoredCredentials::from(&creds), who.permissions));
             }
             _ => {
@@ -122,16 +131,30 @@ pub(super) fn check(
             }
         }
     }
+    let meta = ConnMeta {
+        name: get_str("name"),
+        lang: get_str("lang"),
+        version: get_str("version"),
+        user: user.map(str::to_string),
+    };
+    let tag = auth_tag.as_ref().map(|a| match a {
+        AuthLabel::User(u) => AuthTag::User(u),
+        AuthLabel::Nkey(k) => AuthTag::Nkey(k),
+        AuthLabel::Token => AuthTag::Token,
+    });
     Ok(Accepted {
         flags,
-        meta: ConnMeta {
-            name: get_str("name"),
-            lang: get_str("lang"),
-            version: get_str("version"),
-            user: user.map(str::to_string),
-        },
+        log_tags: client_tags(&meta.version, &meta.lang, &meta.name, tag.as_ref()),
+        meta,
         auth: authenticated,
     })
+}
+
+/// How the client authenticated, owned (see `AuthTag`).
+enum AuthLabel {
+    User(String),
+    Nkey(String),
+    Token,
 }
 
 /// Field types the reference's JSON decoding insists on; a mismatch closes the connection.

@@ -37,6 +37,8 @@ type Flow = reader::Flow<CloseReason>;
 /// The read buffer starts at this size and doubles, up to `MAX_READ`, while reads fill it.
 const MIN_READ: usize = 512;
 const MAX_READ: usize = 64 * 1024;
+/// When the first PING goes out (unless ping_interval is shorter).
+const FIRST_PING: Duration = Duration::from_secs(2);
 
 /// The reader side of a connection and everything only it touches.
 struct Reader {
@@ -130,6 +132,9 @@ async fn serve<R, W>(
     me.wake.notify_one();
 
     let admitted = srv.register(&me);
+    let trace = tracing::enabled!(tracing::Level::TRACE);
+    let mut router = Router::new();
+    router.batch.trace = trace;
     let mut conn = Reader {
         auth_required: srv.auth().required(),
         limits: Limits {
@@ -140,7 +145,7 @@ async fn serve<R, W>(
         me: me.clone(),
         flags: ConnectFlags::default(),
         connected: false,
-        router: Router::new(),
+        router,
         in_msgs: 0,
         in_bytes: 0,
         pings_out: 0,
@@ -149,7 +154,7 @@ async fn serve<R, W>(
         nonce: nonce.clone(),
         perms: None,
         pub_allowed: FastMap::default(),
-        trace: tracing::enabled!(tracing::Level::TRACE),
+        trace,
     };
     if conn.srv.auth().no_auth_user.is_some() {
         // Until (or unless) it authenticates, the connection acts as no_auth_user.
@@ -170,7 +175,8 @@ async fn serve<R, W>(
     let _ = writer_task.await;
     let reason = me.close_reason().unwrap_or(CloseReason::ClientClosed);
     debug!(
-        "{addr} - cid:{cid} - Client connection closed: {}",
+        "{} - Client connection closed: {}",
+        me.log_id(),
         reason.as_str()
     );
 }
@@ -182,7 +188,10 @@ impl Reader {
         let cancel = self.me.cancel.clone();
         let shutdown = self.srv.shutdown.clone();
         let ping_interval = self.srv.opts().ping_interval;
-        let mut next_ping = tokio::time::Instant::now() + ping_interval;
+        // As nats-server, the first PING comes early (it measures the round trip for
+        // monitoring's `rtt`), then every ping_interval.
+        let mut next_ping = tokio::time::Instant::now() + ping_interval.min(FIRST_PING);
+        let mut first_ping = true;
         let auth_deadline = tokio::time::Instant::now() + self.srv.opts().auth_timeout();
         loop {
             if buf.is_empty() && buf.capacity() > 2 * read_size {
@@ -209,7 +218,7 @@ impl Reader {
                 },
                 () = tokio::time::sleep_until(next_ping) => {
                     next_ping = tokio::time::Instant::now() + ping_interval;
-                    self.ping_timer()
+                    self.ping_timer(std::mem::take(&mut first_ping))
                 }
                 () = tokio::time::sleep_until(auth_deadline), if auth_pending => {
                     self.send_err("Authentication Timeout");
@@ -290,6 +299,8 @@ impl Reader {
             self.pub_allowed.clear();
         }
         *self.me.meta.lock() = accepted.meta;
+        self.me.set_log_tags(&accepted.log_tags);
+        self.me.connect_received();
         self.flags = accepted.flags;
         self.me.set_headers(accepted.flags.headers);
         self.connected = true;
@@ -306,14 +317,24 @@ impl Reader {
             && !perms.can_subscribe(subject, queue)
         {
             let subject = String::from_utf8_lossy(subject);
-            let text = match queue {
-                Some(q) => format!(
-                    "Permissions Violation for Subscription to \"{subject}\" using queue \"{}\"",
-                    String::from_utf8_lossy(q)
+            let sid = String::from_utf8_lossy(sid);
+            let (text, logged) = match queue {
+                Some(q) => {
+                    let q = String::from_utf8_lossy(q);
+                    (
+                        format!(
+                            "Permissions Violation for Subscription to \"{subject}\" using queue \"{q}\""
+                        ),
+                        format!("Subject \"{subject}\", Queue: \"{q}\", SID {sid}"),
+                    )
+                }
+                None => (
+                    format!("Permissions Violation for Subscription to \"{subject}\""),
+                    format!("Subject \"{subject}\", SID {sid}"),
                 ),
-                None => format!("Permissions Violation for Subscription to \"{subject}\""),
             };
             self.send_err(&text);
+            error!("{} - Subscription Violation - {logged}", self.me.log_id());
             return Flow::Continue;
         }
         let deliver_filter = self.perms.clone().filter(|p| p.has_deliver_filter());
@@ -352,7 +373,12 @@ impl Reader {
         if let Some(sub) = sub {
             match max {
                 Some(Some(max)) if max > sub.delivered() => sub.set_max(max),
-                _ => self.srv.remove_subscription(&sub),
+                _ => {
+                    self.srv.remove_subscription(&sub);
+                    if self.trace {
+                        self.me.trace_delsub(&sub.sid);
+                    }
+                }
             }
         }
         self.ok();
@@ -361,10 +387,7 @@ impl Reader {
 
     fn process_pub(&mut self, msg: &mut Message<'_>) -> Flow {
         if msg.header_len.is_some() && !self.flags.headers {
-            error!(
-                "{} - cid:{} - HPUB without headers support",
-                self.me.addr, self.me.cid
-            );
+            error!("{} - HPUB without headers support", self.me.log_id());
             return Flow::Close(CloseReason::ProtocolViolation);
         }
         if msg.header_len == Some(0) {
@@ -377,11 +400,13 @@ impl Reader {
             self.send_err("Invalid Publish Subject");
         }
         if self.perms.is_some() && !self.may_publish(msg.subject) {
-            let text = format!(
-                "Permissions Violation for Publish to \"{}\"",
-                String::from_utf8_lossy(msg.subject)
-            );
+            let subject = String::from_utf8_lossy(msg.subject);
+            let text = format!("Permissions Violation for Publish to \"{subject}\"");
             self.send_err(&text);
+            error!(
+                "{} - Publish Violation - Subject \"{subject}\"",
+                self.me.log_id()
+            );
             return Flow::Continue;
         }
         self.ok();
@@ -435,8 +460,10 @@ impl Reader {
         });
     }
 
-    fn ping_timer(&mut self) -> Flow {
-        if self.active_since_ping && self.pings_out == 0 {
+    /// The ping timer fired: PING, unless the client was active since the last one (the
+    /// first PING goes out regardless: it measures the round trip).
+    fn ping_timer(&mut self, first: bool) -> Flow {
+        if !first && self.active_since_ping && self.pings_out == 0 {
             self.active_since_ping = false;
             return Flow::Continue;
         }
@@ -446,6 +473,10 @@ impl Reader {
             return Flow::Close(CloseReason::StaleConnection);
         }
         self.pings_out += 1;
+        self.me.ping_sent();
+        if self.trace {
+            self.me.trace_out("PING");
+        }
         self.send_raw(b"PING\r\n");
         Flow::Continue
     }
@@ -463,15 +494,17 @@ impl Reader {
     }
 
     fn send_err(&mut self, text: &str) {
-        debug!(
-            "{} - cid:{} - Sending -ERR '{text}'",
-            self.me.addr, self.me.cid
-        );
+        if self.trace {
+            self.me.trace_out(&format!("-ERR {text}"));
+        }
         self.enqueue_own(text.len() + 9, |out| rnats_protocol::write_err(out, text));
     }
 
     fn ok(&mut self) {
         if self.flags.verbose {
+            if self.trace {
+                self.me.trace_out("OK");
+            }
             self.send_raw(b"+OK\r\n");
         }
     }
@@ -492,6 +525,9 @@ impl Reader {
         self.wake_touched();
         let subs: Vec<Arc<Subscription>> = self.me.subs.lock().drain().map(|(_, s)| s).collect();
         for sub in subs {
+            if self.trace {
+                self.me.trace_delsub(&sub.sid);
+            }
             if !sub.mark_closed() {
                 self.srv
                     .sublist
@@ -521,7 +557,7 @@ impl OpReader for Reader {
         if let Some(text) = e.err_text() {
             self.send_err(text);
         }
-        error!("{} - cid:{} - {}", self.me.addr, self.me.cid, e);
+        error!("{} - {}", self.me.log_id(), e);
         Flow::Close(match e {
             ProtoError::MaxPayload { .. } => CloseReason::MaxPayloadExceeded,
             ProtoError::MaxControlLine => CloseReason::MaxControlLineExceeded,
@@ -533,7 +569,7 @@ impl OpReader for Reader {
     fn process_op(&mut self, op: ClientOp<'_>) -> Flow {
         self.active_since_ping = true;
         if self.trace {
-            trace::trace_op(&self.me, &op);
+            trace::trace_op(&self.me, &op, self.srv.opts().max_traced_msg_len);
         }
         if self.auth_required && !self.connected && !matches!(op, ClientOp::Connect(_)) {
             self.send_err("Authorization Violation");
@@ -549,6 +585,9 @@ impl OpReader for Reader {
             } => self.process_sub(subject, queue, sid),
             ClientOp::Unsub { sid, max } => self.process_unsub(sid, max),
             ClientOp::Ping => {
+                if self.trace {
+                    self.me.trace_out("PONG");
+                }
                 self.send_raw(b"PONG\r\n");
                 if self.connected && self.flags.protocol >= 1 && !self.info_after_pong {
                     self.info_after_pong = true;
@@ -566,6 +605,7 @@ impl OpReader for Reader {
             }
             ClientOp::Pong => {
                 self.pings_out = 0;
+                self.me.pong_received();
                 Flow::Continue
             }
             ClientOp::Ok => Flow::Continue,

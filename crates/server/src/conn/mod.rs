@@ -17,6 +17,7 @@
 
 mod close;
 mod subscription;
+pub(crate) mod trace;
 mod writer;
 
 pub use close::CloseReason;
@@ -129,8 +130,17 @@ pub struct ClientShared {
     pub stats: ClientStats,
     pub subs: Mutex<HashMap<Box<[u8]>, Arc<Subscription>>>,
     pub meta: Mutex<ConnMeta>,
+    /// How log lines name this connection (`ip:port - cid:N`, plus the client's tags once it
+    /// sent CONNECT); see `trace`.
+    log_id: Mutex<Arc<str>>,
     /// When the client last sent something, in ns since the Unix epoch (monitoring).
     last_activity: AtomicU64,
+    /// Monotonic origin of `ping_sent_ns` (the connection's creation, when INFO is queued).
+    born: std::time::Instant,
+    /// When the server's outstanding PING went out, in ns since `born`; 0 = none.
+    ping_sent_ns: AtomicU64,
+    /// The last round trip measured (`/connz` `rtt`), in ns; 0 = not yet.
+    rtt_ns: AtomicU64,
     /// Reply subjects this connection may answer under `allow_responses`.
     grants: Mutex<ResponseGrants>,
     /// What it authenticated with (configuration reloads check it again).
@@ -195,7 +205,11 @@ impl ClientShared {
             stats: ClientStats::default(),
             subs: Mutex::new(HashMap::new()),
             meta: Mutex::new(ConnMeta::default()),
+            log_id: Mutex::new(Arc::from(format!("{addr} - cid:{cid}"))),
             last_activity: AtomicU64::new(unix_nanos(SystemTime::now())),
+            born: std::time::Instant::now(),
+            ping_sent_ns: AtomicU64::new(0),
+            rtt_ns: AtomicU64::new(0),
             grants: Mutex::new(ResponseGrants::default()),
             creds: Mutex::new(None),
             new_perms: Mutex::new(None),
@@ -350,6 +364,54 @@ impl ClientShared {
     pub(crate) fn touch(&self) {
         self.last_activity
             .store(unix_nanos(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// How log lines name this connection.
+    pub fn log_id(&self) -> Arc<str> {
+        self.log_id.lock().clone()
+    }
+
+    /// Adds the client's tags (from CONNECT) to its log id.
+    pub(crate) fn set_log_tags(&self, tags: &str) {
+        *self.log_id.lock() = Arc::from(format!("{} - cid:{}{tags}", self.addr, self.cid));
+    }
+
+    /// CONNECT arrived: the first round trip is INFO out to CONNECT in, as nats-server
+    /// measures it before it has sent a PING of its own.
+    pub(crate) fn connect_received(&self) {
+        if self.rtt_ns.load(Ordering::Relaxed) == 0 {
+            self.store_rtt(self.born.elapsed());
+        }
+    }
+
+    /// The server sent a PING: the PONG that answers it measures the round trip.
+    pub(crate) fn ping_sent(&self) {
+        let at = self.born.elapsed().as_nanos().max(1) as u64;
+        self.ping_sent_ns.store(at, Ordering::Relaxed);
+    }
+
+    /// A PONG came: the round trip of the server's outstanding PING, if one is.
+    pub(crate) fn pong_received(&self) {
+        let sent = self.ping_sent_ns.swap(0, Ordering::Relaxed);
+        if sent > 0 {
+            let now = self.born.elapsed().as_nanos() as u64;
+            self.store_rtt(Duration::from_nanos(now.saturating_sub(sent)));
+        }
+    }
+
+    fn store_rtt(&self, rtt: Duration) {
+        self.rtt_ns
+            .store((rtt.as_nanos() as u64).max(1), Ordering::Relaxed);
+    }
+
+    /// The last round trip, as nats-server reports it: whole µs between 1 µs and 1 ms.
+    pub fn rtt(&self) -> Duration {
+        let rtt = Duration::from_nanos(self.rtt_ns.load(Ordering::Relaxed));
+        if rtt > Duration::from_micros(1) && rtt < Duration::from_millis(1) {
+            Duration::from_micros(rtt.as_micros() as u64)
+        } else {
+            rtt
+        }
     }
 
     /// Pending bytes past which a publisher stops to let this connection catch up.

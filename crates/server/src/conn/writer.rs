@@ -59,8 +59,8 @@ pub(crate) async fn write_loop<W: AsyncWrite>(
                 Err(_) => {
                     if me.close(CloseReason::SlowConsumerWriteDeadline, false) {
                         debug!(
-                            "cid:{} - Slow Consumer Detected: WriteDeadline of {deadline:?} exceeded",
-                            me.cid
+                            "{} - Slow Consumer Detected: WriteDeadline of {deadline:?} exceeded",
+                            me.log_id()
                         );
                     }
                     return;

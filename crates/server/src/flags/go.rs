@@ -78,6 +78,10 @@ pub enum FlagError {
     InvalidClusterUrl(String),
     #[error("solicited routes require cluster capabilities, e.g. --cluster")]
     RoutesWithoutCluster,
+    /// A flag for a feature this build does not have: refused rather than ignored, so that
+    /// nobody believes it is on. Worded as the configuration file's refusal.
+    #[error("-{flag}: \"{feature}\" is not supported by this rnats-server build yet")]
+    Unsupported { flag: String, feature: &'static str },
 }
 
 /// Go's `strconv.ParseBool`.

@@ -121,6 +121,22 @@ const BOOL_FLAGS: &[(&str, &[&str])] = &[
     ("help_tls", &["help_tls"]),
 ];
 
+/// A flag that would switch on a feature this build does not have: the flag as the reference
+/// spells it and the feature, as the configuration file names it. Values that leave the
+/// feature off (`-js=false`, `--log_size_limit 0`) are accepted.
+fn unsupported(canon: &str, v: &str) -> Option<(&'static str, &'static str)> {
+    let on = !matches!(v.trim(), "" | "false" | "0");
+    match canon {
+        "jetstream" if on => Some(("js", "jetstream")),
+        "store_dir" if !v.is_empty() => Some(("sd", "jetstream")),
+        "syslog" if on => Some(("s", "syslog")),
+        "remote_syslog" if !v.is_empty() => Some(("r", "remote_syslog")),
+        "log_size_limit" if on => Some(("log_size_limit", "log_size_limit")),
+        "profile" if on => Some(("profile", "prof_port")),
+        _ => None,
+    }
+}
+
 /// The flags given to nats-server.
 #[derive(Debug, Default)]
 pub struct Flags(pub FlagValues);
@@ -181,6 +197,14 @@ impl Flags {
                 "server_name" => opts.server_name = Some(v.to_string()),
                 "pid" => opts.pid_file = Some(PathBuf::from(v)),
                 "http_port" => opts.http_port = int("http_port", v)? as i32,
+                "https_port" => opts.https_port = int("https_port", v)? as i32,
+                "max_traced_msg_len" => {
+                    opts.max_traced_msg_len = usize::try_from(int("max_traced_msg_len", v)?)
+                        .map_err(|_| FlagError::InvalidValue {
+                            flag: "max_traced_msg_len".into(),
+                            value: v.into(),
+                        })?
+                }
                 "config" => opts.config_file = Some(PathBuf::from(v)),
                 "client_advertise" => opts.client_advertise = Some(v.to_string()),
                 "ports_file_dir" => opts.ports_file_dir = Some(PathBuf::from(v)),
@@ -196,8 +220,13 @@ impl Flags {
                 "user" => opts.auth.user = Some(v.to_string()),
                 "pass" => opts.auth.password = Some(v.to_string()),
                 "auth" => opts.auth.token = Some(v.to_string()),
-
                 _ => {}
+            }
+            if let Some((flag, feature)) = unsupported(name, v) {
+                return Err(FlagError::Unsupported {
+                    flag: flag.into(),
+                    feature,
+                });
             }
         }
         if let Some(url) = self.get("cluster") {
@@ -325,6 +354,30 @@ mod tests {
             "a bool takes no separate value"
         );
         assert!(parse(&["-D", "--", "-x"]).is_ok());
+        // A feature this build lacks is refused, not ignored; switching it off is fine.
+        let apply = |args: &[&str]| parse(args).unwrap().apply(&mut Options::default());
+        assert_eq!(
+            apply(&["-js"]).unwrap_err().to_string(),
+            "-js: \"jetstream\" is not supported by this rnats-server build yet"
+        );
+        for args in [
+            &["--jetstream"][..],
+            &["-sd", "/tmp/js"],
+            &["-s"],
+            &["-r", "udp://h:514"],
+        ] {
+            assert!(
+                matches!(apply(args), Err(FlagError::Unsupported { .. })),
+                "{args:?}"
+            );
+        }
+        assert!(apply(&["-js=false", "--log_size_limit", "0"]).is_ok());
+        let mut opts = Options::default();
+        parse(&["-ms", "8443", "--max_traced_msg_len", "10"])
+            .unwrap()
+            .apply(&mut opts)
+            .unwrap();
+        assert_eq!((opts.https_port, opts.max_traced_msg_len), (8443, 10));
         assert_eq!(parse(&["-p", "-1"]).unwrap().get("port"), Some("-1"));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::cmp::Reverse;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -44,7 +44,7 @@ fn conn_info(r: &ConnRecord, now: SystemTime, subs: bool, detail: bool, auth: bo
         last_activity: rfc3339(r.last),
         stop: r.stop.map(rfc3339),
         reason: r.reason,
-        rtt: go_duration(Duration::ZERO),
+        rtt: go_duration(r.rtt),
         uptime: uptime(since(end, r.start)),
         idle: uptime(since(end, r.last)),
         pending_bytes: r.pending,
@@ -257,7 +257,8 @@ fn connz(srv: &ServerShared, q: &Query) -> Result<Reply, Reply> {
         "uptime" => records.sort_by_key(|r| since(r.stop.unwrap_or(now), r.start)),
         "stop" => records.sort_by_key(|r| Reverse(r.stop)),
         "reason" => records.sort_by_key(|r| r.reason),
-        _ => {} // cid, start (= cid order), rtt (not measured: all equal)
+        "rtt" => records.sort_by_key(|r| Reverse(r.rtt)),
+        _ => {} // cid, start (= cid order)
     }
 
     connz.connections = records[page(offset, limit, records.len())]

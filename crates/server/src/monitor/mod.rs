@@ -7,21 +7,29 @@
 //! cluster's routes, the sublist, atomics); nothing here runs on the message path. Closed
 //! connections are kept in a bounded ring (`max_closed_clients`) for `/connz?state=closed`.
 //! That state lives in `state::monitor`; this module serves it over HTTP: one file per
-//! endpoint, query parameters in `query`, value formats in [`format`](mod@format).
+//! endpoint, query parameters in `query`, value formats in [`format`](mod@format), the
+//! listener (HTTP or HTTPS) and the pages an embedding service adds in `http`.
 
 mod connz;
 pub mod format;
+mod http;
 mod metrics;
 mod query;
 mod routez;
 mod subsz;
 mod varz;
 
+use http::Target;
+pub(crate) use http::{Bound, bind};
+pub use http::{
+    HttpReply, MetricsFuture, MonitorRoutes, ReplyFuture, StandaloneMonitor, start_standalone,
+};
+/// Connections per ranking that get series of their own in `/metrics`.
+pub use metrics::TOP as METRICS_TOP_CONNECTIONS;
+pub use metrics::escape as metrics_escape;
 use query::Query;
 pub use query::percent_decode;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -29,76 +37,61 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tracing::{debug, error, info};
 
-use crate::options::Options;
 use crate::state::ServerShared;
 
-/// Where the monitor listens, from the options; `None` when monitoring is off.
-pub(crate) fn bind_addr(opts: &Options) -> Option<String> {
-    if opts.http_port == 0 {
-        return None;
-    }
-    let port = if opts.http_port < 0 {
-        0
-    } else {
-        opts.http_port as u16
-    };
-    let host = opts.http_host.as_deref().unwrap_or(&opts.host);
-    Some(crate::net::host_port(host, port))
+/// Starts serving the bound monitoring listener for `srv`, until the server shuts down.
+pub(crate) fn spawn(srv: Arc<ServerShared>, bound: Bound, tracker: &tokio_util::task::TaskTracker) {
+    let stop = srv.shutdown.clone();
+    tracker.spawn(sample_rates(srv.clone()));
+    tracker.spawn(http::serve(bound, Target::Server(srv), stop));
 }
 
-/// Binds the monitoring listener and logs it as the reference does.
-pub(crate) async fn bind(addr: &str, host: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = crate::net::listen(addr).await?;
-    let local = listener.local_addr()?;
-    info!(
-        "Starting http monitor on {}",
-        crate::net::host_port(host, local.port())
-    );
-    Ok((listener, local))
-}
-
-/// Serves monitoring requests until the server shuts down.
-pub(crate) async fn serve(srv: Arc<ServerShared>, listener: TcpListener) {
-    let shutdown = srv.shutdown.clone();
+/// Records the server's totals once a second for the status page's chart (only while
+/// monitoring is on).
+async fn sample_rates(srv: Arc<ServerShared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                error!("Temporary monitor accept error: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let srv = srv.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let srv = srv.clone();
-                async move { Ok::<_, Infallible>(handle(&srv, &req)) }
-            });
-            let conn = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                res = conn => if let Err(e) = res {
-                    debug!("monitor connection error: {e}");
-                },
-                () = shutdown.cancelled() => {}
-            }
-        });
+        tokio::select! {
+            () = srv.shutdown.cancelled() => return,
+            _ = tick.tick() => srv.monitor.sample_rates(&srv.stats),
+        }
+    }
+}
+
+/// Answers one request: an embedder's routes first, then the server's own pages.
+async fn answer(target: &Target, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let raw_query = req.uri().query().unwrap_or("");
+    let routes = match target {
+        Target::Server(srv) => srv.monitor.routes(),
+        Target::Routes(r) => Some(r.clone()),
+    };
+    if let Some(reply) = routes.as_ref().and_then(|r| r.route(path, raw_query)) {
+        return http::response(reply.await);
+    }
+    let extra_metrics = async {
+        match routes.as_ref().and_then(|r| r.metrics()) {
+            Some(m) => m.await,
+            None => String::new(),
+        }
+    };
+    match target {
+        Target::Server(srv) if path == "/metrics" => {
+            let Reply::Text(ctype, mut text) = metrics::handle(srv) else {
+                return respond(Reply::NotFound);
+            };
+            text.push_str(&extra_metrics.await);
+            respond(Reply::Text(ctype, text))
+        }
+        Target::Server(srv) => handle(srv, req),
+        Target::Routes(_) if path == "/metrics" => {
+            respond(Reply::Text(metrics::CONTENT_TYPE, extra_metrics.await))
+        }
+        Target::Routes(_) => respond(Reply::NotFound),
     }
 }
 
@@ -122,9 +115,10 @@ fn json<T: Serialize>(value: &T) -> Reply {
 fn handle(srv: &ServerShared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let query = Query::parse(req.uri().query().unwrap_or(""));
     let reply = match req.uri().path() {
-        "/" => {
+        // `/status` too: where an embedding service that replaces `/` links to it.
+        "/" | "/status" => {
             srv.monitor.count_request("/");
-            Reply::Html(status_page())
+            Reply::Html(status_page(srv))
         }
         "/varz" => varz::handle(srv),
         "/connz" => connz::handle(srv, &query),
@@ -184,8 +178,12 @@ fn respond(reply: Reply) -> Response<Full<Bytes>> {
 /// polls `/varz`, `/connz` and `/routez` every second and computes rates from the deltas.
 const STATUS_PAGE: &str = include_str!("status.html");
 
-fn status_page() -> String {
-    STATUS_PAGE.replace("{{VERSION}}", crate::options::VERSION)
+fn status_page(srv: &ServerShared) -> String {
+    let history =
+        serde_json::to_string(&srv.monitor.rate_history()).unwrap_or_else(|_| "[]".into());
+    STATUS_PAGE
+        .replace("{{VERSION}}", crate::options::VERSION)
+        .replace("{{RATE_HISTORY}}", &history)
 }
 
 /// Offset/limit paging over `n` items, as the reference clamps them.

@@ -152,7 +152,10 @@ async fn run_route_stream<R, W>(
         peer_id: None,
         registered: false,
         subs: HashMap::new(),
-        batch: Batch::default(),
+        batch: Batch {
+            trace: tracing::enabled!(tracing::Level::TRACE),
+            ..Batch::default()
+        },
         matches: Matches::default(),
         rng: SmallRng::from_os_rng(),
         pings_out: 0,

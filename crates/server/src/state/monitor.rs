@@ -31,6 +31,24 @@ pub struct MonitorState {
     pub(crate) cpu: Mutex<CpuSample>,
     /// Every route connection's monitoring data, and the traffic of closed routes.
     routes: Mutex<RouteBook>,
+    /// Pages an embedding service added to the monitoring port.
+    extra: parking_lot::RwLock<Option<Arc<dyn crate::monitor::MonitorRoutes>>>,
+    /// The message and byte totals once a second for the last [`RATE_HISTORY`] seconds, so
+    /// the status page's chart shows its whole window as soon as it opens.
+    rates: Mutex<VecDeque<RateSample>>,
+}
+
+/// Seconds of totals kept for the status page's chart.
+pub(crate) const RATE_HISTORY: usize = 121;
+
+/// The server's totals at one instant (ms since the Unix epoch).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct RateSample {
+    pub t: u64,
+    pub in_msgs: u64,
+    pub out_msgs: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
 }
 
 /// Route connections by cid, and what closed ones carried (so the server's totals, which
@@ -132,7 +150,43 @@ impl MonitorState {
             stale_connections: AtomicU64::new(0),
             cpu: Mutex::new(CpuSample::default()),
             routes: Mutex::new(RouteBook::default()),
+            extra: parking_lot::RwLock::new(None),
+            rates: Mutex::new(VecDeque::with_capacity(RATE_HISTORY)),
         }
+    }
+
+    /// Records the totals now (the monitor's sampler, once a second).
+    pub(crate) fn sample_rates(&self, stats: &super::Stats) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let routed = self.route_traffic();
+        let sample = RateSample {
+            t: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            in_msgs: load(&stats.in_msgs) + routed.in_msgs,
+            out_msgs: load(&stats.out_msgs) + routed.out_msgs,
+            in_bytes: load(&stats.in_bytes) + routed.in_bytes,
+            out_bytes: load(&stats.out_bytes) + routed.out_bytes,
+        };
+        let mut rates = self.rates.lock();
+        if rates.len() == RATE_HISTORY {
+            rates.pop_front();
+        }
+        rates.push_back(sample);
+    }
+
+    /// The recorded totals, oldest first.
+    pub(crate) fn rate_history(&self) -> Vec<RateSample> {
+        self.rates.lock().iter().copied().collect()
+    }
+
+    /// The pages an embedding service added, if any.
+    pub(crate) fn routes(&self) -> Option<Arc<dyn crate::monitor::MonitorRoutes>> {
+        self.extra.read().clone()
+    }
+
+    pub(crate) fn set_routes(&self, routes: Arc<dyn crate::monitor::MonitorRoutes>) {
+        *self.extra.write() = Some(routes);
     }
 
     /// Records a connection that is closing (called by the connection task before it removes
@@ -278,6 +332,7 @@ pub(crate) struct ConnRecord {
     pub(crate) lang: String,
     pub(crate) version: String,
     pub(crate) user: Option<String>,
+    pub(crate) rtt: Duration,
     /// Kept for closed connections; open ones are read from `client` when asked.
     pub(crate) subs: Vec<SubDetail>,
     pub(crate) client: Option<Arc<ClientShared>>,
@@ -303,6 +358,7 @@ impl ConnRecord {
             lang: meta.lang,
             version: meta.version,
             user: meta.user,
+            rtt: client.rtt(),
             subs: Vec::new(),
             client: None,
         }

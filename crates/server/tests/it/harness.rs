@@ -128,7 +128,7 @@ impl TestServer {
     }
 }
 
-fn reference_bin() -> Option<PathBuf> {
+pub fn reference_bin() -> Option<PathBuf> {
     if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
         return Some(PathBuf::from(bin));
     }
@@ -230,9 +230,14 @@ impl Raw {
         self.buf.drain(..n).collect()
     }
 
-    /// Reads a `MSG` and its payload; returns (control line, payload).
+    /// Reads a `MSG` and its payload; returns (control line, payload). A server PING on the
+    /// way (both servers send their first within 2 s) is answered and skipped.
     pub async fn msg(&mut self) -> (String, Vec<u8>) {
-        let line = self.line().await.expect("a MSG line");
+        let mut line = self.line().await.expect("a MSG line");
+        while line == "PING" {
+            self.send(b"PONG\r\n").await;
+            line = self.line().await.expect("a MSG line");
+        }
         let size: usize = line
             .rsplit(' ')
             .next()

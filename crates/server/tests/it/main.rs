@@ -7,11 +7,15 @@ mod cluster;
 mod harness;
 mod hostile;
 mod interop;
+mod metrics;
 mod monitor;
+mod monitor_port;
 mod ops;
 /// Certificates made on the fly: the client tests' helper.
 #[path = "../../../client/tests/it/pki.rs"]
 mod pki;
 mod process;
+mod prom;
 mod raw;
 mod security;
+mod trace_log;

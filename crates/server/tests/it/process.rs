@@ -9,7 +9,7 @@ use crate::harness::{ChildGuard, Raw};
 const BIN: &str = env!("CARGO_BIN_EXE_rnats-server");
 
 /// Starts the binary and returns it with the client port it logged.
-fn spawn(args: &[&str]) -> (ChildGuard, u16, std::sync::mpsc::Receiver<String>) {
+pub(crate) fn spawn(args: &[&str]) -> (ChildGuard, u16, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(args)
         .stdout(Stdio::null())

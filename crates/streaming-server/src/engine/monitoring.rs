@@ -8,6 +8,7 @@ use rnats_server::monitor::format::rfc3339;
 use super::Engine;
 use super::state::{ChannelState, Sub};
 use crate::monitorz::*;
+use crate::promz::{ChannelMetric, SubMetric};
 
 fn subz(s: &Sub) -> Subscriptionz {
     Subscriptionz {
@@ -39,7 +40,39 @@ fn channelz(name: &str, cs: &ChannelState, subs: bool) -> Channelz {
     }
 }
 
+fn sub_metric(s: &Sub) -> SubMetric {
+    SubMetric {
+        client_id: s.st.client_id.clone(),
+        inbox: s.st.inbox.clone(),
+        queue_name: s.queue.clone().unwrap_or_default(),
+        is_durable: s.st.is_durable,
+        is_offline: s.offline,
+        last_sent: s.st.last_sent,
+        pending: s.pending.len(),
+        redelivered: s.pending.iter().filter(|(_, p)| p.count > 1).count(),
+        max_inflight: s.st.max_in_flight,
+        stalled: s.stalled(),
+    }
+}
+
 impl Engine {
+    /// Every channel's numbers, for `/metrics`.
+    fn channel_metrics(&self) -> Vec<ChannelMetric> {
+        self.channels
+            .iter()
+            .map(|(name, cs)| {
+                let st = cs.ch.msgs().state();
+                ChannelMetric {
+                    name: name.clone(),
+                    msgs: st.msgs,
+                    bytes: st.bytes,
+                    last_seq: st.last,
+                    subs: cs.subs.values().map(sub_metric).collect(),
+                }
+            })
+            .collect()
+    }
+
     /// Computes the answer to a query from the engine's state.
     pub(super) fn answer(&self, q: &MonitorQuery) -> MonitorReply {
         let e = self;
@@ -50,21 +83,23 @@ impl Engine {
             let s = c.ch.msgs().state();
             (m + s.msgs, b + s.bytes)
         });
+        let counts = || Counts {
+            clients: e.clients.len(),
+            subscriptions: e.channels.values().map(|c| c.subs.len()).sum(),
+            channels: e.channels.len(),
+            total_msgs,
+            total_bytes,
+            in_msgs: e.stats.in_msgs,
+            in_bytes: e.stats.in_bytes,
+            out_msgs: e.stats.out_msgs,
+            out_bytes: e.stats.out_bytes,
+        };
         match q {
-            MonitorQuery::Serverz => serverz(
-                &e.status,
-                &Counts {
-                    clients: e.clients.len(),
-                    subscriptions: e.channels.values().map(|c| c.subs.len()).sum(),
-                    channels: e.channels.len(),
-                    total_msgs,
-                    total_bytes,
-                    in_msgs: e.stats.in_msgs,
-                    in_bytes: e.stats.in_bytes,
-                    out_msgs: e.stats.out_msgs,
-                    out_bytes: e.stats.out_bytes,
-                },
-            ),
+            MonitorQuery::Serverz => serverz(&e.status, &counts()),
+            MonitorQuery::Metrics => MonitorReply {
+                status: 200,
+                body: crate::promz::render(&e.status, &counts(), &self.channel_metrics()),
+            },
             MonitorQuery::Storez => storez(&e.status, e.store.limits(), total_msgs, total_bytes),
             MonitorQuery::Clientsz {
                 offset,

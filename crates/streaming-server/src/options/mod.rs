@@ -65,8 +65,11 @@ pub struct Options {
     pub nats_server_url: Option<String>,
     /// Options of the embedded rnats server (ignored with `nats_server_url`).
     pub nats: rnats_server::Options,
-    /// Streaming monitoring port (`-m`): 0 = off, -1 = any free port.
+    /// Streaming monitoring port (`-m`): 0 = off, -1 = any free port. Off, the NATS
+    /// configuration's `http`/`http_port` (or `-ms`/`https` for HTTPS) still turns it on.
     pub http_port: i32,
+    /// Host of the monitoring port; empty: the NATS configuration's `http` host, else the
+    /// `-a` host (as nats-server places its monitor).
     pub http_host: String,
     /// Server → client heartbeat interval, reply timeout and tolerated failures.
     pub hb_interval: Duration,
@@ -153,7 +156,7 @@ impl Default for Options {
             nats_server_url: None,
             nats: rnats_server::Options::default(),
             http_port: 0,
-            http_host: "0.0.0.0".to_string(),
+            http_host: String::new(),
             hb_interval: Duration::from_secs(30),
             hb_timeout: Duration::from_secs(10),
             hb_fail_count: 10,
