@@ -26,6 +26,8 @@
 
 mod engine;
 mod ft;
+#[doc(hidden)]
+pub mod fuzzing;
 mod monitor;
 mod monitorz;
 mod nats;

@@ -91,14 +91,25 @@ const INDEX: &str = r#"<html lang="en">
 </html>
 "#;
 
-async fn handle(
-    req: Request<Incoming>,
-    status: Arc<Status>,
-    nats_monitor: Option<SocketAddr>,
-) -> Response<Full<Bytes>> {
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let raw_query = req.uri().query().unwrap_or("").to_string();
-    let params = query_params(&raw_query);
+/// What a monitoring request asks for, decided from its path and query string alone.
+#[derive(Debug)]
+pub(crate) enum Route {
+    /// `/streaming`: the index page.
+    Index,
+    /// `/streaming/isFTActive`.
+    IsFtActive,
+    /// An endpoint the engine answers.
+    Query(MonitorQuery),
+    /// A malformed parameter: 400 with this text.
+    BadRequest(String),
+    /// Anything else: the embedded NATS server's monitor, if any.
+    Other,
+}
+
+/// Routes `path` (without its query) and `raw_query` (still percent-encoded).
+pub(crate) fn route(path: &str, raw_query: &str) -> Route {
+    let path = path.trim_end_matches('/');
+    let params = query_params(raw_query);
     let int = |name: &str, default: usize| -> Result<usize, String> {
         match param(&params, name) {
             None | Some("") => Ok(default),
@@ -108,18 +119,15 @@ async fn handle(
                 .map_err(|_| format!("invalid {name} value {v:?}")),
         }
     };
-    let query = match path.as_str() {
-        "/streaming" => return respond(200, "text/html; charset=utf-8", INDEX),
-        "/streaming/isFTActive" => {
-            let active = status.state() == ServerState::FtActive;
-            return respond(if active { 200 } else { 204 }, "text/plain", "");
-        }
+    Route::Query(match path {
+        "/streaming" => return Route::Index,
+        "/streaming/isFTActive" => return Route::IsFtActive,
         "/streaming/serverz" => MonitorQuery::Serverz,
         "/streaming/storez" => MonitorQuery::Storez,
         "/streaming/clientsz" | "/streaming/channelsz" => {
             let (offset, limit) = match (int("offset", 0), int("limit", 1024)) {
                 (Ok(o), Ok(l)) => (o, if l == 0 { 1024 } else { l }),
-                (Err(e), _) | (_, Err(e)) => return respond(400, "text/plain", e),
+                (Err(e), _) | (_, Err(e)) => return Route::BadRequest(e),
             };
             let subs = bool_param(param(&params, "subs"));
             if path.ends_with("clientsz") {
@@ -138,7 +146,24 @@ async fn handle(
                 }
             }
         }
-        _ => {
+        _ => return Route::Other,
+    })
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    status: Arc<Status>,
+    nats_monitor: Option<SocketAddr>,
+) -> Response<Full<Bytes>> {
+    let query = match route(req.uri().path(), req.uri().query().unwrap_or("")) {
+        Route::Index => return respond(200, "text/html; charset=utf-8", INDEX),
+        Route::IsFtActive => {
+            let active = status.state() == ServerState::FtActive;
+            return respond(if active { 200 } else { 204 }, "text/plain", "");
+        }
+        Route::Query(q) => q,
+        Route::BadRequest(e) => return respond(400, "text/plain", e),
+        Route::Other => {
             let Some(addr) = nats_monitor else {
                 return respond(404, "text/plain", "404 page not found\n");
             };
@@ -210,7 +235,7 @@ async fn proxy(addr: SocketAddr, target: &str) -> std::io::Result<Response<Full<
     Ok(respond(status, &ctype, body))
 }
 
-fn dechunk(b: &[u8]) -> Bytes {
+pub(crate) fn dechunk(b: &[u8]) -> Bytes {
     let mut out = Vec::new();
     let mut rest = b;
     while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
@@ -263,5 +288,33 @@ mod tests {
         assert!(bool_param(param(&p, "subs")));
         assert_eq!(param(&p, "x"), Some(""));
         assert_eq!(&dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")[..], b"abcde");
+    }
+
+    #[test]
+    fn routing() {
+        assert!(matches!(route("/streaming/", "x=1"), Route::Index));
+        assert!(matches!(
+            route("/streaming/isFTActive", ""),
+            Route::IsFtActive
+        ));
+        assert!(matches!(
+            route("/streaming/channelsz", "offset=2&limit=0&subs=1&channel=a%2Eb"),
+            Route::Query(MonitorQuery::Channelsz { offset: 2, limit: 1024, subs: true, channel: Some(c) })
+                if c == "a.b"
+        ));
+        assert!(matches!(
+            route("/streaming/clientsz", "offset=-3"),
+            Route::Query(MonitorQuery::Clientsz {
+                offset: 0,
+                limit: 1024,
+                subs: false,
+                client: None
+            })
+        ));
+        assert!(matches!(
+            route("/streaming/clientsz", "limit=x"),
+            Route::BadRequest(e) if e == "invalid limit value \"x\""
+        ));
+        assert!(matches!(route("/varz", ""), Route::Other));
     }
 }

@@ -9,6 +9,8 @@
 //!
 //! The server loop (request handling, delivery, redelivery, heartbeats) builds on these.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proto;
 pub mod seqmap;
 pub mod store;
