@@ -117,6 +117,8 @@
 //! Unix only (positional I/O through `std::os::unix::fs::FileExt`).
 
 mod fds;
+#[cfg(test)]
+mod fuzz_tests;
 mod msgs;
 mod record;
 mod subs;
@@ -296,11 +298,14 @@ impl FileStore {
         fs::create_dir_all(&channels_dir).map_err(|e| StoreError::io(&channels_dir, e))?;
         let lock = match lock {
             Some(l) => l.file,
-            None => DirLock::try_acquire(&root)?.ok_or_else(|| StoreError::Locked {
-                dir: root.clone(),
-                lock: root.join(LOCK_FILE),
-            })?
-            .file,
+            None => {
+                DirLock::try_acquire(&root)?
+                    .ok_or_else(|| StoreError::Locked {
+                        dir: root.clone(),
+                        lock: root.join(LOCK_FILE),
+                    })?
+                    .file
+            }
         };
         let opts = Arc::new(opts);
         let fds = Arc::new(FdCache::new(opts.fds_limit));

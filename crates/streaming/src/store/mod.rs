@@ -172,6 +172,8 @@ pub enum Corruption {
     SequenceMismatch { expected: u64, found: u64 },
     /// The index disagrees with the data file.
     IndexMismatch,
+    /// A segment's first sequence leaves no room below 2^64 for the messages it can hold.
+    SequenceOverflow { first: u64 },
 }
 
 impl fmt::Display for Corruption {
@@ -196,6 +198,12 @@ impl fmt::Display for Corruption {
                 write!(f, "sequence {found} where {expected} was expected")
             }
             Corruption::IndexMismatch => f.write_str("index entry does not match the data file"),
+            Corruption::SequenceOverflow { first } => {
+                write!(
+                    f,
+                    "first sequence {first} leaves no room for the segment's messages"
+                )
+            }
         }
     }
 }

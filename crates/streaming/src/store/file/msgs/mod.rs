@@ -29,8 +29,9 @@ use prost::Message;
 
 use super::fds::{FdCache, FileRef};
 use super::record::{
-    ChunkReader, DATA_MAGIC, IDX_ENTRY_LEN, IDX_MAGIC, IdxEntry, MSG_OVERHEAD, Parsed,
-    REC_HEADER_LEN, SEG_HEADER_LEN, check_header, decode_at, encode_record, seg_header, sync_dir,
+    ChunkReader, DATA_MAGIC, IDX_ENTRY_LEN, IDX_MAGIC, IdxEntry, MIN_MSG_RECORD, MSG_OVERHEAD,
+    Parsed, REC_HEADER_LEN, SEG_HEADER_LEN, check_header, decode_at, encode_record, seg_header,
+    sync_dir,
 };
 use super::{RecoveryCheck, SyncPolicy};
 use crate::proto::{MsgProto, peek_msg_proto};

@@ -95,6 +95,15 @@ pub(super) fn recover_segment(
     let full = log.o.check == RecoveryCheck::Full;
     let df = log.fds.get(&dat).map_err(&dio)?;
     let mut dat_len = df.metadata().map_err(&dio)?.len();
+    // A segment holds fewer records than it has bytes, so `n + length` bounds its sequences:
+    // past this check no sequence arithmetic below can overflow.
+    if n.checked_add(dat_len.max(SEG_HEADER_LEN)).is_none() {
+        return Err(StoreError::corrupt(
+            &dp,
+            8,
+            Corruption::SequenceOverflow { first: n },
+        ));
+    }
     if dat_len < SEG_HEADER_LEN {
         if !is_last {
             return Err(StoreError::corrupt(&dp, 0, Corruption::Truncated));
@@ -160,8 +169,10 @@ pub(super) fn recover_segment(
         idx: idx.clone(),
     };
 
-    // Fast path: the index covers the whole file and the last record checks out.
-    if let Some(ir) = ir.as_mut().filter(|_| idx_exact && !full) {
+    // Fast path: the index covers the whole file and the last record checks out (and does
+    // not claim more records than the file can hold).
+    let plausible = idx_n <= (dat_len - SEG_HEADER_LEN) / MIN_MSG_RECORD;
+    if let Some(ir) = ir.as_mut().filter(|_| idx_exact && plausible && !full) {
         if idx_n == 0 && dat_len == SEG_HEADER_LEN {
             return Ok(segment(0, dat_len, 0, 0));
         }
