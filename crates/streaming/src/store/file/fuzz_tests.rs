@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::record::IdxEntry;
+use super::record::{DATA_MAGIC, IdxEntry, encode_record, seg_header};
 use super::*;
+use crate::proto::MsgProto;
 use crate::store::{ChannelLimits, NewMessage, StoreLimits};
 
 /// The configuration of the fuzz input flags 0x7f: full check, small limits, an age limit.
@@ -34,23 +35,90 @@ fn fuzz_config() -> (FileStoreOptions, StoreLimits) {
     (opts, limits)
 }
 
-/// A segment named after the largest sequence: its sequences would pass 2^64. It panicked
-/// (overflow) in recovery; it is now reported as corruption of that file.
+/// A segment named after the largest sequence, its header lost: recovery makes it an empty
+/// log whose next sequence would be 2^64 - 1. Appending to it panicked (the segment's end
+/// overflowed); it is now an error, and the store reopens.
 #[test]
-fn segment_at_the_end_of_the_sequence_space_is_corruption() {
+fn no_sequence_past_the_largest_is_appended() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("channels").join("b");
     fs::create_dir_all(&dir).unwrap();
-    let seg = dir.join(format!("msgs.{}.dat", u64::MAX));
-    fs::write(&seg, [0x01, 0xce, 0xff, 0x7a, 0x3f]).unwrap();
+    fs::write(
+        dir.join(format!("msgs.{}.dat", u64::MAX)),
+        [0x01, 0xce, 0xff, 0x7a, 0x3f],
+    )
+    .unwrap();
     let (opts, limits) = fuzz_config();
-    match FileStore::open(tmp.path(), opts, limits) {
-        Err(StoreError::Corrupt { path, offset, kind }) => {
-            assert_eq!((path, offset), (seg, 8));
-            assert_eq!(kind, Corruption::SequenceOverflow { first: u64::MAX });
+    for _ in 0..2 {
+        let store = FileStore::open(tmp.path(), opts.clone(), limits.clone()).unwrap();
+        let ch = store.lookup_channel("b").unwrap();
+        let st = ch.msgs().state();
+        assert_eq!((st.first, st.last, st.msgs), (u64::MAX, u64::MAX - 1, 0));
+        let e = ch
+            .msgs()
+            .append(NewMessage {
+                reply: String::new(),
+                data: Bytes::from_static(b"x"),
+                timestamp: now_nanos(),
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::SequencesExhausted { channel } if channel == "b"),
+            "{e:?}"
+        );
+        let m = MsgProto {
+            sequence: u64::MAX,
+            ..Default::default()
+        };
+        assert!(matches!(
+            ch.msgs().store(&m),
+            Err(StoreError::SequencesExhausted { .. })
+        ));
+        drop(ch);
+        store.close().unwrap();
+    }
+}
+
+/// A record that claims sequence 2^64 - 1 (valid CRC, right place): corruption at its
+/// offset, not an overflow.
+#[test]
+fn a_record_with_the_last_sequence_is_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("channels").join("a");
+    fs::create_dir_all(&dir).unwrap();
+    let first = u64::MAX - 1;
+    let mut seg = seg_header(DATA_MAGIC, first).to_vec();
+    for seq in [first, u64::MAX] {
+        let m = MsgProto {
+            sequence: seq,
+            data: Bytes::from_static(b"x"),
+            ..Default::default()
+        };
+        encode_record(&mut seg, &m, None).unwrap();
+    }
+    let second_at = 16 + 8 + (seg.len() as u64 - 16 - 16) / 2;
+    let path = dir.join(format!("msgs.{first}.dat"));
+    fs::write(&path, &seg).unwrap();
+    for check in [RecoveryCheck::Fast, RecoveryCheck::Full] {
+        let opts = FileStoreOptions {
+            sync: SyncPolicy::Never,
+            recovery_check: check,
+            ..FileStoreOptions::default()
+        };
+        match FileStore::open(tmp.path(), opts, StoreLimits::unlimited()) {
+            Err(StoreError::Corrupt {
+                path: p,
+                offset,
+                kind,
+            }) => {
+                assert_eq!(
+                    (p, offset, kind),
+                    (path.clone(), second_at, Corruption::SequenceOverflow)
+                );
+            }
+            Err(e) => panic!("expected corruption, got {e:?}"),
+            Ok(_) => panic!("expected corruption, the store opened"),
         }
-        Err(e) => panic!("expected corruption, got {e:?}"),
-        Ok(_) => panic!("expected corruption, the store opened"),
     }
 }
 

@@ -319,8 +319,19 @@ impl MsgLog {
     }
 
     /// Appends `m`, whose sequence must be `last + 1`.
+    /// Segments end at `first_seq + count`, so 2^64 - 1 is no sequence a log can hold.
+    fn check_sequence(&self, seq: u64) -> Result<()> {
+        if seq == u64::MAX {
+            return Err(StoreError::SequencesExhausted {
+                channel: self.channel.clone(),
+            });
+        }
+        Ok(())
+    }
+
     fn push(&mut self, m: &MsgProto) -> Result<()> {
         debug_assert_eq!(m.sequence, self.last + 1);
+        self.check_sequence(m.sequence)?;
         if self.needs_roll(m.timestamp) {
             self.roll(m.sequence)?;
         }

@@ -95,15 +95,6 @@ pub(super) fn recover_segment(
     let full = log.o.check == RecoveryCheck::Full;
     let df = log.fds.get(&dat).map_err(&dio)?;
     let mut dat_len = df.metadata().map_err(&dio)?.len();
-    // A segment holds fewer records than it has bytes, so `n + length` bounds its sequences:
-    // past this check no sequence arithmetic below can overflow.
-    if n.checked_add(dat_len.max(SEG_HEADER_LEN)).is_none() {
-        return Err(StoreError::corrupt(
-            &dp,
-            8,
-            Corruption::SequenceOverflow { first: n },
-        ));
-    }
     if dat_len < SEG_HEADER_LEN {
         if !is_last {
             return Err(StoreError::corrupt(&dp, 0, Corruption::Truncated));
@@ -169,9 +160,10 @@ pub(super) fn recover_segment(
         idx: idx.clone(),
     };
 
-    // Fast path: the index covers the whole file and the last record checks out (and does
-    // not claim more records than the file can hold).
-    let plausible = idx_n <= (dat_len - SEG_HEADER_LEN) / MIN_MSG_RECORD;
+    // Fast path: the index covers the whole file and the last record checks out (and the
+    // index claims no more records than the file can hold, nor a segment end past 2^64 - 1).
+    let plausible =
+        idx_n <= (dat_len - SEG_HEADER_LEN) / MIN_MSG_RECORD && n.checked_add(idx_n).is_some();
     if let Some(ir) = ir.as_mut().filter(|_| idx_exact && plausible && !full) {
         if idx_n == 0 && dat_len == SEG_HEADER_LEN {
             return Ok(segment(0, dat_len, 0, 0));
@@ -199,7 +191,12 @@ pub(super) fn recover_segment(
             let Some(e) = read_idx_entry(ir, j).map_err(&iio)? else {
                 break;
             };
-            if e.seq != n + j || e.offset != expected_off || e.end() > dat_len {
+            // Below 2^64 - 1: no covered record holds a sequence past the largest.
+            if Some(e.seq) != n.checked_add(j)
+                || e.seq == u64::MAX
+                || e.offset != expected_off
+                || e.end() > dat_len
+            {
                 break;
             }
             expected_off = e.end();
@@ -265,6 +262,9 @@ pub(super) fn recover_segment(
                             found: m.sequence,
                         },
                     ));
+                }
+                if seq == u64::MAX {
+                    return Err(StoreError::corrupt(&dp, pos, Corruption::SequenceOverflow));
                 }
                 fresh.push(IdxEntry {
                     seq,
