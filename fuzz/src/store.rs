@@ -102,17 +102,21 @@ pub fn run(files: &StoreFiles) {
     let mut appended = Vec::new();
     for ch in store.channels() {
         let before = ch.msgs().state();
-        let Some(next) = before.last.checked_add(1) else {
+        let next = before.last.saturating_add(1);
+        let r = ch.msgs().append(NewMessage {
+            reply: String::new(),
+            data: Bytes::from_static(b"after recovery"),
+            timestamp: now_nanos(),
+        });
+        if next == u64::MAX {
+            // The largest sequence a store holds is 2^64 - 2.
+            assert!(
+                matches!(r, Err(StoreError::SequencesExhausted { .. })),
+                "append past the largest sequence: {r:?}"
+            );
             continue;
-        };
-        let m = ch
-            .msgs()
-            .append(NewMessage {
-                reply: String::new(),
-                data: Bytes::from_static(b"after recovery"),
-                timestamp: now_nanos(),
-            })
-            .unwrap_or_else(|e| panic!("append after recovery on {}: {e}", ch.name()));
+        }
+        let m = r.unwrap_or_else(|e| panic!("append after recovery on {}: {e}", ch.name()));
         assert_eq!(m.sequence, next, "sequence of an append after recovery");
         ch.msgs().flush().expect("flush after recovery");
         appended.push((ch.name().to_owned(), next));
