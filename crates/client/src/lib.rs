@@ -34,6 +34,8 @@ mod auth;
 mod client;
 mod connection;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod header;
 mod options;
 mod pool;

@@ -75,11 +75,13 @@ const GO_UNIX_TO_INTERNAL: i64 = 62_135_596_800;
 /// `t` in Go's `time.Time.MarshalBinary` form, version 1, UTC: version (1), seconds since
 /// year 1 (i64 BE), nanoseconds (i32 BE), zone offset in minutes (-1 = UTC, i16 BE).
 pub(crate) fn encode_go_time(t: SystemTime) -> Vec<u8> {
+    // i128: no instant a `SystemTime` holds overflows; Go's range (i64 seconds from year 1)
+    // saturates.
     let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i32),
+        Ok(d) => (i128::from(d.as_secs()), d.subsec_nanos() as i32),
         Err(e) => {
             let d = e.duration();
-            let (s, n) = (d.as_secs() as i64, d.subsec_nanos() as i32);
+            let (s, n) = (i128::from(d.as_secs()), d.subsec_nanos() as i32);
             if n == 0 {
                 (-s, 0)
             } else {
@@ -87,9 +89,11 @@ pub(crate) fn encode_go_time(t: SystemTime) -> Vec<u8> {
             }
         }
     };
+    let go_secs = secs + i128::from(GO_UNIX_TO_INTERNAL);
+    let go_secs = i64::try_from(go_secs).unwrap_or(if go_secs < 0 { i64::MIN } else { i64::MAX });
     let mut b = Vec::with_capacity(15);
     b.push(1);
-    b.extend_from_slice(&(secs + GO_UNIX_TO_INTERNAL).to_be_bytes());
+    b.extend_from_slice(&go_secs.to_be_bytes());
     b.extend_from_slice(&nanos.to_be_bytes());
     b.extend_from_slice(&(-1i16).to_be_bytes());
     b
@@ -106,16 +110,18 @@ pub(crate) fn decode_go_time(b: &[u8]) -> Option<SystemTime> {
     if b.len() != len {
         return None;
     }
-    let secs = i64::from_be_bytes(b[1..9].try_into().ok()?) - GO_UNIX_TO_INTERNAL;
+    // i128: seconds near i64::MIN (any peer can send them) must not overflow.
+    let secs =
+        i128::from(i64::from_be_bytes(b[1..9].try_into().ok()?)) - i128::from(GO_UNIX_TO_INTERNAL);
     let nanos = i32::from_be_bytes(b[9..13].try_into().ok()?);
     if !(0..1_000_000_000).contains(&nanos) {
         return None;
     }
     if secs >= 0 {
-        UNIX_EPOCH.checked_add(Duration::new(secs as u64, nanos as u32))
+        UNIX_EPOCH.checked_add(Duration::new(u64::try_from(secs).ok()?, nanos as u32))
     } else {
         UNIX_EPOCH
-            .checked_sub(Duration::from_secs(secs.unsigned_abs()))?
+            .checked_sub(Duration::from_secs(u64::try_from(-secs).ok()?))?
             .checked_add(Duration::from_nanos(nanos as u64))
     }
 }
@@ -416,6 +422,38 @@ mod tests {
         for bad in [&b[..14], &[], &[3u8; 15][..]] {
             assert_eq!(decode_go_time(bad), None);
         }
+    }
+
+    /// Fuzzing (`stan_ctrl`): seconds near `i64::MIN` overflowed when moved to the Unix
+    /// epoch (a panic with overflow checks, a wrong instant without).
+    #[test]
+    fn go_time_extremes_do_not_overflow() {
+        let crash = [
+            0x01, 0x80, 0x00, 0x00, 0x0e, 0x77, 0x90, 0xa5, 0x7f, 0x3b, 0xa5, 0xc9, 0xfb, 0xff,
+            0xf7,
+        ];
+        let _ = decode_go_time(&crash);
+        for secs in [
+            i64::MIN,
+            i64::MIN + GO_UNIX_TO_INTERNAL - 1,
+            -1,
+            0,
+            i64::MAX,
+        ] {
+            let mut b = vec![1u8];
+            b.extend_from_slice(&secs.to_be_bytes());
+            b.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff]);
+            if let Some(t) = decode_go_time(&b) {
+                assert_eq!(encode_go_time(t), b, "{secs}");
+            }
+        }
+        let hb = CtrlMsg {
+            msg_type: ctrl_msg::Type::FtHeartbeat as i32,
+            server_id: "A".into(),
+            data: crash.to_vec(),
+            ..Default::default()
+        };
+        assert!(parse_heartbeat(&hb.encode_to_vec(), "B").is_ok());
     }
 
     #[test]

@@ -29,6 +29,8 @@ mod cluster;
 mod engine;
 mod ft;
 mod migration;
+#[doc(hidden)]
+pub mod fuzzing;
 mod monitor;
 mod monitorz;
 mod nats;

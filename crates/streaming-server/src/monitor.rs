@@ -113,7 +113,25 @@ async fn ask(status: &Status, query: MonitorQuery) -> monitorz::MonitorReply {
     rrx.await.unwrap_or_else(|_| unavailable())
 }
 
-async fn handle(path: &str, raw_query: &str, status: Arc<Status>) -> HttpReply {
+/// What a monitoring request asks for, decided from its path and query string alone (a pure
+/// function, so it is unit-tested and fuzzed without a server).
+#[derive(Debug)]
+pub(crate) enum Route {
+    /// `/streaming`: the index page.
+    Index,
+    /// `/streaming/isFTActive`.
+    IsFtActive,
+    /// An endpoint the engine answers.
+    Query(MonitorQuery),
+    /// A malformed parameter: 400 with this text.
+    BadRequest(String),
+    /// No such streaming page.
+    NotFound,
+}
+
+/// Routes `path` (without its query) and `raw_query` (still percent-encoded).
+pub(crate) fn route(path: &str, raw_query: &str) -> Route {
+    let path = path.trim_end_matches('/');
     let params = query_params(raw_query);
     let int = |name: &str, default: usize| -> Result<usize, String> {
         match param(&params, name) {
@@ -124,18 +142,15 @@ async fn handle(path: &str, raw_query: &str, status: Arc<Status>) -> HttpReply {
                 .map_err(|_| format!("invalid {name} value {v:?}")),
         }
     };
-    let query = match path {
-        "/streaming" => return respond(200, "text/html; charset=utf-8", INDEX),
-        "/streaming/isFTActive" => {
-            let active = status.state() == ServerState::FtActive;
-            return respond(if active { 200 } else { 204 }, "text/plain", "");
-        }
+    Route::Query(match path {
+        "/streaming" => return Route::Index,
+        "/streaming/isFTActive" => return Route::IsFtActive,
         "/streaming/serverz" => MonitorQuery::Serverz,
         "/streaming/storez" => MonitorQuery::Storez,
         "/streaming/clientsz" | "/streaming/channelsz" => {
             let (offset, limit) = match (int("offset", 0), int("limit", 1024)) {
                 (Ok(o), Ok(l)) => (o, if l == 0 { 1024 } else { l }),
-                (Err(e), _) | (_, Err(e)) => return respond(400, "text/plain", e),
+                (Err(e), _) | (_, Err(e)) => return Route::BadRequest(e),
             };
             let subs = bool_param(param(&params, "subs"));
             if path.ends_with("clientsz") {
@@ -154,7 +169,22 @@ async fn handle(path: &str, raw_query: &str, status: Arc<Status>) -> HttpReply {
                 }
             }
         }
-        _ => return respond(404, "text/plain; charset=utf-8", "404 page not found\n"),
+        _ => return Route::NotFound,
+    })
+}
+
+async fn handle(path: &str, raw_query: &str, status: Arc<Status>) -> HttpReply {
+    let query = match route(path, raw_query) {
+        Route::Index => return respond(200, "text/html; charset=utf-8", INDEX),
+        Route::IsFtActive => {
+            let active = status.state() == ServerState::FtActive;
+            return respond(if active { 200 } else { 204 }, "text/plain", "");
+        }
+        Route::Query(q) => q,
+        Route::BadRequest(e) => return respond(400, "text/plain", e),
+        Route::NotFound => {
+            return respond(404, "text/plain; charset=utf-8", "404 page not found\n");
+        }
     };
     reply(ask(&status, query).await)
 }
@@ -179,5 +209,33 @@ mod tests {
         assert_eq!(param(&p, "channel"), Some("foo.bar"));
         assert!(bool_param(param(&p, "subs")));
         assert_eq!(param(&p, "x"), Some(""));
+    }
+
+    #[test]
+    fn routing() {
+        assert!(matches!(route("/streaming/", "x=1"), Route::Index));
+        assert!(matches!(
+            route("/streaming/isFTActive", ""),
+            Route::IsFtActive
+        ));
+        assert!(matches!(
+            route("/streaming/channelsz", "offset=2&limit=0&subs=1&channel=a%2Eb"),
+            Route::Query(MonitorQuery::Channelsz { offset: 2, limit: 1024, subs: true, channel: Some(c) })
+                if c == "a.b"
+        ));
+        assert!(matches!(
+            route("/streaming/clientsz", "offset=-3"),
+            Route::Query(MonitorQuery::Clientsz {
+                offset: 0,
+                limit: 1024,
+                subs: false,
+                client: None
+            })
+        ));
+        assert!(matches!(
+            route("/streaming/clientsz", "limit=x"),
+            Route::BadRequest(e) if e == "invalid limit value \"x\""
+        ));
+        assert!(matches!(route("/streaming/varz", ""), Route::NotFound));
     }
 }

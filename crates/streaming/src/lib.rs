@@ -10,6 +10,8 @@
 //!
 //! The server loop (request handling, delivery, redelivery, heartbeats) builds on these.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod migrate;
 pub mod proto;
 pub mod seqmap;

@@ -120,6 +120,8 @@
 //! Unix only (positional I/O through `std::os::unix::fs::FileExt`).
 
 mod fds;
+#[cfg(test)]
+mod fuzz_tests;
 mod msgs;
 mod record;
 mod subs;

@@ -103,6 +103,10 @@ pub enum StoreError {
         expected: u64,
         got: u64,
     },
+    /// The channel reached the largest sequence a store holds (2^64 - 2): the next one
+    /// cannot be stored.
+    #[error("channel {channel:?} has no sequence numbers left")]
+    SequencesExhausted { channel: String },
     /// A message or record too large for the store's record format.
     #[error("record of {size} bytes is larger than the maximum of {max}")]
     RecordTooLarge { size: u64, max: u64 },
@@ -190,6 +194,8 @@ pub enum Corruption {
     SequenceMismatch { expected: u64, found: u64 },
     /// The index disagrees with the data file.
     IndexMismatch,
+    /// A message record with sequence 2^64 - 1, past the largest a store holds.
+    SequenceOverflow,
 }
 
 impl fmt::Display for Corruption {
@@ -214,6 +220,9 @@ impl fmt::Display for Corruption {
                 write!(f, "sequence {found} where {expected} was expected")
             }
             Corruption::IndexMismatch => f.write_str("index entry does not match the data file"),
+            Corruption::SequenceOverflow => {
+                f.write_str("sequence past the largest a store holds (2^64 - 2)")
+            }
         }
     }
 }

@@ -67,10 +67,10 @@
 mod log;
 mod msgs;
 pub mod options;
-mod seal;
+pub(crate) mod seal;
 #[cfg(test)]
 mod tests;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::fmt;

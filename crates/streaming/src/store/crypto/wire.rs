@@ -78,6 +78,13 @@ pub(crate) fn open_record(
         return Ok(None);
     };
     let len = ciphertext.len();
+    if len == 0 {
+        // Nothing to decrypt, but the tag is still checked: an empty plaintext must be
+        // authentic too (an unchecked one would let anyone blank a message without the key).
+        sealer
+            .open_into(&stored, &mut [])
+            .map_err(RewriteError::Open)?;
+    }
     let mark = out.len();
     out.reserve(rec.len());
     out.put_slice(&rec[..field.start]);
@@ -135,6 +142,43 @@ mod tests {
             assert_eq!(&out[..6], b"prefix");
             assert_eq!(&out[6..], plain.encode_to_vec(), "len {len}");
         }
+    }
+
+    /// Fuzzing (`crypto_records`): a sealed payload with an empty ciphertext and a forged
+    /// tag was rewritten to an empty message without the tag being checked, while `lookup`
+    /// of the same record reported a decryption error.
+    #[test]
+    fn an_empty_plaintext_is_authenticated_too() {
+        let sealer = Sealer::new(Cipher::Aes, &EncryptionKey::new("k").master());
+        let crash = [
+            0x22, 0x1d, 0x02, 0x4c, 0x02, 0x03, 0x03, 0xff, 0xf7, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x01, 0x21, 0xdc, 0x31, 0xdd, 0x1b, 0xdb, 0x29, 0x00, 0x02, 0x03, 0x97, 0x4c, 0xee,
+            0x7b, 0xaf, 0xd2, 0x61, 0x56, 0xdf, 0x66, 0xbc, 0xf3, 0x0a, 0x40, 0x01,
+        ];
+        let mut out = BytesMut::new();
+        assert!(matches!(
+            open_record(&sealer, &crash, &mut out),
+            Err(RewriteError::Open(OpenError::Auth))
+        ));
+        assert!(out.is_empty());
+        // A genuine empty plaintext still opens, to a record without `data`.
+        let genuine = MsgProto {
+            sequence: 5,
+            data: sealer.seal(&NonceSource::new().next(5), b"").unwrap(),
+            ..Default::default()
+        };
+        let n = open_record(&sealer, &genuine.encode_to_vec(), &mut out)
+            .ok()
+            .flatten();
+        assert_eq!(n, Some(0));
+        assert_eq!(
+            &out[..],
+            MsgProto {
+                sequence: 5,
+                ..Default::default()
+            }
+            .encode_to_vec()
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub(crate) const IDX_ENTRY_LEN: u64 = 32;
 /// nats-streaming-server 0.25.6 in the migration fixture). Our own overhead on disk is the
 /// same (8 + 32).
 pub(crate) const MSG_OVERHEAD: u64 = 40;
+/// Smallest message record: a header and a non-empty payload (a zero length is never valid).
+pub(crate) const MIN_MSG_RECORD: u64 = REC_HEADER_LEN + 1;
 /// Largest message record.
 pub(crate) const MAX_MSG_RECORD: u64 = 256 << 20;
 /// How far past a bad record to look for a valid one when there is no index to tell.
@@ -137,9 +139,11 @@ impl IdxEntry {
         })
     }
 
-    /// Offset just past this entry's data record.
+    /// Offset just past this entry's data record (saturating: an entry read from a damaged
+    /// index can hold any offset, and must compare as past the end of the file).
     pub(crate) fn end(&self) -> u64 {
-        self.offset + REC_HEADER_LEN + u64::from(self.size)
+        self.offset
+            .saturating_add(REC_HEADER_LEN + u64::from(self.size))
     }
 }
 

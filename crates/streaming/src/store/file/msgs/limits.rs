@@ -76,6 +76,7 @@ impl MsgLog {
     }
 
     pub(super) fn store_msg(&mut self, m: &MsgProto) -> Result<()> {
+        self.check_sequence(m.sequence)?;
         if m.sequence > self.last + 1 {
             if self.msgs > 0 {
                 return Err(StoreError::SequenceGap {

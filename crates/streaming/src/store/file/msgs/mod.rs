@@ -29,8 +29,9 @@ use prost::Message;
 
 use super::fds::{FdCache, FileRef};
 use super::record::{
-    ChunkReader, DATA_MAGIC, IDX_ENTRY_LEN, IDX_MAGIC, IdxEntry, MSG_OVERHEAD, Parsed,
-    REC_HEADER_LEN, SEG_HEADER_LEN, check_header, decode_at, encode_record, seg_header, sync_dir,
+    ChunkReader, DATA_MAGIC, IDX_ENTRY_LEN, IDX_MAGIC, IdxEntry, MIN_MSG_RECORD, MSG_OVERHEAD,
+    Parsed, REC_HEADER_LEN, SEG_HEADER_LEN, check_header, decode_at, encode_record, seg_header,
+    sync_dir,
 };
 use super::{RecoveryCheck, SyncPolicy};
 use crate::proto::{MsgProto, peek_msg_proto};
@@ -318,8 +319,19 @@ impl MsgLog {
     }
 
     /// Appends `m`, whose sequence must be `last + 1`.
+    /// Segments end at `first_seq + count`, so 2^64 - 1 is no sequence a log can hold.
+    fn check_sequence(&self, seq: u64) -> Result<()> {
+        if seq == u64::MAX {
+            return Err(StoreError::SequencesExhausted {
+                channel: self.channel.clone(),
+            });
+        }
+        Ok(())
+    }
+
     fn push(&mut self, m: &MsgProto) -> Result<()> {
         debug_assert_eq!(m.sequence, self.last + 1);
+        self.check_sequence(m.sequence)?;
         if self.needs_roll(m.timestamp) {
             self.roll(m.sequence)?;
         }

@@ -51,6 +51,12 @@ impl MsgLog {
                     };
                     return Ok(Err((off, kind)));
                 }
+                // An entry whose checksum holds can still describe the wrong place (a
+                // damaged index rewritten whole): records follow each other inside the file.
+                let follows = out.last().is_none_or(|p: &IdxEntry| p.end() == e.offset);
+                if !follows || e.offset < SEG_HEADER_LEN || e.end() > seg.written {
+                    return Ok(Err((off, Corruption::IndexMismatch)));
+                }
                 out.push(e);
             }
         }
@@ -120,6 +126,18 @@ impl MsgLog {
         let seg = &self.segs[i];
         let path = seg.dat.path();
         let start = first.offset;
+        // The read is sized from the entries: check they lie end to end inside the file first.
+        let mut expected_off = start;
+        for e in entries {
+            if e.offset != expected_off || e.end() > seg.written {
+                return Err(StoreError::corrupt(
+                    path,
+                    e.offset,
+                    Corruption::IndexMismatch,
+                ));
+            }
+            expected_off = e.end();
+        }
         self.rbuf.clear();
         self.rbuf.resize((last.end() - start) as usize, 0);
         let file = self.fds.get(&seg.dat).map_err(io_err(path))?;
@@ -128,12 +146,8 @@ impl MsgLog {
         drop(file);
         let buf = self.rbuf.split().freeze();
         let mut out = Vec::with_capacity(entries.len());
-        let mut expected_off = start;
         for e in entries {
             let corrupt = |kind| StoreError::corrupt(path, e.offset, kind);
-            if e.offset != expected_off {
-                return Err(corrupt(Corruption::IndexMismatch));
-            }
             let p = (e.offset - start) as usize;
             let word = u32::from_le_bytes([buf[p], buf[p + 1], buf[p + 2], buf[p + 3]]);
             let crc = u32::from_le_bytes([buf[p + 4], buf[p + 5], buf[p + 6], buf[p + 7]]);
@@ -156,7 +170,6 @@ impl MsgLog {
                 }));
             }
             out.push(item);
-            expected_off = e.end();
         }
         Ok(out)
     }

@@ -160,8 +160,11 @@ pub(super) fn recover_segment(
         idx: idx.clone(),
     };
 
-    // Fast path: the index covers the whole file and the last record checks out.
-    if let Some(ir) = ir.as_mut().filter(|_| idx_exact && !full) {
+    // Fast path: the index covers the whole file and the last record checks out (and the
+    // index claims no more records than the file can hold, nor a segment end past 2^64 - 1).
+    let plausible =
+        idx_n <= (dat_len - SEG_HEADER_LEN) / MIN_MSG_RECORD && n.checked_add(idx_n).is_some();
+    if let Some(ir) = ir.as_mut().filter(|_| idx_exact && plausible && !full) {
         if idx_n == 0 && dat_len == SEG_HEADER_LEN {
             return Ok(segment(0, dat_len, 0, 0));
         }
@@ -188,7 +191,12 @@ pub(super) fn recover_segment(
             let Some(e) = read_idx_entry(ir, j).map_err(&iio)? else {
                 break;
             };
-            if e.seq != n + j || e.offset != expected_off || e.end() > dat_len {
+            // Below 2^64 - 1: no covered record holds a sequence past the largest.
+            if Some(e.seq) != n.checked_add(j)
+                || e.seq == u64::MAX
+                || e.offset != expected_off
+                || e.end() > dat_len
+            {
                 break;
             }
             expected_off = e.end();
@@ -254,6 +262,9 @@ pub(super) fn recover_segment(
                             found: m.sequence,
                         },
                     ));
+                }
+                if seq == u64::MAX {
+                    return Err(StoreError::corrupt(&dp, pos, Corruption::SequenceOverflow));
                 }
                 fresh.push(IdxEntry {
                     seq,
