@@ -168,12 +168,18 @@ impl ClusterNode {
     }
 }
 
+/// How soon a leader that could not confirm its leadership tries again.
+const LEADERSHIP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Node {
     /// Serves clients while this node leads, and only then.
     async fn watch_leadership(self, mut stop: watch::Receiver<bool>) {
         let mut changes = self.replicator.watch();
         let mut membership: Option<JoinHandle<()>> = None;
         while !*stop.borrow() {
+            // Set when this node leads but could not confirm it (peers not answering yet, as
+            // right after a whole-cluster restart): the state may not change again, so retry.
+            let mut retry = false;
             let st = changes.borrow_and_update().clone();
             *self.leader_hint.lock() = st.leader.clone();
             self.status.set_raft(Some(RaftView {
@@ -211,6 +217,8 @@ impl Node {
                         }
                         Err(e) => error!("STREAM: Unable to serve as the leader: {e}"),
                     }
+                } else {
+                    retry = true;
                 }
             } else if !leading && let Some(a) = active.take() {
                 if let Some(m) = membership.take() {
@@ -227,6 +235,7 @@ impl Node {
             tokio::select! {
                 r = changes.changed() => if r.is_err() { break },
                 _ = stop.changed() => {}
+                () = tokio::time::sleep(LEADERSHIP_RETRY), if retry => {}
             }
         }
         if let Some(m) = membership {
