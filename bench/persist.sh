@@ -255,6 +255,9 @@ start_cluster() {
     sleep 0.01
   done
   log "cluster $impl did not become ready; logs $logf.n*"
+  # Stop the nodes now: left running they would hold ports and CPU for the rounds after.
+  kill -9 "${SRV_PIDS[@]}" 2>/dev/null
+  wait "${SRV_PIDS[@]}" 2>/dev/null
   return 1
 }
 

@@ -8,7 +8,7 @@ pub type Connect = (Option<String>, Option<String>, Option<String>);
 
 /// The user JWT and nkey seed of a `.creds` file, or why it is rejected.
 pub fn parse_creds(contents: &str) -> Result<(String, String), String> {
-    crate::auth::parse_creds(contents)
+    crate::auth::parse_creds(contents).map_err(|e| e.to_string())
 }
 
 /// What a connect with these `.creds` contents sends in CONNECT for `nonce`: the public nkey

@@ -68,6 +68,7 @@ impl OutBuf {
     /// Counts what was just appended (a message of `body` payload bytes, or protocol bytes
     /// with `None`); true when it is the first append since the writer last ran, so the
     /// publisher must wake it at the end of its batch.
+    #[inline]
     fn appended(&mut self, body: Option<usize>) -> bool {
         if let Some(body) = body {
             self.out_msgs += 1;
@@ -221,6 +222,7 @@ impl ClientShared {
     /// bytes; a slow consumer when pending would pass `max_pending`. With `sub`, the
     /// message is one of that subscription's deliveries (counted, up to its auto-unsubscribe
     /// maximum).
+    #[inline]
     pub(crate) fn enqueue(
         &self,
         len: usize,
@@ -415,6 +417,7 @@ impl ClientShared {
     }
 
     /// Pending bytes past which a publisher stops to let this connection catch up.
+    #[inline]
     pub(crate) fn stall_threshold(&self) -> usize {
         STALL_PENDING.min(self.max_pending / 2)
     }
@@ -490,6 +493,7 @@ impl ClientShared {
     }
 
     /// Whether deliveries keep their headers (`HMSG`); without, they go as `MSG` bodies.
+    #[inline]
     pub(crate) fn wants_headers(&self) -> bool {
         self.headers.load(Ordering::Relaxed)
     }

@@ -59,6 +59,7 @@ impl Subscription {
     /// Counts one more delivery, or None past the auto-unsubscribe maximum. Called under the
     /// subscriber's outbound lock, which every delivery to it takes: a plain load and store,
     /// no atomic read-modify-write on the hot path.
+    #[inline]
     pub(crate) fn count_delivery(&self) -> Option<u64> {
         let max = self.max.load(Ordering::Relaxed);
         let count = self.delivered.load(Ordering::Relaxed) + 1;
@@ -74,6 +75,7 @@ impl Subscription {
         self.closed.swap(true, Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }
@@ -88,6 +90,7 @@ impl Subscription {
     }
 
     /// The auto-unsubscribe limit; 0 = none.
+    #[inline]
     pub fn max(&self) -> u64 {
         self.max.load(Ordering::Relaxed)
     }
