@@ -51,4 +51,3 @@ pub fn encode_lists(
 pub fn monitor_route(path: &str, raw_query: &str) -> String {
     format!("{:?}", crate::monitor::route(path, raw_query))
 }
-

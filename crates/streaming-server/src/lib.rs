@@ -28,9 +28,9 @@
 mod cluster;
 mod engine;
 mod ft;
-mod migration;
 #[doc(hidden)]
 pub mod fuzzing;
+mod migration;
 mod monitor;
 mod monitorz;
 mod nats;
