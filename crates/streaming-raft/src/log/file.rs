@@ -577,12 +577,14 @@ impl LogFiles {
             }
             self.segments.push_back(seg);
         }
-        // The entries must start right after the purge point; otherwise they are useless.
-        if let (Some(p), Some(first)) = (purged_index, self.segments.front().map(|s| s.base))
-            && first > p + 1
+        // The entries must start right after the purge point (at 1 when nothing was purged);
+        // otherwise openraft would be told of entries it cannot read, and they are useless.
+        let expected_first = purged_index.map_or(1, |p| p + 1);
+        if let Some(first) = self.segments.front().map(|s| s.base)
+            && first > expected_first
         {
             warn!(
-                "RAFT log: entries start at {first} but only up to {p} were purged; dropping them"
+                "RAFT log: entries start at {first} but the log must start at {expected_first} (purged up to {purged_index:?}); dropping them"
             );
             for seg in std::mem::take(&mut self.segments) {
                 drop(seg.file);
@@ -926,6 +928,34 @@ mod tests {
         let log = LogFiles::open(dir.path(), opts(150, 3)).unwrap();
         assert_eq!(log.last(), Some(lid(3, 101)));
         assert_eq!(log.read(0, 200).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn entries_that_do_not_start_the_log_are_dropped() {
+        // Found by the raft_log fuzz target: with the first segment gone and nothing purged,
+        // the log claimed entries 1.. while only the later ones could be read.
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf>;
+        {
+            let mut log = LogFiles::open(dir.path(), opts(100, 2)).unwrap();
+            log.append((1..=30).map(|i| ent(1, i))).unwrap();
+            paths = log.segments.iter().map(|s| s.path.clone()).collect();
+        }
+        assert!(paths.len() >= 2);
+        fs::remove_file(&paths[0]).unwrap();
+        let log = LogFiles::open(dir.path(), opts(100, 2)).unwrap();
+        assert_eq!(log.last(), None);
+        assert_eq!(log.segment_count(), 0);
+        assert!(paths.iter().all(|p| !p.exists()));
+        // A log that starts at 0 (openraft's initial membership entry) is whole.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = LogFiles::open(dir.path(), opts(100, 2)).unwrap();
+            log.append((0..=5).map(|i| ent(1, i))).unwrap();
+        }
+        let log = LogFiles::open(dir.path(), opts(100, 2)).unwrap();
+        assert_eq!(log.last(), Some(lid(1, 5)));
+        assert_eq!(log.read(0, 6).unwrap().len(), 6);
     }
 
     #[test]
