@@ -40,5 +40,11 @@ echo "== nats-py interop against rnats and the reference"
 RNATS_SERVERS=rnats,reference RNATS_BIN="$ROOT/target/debug/rnats-server" \
   .venv/bin/pytest tests/interop/python -q
 
+echo "== fuzz targets over the checked-in corpus (scripts/fuzz-smoke.sh)"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked --quiet
+fi
+bash scripts/fuzz-smoke.sh
+
 echo "== load tool smoke run (bench/compare.sh --quick)"
 bash bench/compare.sh --quick

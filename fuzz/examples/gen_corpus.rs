@@ -249,32 +249,34 @@ fn creds() -> Seeds {
     };
     named(vec![
         ("creds", file(&user)),
-        ("creds_crlf", String::from_utf8(file(&user)).expect("utf8").replace('\n', "\r\n").into_bytes()),
+        (
+            "creds_crlf",
+            String::from_utf8(file(&user))
+                .expect("utf8")
+                .replace('\n', "\r\n")
+                .into_bytes(),
+        ),
         ("creds_account_seed", file(&account)),
         ("seed_only", format!("{user}\n").into_bytes()),
     ])
 }
 
 fn client_op() -> Seeds {
-    named(vec![
-        (
-            "session",
-            b"CONNECT {\"verbose\":false}\r\nPING\r\nSUB foo.* q 1\r\nPUB foo.bar r 5\r\nhello\r\n\
+    named(vec![(
+        "session",
+        b"CONNECT {\"verbose\":false}\r\nPING\r\nSUB foo.* q 1\r\nPUB foo.bar r 5\r\nhello\r\n\
               HPUB foo.bar 12 17\r\nNATS/1.0\r\n\r\nhello\r\nUNSUB 1 10\r\nPONG\r\n"
-                .to_vec(),
-        ),
-    ])
+            .to_vec(),
+    )])
 }
 
 fn route_op() -> Seeds {
-    named(vec![
-        (
-            "session",
-            b"CONNECT {}\r\nINFO {}\r\nRS+ $G foo\r\nRS+ $G foo q 1\r\nRS- $G foo\r\n\
+    named(vec![(
+        "session",
+        b"CONNECT {}\r\nINFO {}\r\nRS+ $G foo\r\nRS+ $G foo q 1\r\nRS- $G foo\r\n\
               RMSG $G foo r 5\r\nhello\r\nPING\r\nPONG\r\n-ERR 'x'\r\n"
-                .to_vec(),
-        ),
-    ])
+            .to_vec(),
+    )])
 }
 
 fn conf() -> Seeds {
@@ -384,7 +386,11 @@ fn write_store(n: u64, per_segment: u64, ts: i64, data: &[u8]) -> StoreFiles {
     for i in 0..n {
         a.msgs()
             .append(NewMessage {
-                reply: if i % 2 == 0 { String::new() } else { "r".into() },
+                reply: if i % 2 == 0 {
+                    String::new()
+                } else {
+                    "r".into()
+                },
                 data: Bytes::copy_from_slice(data),
                 timestamp: ts + i as i64,
             })

@@ -10,7 +10,9 @@ fn main() {
     if fix {
         args.remove(0);
     }
-    let path = args.first().expect("usage: show_store_input [--fix-crcs] <input>");
+    let path = args
+        .first()
+        .expect("usage: show_store_input [--fix-crcs] <input>");
     let data = std::fs::read(path).expect("read input");
     let mut files = StoreFiles::parse(&data);
     if fix {

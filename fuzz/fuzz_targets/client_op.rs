@@ -26,7 +26,10 @@ fn ops(chunks: &[&[u8]], limits: &Limits) -> (Vec<String>, bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits { max_control_line: 256, max_payload: 1024 };
+    let limits = Limits {
+        max_control_line: 256,
+        max_payload: 1024,
+    };
     let whole = ops(&[data], &limits);
     let split = data.len() / 2;
     let halves = ops(&[&data[..split], &data[split..]], &limits);

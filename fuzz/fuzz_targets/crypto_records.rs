@@ -17,7 +17,9 @@ use prost::Message;
 use rnats_fuzz::CappedAlloc;
 use rnats_streaming::fuzzing::ChannelSealer;
 use rnats_streaming::proto::MsgProto;
-use rnats_streaming::store::crypto::{Cipher, CryptoOptions, CryptoStore, EncryptionKey, LogSealer};
+use rnats_streaming::store::crypto::{
+    Cipher, CryptoOptions, CryptoStore, EncryptionKey, LogSealer,
+};
 use rnats_streaming::store::memory::MemoryStore;
 use rnats_streaming::store::{Store, StoreError, StoreLimits};
 

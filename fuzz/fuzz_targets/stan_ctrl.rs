@@ -33,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(back, list);
         }
     }
-    let ours = ["orders.>".to_string(), "audit".to_string(), "a.*.c".to_string()];
+    let ours = [
+        "orders.>".to_string(),
+        "audit".to_string(),
+        "a.*.c".to_string(),
+    ];
     if let Some(a) = f::answer(&ours, "A", data) {
         let m = CtrlMsg::decode(a).expect("an answer decodes");
         assert_eq!(m.server_id, "A");

@@ -64,11 +64,9 @@ pub fn config(flags: u8) -> (FileStoreOptions, StoreLimits) {
 /// A scratch directory, in memory when `/dev/shm` exists (recovery is file-system bound).
 pub fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    let b = tempfile::Builder::new().prefix("rnats-fuzz-").tempdir_in(if shm.is_dir() {
-        shm
-    } else {
-        Path::new("/tmp")
-    });
+    let b = tempfile::Builder::new()
+        .prefix("rnats-fuzz-")
+        .tempdir_in(if shm.is_dir() { shm } else { Path::new("/tmp") });
     b.expect("scratch directory")
 }
 
@@ -132,7 +130,11 @@ pub fn run(files: &StoreFiles) {
             .iter()
             .find(|c| c.channel.name() == name)
             .unwrap_or_else(|| panic!("channel {name} lost after an append"));
-        assert_eq!(ch.channel.msgs().state().last, seq, "last sequence of {name}");
+        assert_eq!(
+            ch.channel.msgs().state().last,
+            seq,
+            "last sequence of {name}"
+        );
         let m = ch
             .channel
             .msgs()
@@ -161,11 +163,7 @@ fn visit(store: &FileStore, root: &Path) -> Option<Recovered> {
             expect_corrupt(&e, root, "read");
             return None;
         }
-        channels.push((
-            rc.channel.name().to_owned(),
-            st,
-            rc.subscriptions.clone(),
-        ));
+        channels.push((rc.channel.name().to_owned(), st, rc.subscriptions.clone()));
     }
     Some(Recovered {
         info: state.info,
@@ -198,7 +196,10 @@ fn read_all(
     let mut seq = st.first;
     while seq <= end {
         let batch = msgs.read_batch_encoded(seq, 64, 1 << 16)?;
-        assert!(!batch.is_empty(), "read_batch_encoded({seq}) of {st:?} is empty");
+        assert!(
+            !batch.is_empty(),
+            "read_batch_encoded({seq}) of {st:?} is empty"
+        );
         for m in batch {
             assert_eq!(m.sequence, seq, "read_batch_encoded of {st:?}");
             seq = seq.saturating_add(1);

@@ -113,8 +113,17 @@ fn json<T: Serialize>(value: &T) -> Reply {
 }
 
 fn handle(srv: &ServerShared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let query = Query::parse(req.uri().query().unwrap_or(""));
-    let reply = match req.uri().path() {
+    respond(reply_for(
+        srv,
+        req.uri().path(),
+        req.uri().query().unwrap_or(""),
+    ))
+}
+
+/// The server's own pages, by path and raw query string.
+fn reply_for(srv: &ServerShared, path: &str, raw_query: &str) -> Reply {
+    let query = Query::parse(raw_query);
+    match path {
         // `/status` too: where an embedding service that replaces `/` links to it.
         "/" | "/status" => {
             srv.monitor.count_request("/");
@@ -127,8 +136,31 @@ fn handle(srv: &ServerShared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         "/healthz" => subsz::healthz(srv, &query),
         "/metrics" => metrics::handle(srv),
         _ => Reply::NotFound,
-    };
-    respond(reply)
+    }
+}
+
+/// Fuzzing hook: answers `path?raw_query` from a server with no connections (built once),
+/// as the HTTP handler would, and returns the status code and body length.
+#[doc(hidden)]
+pub fn fuzz_request(path: &str, raw_query: &str) -> (u16, usize) {
+    static SERVER: std::sync::OnceLock<ServerShared> = std::sync::OnceLock::new();
+    let srv = SERVER.get_or_init(|| {
+        let opts = crate::options::Options::default();
+        let auth = opts.auth.authenticator().expect("default auth");
+        ServerShared::new(crate::state::Setup {
+            opts,
+            auth,
+            tls: None,
+            cluster: None,
+            server_id: crate::state::new_server_id(),
+            server_name: "fuzz".into(),
+            client_addr: ([127, 0, 0, 1], 4222).into(),
+            monitor_addr: None,
+        })
+    });
+    let response = respond(reply_for(srv, path, raw_query));
+    let len = hyper::body::Body::size_hint(response.body()).exact();
+    (response.status().as_u16(), len.unwrap_or(0) as usize)
 }
 
 fn respond(reply: Reply) -> Response<Full<Bytes>> {
