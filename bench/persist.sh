@@ -37,6 +37,7 @@
 #                 packages, a temp directory, a free loopback port, commits fsync'ed as the
 #                 FILE store's batches are), a fresh database with --sql_create_schema per run.
 #                 Peak RSS and CPU are the streaming server's only, not the database's.
+#                 RNATS_SQL_ARGS adds flags to both (e.g. "--sql_bulk_insert_limit 256").
 # Scenarios: acked publish, synchronous (window 1) and windowed (256 outstanding), 16 B and
 # 1 KiB, each for a fixed time; replay of a whole channel/stream (16 B and 1 KiB): fill it
 # (unmeasured, window 1024), stop the server (SIGTERM), start it again on the same directory
@@ -274,7 +275,8 @@ start_server() {
       ready="Streaming Server is ready" ;;
     rnats-enc) NATS_STREAMING_ENCRYPTION_KEY=persist-bench-key "$STAN_BIN" -cid test-cluster -st FILE --dir "$dir" --encrypt -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
       ready="Streaming Server is ready" ;;
-    rnats-sql-*) "$STAN_BIN" -cid test-cluster -st SQL --sql_driver "$SQL_DRIVER" --sql_source "$SQL_SRC" -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
+    # shellcheck disable=SC2086 # RNATS_SQL_ARGS is a list of flags
+    rnats-sql-*) "$STAN_BIN" -cid test-cluster -st SQL --sql_driver "$SQL_DRIVER" --sql_source "$SQL_SRC" ${RNATS_SQL_ARGS:-} -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
       ready="Streaming Server is ready" ;;
     js|js-ack) "$REF" -js -sd "$dir" -a 127.0.0.1 -p -1 >"$logf" 2>&1 &
       ready="Server is ready" ;;

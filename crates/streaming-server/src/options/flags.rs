@@ -77,6 +77,7 @@ Streaming Server SQL Store Options:
     --sql_no_caching <bool>           Enable/Disable caching for improved performance
     --sql_max_open_conns <int>        Maximum number of opened connections to the database
     --sql_bulk_insert_limit <int>     Maximum number of messages stored with a single SQL \"INSERT\" statement
+                                      (default 256; 0: one per statement, as nats-streaming-server)
     --sql_create_schema               Create the store's tables in the (empty) database of
                                       --sql_driver/--sql_source, print what was done, and exit
 

@@ -21,8 +21,9 @@ pub struct SqlOptions {
     pub no_caching: bool,
     /// 0 or less: unlimited, as in Go's `database/sql`.
     pub max_open_conns: i64,
-    /// Below 5: one `INSERT` per message.
-    pub bulk_insert_limit: i64,
+    /// Below 5: one `INSERT` per message. Not given: the store's default
+    /// (`rnats_streaming::store::sql::DEFAULT_BULK_INSERT_LIMIT` rows per `INSERT`).
+    pub bulk_insert_limit: Option<i64>,
 }
 
 impl fmt::Debug for SqlOptions {
@@ -54,7 +55,9 @@ impl SqlOptions {
         let mut o = SqlStoreOptions::new(driver, self.source.trim());
         o.no_caching = self.no_caching;
         o.max_open_conns = usize::try_from(self.max_open_conns.max(0)).unwrap_or(0);
-        o.bulk_insert_limit = usize::try_from(self.bulk_insert_limit.max(0)).unwrap_or(0);
+        if let Some(limit) = self.bulk_insert_limit {
+            o.bulk_insert_limit = usize::try_from(limit.max(0)).unwrap_or(0);
+        }
         Ok(o)
     }
 
@@ -73,7 +76,7 @@ impl SqlOptions {
             "sql_source" => self.source = v.to_string(),
             "sql_no_caching" => self.no_caching = v == "true",
             "sql_max_open_conns" => self.max_open_conns = int()?,
-            "sql_bulk_insert_limit" => self.bulk_insert_limit = int()?,
+            "sql_bulk_insert_limit" => self.bulk_insert_limit = Some(int()?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -100,7 +103,7 @@ impl SqlOptions {
                 "source" => self.source = conf_str(&key, v)?,
                 "no_caching" => self.no_caching = conf_bool(&key, v)?,
                 "max_open_conns" | "max_conns" => self.max_open_conns = conf_int(&key, v)?,
-                "bulk_insert_limit" => self.bulk_insert_limit = conf_int(&key, v)?,
+                "bulk_insert_limit" => self.bulk_insert_limit = Some(conf_int(&key, v)?),
                 _ => {}
             }
         }
@@ -167,6 +170,19 @@ mod tests {
         let s = o.sql.store_options().unwrap();
         assert_eq!(s.driver, SqlDriver::Mysql);
         assert_eq!((s.max_open_conns, s.bulk_insert_limit), (0, 0));
+        // Not given: multi-row inserts (the reference inserts one row per statement).
+        let o = parse(&[
+            "-st",
+            "SQL",
+            "--sql_driver=mysql",
+            "--sql_source=u:p@tcp(h:1)/d",
+        ])
+        .unwrap();
+        let s = o.sql.store_options().unwrap();
+        assert_eq!(
+            s.bulk_insert_limit,
+            rnats_streaming::store::sql::DEFAULT_BULK_INSERT_LIMIT
+        );
         assert!(!s.no_caching);
         // The password never shows in the options' debug form.
         assert!(!format!("{o:?}").contains("u:p@"), "{o:?}");

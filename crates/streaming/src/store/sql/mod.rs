@@ -101,6 +101,14 @@ pub use store::{SqlStore, SqlStoreOptions, create_schema};
 #[cfg(feature = "sql")]
 pub(crate) use store::Shared;
 
+/// Rows per multi-row `INSERT` when `sql_bulk_insert_limit` is not given. The reference
+/// inserts one row per statement by default; multi-row statements store the same rows and
+/// take windowed publishing from about 0.1x to about 0.35x of the FILE store's rate
+/// (docs/BENCHMARKS.md), so they are the default here; an explicit 0 restores the
+/// reference's behaviour.
+#[cfg(feature = "sql")]
+pub const DEFAULT_BULK_INSERT_LIMIT: usize = 256;
+
 /// A `bulk_insert_limit` below this inserts one row per statement (as the reference does).
 #[cfg(feature = "sql")]
 pub(crate) const MIN_BULK_INSERT_LIMIT: usize = 5;

@@ -42,7 +42,7 @@ pub struct SqlStoreOptions {
     /// Connections open at once; 0 = unlimited (`sql_max_open_conns`). Default 0.
     pub max_open_conns: usize,
     /// Rows per multi-row `INSERT` of messages; below 5, one `INSERT` per message
-    /// (`sql_bulk_insert_limit`). Default 0.
+    /// (`sql_bulk_insert_limit`). Default [`super::DEFAULT_BULK_INSERT_LIMIT`].
     pub bulk_insert_limit: usize,
     /// Newest messages kept in memory per channel after they are committed, to serve reads
     /// without a round trip. Default 1024.
@@ -59,7 +59,7 @@ impl SqlStoreOptions {
             source: source.into(),
             no_caching: false,
             max_open_conns: 0,
-            bulk_insert_limit: 0,
+            bulk_insert_limit: super::DEFAULT_BULK_INSERT_LIMIT,
             cache_msgs: 1024,
             cache_bytes: 8 << 20,
         }
