@@ -214,7 +214,9 @@ fn read_all(
     Ok(())
 }
 
-/// The only acceptable failure: corruption reported with a file of the store and an offset.
+/// The only acceptable failures: corruption reported with a file of the store and an offset,
+/// or the directory recognised as a nats-streaming-server store (its `server.dat` is the
+/// reference's), which must be migrated before it opens.
 fn expect_corrupt(e: &StoreError, root: &Path, what: &str) {
     match e {
         StoreError::Corrupt { path, .. } => assert!(
@@ -222,6 +224,7 @@ fn expect_corrupt(e: &StoreError, root: &Path, what: &str) {
             "{what}: corruption reported on {} outside the store",
             path.display()
         ),
+        StoreError::ReferenceStore { dir } => assert_eq!(dir, root, "{what}"),
         other => panic!("{what}: expected a corruption error, got {other:?}"),
     }
 }
