@@ -81,9 +81,16 @@ pub struct Ledger {
     pub durable_resumes: AtomicU64,
     pub churn_ok: AtomicU64,
     pub churn_failed: AtomicU64,
+    /// The short-lived clients' failures, with how often each came.
+    pub churn_error_texts: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Ledger {
+    fn churn_failure(&self, why: String) {
+        self.churn_failed.fetch_add(1, Ordering::Relaxed);
+        *self.churn_error_texts.lock().entry(why).or_default() += 1;
+    }
+
     pub fn new(publishers: usize) -> Ledger {
         Ledger {
             acked: (0..publishers).map(|_| Mutex::default()).collect(),
@@ -97,6 +104,7 @@ impl Ledger {
             durable_resumes: AtomicU64::new(0),
             churn_ok: AtomicU64::new(0),
             churn_failed: AtomicU64::new(0),
+            churn_error_texts: Mutex::default(),
         }
     }
 
@@ -318,23 +326,30 @@ pub async fn churn(
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut n = 0u64;
+    // The clients still running: on stop they are awaited, so that a restart that follows
+    // never cuts one off halfway (its failure would not be the server's).
+    let mut running = tokio::task::JoinSet::new();
     while !*stop.borrow() {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => continue,
+            Some(_) = running.join_next(), if !running.is_empty() => continue,
         }
         n += 1;
         let (addr, cluster, ledger) = (addr.clone(), cluster.clone(), ledger.clone());
-        tokio::spawn(async move {
+        running.spawn(async move {
             let r =
                 tokio::time::timeout(Duration::from_secs(20), churn_one(&addr, &cluster, n)).await;
-            let counter = match r {
-                Ok(Ok(())) => &ledger.churn_ok,
-                _ => &ledger.churn_failed,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            match r {
+                Ok(Ok(())) => {
+                    ledger.churn_ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(e)) => ledger.churn_failure(format!("{e:#}")),
+                Err(_) => ledger.churn_failure("no answer within 20 s".into()),
+            }
         });
     }
+    while running.join_next().await.is_some() {}
 }
 
 async fn churn_one(addr: &str, cluster: &str, n: u64) -> anyhow::Result<()> {

@@ -470,6 +470,9 @@ async fn finish(
         ledger.churn_failed.load(Ordering::Relaxed),
     );
     println!("churn: {ok} short-lived clients, {failed} failed");
+    for (why, n) in ledger.churn_error_texts.lock().iter() {
+        println!("  {n} × {why}");
+    }
     if failed > 0 {
         fail.push(format!("churn: {failed} short-lived clients failed"));
     }
