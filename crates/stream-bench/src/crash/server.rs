@@ -23,6 +23,17 @@ pub(super) struct Server {
     pub(super) monitor: Option<u16>,
 }
 
+/// A server still running when its value goes (a run that ends early through an error) is
+/// killed, so that a failed run leaves no process behind; the normal paths stop it first.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub(super) async fn start_server(
     a: &CrashArgs,
     store_args: &[String],
