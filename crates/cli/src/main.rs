@@ -731,22 +731,27 @@ async fn request(
         text = refusal::next(events) => return Err(refusal::refused(&what, &text)),
     };
     let mut out = std::io::stdout().lock();
-    let write = |out: &mut std::io::StdoutLock<'_>| -> std::io::Result<()> {
-        if !a.raw {
-            eprintln!("Received with rtt {:?}", started.elapsed());
-            if let Some(h) = &m.headers {
-                write!(out, "{h}")?;
-                writeln!(out)?;
-            }
-        }
-        out.write_all(&m.payload)?;
-        if !m.payload.ends_with(b"\n") {
+    let note = (!a.raw).then(|| format!("Received with rtt {:?}", started.elapsed()));
+    print_reply(&mut out, &m, note.as_deref())
+        .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    Ok(())
+}
+
+/// A reply as `req` prints it: with `note` (not raw), the note on stderr and the headers
+/// before the payload; the payload always ends with a newline.
+fn print_reply(out: &mut impl Write, m: &Message, note: Option<&str>) -> std::io::Result<()> {
+    if let Some(note) = note {
+        eprintln!("{note}");
+        if let Some(h) = &m.headers {
+            write!(out, "{h}")?;
             writeln!(out)?;
         }
-        out.flush()
-    };
-    write(&mut out).map_err(|e| format!("cannot write to stdout: {e}"))?;
-    Ok(())
+    }
+    out.write_all(&m.payload)?;
+    if !m.payload.ends_with(b"\n") {
+        writeln!(out)?;
+    }
+    out.flush()
 }
 
 /// `req --replies N`: the request goes to every service listening, and each reply is printed
@@ -807,21 +812,10 @@ async fn request_many(
             ));
         }
         got += 1;
-        let written = (|| -> std::io::Result<()> {
-            if !a.raw {
-                eprintln!("Received reply {got} with rtt {:?}", started.elapsed());
-                if let Some(h) = &m.headers {
-                    write!(out, "{h}")?;
-                    writeln!(out)?;
-                }
-            }
-            out.write_all(&m.payload)?;
-            if !m.payload.ends_with(b"\n") {
-                writeln!(out)?;
-            }
-            out.flush()
-        })();
-        written.map_err(|e| format!("cannot write to stdout: {e}"))?;
+        let note =
+            (!a.raw).then(|| format!("Received reply {got} with rtt {:?}", started.elapsed()));
+        print_reply(&mut out, &m, note.as_deref())
+            .map_err(|e| format!("cannot write to stdout: {e}"))?;
         if want > 0 && got >= want {
             break;
         }
