@@ -92,9 +92,8 @@ pub(crate) struct Sealer {
 impl Sealer {
     pub(crate) fn new(cipher: Cipher, key: &SecretKey) -> Sealer {
         // Both algorithms take any 32-byte key, which is all a SecretKey holds.
-        let key_for = |alg| {
-            LessSafeKey::new(UnboundKey::new(alg, key.bytes()).expect("a 32-byte AEAD key"))
-        };
+        let key_for =
+            |alg| LessSafeKey::new(UnboundKey::new(alg, key.bytes()).expect("a 32-byte AEAD key"));
         Sealer {
             cipher,
             aes: key_for(&AES_256_GCM),
