@@ -142,6 +142,7 @@ impl Replicator {
             LogFilesOptions {
                 sync: opts.sync,
                 cache: opts.log_cache_size,
+                cache_bytes: crate::config::DEFAULT_LOG_CACHE_BYTES,
                 segment_bytes: opts.segment_bytes,
             },
         )?;

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use rnats_streaming::store::Store;
 use rnats_streaming::store::StoreKind;
+use rnats_streaming::store::file::SyncPolicy;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
@@ -240,6 +241,16 @@ pub async fn start(opts: Options) -> Result<StreamingServer, StartError> {
     info!("STREAM: Go version: rust (rnats-streaming-server)");
     info!("STREAM: Git commit: [not set]");
     opts.nats.http_port = 0;
+    if opts.clustering.clustered {
+        // As the reference does: a clustered node's store syncs when its RAFT log does
+        // (`cluster_sync`). A PubAck means a quorum holds the batch; without cluster_sync
+        // neither the log nor the store waits for a disk (a process kill loses nothing).
+        opts.file_options.sync = if opts.clustering.raft.sync {
+            SyncPolicy::OnFlush
+        } else {
+            SyncPolicy::Never
+        };
+    }
     let opts = Arc::new(opts);
     let state = if opts.ft_group.is_some() {
         ServerState::FtStandby

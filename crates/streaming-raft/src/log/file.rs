@@ -16,8 +16,9 @@
 //! ```
 //!
 //! * Entries are contiguous; each segment keeps the byte offset of every entry it holds
-//!   (8 bytes per entry) so a read is one `pread`. The newest `cache` entries also stay in
-//!   memory: replication to followers that keep up never touches the disk.
+//!   (8 bytes per entry) so a read is one `pread`. The newest `cache` entries (at most
+//!   `cache_bytes` of them) also stay in memory: replication to followers that keep up
+//!   never touches the disk.
 //! * `sync` is the reference's `cluster_sync`: fsync after every append batch. Without it
 //!   the batch is only written (page cache). Votes, truncations and purges are always
 //!   fsynced: they are rare and RAFT's safety rests on them.
@@ -38,6 +39,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::cache::EntryCache;
 use crate::types::{Entry, LogId, Vote};
 
 const META: &str = "meta";
@@ -105,6 +107,8 @@ pub struct LogFilesOptions {
     pub sync: bool,
     /// Entries kept in memory (`cluster_log_cache_size`).
     pub cache: usize,
+    /// At most this many bytes of commands kept in memory.
+    pub cache_bytes: usize,
     /// A segment is closed once it reaches this size.
     pub segment_bytes: u64,
 }
@@ -114,6 +118,7 @@ impl Default for LogFilesOptions {
         LogFilesOptions {
             sync: false,
             cache: 512,
+            cache_bytes: crate::config::DEFAULT_LOG_CACHE_BYTES,
             segment_bytes: 64 << 20,
         }
     }
@@ -136,7 +141,7 @@ pub struct LogFiles {
     committed_dirty: bool,
     segments: VecDeque<Segment>,
     /// The newest entries, contiguous, ending at `last`.
-    cache: VecDeque<Entry>,
+    cache: EntryCache,
     last: Option<LogId>,
     buf: Vec<u8>,
     recovery: Recovery,
@@ -146,6 +151,7 @@ impl LogFiles {
     /// Opens (creating) the log in `dir` and recovers it; see the module docs.
     pub fn open(dir: &Path, opts: LogFilesOptions) -> Result<LogFiles, LogError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let cache = EntryCache::new(opts.cache, opts.cache_bytes);
         let mut log = LogFiles {
             dir: dir.to_path_buf(),
             opts,
@@ -153,7 +159,7 @@ impl LogFiles {
             committed: None,
             committed_dirty: false,
             segments: VecDeque::new(),
-            cache: VecDeque::new(),
+            cache,
             last: None,
             buf: Vec::new(),
             recovery: Recovery::default(),
@@ -250,9 +256,6 @@ impl LogFiles {
             seg.offsets.push(offset);
             self.last = Some(entry.log_id);
             self.cache.push_back(entry);
-            if self.cache.len() > self.opts.cache {
-                self.cache.pop_front();
-            }
         }
         if self.committed_dirty
             && let Some(c) = self.committed
@@ -680,9 +683,6 @@ impl LogFiles {
                     self.last = Some(entry.log_id);
                     self.recovery.entries += 1;
                     self.cache.push_back(entry);
-                    if self.cache.len() > self.opts.cache {
-                        self.cache.pop_front();
-                    }
                 }
                 KIND_COMMITTED => {
                     if let Ok(c) = postcard::from_bytes::<LogId>(&body[1..])
@@ -812,6 +812,7 @@ mod tests {
         LogFilesOptions {
             sync: false,
             cache,
+            cache_bytes: usize::MAX,
             segment_bytes: seg,
         }
     }

@@ -8,6 +8,7 @@
 //! Appends complete their `LogFlushed` callback only after the write (and, with `sync`, the
 //! fsync) returned, so openraft never counts an entry as persisted before it is.
 
+mod cache;
 pub mod file;
 
 use std::fmt::Debug;
@@ -158,6 +159,7 @@ mod tests {
                 LogFilesOptions {
                     sync: true,
                     cache: 4,
+                    cache_bytes: 1 << 20,
                     segment_bytes: self.segment_bytes,
                 },
             )
