@@ -378,6 +378,13 @@ run_one() { # impl round id scenario-args...
     record "$impl" "$round" "$id" "$rc" "$ready" "$json"
   fi
   rm -rf "$dir" "$dir.conf"
+  if [ "$rc" != 0 ]; then
+    # The servers' and the tool's logs of a failed run outlive the work directory.
+    local keep
+    keep="$(mktemp -d "${TMPDIR:-/tmp}/persist-failed.$id.$impl.$round.XXXX")"
+    cp "$logf"* "$blog"* "$keep"/ 2>/dev/null || true
+    log "logs of the failed run: $keep"
+  fi
   log "$(printf '%-13s round %s %-9s rc=%s rss=%sMB %s' "$impl" "$round" "$id" "$rc" "$((SRV_RSS / 1024))" \
     "$(tail -1 "$blog" | cut -c1-170)")"
 }

@@ -6,6 +6,13 @@
 //! with the next round while they replicate; a waiter task reports the rounds' commits in
 //! order. A round whose entries fail (leadership lost) answers its publishes with an error
 //! PubAck and drops its other replies: nothing is reported done that may not have happened.
+//!
+//! One exception keeps replay from waiting on RAFT: a round that only records what was sent
+//! and acked (no message, subscription, client or channel change, no reply) sends its
+//! deliveries at once when no earlier round in flight holds anything back. The messages
+//! themselves are committed already; if the round's positions are lost with the leadership,
+//! the next leader sends those messages again, which at-least-once delivery allows (the
+//! reference replicates these positions in the background the same way).
 
 use std::sync::Arc;
 
@@ -33,6 +40,8 @@ pub(crate) struct Job {
     outbox: Outbox,
     /// Per channel, the last sequence the round's entries store.
     upto: Vec<(String, u64)>,
+    /// It holds back what later rounds send (anything but a positions-only round).
+    holds: bool,
 }
 
 impl Job {
@@ -57,6 +66,8 @@ pub(crate) struct Repl {
     sealed: u64,
     /// Rounds handed to the waiter task, not reported yet.
     pub(crate) outstanding: usize,
+    /// Of those, the rounds that hold back later deliveries (see the module documentation).
+    holding: usize,
     waits: mpsc::UnboundedSender<(Vec<Submitted>, Job)>,
     done: mpsc::UnboundedReceiver<Done>,
     /// Replies and deliveries of committed rounds, sent with the next commit (kept apart
@@ -89,6 +100,7 @@ impl Repl {
             sealer,
             sealed: 0,
             outstanding: 0,
+            holding: 0,
             waits,
             done,
             released: Default::default(),
@@ -102,15 +114,28 @@ pub(super) async fn replicated(repl: &mut Option<Repl>) -> Done {
         Some(r) if r.outstanding > 0 => match r.done.recv().await {
             Some(d) => {
                 r.outstanding -= 1;
+                if d.0.holds {
+                    r.holding -= 1;
+                }
                 d
             }
             None => {
                 r.outstanding = 0;
+                r.holding = 0;
                 std::future::pending().await
             }
         },
         _ => std::future::pending().await,
     }
+}
+
+/// The entry only records sent and acknowledged sequences.
+fn positions_only(entry: &ReplEntry) -> bool {
+    use rnats_streaming::proto::repl_op::Op;
+    entry
+        .ops
+        .iter()
+        .all(|op| matches!(op.op, Some(Op::Pending(_) | Op::Acked(_))))
 }
 
 /// `entry` split into entries of at most about `MAX_ENTRY_BYTES` (an op is never split).
@@ -192,7 +217,7 @@ impl Engine {
         self.to_deliver.extend(more);
         self.dirty_subs.clear();
         self.lazy_subs.clear();
-        let job = Job {
+        let mut job = Job {
             pubacks: std::mem::take(&mut self.pubacks),
             replies: std::mem::take(&mut self.replies),
             outbox: std::mem::take(&mut self.outbox),
@@ -200,9 +225,22 @@ impl Engine {
                 .into_iter()
                 .filter_map(|n| self.channels.get(&n).map(|c| (n, c.next.seq)))
                 .collect(),
+            holds: true,
         };
         let entry = self.sink.take_entry();
         let outstanding = self.repl.as_ref().map_or(0, |r| r.outstanding);
+        let holding = self.repl.as_ref().map_or(0, |r| r.holding);
+        // Deliveries that need not wait (see the module documentation).
+        let mut early = Outbox::default();
+        if holding == 0
+            && job.pubacks.is_empty()
+            && job.replies.is_empty()
+            && job.upto.is_empty()
+            && entry.as_ref().is_some_and(positions_only)
+        {
+            job.holds = false;
+            early = std::mem::take(&mut job.outbox);
+        }
         let subs = match entry {
             Some(e) => self.submit(e).await,
             None if outstanding == 0 => Ok(Vec::new()),
@@ -221,6 +259,7 @@ impl Engine {
             Err(e) => self.on_replicated(job, Err(e)),
         }
         self.release();
+        self.outbox.append(early);
         self.send().await;
     }
 
@@ -236,8 +275,10 @@ impl Engine {
 
     fn queue(&mut self, subs: Vec<Submitted>, job: Job) {
         if let Some(r) = self.repl.as_mut() {
+            let holds = job.holds;
             if r.waits.send((subs, job)).is_ok() {
                 r.outstanding += 1;
+                r.holding += usize::from(holds);
             } else {
                 error!("STREAM: The replication waiter stopped");
             }
@@ -251,6 +292,7 @@ impl Engine {
             replies,
             outbox,
             upto,
+            holds: _,
         } = job;
         let error = match res {
             Ok(()) => {
