@@ -10,6 +10,7 @@
 #   bench/persist.sh --only replay16,replay1k   # only these scenario ids (see SCENARIOS)
 #   bench/persist.sh --out FILE      # also write the report to FILE
 #   bench/persist.sh --cluster       # 3-node clusters: rnats RAFT vs JetStream R3 (see below)
+#   bench/persist.sh --cluster --client-on-follower   # rnats' clients on a follower's node
 #   bench/persist.sh --encryption    # rnats plain vs encrypted at rest (AES-256-GCM)
 #   bench/persist.sh --no-sql        # without the SQL store rows
 #   bench/persist.sh --only win16,win1k,replay16,replay1k --sql-only   # only the SQL comparison
@@ -30,6 +31,10 @@
 #   js-r3         (--cluster) three nats-server -js routed as cluster "jsc", stream with 3
 #                 replicas (sync_interval default: no fsync before the ack)
 #                 The clients connect to node 1; peak RSS is the sum of the three processes.
+#                 A fresh rnats cluster elects node 1 (the first peer by name bootstraps
+#                 first), so its clients sit on the leader's node, while JetStream places the
+#                 stream leader on any node: --client-on-follower connects rnats' clients to
+#                 a follower's node instead (every client message then crosses a route).
 #   rnats-sql-pg  rnats-streaming-server -st SQL --sql_driver postgres --sql_source S ...
 #   rnats-sql-my  rnats-streaming-server -st SQL --sql_driver mysql --sql_source S ...
 #                 (windowed publish and replay only.) The script starts one PostgreSQL and one
@@ -58,6 +63,7 @@ SQL_ONLY=0
 OUT=""
 ONLY=""
 CLUSTER=0
+CLIENT_ON_FOLLOWER=0
 ENCRYPTION=0
 ARGS_ORIG="$*"
 while [ $# -gt 0 ]; do
@@ -73,6 +79,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY="$2"; shift ;;
     --only=*) ONLY="${1#*=}" ;;
     --cluster) CLUSTER=1 ;;
+    --client-on-follower) CLIENT_ON_FOLLOWER=1 ;;
     --encryption) ENCRYPTION=1 ;;
     -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
     *) echo "persist.sh: unknown argument $1" >&2; exit 1 ;;
@@ -251,6 +258,12 @@ start_cluster() {
     esac
     if [ "$ready" = 1 ]; then
       SRV_READY_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+      if [ "$impl" = rnats-r3 ] && [ "$CLIENT_ON_FOLLOWER" = 1 ]; then
+        local lead
+        lead="$(grep -l "This node is the leader" "$logf".n* | head -1)"
+        lead="${lead##*.n}"
+        SRV_PORT="${ports[$(( (lead + 1) % 3 ))]}"
+      fi
       return 0
     fi
     sleep 0.01

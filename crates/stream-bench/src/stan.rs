@@ -317,6 +317,11 @@ impl Wire for StanWire<'_> {
     }
 
     fn parse_ack(&self, m: &Message) -> AckResult {
+        // The core server's answer when no server subscribes the publish subject (a cluster
+        // between two leaders): the publish failed, but it is no PubAck.
+        if m.status == Some(rnats_client::NO_RESPONDERS) && m.payload.is_empty() {
+            return AckResult::Err(None, "no responders (no server subscribed)".into());
+        }
         let ack = match PubAck::decode(m.payload.clone()) {
             Ok(a) => a,
             Err(e) => return AckResult::Err(None, format!("undecodable PubAck: {e}")),

@@ -125,6 +125,8 @@ pub struct Replicator {
     log: LogStore,
     snaps: Arc<SnapshotStore>,
     watcher: JoinHandle<()>,
+    /// A peer's delayed bootstrap (see `start`), until it ran.
+    bootstrap: Option<JoinHandle<()>>,
 }
 
 impl Replicator {
@@ -191,6 +193,7 @@ impl Replicator {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        let mut bootstrap = None;
         if !existing && (opts.bootstrap || opts.other_peers().next().is_some()) {
             let mut members = BTreeMap::new();
             members.insert(id, NodeInfo::new(&opts.node_id));
@@ -206,12 +209,35 @@ impl Replicator {
                     .map(|n| n.name.as_str())
                     .collect::<Vec<_>>()
             );
-            match raft.initialize(members).await {
-                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => {
-                    let _ = raft.shutdown().await;
-                    return Err(StartError::Raft(e.to_string()));
+            // openraft campaigns at once on every node it initializes. All peers doing so at
+            // start-up let a node that came up a moment after the first leader won campaign in
+            // the same term with a larger id, which deposes that leader (seen under load: its
+            // publishes in flight failed and the next leader took a second). So only the
+            // first peer by name bootstraps at once; the others wait one heartbeat timeout
+            // (when a follower would campaign anyway) and bootstrap only if no leader reached
+            // them meanwhile (initialize refuses a node that voted or holds entries).
+            let first = members.values().map(|n| n.name.as_str()).min() == Some(&opts.node_id);
+            if opts.bootstrap || first {
+                match raft.initialize(members).await {
+                    Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                    Err(e) => {
+                        let _ = raft.shutdown().await;
+                        return Err(StartError::Raft(e.to_string()));
+                    }
                 }
+            } else {
+                let (raft, name, wait) =
+                    (raft.clone(), opts.node_id.clone(), opts.heartbeat_timeout);
+                bootstrap = Some(tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    match raft.initialize(members).await {
+                        Ok(()) => info!(
+                            "RAFT node {name}: no leader reached this node within {wait:?}: bootstrapped it"
+                        ),
+                        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                        Err(e) => warn!("RAFT node {name}: bootstrap failed: {e}"),
+                    }
+                }));
             }
         } else if !existing {
             info!(
@@ -239,6 +265,7 @@ impl Replicator {
             log,
             snaps,
             watcher,
+            bootstrap,
         })
     }
 
@@ -420,13 +447,20 @@ impl Replicator {
         if let Err(e) = self.log.with(|f| f.sync()) {
             warn!("RAFT node {}: final log sync: {e}", self.name);
         }
+        self.abort_tasks();
+    }
+
+    fn abort_tasks(&self) {
         self.watcher.abort();
+        if let Some(b) = &self.bootstrap {
+            b.abort();
+        }
     }
 }
 
 impl Drop for Replicator {
     fn drop(&mut self) {
-        self.watcher.abort();
+        self.abort_tasks();
     }
 }
 
