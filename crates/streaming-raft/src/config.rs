@@ -47,8 +47,10 @@ pub const DEFAULT_ELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_millis(100);
 pub const DEFAULT_LOG_CACHE_SIZE: usize = 512;
-/// Bytes of commands the log keeps in memory at most, whatever `log_cache_size` says.
-pub const DEFAULT_LOG_CACHE_BYTES: usize = 16 << 20;
+/// Bytes of commands the log keeps in memory at most, whatever `log_cache_size` says: 16
+/// batches of 1 KiB messages, more than a follower that keeps up lags (4 instead of 16 MiB
+/// cut a 1 KiB publish run's three nodes from 148 to 104 MiB at the same rate).
+pub const DEFAULT_LOG_CACHE_BYTES: usize = 4 << 20;
 pub const DEFAULT_LOG_SNAPSHOTS: usize = 2;
 pub const DEFAULT_TRAILING_LOGS: u64 = 10240;
 /// hashicorp/raft's `SnapshotThreshold`.
