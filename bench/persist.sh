@@ -32,9 +32,12 @@
 #                 replicas (sync_interval default: no fsync before the ack)
 #                 The clients connect to node 1; peak RSS is the sum of the three processes.
 #                 A fresh rnats cluster elects node 1 (the first peer by name bootstraps
-#                 first), so its clients sit on the leader's node, while JetStream places the
-#                 stream leader on any node: --client-on-follower connects rnats' clients to
-#                 a follower's node instead (every client message then crosses a route).
+#                 first), so its clients sit on the leader's node; the tool moves
+#                 JetStream's stream leader to node 1 too (--js-leader n0: a stepdown with
+#                 that server preferred). --client-on-follower puts both leaders away from
+#                 the clients' node: rnats' clients connect to a follower's node, and
+#                 JetStream's stream leader goes to node 2 (every client message then
+#                 crosses a route on both).
 #   rnats-sql-pg  rnats-streaming-server -st SQL --sql_driver postgres --sql_source S ...
 #   rnats-sql-my  rnats-streaming-server -st SQL --sql_driver mysql --sql_source S ...
 #                 (windowed publish and replay only.) The script starts one PostgreSQL and one
@@ -352,7 +355,12 @@ run_one() { # impl round id scenario-args...
   rm -rf "$dir" "$dir.conf"
   local json rc=0 extra=()
   [ "$impl" = js-ack ] && extra=(--js-ack explicit)
-  [ "$impl" = js-r3 ] && extra=(--js-replicas 3)
+  # JetStream's stream leader goes where the streaming cluster's leader is: on node 1, the
+  # clients' node (or, with --client-on-follower, on node 2).
+  if [ "$impl" = js-r3 ]; then
+    extra=(--js-replicas 3 --js-leader n0)
+    [ "$CLIENT_ON_FOLLOWER" = 1 ] && extra=(--js-replicas 3 --js-leader n1)
+  fi
   SRV_RSS=0; SRV_CPU=0; DISK_KB=0
   case "$impl" in rnats-sql-*) sql_new "${impl#rnats-sql-}" ;; esac
   if ! start_server "$impl" "$dir" "$logf"; then

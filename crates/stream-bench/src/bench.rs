@@ -45,6 +45,9 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<(Value, bool)> {
         }
         (Proto::Js, Scenario::Pub) => {
             js::create_stream(&nc, &a.stream, &a.subject, a.js_replicas, wait).await?;
+            if let Some(l) = &a.js_leader {
+                js::place_leader(&nc, &a.stream, l, wait).await?;
+            }
             let p = payload.clone();
             let (mut w, mut acks) =
                 JsWire::new(&nc, &a.subject, Box::new(move |_| p.clone())).await?;
@@ -58,6 +61,9 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<(Value, bool)> {
             let _ = stan.close(wait).await;
         }
         (Proto::Js, Scenario::Replay) => {
+            if let Some(l) = &a.js_leader {
+                js::place_leader(&nc, &a.stream, l, wait).await?;
+            }
             let o = js::replay(&nc, &a.stream, a.msgs, a.inflight, a.js_ack, wait).await?;
             ok = replay_json(&mut v, &o, a);
             v["js_ack"] = json!(match a.js_ack {

@@ -86,6 +86,47 @@ pub async fn create_stream(
     }
 }
 
+/// Moves the leader of stream `name` to the server named `leader` (a leader stepdown with
+/// that server preferred, as `nats stream cluster step-down --preferred` does) and waits
+/// until the stream reports it, for at most `wait`: side-by-side runs then place JetStream's
+/// leader where the streaming cluster's is, instead of wherever the election put it.
+pub async fn place_leader(
+    nc: &Client,
+    name: &str,
+    leader: &str,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + wait.max(Duration::from_secs(15));
+    let attempt = Duration::from_secs(2);
+    loop {
+        let info = api(nc, &format!("$JS.API.STREAM.INFO.{name}"), json!({}), attempt).await;
+        let current = info.as_ref().ok().and_then(|v| {
+            v.pointer("/cluster/leader")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        if current.as_deref() == Some(leader) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "stream {name}: leader still {current:?}, not {leader}, after {:?}",
+                wait.max(Duration::from_secs(15))
+            );
+        }
+        if current.is_some() {
+            let _ = api(
+                nc,
+                &format!("$JS.API.STREAM.LEADER.STEPDOWN.{name}"),
+                json!({ "placement": { "preferred": leader } }),
+                attempt,
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Publishing for [`crate::publish::run`]: message `i` carries reply `<inbox>.<i>`, acks
 /// come on `<inbox>.*`.
 pub struct JsWire {

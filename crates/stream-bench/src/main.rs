@@ -135,6 +135,9 @@ pub struct BenchArgs {
     /// JetStream: replicas of the stream the bench creates (3 on a 3-node cluster).
     #[arg(long, default_value_t = 1)]
     js_replicas: u32,
+    /// JetStream: move the stream's leader to this server (by name) before measuring.
+    #[arg(long)]
+    js_leader: Option<String>,
     /// Streaming cluster ID.
     #[arg(long, default_value = "test-cluster")]
     cluster: String,
