@@ -99,7 +99,13 @@ pub async fn place_leader(
     let deadline = std::time::Instant::now() + wait.max(Duration::from_secs(15));
     let attempt = Duration::from_secs(2);
     loop {
-        let info = api(nc, &format!("$JS.API.STREAM.INFO.{name}"), json!({}), attempt).await;
+        let info = api(
+            nc,
+            &format!("$JS.API.STREAM.INFO.{name}"),
+            json!({}),
+            attempt,
+        )
+        .await;
         let current = info.as_ref().ok().and_then(|v| {
             v.pointer("/cluster/leader")
                 .and_then(Value::as_str)
