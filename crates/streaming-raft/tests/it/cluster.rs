@@ -62,6 +62,39 @@ async fn three_nodes_elect_and_replicate_in_order() {
     c.shutdown().await;
 }
 
+/// A new cluster forms around its first peer by name, and the others' delayed bootstrap
+/// does not depose it: the leader and its term are the same well after the others would
+/// have bootstrapped (before, each peer initialized at once and a later one, campaigning in
+/// the same term with a larger id, could take the leadership from the first leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cluster_forms_around_its_first_peer_and_keeps_it() {
+    let c = Cluster::start(3, fast).await;
+    let leader = c.wait_leader(LONG, &[]).await;
+    assert_eq!(leader, "n0");
+    let term = c.node("n0").rep.status().term;
+    let idx = c.propose("n0", "first").await.expect("commits");
+    // Past the others' delayed bootstrap (one heartbeat timeout, 500 ms here).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let st = c.node("n0").rep.status();
+    assert_eq!((st.role, st.term), (Role::Leader, term), "{st:?}");
+    let idx2 = c.propose("n0", "second").await.expect("commits");
+    assert!(idx2 > idx);
+    c.wait_all_applied(idx2, LONG).await;
+    c.shutdown().await;
+}
+
+/// Without its first peer, a new cluster still forms: the others bootstrap themselves once
+/// no leader reached them within the heartbeat timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cluster_forms_without_its_first_peer() {
+    let c = Cluster::start_some(3, &[1, 2], fast).await;
+    let leader = c.wait_leader(LONG, &[]).await;
+    assert_ne!(leader, "n0");
+    let idx = c.propose(&leader, "cmd").await.expect("a quorum of two commits");
+    c.wait_all_applied(idx, LONG).await;
+    c.shutdown().await;
+}
+
 /// With the reference's default timers: a killed leader is replaced within 3 s, nothing
 /// acknowledged is lost, and the killed node comes back from its disk and catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

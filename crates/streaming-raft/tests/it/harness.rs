@@ -41,6 +41,17 @@ impl Cluster {
         n: usize,
         tune: impl Fn(ClusterOptions) -> ClusterOptions + Send + Sync + 'static,
     ) -> Cluster {
+        let all: Vec<usize> = (0..n).collect();
+        Cluster::start_some(n, &all, tune).await
+    }
+
+    /// Like [`Cluster::start`], but only the nodes numbered in `running` start (the others
+    /// are peers that never came up).
+    pub async fn start_some(
+        n: usize,
+        running: &[usize],
+        tune: impl Fn(ClusterOptions) -> ClusterOptions + Send + Sync + 'static,
+    ) -> Cluster {
         let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
         let mut c = Cluster {
             net: MemNet::new(),
@@ -50,8 +61,8 @@ impl Cluster {
             stopped: BTreeMap::new(),
             tune: Arc::new(tune),
         };
-        for name in &names {
-            c.start_node(name, MemMachine::new(), true).await;
+        for &i in running {
+            c.start_node(&names[i], MemMachine::new(), true).await;
         }
         c
     }
