@@ -90,7 +90,10 @@ async fn a_new_cluster_forms_without_its_first_peer() {
     let c = Cluster::start_some(3, &[1, 2], fast).await;
     let leader = c.wait_leader(LONG, &[]).await;
     assert_ne!(leader, "n0");
-    let idx = c.propose(&leader, "cmd").await.expect("a quorum of two commits");
+    let idx = c
+        .propose(&leader, "cmd")
+        .await
+        .expect("a quorum of two commits");
     c.wait_all_applied(idx, LONG).await;
     c.shutdown().await;
 }
