@@ -17,6 +17,8 @@ struct Cluster {
     url: String,
     dir: PathBuf,
     nodes: BTreeMap<&'static str, ServerProc>,
+    /// Flags every node gets besides the cluster's.
+    extra: Vec<String>,
 }
 
 impl Cluster {
@@ -41,6 +43,7 @@ impl Cluster {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(self.extra.iter().cloned())
         .collect()
     }
 
@@ -52,10 +55,15 @@ impl Cluster {
     }
 
     async fn start(url: String, dir: PathBuf) -> Cluster {
+        Cluster::start_with(url, dir, &[]).await
+    }
+
+    async fn start_with(url: String, dir: PathBuf, extra: &[&str]) -> Cluster {
         let mut c = Cluster {
             url,
             dir,
             nodes: BTreeMap::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for id in NODES {
             c.start_node(id);
@@ -280,6 +288,75 @@ async fn three_nodes_replicate_elect_and_keep_every_acknowledged_message() {
     }
 }
 
+/// The files under `dir` (recursively) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if std::fs::read(&p)
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Encryption at rest in a cluster: what goes into the RAFT logs is sealed as well as the
+/// stores, so no payload is on any node's disk in plaintext, and the messages read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_cluster_keeps_payloads_off_every_disk() {
+    let (_core, url) = core_nats().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = "cluster key for the test";
+    let mut cl = Cluster::start_with(
+        url.clone(),
+        dir.path().to_path_buf(),
+        &["--encryption_key", key],
+    )
+    .await;
+    cl.leader(Duration::from_secs(15)).await.expect("a leader");
+    let c = connect(&url, "enc").await;
+    let secret = |i: usize| format!("TOP-SECRET-CLUSTER-PAYLOAD-{i:04}");
+    for i in 0..40 {
+        publish_until_acked(&c, "vault", secret(i).as_bytes(), Duration::from_secs(10)).await;
+    }
+    let mut s = c.subscribe(c.sub_req("vault", "")).await.unwrap();
+    for i in 0..40 {
+        assert_eq!(s.next().await.data, secret(i).as_bytes());
+    }
+    drop(c);
+    cl.stop_all().await;
+    // Every node holds the 40 messages, sealed (read without the key), and a RAFT log
+    // (sealed whole, channel names included) larger than the payloads...
+    for id in NODES {
+        let msgs = stored(dir.path(), id, "vault");
+        assert_eq!(msgs.len(), 40, "node {id}");
+        for (seq, data) in &msgs {
+            assert!(
+                data.len() > secret(0).len() && !data.windows(10).any(|w| w == b"TOP-SECRET"),
+                "node {id}: message {seq} is not sealed"
+            );
+        }
+        let log: u64 = std::fs::read_dir(dir.path().join(format!("raft-{id}/log")))
+            .unwrap()
+            .flatten()
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        assert!(log > 40 * 30, "node {id}: RAFT log of {log} bytes");
+    }
+    // ...and no file of any node has a payload, or even their common prefix, in plaintext.
+    let hits = files_containing(dir.path(), b"TOP-SECRET");
+    assert!(hits.is_empty(), "plaintext payloads in {hits:?}");
+}
+
 #[test]
 fn clustering_with_the_memory_store_is_refused() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rnats-streaming-server"))
@@ -428,6 +505,7 @@ async fn nodes_are_added_and_removed_and_a_new_node_catches_up_from_a_snapshot()
         url: url.clone(),
         dir: dir.path().to_path_buf(),
         nodes: BTreeMap::new(),
+        extra: Vec::new(),
     };
     for id in NODES {
         let a = extra(id, "a,b,c");
