@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use common::{
     assert_same_tree, copy_tree, fixture_limits, fixture_store, tree, verify_store_against_manifest,
 };
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng};
 use rnats_streaming::migrate::{ReferenceOptions, migrate_in_place, migrate_in_place_if_needed};
 use rnats_streaming::store::file::FileStoreOptions;
 
@@ -44,22 +46,6 @@ fn main() {
         return;
     }
     parent();
-}
-
-/// xorshift64*: enough randomness for kill delays, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 fn child(dir: &Path) -> Command {
@@ -150,7 +136,7 @@ fn parent() {
             (t.as_nanos() as u64) ^ u64::from(std::process::id()) | 1
         });
     println!("migrate_kill9: {rounds} rounds, seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = SmallRng::seed_from_u64(seed);
     let original = tree(&fixture_store());
     let tmp = tempfile::tempdir().expect("tempdir");
 
@@ -178,11 +164,11 @@ fn parent() {
             // follows the commit point (run times vary a lot with the disk and the load),
             // and a third a few microseconds after the commit file appears (the window of
             // the roll forward is short).
-            let mode = rng.below(3);
+            let mode = rng.random_range(0..3);
             let delay = match mode {
-                0 => rng.below(full.as_micros() as u64 + 1),
-                1 => target * (80 + rng.below(41)) / 100,
-                _ => rng.below(300),
+                0 => rng.random_range(0..full.as_micros() as u64 + 1),
+                1 => target * (80 + rng.random_range(0..41)) / 100,
+                _ => rng.random_range(0..300),
             };
             let delay = Duration::from_micros(delay);
             let mut c = child(&dir).spawn().expect("spawn child");

@@ -1,5 +1,8 @@
 //! The store against the memory store as a model, concurrency, and crash rounds.
 
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng};
+
 use super::*;
 
 mod model {
@@ -255,22 +258,6 @@ fn damage_after_the_index_is_an_interrupted_write() {
     );
 }
 
-/// A small deterministic generator (xorshift64*), to keep the crash rounds reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Rounds of: append (and track subscription state), flush at random points, die at a random
 /// moment, tear the unflushed tail of the last segment at a random length, reopen. Every
 /// flushed message must come back intact, in order, once per sequence, and the durable
@@ -284,7 +271,8 @@ fn crash_rounds_keep_every_flushed_message() {
         write_buffer_size: 700,
         ..Default::default()
     };
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    // Seeded: the crash rounds are reproducible.
+    let mut rng = SmallRng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
     // Everything appended, by sequence, and the last flushed sequence.
     let mut all: Vec<MsgProto> = Vec::new();
     let mut acked = 0u64;
@@ -330,11 +318,11 @@ fn crash_rounds_keep_every_flushed_message() {
             assert_eq!(pending, acked_pending, "round {round}");
         }
 
-        let ops = 20 + rng.below(200);
+        let ops = 20 + rng.random_range(0..200);
         for _ in 0..ops {
-            match rng.below(10) {
+            match rng.random_range(0..10) {
                 0..=6 => {
-                    let len = rng.below(300) as usize;
+                    let len = rng.random_range(0..300) as usize;
                     let m = ch
                         .msgs()
                         .append(NewMessage {
@@ -347,7 +335,7 @@ fn crash_rounds_keep_every_flushed_message() {
                     all.push(m);
                 }
                 7 => {
-                    let seq = 1 + rng.below(all.len().max(1) as u64);
+                    let seq = 1 + rng.random_range(0..all.len().max(1) as u64);
                     ch.subs().add_seq_pending(sub_id, seq).unwrap();
                 }
                 8 => {
@@ -387,8 +375,8 @@ fn crash_rounds_keep_every_flushed_message() {
                 .map(|m| 8 + m.encoded_len() as u64)
                 .sum::<u64>();
         let len = fs::metadata(&dat).unwrap().len();
-        if len > durable_end && rng.below(2) == 0 {
-            let cut = durable_end + rng.below(len - durable_end);
+        if len > durable_end && rng.random_range(0..2) == 0 {
+            let cut = durable_end + rng.random_range(0..len - durable_end);
             set_len(&dat, cut);
         }
     }
