@@ -288,27 +288,6 @@ async fn three_nodes_replicate_elect_and_keep_every_acknowledged_message() {
     }
 }
 
-/// The files under `dir` (recursively) whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if std::fs::read(&p)
-                .unwrap_or_default()
-                .windows(needle.len())
-                .any(|w| w == needle)
-            {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// Encryption at rest in a cluster: what goes into the RAFT logs is sealed as well as the
 /// stores, so no payload is on any node's disk in plaintext, and the messages read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +332,7 @@ async fn an_encrypted_cluster_keeps_payloads_off_every_disk() {
         assert!(log > 40 * 30, "node {id}: RAFT log of {log} bytes");
     }
     // ...and no file of any node has a payload, or even their common prefix, in plaintext.
-    let hits = files_containing(dir.path(), b"TOP-SECRET");
+    let hits = files_contain(dir.path(), b"TOP-SECRET");
     assert!(hits.is_empty(), "plaintext payloads in {hits:?}");
 }
 

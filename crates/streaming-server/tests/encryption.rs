@@ -3,32 +3,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
 
 const KEY: &str = "correct horse battery staple";
-
-fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if std::fs::read(&p)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle)
-            {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
-}
 
 fn start_error(args: &[&str], env: Option<&str>) -> String {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rnats-streaming-server"));
