@@ -96,7 +96,8 @@ pub async fn place_leader(
     leader: &str,
     wait: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + wait.max(Duration::from_secs(15));
+    let limit = wait.max(Duration::from_secs(15));
+    let deadline = std::time::Instant::now() + limit;
     let attempt = Duration::from_secs(2);
     loop {
         let info = api(
@@ -115,10 +116,7 @@ pub async fn place_leader(
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "stream {name}: leader still {current:?}, not {leader}, after {:?}",
-                wait.max(Duration::from_secs(15))
-            );
+            anyhow::bail!("stream {name}: leader still {current:?}, not {leader}, after {limit:?}");
         }
         if current.is_some() {
             let _ = api(

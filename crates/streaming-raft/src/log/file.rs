@@ -117,7 +117,7 @@ impl Default for LogFilesOptions {
     fn default() -> Self {
         LogFilesOptions {
             sync: false,
-            cache: 512,
+            cache: crate::config::DEFAULT_LOG_CACHE_SIZE,
             cache_bytes: crate::config::DEFAULT_LOG_CACHE_BYTES,
             segment_bytes: 64 << 20,
         }

@@ -230,14 +230,10 @@ impl Engine {
         let entry = self.sink.take_entry();
         let outstanding = self.repl.as_ref().map_or(0, |r| r.outstanding);
         let holding = self.repl.as_ref().map_or(0, |r| r.holding);
-        // Deliveries that need not wait (see the module documentation).
+        // Deliveries that need not wait (see the module documentation). A positions-only
+        // entry stores no message, so the round has no PubAck to wait for either.
         let mut early = Outbox::default();
-        if holding == 0
-            && job.pubacks.is_empty()
-            && job.replies.is_empty()
-            && job.upto.is_empty()
-            && entry.as_ref().is_some_and(positions_only)
-        {
+        if holding == 0 && job.replies.is_empty() && entry.as_ref().is_some_and(positions_only) {
             job.holds = false;
             early = std::mem::take(&mut job.outbox);
         }
