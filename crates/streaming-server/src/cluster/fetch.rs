@@ -1,14 +1,15 @@
 //! Messages a node lacks after installing a leader's snapshot, read from the leader's store
-//! over NATS: a `FetchRequest {channel, from, to}` to `_STAN.raft.<cid>.fetch.<node>`, answered
-//! with a `ChannelMsgs` of the messages held from `from` on (at most [`FETCH_BYTES`]; empty
-//! when none is held). Every node serves its own subject on its RAFT data connection.
+//! over NATS: a `FetchRequest {channel, from, to}` to `_STAN.raft.<cid>.fetch`, answered with
+//! a `ChannelMsgs` of the messages held from `from` on (at most [`FETCH_BYTES`]; empty when
+//! none is held). Only the leader serves that subject (on its RAFT data connection), so the
+//! asking node need not know the leader's name: a node added to a running cluster gets the
+//! snapshot before any entry that names its members, and could not name the leader then.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use parking_lot::Mutex;
 use prost::Message as _;
 use rnats_client::{Client, Request};
 use rnats_streaming::proto::{ChannelMsgs, MsgProto};
@@ -29,16 +30,14 @@ struct FetchRequest {
     to: u64,
 }
 
-fn subject(cluster_id: &str, node: &str) -> String {
-    format!("_STAN.raft.{cluster_id}.fetch.{node}")
+fn subject(cluster_id: &str) -> String {
+    format!("_STAN.raft.{cluster_id}.fetch")
 }
 
 /// The requesting side, used by the state machine while it restores a snapshot.
 pub(crate) struct Fetcher {
     client: Client,
     cluster_id: String,
-    /// The node to ask (the current leader), kept up to date by the leadership watcher.
-    pub(crate) leader: Arc<Mutex<Option<String>>>,
 }
 
 fn fetch_error(msg: String) -> StoreError {
@@ -53,7 +52,6 @@ impl Fetcher {
         Fetcher {
             client,
             cluster_id: cluster_id.to_string(),
-            leader: Arc::default(),
         }
     }
 
@@ -65,17 +63,12 @@ impl Fetcher {
         from: u64,
         to: u64,
     ) -> Result<Vec<MsgProto>, StoreError> {
-        let leader = self
-            .leader
-            .lock()
-            .clone()
-            .ok_or_else(|| fetch_error("no leader known to fetch messages from".into()))?;
         let req = FetchRequest {
             channel: channel.to_string(),
             from,
             to,
         };
-        let subject = subject(&self.cluster_id, &leader);
+        let subject = subject(&self.cluster_id);
         let request = Request::new()
             .payload(Bytes::from(req.encode_to_vec()))
             .timeout(FETCH_TIMEOUT);
@@ -94,9 +87,10 @@ impl Fetcher {
     }
 }
 
-/// Answers fetch requests from `store` until the subscription ends.
-pub(crate) async fn serve(client: Client, cluster_id: String, node: String, store: Arc<dyn Store>) {
-    let subject = subject(&cluster_id, &node);
+/// Answers fetch requests from `store` until the subscription ends (the leadership watcher
+/// runs it while this node leads).
+pub(crate) async fn serve(client: Client, cluster_id: String, store: Arc<dyn Store>) {
+    let subject = subject(&cluster_id);
     let mut sub = match client.subscribe(subject.clone()).await {
         Ok(s) => s,
         Err(e) => {

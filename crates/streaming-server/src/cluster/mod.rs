@@ -25,7 +25,6 @@ mod membership;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use rnats_streaming::store::Store;
 use rnats_streaming::store::crypto::LogSealer;
 use rnats_streaming_raft::{NatsServer, NatsTransport, Replicator, Role};
@@ -44,7 +43,6 @@ use crate::status::{RaftView, Status};
 pub(crate) struct ClusterNode {
     replicator: Arc<Replicator>,
     rpc: Option<NatsServer>,
-    fetch: JoinHandle<()>,
     watcher: JoinHandle<()>,
     stop: watch::Sender<bool>,
     store: Arc<dyn Store>,
@@ -62,8 +60,8 @@ struct Node {
     sealer: Option<Arc<LogSealer>>,
     engine_nc: Nats,
     active: ActiveSlot,
-    leader_hint: Arc<Mutex<Option<String>>>,
-    /// Where membership requests are served from (the RAFT data connection).
+    /// Where membership requests and message fetches are served from (the RAFT data
+    /// connection).
     data: rnats_client::Client,
 }
 
@@ -107,7 +105,6 @@ impl ClusterNode {
             opts.cluster_id.clone(),
         ));
         let fetcher = fetch::Fetcher::new(data.clone(), &opts.cluster_id);
-        let leader_hint = fetcher.leader.clone();
         let machine = machine::StoreMachine::new(store.clone(), sealer.clone(), fetcher);
         let replicator = match Replicator::start(ropts, machine, transport.clone()).await {
             Ok(r) => Arc::new(r),
@@ -117,12 +114,6 @@ impl ClusterNode {
             .serve(&node_id, replicator.rpc_handler())
             .await
             .map_err(|e| fail(StartError::Nats(format!("RAFT transport: {e}"))))?;
-        let fetch = tokio::spawn(fetch::serve(
-            data.clone(),
-            opts.cluster_id.clone(),
-            node_id.clone(),
-            store.clone(),
-        ));
         let engine_nc = side.connect_control(opts, "general").await.map_err(fail)?;
         let (stop, stop_rx) = watch::channel(false);
         let node = Node {
@@ -133,14 +124,12 @@ impl ClusterNode {
             sealer,
             engine_nc: engine_nc.clone(),
             active: active.clone(),
-            leader_hint,
             data: data.clone(),
         };
         let watcher = tokio::spawn(node.watch_leadership(stop_rx));
         Ok(ClusterNode {
             replicator,
             rpc: Some(rpc),
-            fetch,
             watcher,
             stop,
             store,
@@ -158,7 +147,6 @@ impl ClusterNode {
         }
         self.replicator.shutdown().await;
         drop(self.rpc.take());
-        self.fetch.abort();
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         for c in &self.raft_conns {
@@ -176,12 +164,14 @@ impl Node {
     async fn watch_leadership(self, mut stop: watch::Receiver<bool>) {
         let mut changes = self.replicator.watch();
         let mut membership: Option<JoinHandle<()>> = None;
+        // Message fetches are answered while openraft says this node leads, before the
+        // engine serves: the snapshots it sends from then on name no leader to fetch from.
+        let mut fetches: Option<JoinHandle<()>> = None;
         while !*stop.borrow() {
             // Set when this node leads but could not confirm it (peers not answering yet, as
             // right after a whole-cluster restart): the state may not change again, so retry.
             let mut retry = false;
             let st = changes.borrow_and_update().clone();
-            *self.leader_hint.lock() = st.leader.clone();
             self.status.set_raft(Some(RaftView {
                 role: st.role.to_string(),
                 node_id: st.node_id.clone(),
@@ -189,6 +179,15 @@ impl Node {
                 last_applied: st.last_applied.unwrap_or(0),
             }));
             let leading = st.role == Role::Leader;
+            if leading && fetches.is_none() {
+                fetches = Some(tokio::spawn(fetch::serve(
+                    self.data.clone(),
+                    self.opts.cluster_id.clone(),
+                    self.store.clone(),
+                )));
+            } else if !leading && let Some(f) = fetches.take() {
+                f.abort();
+            }
             let mut active = self.active.lock().await;
             if leading && active.is_none() {
                 // Everything committed is applied here before the engine reads the store.
@@ -238,8 +237,8 @@ impl Node {
                 () = tokio::time::sleep(LEADERSHIP_RETRY), if retry => {}
             }
         }
-        if let Some(m) = membership {
-            m.abort();
+        for t in [membership, fetches].into_iter().flatten() {
+            t.abort();
         }
     }
 }
