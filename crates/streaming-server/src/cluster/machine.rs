@@ -70,8 +70,9 @@ impl Machine for StoreMachine {
         kind: RestoreKind,
     ) -> Result<(), MachineError> {
         if kind == RestoreKind::Startup {
-            // The store was flushed after every applied batch: it is at least as recent
-            // as this node's own snapshot, and the log after it is replayed (idempotent).
+            // The store was written after every applied batch (and fsynced with
+            // cluster_sync, as the log): it is at least as recent as this node's own
+            // snapshot, and the log after it is replayed (idempotent).
             return Ok(());
         }
         let snap = RaftSnapshot::decode(snapshot)
