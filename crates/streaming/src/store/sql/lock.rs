@@ -91,6 +91,7 @@ async fn locked_step(
                 statement: q.sql(Q::LockSelect).to_string(),
                 message: m,
                 broken: false,
+                duplicate: false,
             };
             let id = r.text(0).map_err(bad)?.unwrap_or_default();
             let tick = r.opt_int(1).map_err(bad)?.unwrap_or(0);

@@ -43,7 +43,7 @@ use prost::Message as _;
 
 use super::driver::{Stmt, V};
 use super::queries::{MAX_BULK_ROWS, Q};
-use super::verify::{Expect, run_checked};
+use super::verify::{Expect, insert_strict, run_checked};
 use super::{Shared, SqlError};
 use crate::proto::{MsgProto, peek_msg_proto};
 use crate::store::{EncodedMsg, MsgStore, MsgStoreState, NewMessage, Result, StoreError};
@@ -473,6 +473,11 @@ impl SqlMsgStore {
         }
         // A statement inserting several rows may insert some: only a transaction undoes them.
         let tx = stmts.len() > 1 || rows.len() > 1;
+        // One multi-row insert and nothing else: tried first as a strict insert on its own.
+        let strict = (stmts.len() == 1 && inserts == 1 && rows.len() > 1).then(|| Stmt {
+            sql: self.shared.db.q.bulk_insert_strict(rows.len()),
+            params: stmts[0].params.clone(),
+        });
         let channel = self.channel_id;
         self.shared.db.call(move |cx| async move {
             let expect = Expect::Messages {
@@ -481,8 +486,15 @@ impl SqlMsgStore {
                 rows: &rows,
             };
             let q = cx.q.clone();
-            cx.with_conn(async |c| run_checked(c, &q, &stmts, tx, &expect).await)
-                .await
+            cx.with_conn(async |c| {
+                if let Some(s) = &strict
+                    && insert_strict(c, s).await?
+                {
+                    return Ok(None);
+                }
+                run_checked(c, &q, &stmts, tx, &expect).await
+            })
+            .await
         })
     }
 

@@ -239,7 +239,7 @@ fn text(q: Q, driver: SqlDriver) -> &'static str {
 pub(crate) struct Queries {
     pub driver: SqlDriver,
     texts: Vec<Sql>,
-    bulk: Mutex<HashMap<usize, Sql>>,
+    bulk: Mutex<HashMap<(usize, bool), Sql>>,
 }
 
 /// Most rows one multi-row insert may carry: 5 parameters each, 65,535 at most per statement
@@ -274,8 +274,19 @@ impl Queries {
     /// `INSERT INTO Messages ... VALUES (...), (...)` for `rows` rows (1 to
     /// [`MAX_BULK_ROWS`]), idempotent like [`Q::MsgInsert`].
     pub fn bulk_insert(&self, rows: usize) -> Sql {
+        self.bulk_sql(rows, false)
+    }
+
+    /// The same insert without its conflict clause: a row already in place fails the whole
+    /// statement (duplicate key), which then wrote nothing — atomic on its own, without a
+    /// transaction around it (verify.rs, `insert_strict`).
+    pub fn bulk_insert_strict(&self, rows: usize) -> Sql {
+        self.bulk_sql(rows, true)
+    }
+
+    fn bulk_sql(&self, rows: usize, strict: bool) -> Sql {
         let mut cache = self.bulk.lock();
-        if let Some(s) = cache.get(&rows) {
+        if let Some(s) = cache.get(&(rows, strict)) {
             return s.clone();
         }
         let mut s = String::from("INSERT INTO Messages (id, seq, timestamp, size, data) VALUES ");
@@ -285,15 +296,17 @@ impl Queries {
             }
             s.push_str("(?,?,?,?,?)");
         }
-        s.push_str(match self.driver {
-            SqlDriver::Postgres => " ON CONFLICT DO NOTHING",
-            SqlDriver::Mysql => " ON DUPLICATE KEY UPDATE id=id",
-        });
+        if !strict {
+            s.push_str(match self.driver {
+                SqlDriver::Postgres => " ON CONFLICT DO NOTHING",
+                SqlDriver::Mysql => " ON DUPLICATE KEY UPDATE id=id",
+            });
+        }
         let sql = Sql::from(translate(self.driver, &s));
         if cache.len() >= 64 {
             cache.clear();
         }
-        cache.insert(rows, sql.clone());
+        cache.insert((rows, strict), sql.clone());
         sql
     }
 }
@@ -375,5 +388,8 @@ mod tests {
             my.bulk_insert(3)
                 .ends_with("(?,?,?,?,?) ON DUPLICATE KEY UPDATE id=id")
         );
+        assert!(pg.bulk_insert_strict(2).ends_with("($6,$7,$8,$9,$10)"));
+        assert!(my.bulk_insert_strict(3).ends_with("(?,?,?,?,?)"));
+        assert_ne!(pg.bulk_insert(2), pg.bulk_insert_strict(2));
     }
 }

@@ -301,6 +301,12 @@ fn restart_recovers_everything(e: &Env) {
     s1.is_closed = true;
     a.subs().update_sub(&s1).unwrap();
     st.close().unwrap();
+    // Stored as the text it is, for other clients of the database too (MySQL connections send
+    // parameters as binary strings: driver.rs, `my_init`).
+    assert_eq!(
+        e.sql("SELECT COUNT(*) FROM Channels WHERE name='é.ü' AND id=1"),
+        "1"
+    );
 
     let st = e.open(StoreLimits::unlimited());
     let r = st.recover().unwrap();

@@ -20,6 +20,13 @@
 //!
 //! An insert blocked by another transaction's uncommitted row at the same key waits until that
 //! transaction ends (both databases), so the count and the read back see its outcome.
+//!
+//! A flush that is one multi-row insert first tries [`insert_strict`]: the insert without its
+//! conflict clause, outside any transaction. A single statement is atomic in both databases,
+//! so it either wrote every row or, on a row in place, failed with a duplicate key having
+//! written none; only then does the flush take the checked path above. That saves the
+//! `BEGIN` and `COMMIT` round trips of almost every flush (issue 16: a flush of ~128 rows
+//! spent about 470 µs outside its rows).
 
 use bytes::Bytes;
 
@@ -79,6 +86,17 @@ pub(crate) async fn run_checked(
             }
             Err(f)
         }
+    }
+}
+
+/// Runs `stmt`, one plain (strict) multi-row insert, on its own. `Ok(true)`: every row was
+/// written and committed. `Ok(false)`: a row was in place, nothing was written; the caller
+/// runs the idempotent insert through [`run_checked`]. Errors as [`run_checked`]'s.
+pub(crate) async fn insert_strict(c: &mut Conn, stmt: &Stmt) -> Result<bool, DbFail> {
+    match c.run(std::slice::from_ref(stmt), false).await {
+        Ok(_) => Ok(true),
+        Err(f) if f.duplicate && !f.broken => Ok(false),
+        Err(f) => Err(f),
     }
 }
 
