@@ -2,14 +2,17 @@
 
 use super::*;
 
+/// A store in `dir` with channel "foo" holding `n` messages, closed again; what was written.
+fn filled(dir: &Path, o: FileStoreOptions, n: u64) -> Vec<MsgProto> {
+    let s = FileStore::open(dir, o, unlimited()).unwrap();
+    let ch = s.create_channel("foo").unwrap();
+    fill(&ch, n)
+}
+
 #[test]
 fn torn_tail_is_truncated() {
     let dir = tempfile::tempdir().unwrap();
-    let written = {
-        let s = FileStore::open(dir.path(), opts(), unlimited()).unwrap();
-        let ch = s.create_channel("foo").unwrap();
-        fill(&ch, 10)
-    };
+    let written = filled(dir.path(), opts(), 10);
     let dat = chan_dir(dir.path(), "foo").join("msgs.1.dat");
     let len = fs::metadata(&dat).unwrap().len();
     // Cut the last record in the middle of its payload.
@@ -56,11 +59,7 @@ fn torn_tail_is_truncated() {
 fn torn_tail_with_index_ahead_of_data() {
     // The index says 10 records but the data of the last two never reached the disk.
     let dir = tempfile::tempdir().unwrap();
-    let written = {
-        let s = FileStore::open(dir.path(), opts(), unlimited()).unwrap();
-        let ch = s.create_channel("foo").unwrap();
-        fill(&ch, 10)
-    };
+    let written = filled(dir.path(), opts(), 10);
     let dat = chan_dir(dir.path(), "foo").join("msgs.1.dat");
     let cut = record_offset(&written, 9);
     set_len(&dat, cut + 5);
@@ -77,11 +76,7 @@ fn torn_tail_with_index_ahead_of_data() {
 #[test]
 fn flipped_byte_in_the_middle_is_reported_with_path_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let written = {
-        let s = FileStore::open(dir.path(), opts(), unlimited()).unwrap();
-        let ch = s.create_channel("foo").unwrap();
-        fill(&ch, 10)
-    };
+    let written = filled(dir.path(), opts(), 10);
     let dat = chan_dir(dir.path(), "foo").join("msgs.1.dat");
     let off = record_offset(&written, 5);
     flip(&dat, off + 8 + 3);
@@ -137,11 +132,7 @@ fn flipped_byte_in_the_middle_is_reported_with_path_and_offset() {
 #[test]
 fn damaged_length_in_the_middle_is_caught_through_the_index() {
     let dir = tempfile::tempdir().unwrap();
-    let written = {
-        let s = FileStore::open(dir.path(), opts(), unlimited()).unwrap();
-        let ch = s.create_channel("foo").unwrap();
-        fill(&ch, 10)
-    };
+    let written = filled(dir.path(), opts(), 10);
     let dat = chan_dir(dir.path(), "foo").join("msgs.1.dat");
     let off = record_offset(&written, 4);
     // A huge length: the record seems to run past the end of the file. Only the index can
@@ -167,11 +158,7 @@ fn sealed_segment_damage_is_an_error() {
         slice_max_msgs: 5,
         ..opts()
     };
-    {
-        let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
-        let ch = s.create_channel("foo").unwrap();
-        fill(&ch, 12);
-    }
+    filled(dir.path(), o.clone(), 12);
     let first = chan_dir(dir.path(), "foo").join("msgs.1.dat");
     let len = fs::metadata(&first).unwrap().len();
     set_len(&first, len - 2);
@@ -185,11 +172,7 @@ fn sealed_segment_damage_is_an_error() {
 
     // A missing segment in the middle breaks the sequence chain.
     let dir = tempfile::tempdir().unwrap();
-    {
-        let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
-        let ch = s.create_channel("foo").unwrap();
-        fill(&ch, 12);
-    }
+    filled(dir.path(), o.clone(), 12);
     fs::remove_file(chan_dir(dir.path(), "foo").join("msgs.6.dat")).unwrap();
     let e = FileStore::open(dir.path(), o, unlimited()).err().unwrap();
     let text = e.to_string();
@@ -206,11 +189,7 @@ fn deleted_or_damaged_index_is_rebuilt() {
         slice_max_msgs: 6,
         ..opts()
     };
-    let written = {
-        let s = FileStore::open(dir.path(), o.clone(), unlimited()).unwrap();
-        let ch = s.create_channel("foo").unwrap();
-        fill(&ch, 15)
-    };
+    let written = filled(dir.path(), o.clone(), 15);
     let cd = chan_dir(dir.path(), "foo");
     let idx1 = cd.join("msgs.1.idx");
     let idx7 = cd.join("msgs.7.idx");
