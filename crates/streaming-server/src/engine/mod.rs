@@ -233,15 +233,9 @@ impl Engine {
         info: &ServerInfo,
         status: Arc<Status>,
         tx: mpsc::UnboundedSender<Event>,
-        mut repl: Option<Repl>,
+        repl: Option<Repl>,
     ) -> Engine {
         let max_payload = nc.max_payload();
-        if let Some(r) = repl.as_mut() {
-            r.start(match &nc {
-                Nats::Local(c) => Some(c.clone()),
-                Nats::Remote(_) => None,
-            });
-        }
         let flusher = if store.kind() == StoreKind::Memory || repl.is_some() {
             None
         } else {

@@ -18,14 +18,13 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use prost::Message as _;
-use rnats_server::LocalConn;
 use rnats_streaming::proto::{PubAck, ReplEntry, ReplOp};
 use rnats_streaming::store::crypto::LogSealer;
 use rnats_streaming_raft::{Replicator, Submitted};
 use tokio::sync::mpsc;
-use tracing::{debug, error, warn};
+use tracing::{error, warn};
 
-use super::flusher::{PendingPubAck, encode_pubacks};
+use super::flusher::PendingPubAck;
 use super::outbox::Outbox;
 use super::{Engine, mark};
 use crate::nats::Subject;
@@ -70,9 +69,6 @@ pub(crate) struct Repl {
     /// Of those, the rounds that hold back later deliveries (see the module documentation).
     holding: usize,
     waits: mpsc::UnboundedSender<(Vec<Submitted>, Job)>,
-    /// The waiter's end of `waits`, until [`Repl::start`] spawns it.
-    rounds: Option<mpsc::UnboundedReceiver<(Vec<Submitted>, Job)>>,
-    report: mpsc::UnboundedSender<Done>,
     done: mpsc::UnboundedReceiver<Done>,
     /// Replies and deliveries of committed rounds, sent with the next commit (kept apart
     /// from what the round being committed produced).
@@ -81,34 +77,11 @@ pub(crate) struct Repl {
 
 impl Repl {
     pub(crate) fn new(replicator: Arc<Replicator>, sealer: Option<Arc<LogSealer>>) -> Repl {
-        let (waits, rounds) = mpsc::unbounded_channel::<(Vec<Submitted>, Job)>();
+        let (waits, mut rounds) = mpsc::unbounded_channel::<(Vec<Submitted>, Job)>();
         let (report, done) = mpsc::unbounded_channel();
-        Repl {
-            replicator,
-            sealer,
-            sealed: 0,
-            outstanding: 0,
-            holding: 0,
-            waits,
-            rounds: Some(rounds),
-            report,
-            done,
-            released: Default::default(),
-        }
-    }
-
-    /// Spawns the waiter task. Rounds complete in submission order: the waiter takes them
-    /// one after the other. Over a local connection it sends each round's PubAcks itself
-    /// the moment the round is committed, as the standalone flusher thread does: handed to
-    /// the engine task they waited behind whatever round of publishes it was handling
-    /// (measured on a 3-node cluster, 1 KiB: 0.1–1.7 ms from commit to the next proposal).
-    pub(super) fn start(&mut self, sender: Option<Arc<LocalConn>>) {
-        let Some(mut rounds) = self.rounds.take() else {
-            return;
-        };
-        let report = self.report.clone();
+        // Rounds complete in submission order: the waiter takes them one after the other.
         tokio::spawn(async move {
-            while let Some((subs, mut job)) = rounds.recv().await {
+            while let Some((subs, job)) = rounds.recv().await {
                 let mut res = Ok(());
                 for s in subs {
                     if let Err(e) = s.wait().await {
@@ -117,29 +90,21 @@ impl Repl {
                         break;
                     }
                 }
-                if let Some(conn) = &sender
-                    && !job.pubacks.is_empty()
-                {
-                    let error = res.as_ref().err().cloned().unwrap_or_default();
-                    let acks = std::mem::take(&mut job.pubacks)
-                        .into_iter()
-                        .map(|a| {
-                            let ack = PubAck {
-                                guid: a.guid,
-                                error: error.clone(),
-                            };
-                            (a.reply, ack)
-                        })
-                        .collect();
-                    if let Err(e) = conn.publish_batch_now(&encode_pubacks(acks)) {
-                        debug!("STREAM: publish of a PubAck failed: {e}");
-                    }
-                }
                 if report.send((job, res)).is_err() {
                     return;
                 }
             }
         });
+        Repl {
+            replicator,
+            sealer,
+            sealed: 0,
+            outstanding: 0,
+            holding: 0,
+            waits,
+            done,
+            released: Default::default(),
+        }
     }
 }
 
