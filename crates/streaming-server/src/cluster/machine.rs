@@ -20,6 +20,8 @@ pub(crate) struct StoreMachine {
     applier: Applier,
     sealer: Option<Arc<LogSealer>>,
     fetcher: Fetcher,
+    /// The store fsyncs its flushes (`cluster_sync`): applies are not short work then.
+    syncs: bool,
 }
 
 impl StoreMachine {
@@ -27,12 +29,14 @@ impl StoreMachine {
         store: Arc<dyn Store>,
         sealer: Option<Arc<LogSealer>>,
         fetcher: Fetcher,
+        syncs: bool,
     ) -> StoreMachine {
         StoreMachine {
             store,
             applier: Applier::new(),
             sealer,
             fetcher,
+            syncs,
         }
     }
 }
@@ -55,6 +59,11 @@ impl Machine for StoreMachine {
 
     fn flush(&mut self) -> Result<(), MachineError> {
         self.applier.flush().map_err(MachineError::new)
+    }
+
+    fn short_applies(&self) -> bool {
+        // Writes to the page cache only (a memory store is refused when clustered).
+        !self.syncs
     }
 
     fn snapshot(&mut self) -> Result<Bytes, MachineError> {

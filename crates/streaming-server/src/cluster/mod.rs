@@ -105,7 +105,12 @@ impl ClusterNode {
             opts.cluster_id.clone(),
         ));
         let fetcher = fetch::Fetcher::new(data.clone(), &opts.cluster_id);
-        let machine = machine::StoreMachine::new(store.clone(), sealer.clone(), fetcher);
+        let machine = machine::StoreMachine::new(
+            store.clone(),
+            sealer.clone(),
+            fetcher,
+            opts.clustering.raft.sync,
+        );
         let replicator = match Replicator::start(ropts, machine, transport.clone()).await {
             Ok(r) => Arc::new(r),
             Err(e) => return Err(fail(StartError::Cluster(e.to_string()))),
