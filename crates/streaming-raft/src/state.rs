@@ -206,14 +206,15 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for StateMachine<M> {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let bytes: usize = entries
-            .iter()
-            .map(|e| match &e.payload {
-                EntryPayload::Normal(cmd) => cmd.0.len(),
-                _ => 0,
-            })
-            .sum();
-        let inline = self.machine.short_applies() && bytes <= INLINE_APPLY_BYTES;
+        let inline = self.machine.short_applies()
+            && entries
+                .iter()
+                .map(|e| match &e.payload {
+                    EntryPayload::Normal(cmd) => cmd.0.len(),
+                    _ => 0,
+                })
+                .sum::<usize>()
+                <= INLINE_APPLY_BYTES;
         let mut out = Vec::with_capacity(entries.len());
         let machine = &mut self.machine;
         let applied = &mut self.applied;
