@@ -164,23 +164,18 @@ pub fn try_http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 /// The files under `dir` (recursively) whose bytes contain `needle` (a plaintext search of
 /// a store or a RAFT log).
 pub fn files_contain(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if std::fs::read(&p)
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            std::fs::read(e.path())
                 .unwrap()
                 .windows(needle.len())
                 .any(|w| w == needle)
-            {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
+        })
+        .map(|e| e.path().display().to_string())
+        .collect()
 }
 
 /// Where the node interop scenarios live.
