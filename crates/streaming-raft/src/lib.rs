@@ -15,11 +15,13 @@
 //! * [`state`]: the [`Machine`] trait the server implements and its openraft adapter;
 //!   [`snapshot`]: snapshot files.
 //! * [`net`]: RPC codec, [`Transport`] trait, in-memory and NATS transports.
-//! * [`config`]: the reference's cluster options and defaults → openraft config.
+//! * [`config`]: the reference's cluster options and defaults → openraft config;
+//!   [`election`]: a follower ahead campaigns at once past a candidate that is behind.
 //! * [`node`]: the [`Replicator`] facade.
 //! * [`testing`]: a recording [`Machine`] for tests.
 
 pub mod config;
+pub mod election;
 pub mod log;
 pub mod net;
 pub mod node;

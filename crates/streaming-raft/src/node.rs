@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{ClusterOptions, ConfigError};
+use crate::election::ElectionAssist;
 use crate::log::{LogError, LogFilesOptions, LogStore};
 use crate::net::{NetworkFactory, RpcHandler, Transport};
 use crate::snapshot::SnapshotStore;
@@ -125,6 +126,7 @@ pub struct Replicator {
     log: LogStore,
     snaps: Arc<SnapshotStore>,
     watcher: JoinHandle<()>,
+    election: Arc<ElectionAssist>,
     /// A peer's delayed bootstrap (see `start`), until it ran.
     bootstrap: Option<JoinHandle<()>>,
 }
@@ -138,6 +140,12 @@ impl Replicator {
         transport: Arc<T>,
     ) -> Result<Replicator, StartError> {
         let config = Arc::new(opts.openraft_config()?);
+        let election = Arc::new(ElectionAssist::new(
+            &opts.node_id,
+            Duration::from_millis(config.election_timeout_max),
+            Duration::from_millis(config.election_timeout_min),
+            Instant::now(),
+        ));
         let id = node_id_of(&opts.node_id);
         let log = LogStore::open(
             &opts.log_path.join("log"),
@@ -265,13 +273,14 @@ impl Replicator {
             log,
             snaps,
             watcher,
+            election,
             bootstrap,
         })
     }
 
     /// What the transport's serving side hands incoming RPCs to.
     pub fn rpc_handler(&self) -> RpcHandler {
-        RpcHandler::new(self.raft.clone(), self.id)
+        RpcHandler::new(self.raft.clone(), self.id, self.election.clone())
     }
 
     pub fn node_id(&self) -> &str {

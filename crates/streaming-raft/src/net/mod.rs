@@ -22,7 +22,7 @@ pub mod nats;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openraft::error::{
@@ -37,6 +37,7 @@ use openraft::raft::{
 use openraft::{OptionalSend, RPCTypes, Snapshot};
 use serde::{Deserialize, Serialize};
 
+use crate::election::{ElectionAssist, Refusal};
 use crate::types::{NodeId, NodeInfo, Raft, SnapshotMeta, TypeConfig, Vote};
 
 /// Which connection an RPC should travel on.
@@ -117,11 +118,12 @@ impl RpcRequest {
 pub struct RpcHandler {
     raft: Raft,
     id: NodeId,
+    election: Arc<ElectionAssist>,
 }
 
 impl RpcHandler {
-    pub fn new(raft: Raft, id: NodeId) -> RpcHandler {
-        RpcHandler { raft, id }
+    pub fn new(raft: Raft, id: NodeId, election: Arc<ElectionAssist>) -> RpcHandler {
+        RpcHandler { raft, id, election }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -132,8 +134,30 @@ impl RpcHandler {
     pub async fn handle(&self, request: &[u8]) -> Bytes {
         let reply = match postcard::from_bytes::<RpcRequest>(request) {
             Err(e) => RpcReply::Refused(format!("undecodable RAFT request: {e}")),
-            Ok(RpcRequest::Append(a)) => RpcReply::Append(self.raft.append_entries(a).await),
-            Ok(RpcRequest::Vote(v)) => RpcReply::Vote(self.raft.vote(v).await),
+            Ok(RpcRequest::Append(a)) => {
+                let reply = self.raft.append_entries(a).await;
+                if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                    self.election.leader_contact(Instant::now());
+                }
+                RpcReply::Append(reply)
+            }
+            Ok(RpcRequest::Vote(v)) => {
+                let (candidate_term, candidate_log) =
+                    (v.vote.leader_id().get_term(), v.last_log_id);
+                let reply = self.raft.vote(v).await;
+                if let Ok(resp) = &reply
+                    && !resp.vote_granted
+                {
+                    let refusal = Refusal {
+                        candidate_term,
+                        candidate_log,
+                        my_term: resp.vote.leader_id().get_term(),
+                        my_log: resp.last_log_id,
+                    };
+                    self.campaign_past(&refusal).await;
+                }
+                RpcReply::Vote(reply)
+            }
             Ok(RpcRequest::Snapshot { vote, meta, data }) => {
                 let snapshot = Snapshot {
                     meta,
@@ -143,6 +167,30 @@ impl RpcHandler {
             }
         };
         encode(&reply)
+    }
+
+    /// See [`crate::election`].
+    async fn campaign_past(&self, refusal: &Refusal<Option<openraft::LogId<NodeId>>>) {
+        let is_leader = self.raft.metrics().borrow().state.is_leader();
+        let n = self
+            .election
+            .campaigns_after(refusal, is_leader, Instant::now());
+        if n == 0 {
+            return;
+        }
+        tracing::info!(
+            "RAFT node {}: a candidate in term {} asked for a vote with a shorter log ({:?} < {:?}) and no leader was heard from: campaigning in term {}",
+            self.election.name(),
+            refusal.candidate_term,
+            refusal.candidate_log.map(|l| l.index),
+            refusal.my_log.map(|l| l.index),
+            refusal.my_term + n
+        );
+        for _ in 0..n {
+            if self.raft.trigger().elect().await.is_err() {
+                return;
+            }
+        }
     }
 }
 
