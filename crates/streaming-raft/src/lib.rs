@@ -16,7 +16,7 @@
 //!   [`snapshot`]: snapshot files.
 //! * [`net`]: RPC codec, [`Transport`] trait, in-memory and NATS transports.
 //! * [`config`]: the reference's cluster options and defaults → openraft config;
-//!   [`election`]: a follower ahead campaigns at once past a candidate that is behind.
+//!   [`election`]: when to campaign (pre-vote; the follower with the longer log first).
 //! * [`node`]: the [`Replicator`] facade.
 //! * [`testing`]: a recording [`Machine`] for tests.
 

@@ -36,9 +36,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{ClusterOptions, ConfigError};
-use crate::election::ElectionAssist;
+use crate::election::{Elector, campaign};
 use crate::log::{LogError, LogFilesOptions, LogStore};
-use crate::net::{NetworkFactory, RpcHandler, Transport};
+use crate::net::{NetworkFactory, PreVoter, RpcHandler, Transport};
 use crate::snapshot::SnapshotStore;
 use crate::state::{Machine, OpenError, StateMachine};
 use crate::types::{Command, NodeId, NodeInfo, Raft, Response, node_id_of};
@@ -126,7 +126,8 @@ pub struct Replicator {
     log: LogStore,
     snaps: Arc<SnapshotStore>,
     watcher: JoinHandle<()>,
-    election: Arc<ElectionAssist>,
+    elector: Arc<Elector>,
+    campaigner: JoinHandle<()>,
     /// A peer's delayed bootstrap (see `start`), until it ran.
     bootstrap: Option<JoinHandle<()>>,
 }
@@ -140,12 +141,6 @@ impl Replicator {
         transport: Arc<T>,
     ) -> Result<Replicator, StartError> {
         let config = Arc::new(opts.openraft_config()?);
-        let election = Arc::new(ElectionAssist::new(
-            &opts.node_id,
-            Duration::from_millis(config.election_timeout_max),
-            Duration::from_millis(config.election_timeout_min),
-            Instant::now(),
-        ));
         let id = node_id_of(&opts.node_id);
         let log = LogStore::open(
             &opts.log_path.join("log"),
@@ -196,7 +191,17 @@ impl Replicator {
             }
         );
 
-        let network = NetworkFactory::new(transport, id);
+        let elector = Arc::new(Elector::new(
+            &opts.node_id,
+            Duration::from_millis(config.election_timeout_max),
+            (
+                Duration::from_millis(config.election_timeout_min),
+                Duration::from_millis(config.election_timeout_max),
+            ),
+            existing,
+            Instant::now(),
+        ));
+        let network = NetworkFactory::new(transport.clone(), id);
         let raft = Raft::new(id, config, network, log.clone(), sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -265,6 +270,13 @@ impl Replicator {
             opts.node_id.clone(),
             opts.lease_timeout,
         ));
+        let campaigner = tokio::spawn(campaign::run(
+            elector.clone(),
+            raft.clone(),
+            log.clone(),
+            PreVoter::new(transport),
+            id,
+        ));
         Ok(Replicator {
             raft,
             id,
@@ -273,14 +285,20 @@ impl Replicator {
             log,
             snaps,
             watcher,
-            election,
+            elector,
+            campaigner,
             bootstrap,
         })
     }
 
     /// What the transport's serving side hands incoming RPCs to.
     pub fn rpc_handler(&self) -> RpcHandler {
-        RpcHandler::new(self.raft.clone(), self.id, self.election.clone())
+        RpcHandler::new(
+            self.raft.clone(),
+            self.id,
+            self.elector.clone(),
+            self.log.clone(),
+        )
     }
 
     pub fn node_id(&self) -> &str {
@@ -461,6 +479,7 @@ impl Replicator {
 
     fn abort_tasks(&self) {
         self.watcher.abort();
+        self.campaigner.abort();
         if let Some(b) = &self.bootstrap {
             b.abort();
         }

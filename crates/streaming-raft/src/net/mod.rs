@@ -34,10 +34,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{OptionalSend, RPCTypes, Snapshot};
+use openraft::{OptionalSend, RPCTypes, ServerState, Snapshot};
 use serde::{Deserialize, Serialize};
 
-use crate::election::{ElectionAssist, Refusal};
+use crate::election::campaign::Ballot;
+use crate::election::{Elector, Local, PreVoteReply, PreVoteRequest};
+use crate::log::LogStore;
 use crate::types::{NodeId, NodeInfo, Raft, SnapshotMeta, TypeConfig, Vote};
 
 /// Which connection an RPC should travel on.
@@ -91,6 +93,8 @@ pub enum RpcRequest {
         meta: SnapshotMeta,
         data: Bytes,
     },
+    /// Last, so the variants before keep their wire numbers.
+    PreVote(PreVoteRequest),
 }
 
 /// A RAFT reply on the wire.
@@ -101,6 +105,7 @@ pub enum RpcReply {
     Snapshot(Result<SnapshotResponse<NodeId>, Fatal<NodeId>>),
     /// The request could not be decoded or was meant for another node.
     Refused(String),
+    PreVote(PreVoteReply),
 }
 
 impl RpcRequest {
@@ -118,12 +123,18 @@ impl RpcRequest {
 pub struct RpcHandler {
     raft: Raft,
     id: NodeId,
-    election: Arc<ElectionAssist>,
+    elector: Arc<Elector>,
+    log: LogStore,
 }
 
 impl RpcHandler {
-    pub fn new(raft: Raft, id: NodeId, election: Arc<ElectionAssist>) -> RpcHandler {
-        RpcHandler { raft, id, election }
+    pub fn new(raft: Raft, id: NodeId, elector: Arc<Elector>, log: LogStore) -> RpcHandler {
+        RpcHandler {
+            raft,
+            id,
+            elector,
+            log,
+        }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -137,24 +148,19 @@ impl RpcHandler {
             Ok(RpcRequest::Append(a)) => {
                 let reply = self.raft.append_entries(a).await;
                 if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-                    self.election.leader_contact(Instant::now());
+                    self.elector.contact(Instant::now());
                 }
                 RpcReply::Append(reply)
             }
             Ok(RpcRequest::Vote(v)) => {
-                let (candidate_term, candidate_log) =
-                    (v.vote.leader_id().get_term(), v.last_log_id);
+                let candidate_log = v.last_log_id;
                 let reply = self.raft.vote(v).await;
-                if let Ok(resp) = &reply
-                    && !resp.vote_granted
-                {
-                    let refusal = Refusal {
-                        candidate_term,
-                        candidate_log,
-                        my_term: resp.vote.leader_id().get_term(),
-                        my_log: resp.last_log_id,
-                    };
-                    self.campaign_past(&refusal).await;
+                if let Ok(resp) = &reply {
+                    if resp.vote_granted {
+                        self.elector.contact(Instant::now());
+                    } else if resp.last_log_id > candidate_log {
+                        self.elector.refused_shorter_log(Instant::now());
+                    }
                 }
                 RpcReply::Vote(reply)
             }
@@ -165,32 +171,28 @@ impl RpcHandler {
                 };
                 RpcReply::Snapshot(self.raft.install_full_snapshot(vote, snapshot).await)
             }
+            Ok(RpcRequest::PreVote(req)) => RpcReply::PreVote(self.pre_vote(&req)),
         };
         encode(&reply)
     }
 
-    /// See [`crate::election`].
-    async fn campaign_past(&self, refusal: &Refusal<Option<openraft::LogId<NodeId>>>) {
-        let is_leader = self.raft.metrics().borrow().state.is_leader();
-        let n = self
-            .election
-            .campaigns_after(refusal, is_leader, Instant::now());
-        if n == 0 {
-            return;
-        }
-        tracing::info!(
-            "RAFT node {}: a candidate in term {} asked for a vote with a shorter log ({:?} < {:?}) and no leader was heard from: campaigning in term {}",
-            self.election.name(),
-            refusal.candidate_term,
-            refusal.candidate_log.map(|l| l.index),
-            refusal.my_log.map(|l| l.index),
-            refusal.my_term + n
-        );
-        for _ in 0..n {
-            if self.raft.trigger().elect().await.is_err() {
-                return;
-            }
-        }
+    fn pre_vote(&self, req: &PreVoteRequest) -> PreVoteReply {
+        let (leading, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let lease = u64::try_from(self.elector.lease().as_millis()).unwrap_or(u64::MAX);
+            (
+                m.state == ServerState::Leader
+                    && m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease),
+                m.current_term,
+            )
+        };
+        let local = Local {
+            leading,
+            term,
+            last_log: self.log.with(|f| f.last()),
+        };
+        self.elector.answer(req, &local, Instant::now())
     }
 }
 
@@ -232,6 +234,37 @@ impl<T: Transport> RaftNetworkFactory<TypeConfig> for NetworkFactory<T> {
             me: self.me,
             target,
             node: node.clone(),
+        }
+    }
+}
+
+/// Pre-votes over a [`Transport`] (the campaign task's [`Ballot`]).
+pub struct PreVoter<T: Transport> {
+    transport: Arc<T>,
+}
+
+impl<T: Transport> PreVoter<T> {
+    pub fn new(transport: Arc<T>) -> PreVoter<T> {
+        PreVoter { transport }
+    }
+}
+
+impl<T: Transport> Ballot for PreVoter<T> {
+    async fn pre_vote(
+        &self,
+        target: &NodeInfo,
+        req: &PreVoteRequest,
+        timeout: Duration,
+    ) -> Option<PreVoteReply> {
+        let bytes = encode(&RpcRequest::PreVote(req.clone()));
+        let reply = self
+            .transport
+            .call(target, Lane::Control, bytes, timeout)
+            .await
+            .ok()?;
+        match postcard::from_bytes::<RpcReply>(&reply) {
+            Ok(RpcReply::PreVote(r)) => Some(r),
+            _ => None,
         }
     }
 }

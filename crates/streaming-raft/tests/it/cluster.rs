@@ -464,3 +464,52 @@ async fn a_candidate_with_a_shorter_log_does_not_delay_the_election() {
     assert_same_everywhere(&c, &acked);
     c.shutdown().await;
 }
+
+/// A follower cut off for several election timeouts (a paused process, a partition) comes
+/// back without deposing the leader: it campaigns only after a pre-vote, which the leader
+/// and the follower still in contact refuse, so no term moves and publishing never stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_follower_does_not_depose_the_leader() {
+    let c = Cluster::start(3, fast).await;
+    let leader = c.wait_leader(LONG, &[]).await;
+    let term = c.node(&leader).rep.status().term;
+    let others: Vec<&str> = c
+        .names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != leader)
+        .collect();
+    let away = others[0];
+    let mut acked = Vec::new();
+    c.net.isolate(away, &others[1..]);
+    c.net.isolate(away, &[leader.as_str()]);
+    // Three times the 525–600 ms after which it would campaign.
+    let back = Instant::now() + Duration::from_millis(1800);
+    let mut i = 0;
+    while Instant::now() < back {
+        let cmd = format!("a-{i}");
+        c.propose(&leader, &cmd).await.unwrap();
+        acked.push(cmd);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.net.heal();
+    for i in 0..20 {
+        let cmd = format!("b-{i}");
+        c.propose(&leader, &cmd).await.unwrap();
+        acked.push(cmd);
+    }
+    let last = c.propose(&leader, "c").await.unwrap();
+    acked.push("c".into());
+    c.wait_all_applied(last, LONG).await;
+    assert_eq!(c.wait_leader(LONG, &[]).await, leader);
+    for name in &c.names {
+        assert_eq!(
+            c.node(name).rep.status().term,
+            term,
+            "node {name}: the term moved while a follower was away"
+        );
+    }
+    assert_same_everywhere(&c, &acked);
+    c.shutdown().await;
+}
