@@ -66,6 +66,10 @@ pub(crate) struct Serverz<'a> {
     /// Clustered: the last RAFT log index applied to this node's store (an extension).
     #[serde(skip_serializing_if = "is_zero")]
     pub(crate) raft_last_applied: u64,
+    /// Clustered: the RAFT term this node is in; it moves on with every election, so a
+    /// leader change shows even when the same node wins again (an extension).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) raft_term: u64,
     pub(crate) now: String,
     pub(crate) start_time: String,
     pub(crate) uptime: String,
@@ -215,6 +219,7 @@ pub(crate) fn serverz(st: &Status, c: &Counts) -> MonitorReply {
         role: raft.as_ref().map(|r| r.role.clone()).unwrap_or_default(),
         node_id: raft.as_ref().map(|r| r.node_id.clone()).unwrap_or_default(),
         raft_last_applied: raft.as_ref().map_or(0, |r| r.last_applied),
+        raft_term: raft.as_ref().map_or(0, |r| r.term),
         peers: raft.map(|r| r.peers).unwrap_or_default(),
         cluster_id: &st.opts.cluster_id,
         server_id: &st.server_id,

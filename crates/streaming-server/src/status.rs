@@ -31,6 +31,8 @@ pub(crate) struct RaftView {
     pub(crate) peers: Vec<String>,
     /// The last RAFT log index applied to this node's store.
     pub(crate) last_applied: u64,
+    /// The RAFT term this node is in (each election moves it on).
+    pub(crate) term: u64,
 }
 
 impl ServerState {

@@ -101,6 +101,17 @@ impl Cluster {
         }
     }
 
+    /// The RAFT term `id` reports (`raft_term` in serverz).
+    fn term(&self, id: &str) -> Option<u64> {
+        let port = self.nodes.get(id)?.monitor_port?;
+        let (status, body) = try_http_get(port, "/streaming/serverz").ok()?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["raft_term"].as_u64()
+    }
+
     fn applied(&self, id: &str) -> Option<u64> {
         let port = self.nodes.get(id)?.monitor_port?;
         let (status, body) = try_http_get(port, "/streaming/serverz").ok()?;
@@ -429,7 +440,40 @@ async fn a_paused_leader_is_replaced_and_steps_down_when_it_wakes() {
         assert_eq!(c.publish("p", &d).await.error, "");
         acked.push(d);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A follower paused for longer than an election timeout comes back without deposing
+    // the leader (it campaigns only after a pre-vote, which the others refuse): the term
+    // stays and publishing never fails.
+    let new_leader = cl.leader(Duration::from_secs(5)).await.expect("a leader");
+    let term = cl.term(new_leader).expect("the leader reports its term");
+    let follower = NODES
+        .into_iter()
+        .find(|id| *id != new_leader && *id != leader)
+        .unwrap();
+    signal(&cl.nodes[follower], "-STOP");
+    let back = Instant::now() + Duration::from_secs(3);
+    let mut i = 0;
+    while Instant::now() < back {
+        let d = format!("four-{i}").into_bytes();
+        assert_eq!(c.publish("p", &d).await.error, "");
+        acked.push(d);
+        i += 1;
+    }
+    signal(&cl.nodes[follower], "-CONT");
+    for i in 0..20 {
+        let d = format!("five-{i}").into_bytes();
+        assert_eq!(c.publish("p", &d).await.error, "");
+        acked.push(d);
+    }
+    cl.settled().await;
+    assert_eq!(cl.leader(Duration::from_secs(5)).await, Some(new_leader));
+    for id in NODES {
+        assert_eq!(
+            cl.term(id),
+            Some(term),
+            "node {id}: a paused follower moved the term"
+        );
+    }
     drop(c);
     cl.stop_all().await;
     let reference = stored(dir.path(), "a", "p");

@@ -65,6 +65,13 @@ impl Cluster {
         v["role"].as_str().map(str::to_string)
     }
 
+    async fn term(&self, i: usize) -> Option<u64> {
+        let port = self.nodes[i].as_ref()?.monitor?;
+        let body = monitor_get(port, "/streaming/serverz").await?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["raft_term"].as_u64()
+    }
+
     async fn applied(&self, i: usize) -> Option<u64> {
         let port = self.nodes[i].as_ref()?.monitor?;
         let body = monitor_get(port, "/streaming/serverz").await?;
@@ -150,6 +157,7 @@ pub(super) async fn run(
                 break;
             }
         };
+        let term = cl.term(leader).await;
         let mut prober = Prober::connect(a, &addr, wait).await?;
         let load = round::start(a, &addr, round, rng, durable, dur, wait);
         let run_for = Duration::from_millis(rng.random_range(setup.run_ms.0..setup.run_ms.1));
@@ -203,6 +211,12 @@ pub(super) async fn run(
         ) && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if matches!(fault, Fault::KillFollower | Fault::PauseFollower)
+            && (cl.leader(wait).await.ok() != Some(leader) || cl.term(leader).await != term)
+        {
+            eprintln!("crash: round {round}: an election followed the fault of a follower");
+            f.follower_fault_elections += 1;
         }
         eprintln!(
             "crash: round {round}: {fault:?} (node {}) after {run_for:?} of load, first PubAck after {:?}: {acked} acked of {sent} sent; durable acked up to {}",

@@ -123,6 +123,8 @@ struct Findings {
     failovers: Vec<Duration>,
     /// Cluster mode: from a fault of a follower to the first PubAck.
     follower_faults: Vec<Duration>,
+    /// Cluster mode: follower faults after which the RAFT term had moved (an election).
+    follower_fault_elections: usize,
 }
 
 impl Findings {
@@ -296,6 +298,11 @@ fn report(l: &Ledger, f: &Findings, rounds: usize, seed: u64, took: Duration) {
                 "fault of a follower to the first PubAck",
                 &f.follower_faults
             )
+        );
+        println!(
+            "  follower faults after which the leader's term had moved (an election): {} of {}",
+            f.follower_fault_elections,
+            f.follower_faults.len()
         );
     }
     if f.failures.is_empty() {

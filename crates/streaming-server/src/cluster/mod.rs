@@ -172,6 +172,8 @@ impl Node {
         // Message fetches are answered while openraft says this node leads, before the
         // engine serves: the snapshots it sends from then on name no leader to fetch from.
         let mut fetches: Option<JoinHandle<()>> = None;
+        // When this node, leading, first tried to serve (a barrier may be retried).
+        let mut promoting: Option<std::time::Instant> = None;
         while !*stop.borrow() {
             // Set when this node leads but could not confirm it (peers not answering yet, as
             // right after a whole-cluster restart): the state may not change again, so retry.
@@ -182,8 +184,12 @@ impl Node {
                 node_id: st.node_id.clone(),
                 peers: st.peers.clone(),
                 last_applied: st.last_applied.unwrap_or(0),
+                term: st.term,
             }));
             let leading = st.role == Role::Leader;
+            if !leading {
+                promoting = None;
+            }
             if leading && fetches.is_none() {
                 fetches = Some(tokio::spawn(fetch::serve(
                     self.data.clone(),
@@ -196,7 +202,16 @@ impl Node {
             let mut active = self.active.lock().await;
             if leading && active.is_none() {
                 // Everything committed is applied here before the engine reads the store.
-                if self.replicator.barrier().await.is_ok() && self.replicator.is_leader() {
+                let promotion = *promoting.get_or_insert_with(|| {
+                    info!(
+                        "STREAM: server became leader (term {}), performing leader promotion actions",
+                        st.term
+                    );
+                    std::time::Instant::now()
+                });
+                let barrier = self.replicator.barrier().await;
+                if barrier.is_ok() && self.replicator.is_leader() {
+                    let applied = promotion.elapsed();
                     let repl = Repl::new(self.replicator.clone(), self.sealer.clone());
                     let r = serve(
                         &self.opts,
@@ -207,8 +222,14 @@ impl Node {
                         Some(repl),
                     )
                     .await;
+                    promoting = None;
                     match r {
                         Ok(a) => {
+                            info!(
+                                "STREAM: finished leader promotion actions in {:.0?} (committed entries applied in {:.0?})",
+                                promotion.elapsed(),
+                                applied
+                            );
                             info!("STREAM: This node is the leader (term {})", st.term);
                             *active = Some(a);
                             if self.opts.clustering.allow_add_remove_node {
