@@ -69,8 +69,9 @@ pub enum RestoreKind {
 
 /// The replicated state the server keeps. See the module docs for the contract.
 pub trait Machine: Send + Sync + 'static {
-    /// Applies one committed command.
-    fn apply(&mut self, index: u64, cmd: &[u8]) -> Result<Response, MachineError>;
+    /// Applies one committed command (the log entry's own buffer: keep slices of it
+    /// instead of copying).
+    fn apply(&mut self, index: u64, cmd: &Bytes) -> Result<Response, MachineError>;
 
     /// Ends a batch of `apply` calls: make it durable here.
     fn flush(&mut self) -> Result<(), MachineError> {
@@ -318,7 +319,7 @@ mod tests {
     struct Paced(MemMachine, bool);
 
     impl Machine for Paced {
-        fn apply(&mut self, index: u64, cmd: &[u8]) -> Result<Response, MachineError> {
+        fn apply(&mut self, index: u64, cmd: &Bytes) -> Result<Response, MachineError> {
             self.0.apply(index, cmd)
         }
         fn short_applies(&self) -> bool {

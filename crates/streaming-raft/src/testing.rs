@@ -84,13 +84,13 @@ impl Machine for MemMachine {
         true
     }
 
-    fn apply(&mut self, index: u64, cmd: &[u8]) -> Result<Response, MachineError> {
+    fn apply(&mut self, index: u64, cmd: &Bytes) -> Result<Response, MachineError> {
         let mut a = self.applied.lock();
         // Replays after a restart: already applied, answer the same way.
         if a.last().is_some_and(|(i, _)| *i >= index) {
             return Ok(Response(Bytes::from(index.to_le_bytes().to_vec())));
         }
-        a.push((index, Bytes::copy_from_slice(cmd)));
+        a.push((index, cmd.clone()));
         Ok(Response(Bytes::from(index.to_le_bytes().to_vec())))
     }
 

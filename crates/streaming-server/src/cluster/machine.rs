@@ -42,12 +42,10 @@ impl StoreMachine {
 }
 
 impl Machine for StoreMachine {
-    fn apply(&mut self, index: u64, cmd: &[u8]) -> Result<Response, MachineError> {
+    fn apply(&mut self, index: u64, cmd: &Bytes) -> Result<Response, MachineError> {
         let data = match &self.sealer {
-            Some(s) => s
-                .open(index, &Bytes::copy_from_slice(cmd))
-                .map_err(MachineError::new)?,
-            None => Bytes::copy_from_slice(cmd),
+            Some(s) => s.open(index, cmd).map_err(MachineError::new)?,
+            None => cmd.clone(),
         };
         let entry = ReplEntry::decode(data)
             .map_err(|e| MachineError::new(format!("undecodable replicated entry {index}: {e}")))?;
