@@ -57,6 +57,12 @@ impl ServerHandle {
         self.shared.client_addr
     }
 
+    /// Where the route listener listens (`None` without clustering): the port a cluster
+    /// option of `-1` picked.
+    pub fn route_addr(&self) -> Option<SocketAddr> {
+        self.shared.cluster.as_ref().map(|c| c.listen_addr)
+    }
+
     /// Where the HTTP (or HTTPS) monitor listens (`None` when monitoring is off).
     pub fn monitor_addr(&self) -> Option<SocketAddr> {
         self.shared.monitor_addr

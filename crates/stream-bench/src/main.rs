@@ -238,6 +238,11 @@ pub struct CrashArgs {
     /// The core NATS server binary (ft and cluster modes).
     #[arg(long, default_value = "target/release/rnats-server")]
     nats_bin: PathBuf,
+    /// Cluster mode: every node embeds its NATS server, routed with the others and with the
+    /// core server (which the clients use), instead of attaching to the core with `-ns`; the
+    /// RAFT RPCs then travel on local connections.
+    #[arg(long)]
+    embedded: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

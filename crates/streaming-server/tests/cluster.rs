@@ -19,32 +19,70 @@ struct Cluster {
     nodes: BTreeMap<&'static str, ServerProc>,
     /// Flags every node gets besides the cluster's.
     extra: Vec<String>,
+    /// Set: every node embeds its NATS server and routes to the core's route port (the
+    /// servers gossip the rest of the full mesh), instead of attaching with `-ns`.
+    routes: Option<u16>,
+}
+
+/// A core NATS server listening for routes too: clients connect to it, and the nodes of an
+/// embedded cluster route to it (so killing a node never cuts a client off). Its client URL
+/// and route port.
+async fn core_nats_routed() -> (rnats_server::ServerHandle, String, u16) {
+    let o = rnats_server::Options {
+        host: "127.0.0.1".into(),
+        port: -1,
+        cluster: Some(rnats_server::options::ClusterOptions {
+            host: "127.0.0.1".into(),
+            port: -1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let h = rnats_server::start(o).await.expect("start core NATS");
+    let url = format!("nats://127.0.0.1:{}", h.client_addr().port());
+    let route = h.route_addr().expect("a route listener").port();
+    (h, url, route)
 }
 
 impl Cluster {
     fn args(&self, id: &str) -> Vec<String> {
         let d = self.dir.display();
-        [
-            "-ns",
-            &self.url,
-            "--clustered",
-            "--cluster_node_id",
-            id,
-            "--cluster_peers",
-            "a,b,c",
-            "--cluster_log_path",
-            &format!("{d}/raft-{id}"),
-            "-st",
-            "FILE",
-            "--dir",
-            &format!("{d}/store-{id}"),
-            "-m",
-            "-1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(self.extra.iter().cloned())
-        .collect()
+        let attach: Vec<String> = match &self.routes {
+            None => vec!["-ns".into(), self.url.clone()],
+            Some(core_route) => vec![
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                "-1".into(),
+                "--cluster".into(),
+                "nats://127.0.0.1:-1".into(),
+                "--routes".into(),
+                format!("nats://127.0.0.1:{core_route}"),
+            ],
+        };
+        attach
+            .into_iter()
+            .chain(
+                [
+                    "--clustered",
+                    "--cluster_node_id",
+                    id,
+                    "--cluster_peers",
+                    "a,b,c",
+                    "--cluster_log_path",
+                    &format!("{d}/raft-{id}"),
+                    "-st",
+                    "FILE",
+                    "--dir",
+                    &format!("{d}/store-{id}"),
+                    "-m",
+                    "-1",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            )
+            .chain(self.extra.iter().cloned())
+            .collect()
     }
 
     fn start_node(&mut self, id: &'static str) {
@@ -59,11 +97,22 @@ impl Cluster {
     }
 
     async fn start_with(url: String, dir: PathBuf, extra: &[&str]) -> Cluster {
+        Cluster::launch(url, dir, extra, None)
+    }
+
+    /// Three nodes embedding their NATS servers, routed to the core's `route` port (see
+    /// [`core_nats_routed`]); the RAFT RPCs use local connections.
+    async fn start_embedded(url: String, dir: PathBuf, route: u16) -> Cluster {
+        Cluster::launch(url, dir, &[], Some(route))
+    }
+
+    fn launch(url: String, dir: PathBuf, extra: &[&str], routes: Option<u16>) -> Cluster {
         let mut c = Cluster {
             url,
             dir,
             nodes: BTreeMap::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            routes,
         };
         for id in NODES {
             c.start_node(id);
@@ -209,7 +258,26 @@ async fn publish_until_acked(c: &Raw, channel: &str, data: &[u8], d: Duration) -
 async fn three_nodes_replicate_elect_and_keep_every_acknowledged_message() {
     let (_core, url) = core_nats().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cl = Cluster::start(url.clone(), dir.path().to_path_buf()).await;
+    let cl = Cluster::start(url.clone(), dir.path().to_path_buf()).await;
+    replicate_elect_and_keep_every_acknowledged_message(cl, &url, dir.path()).await;
+}
+
+/// The same with every node embedding its NATS server (routed together, and with the core
+/// the client uses): the RAFT RPCs then travel on local connections to each node's own
+/// server and over the routes between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_cluster_replicates_over_local_connections() {
+    let (_core, url, route) = core_nats_routed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cl = Cluster::start_embedded(url.clone(), dir.path().to_path_buf(), route).await;
+    replicate_elect_and_keep_every_acknowledged_message(cl, &url, dir.path()).await;
+}
+
+async fn replicate_elect_and_keep_every_acknowledged_message(
+    mut cl: Cluster,
+    url: &str,
+    dir: &std::path::Path,
+) {
     let leader = cl.leader(Duration::from_secs(15)).await.expect("a leader");
     let followers: Vec<&str> = NODES.iter().copied().filter(|n| *n != leader).collect();
     for f in &followers {
@@ -220,7 +288,7 @@ async fn three_nodes_replicate_elect_and_keep_every_acknowledged_message() {
         assert_eq!(cl.role(f).as_deref(), Some("Follower"), "node {f}");
     }
 
-    let c = connect(&url, "clc").await;
+    let c = connect(url, "clc").await;
     let mut acked: Vec<Vec<u8>> = Vec::new();
     for i in 0..100 {
         let data = format!("before-{i}").into_bytes();
@@ -288,14 +356,14 @@ async fn three_nodes_replicate_elect_and_keep_every_acknowledged_message() {
     cl.stop_all().await;
 
     // Every node holds every acknowledged message once, in order, with the same sequences.
-    let reference = stored(dir.path(), "a", "orders");
+    let reference = stored(dir, "a", "orders");
     let datas: Vec<Vec<u8>> = reference.iter().map(|(_, d)| d.clone()).collect();
     assert_eq!(datas, acked, "node a");
     for (i, (seq, _)) in reference.iter().enumerate() {
         assert_eq!(*seq, i as u64 + 1);
     }
     for id in ["b", "c"] {
-        assert_eq!(stored(dir.path(), id, "orders"), reference, "node {id}");
+        assert_eq!(stored(dir, id, "orders"), reference, "node {id}");
     }
 }
 
@@ -529,6 +597,7 @@ async fn nodes_are_added_and_removed_and_a_new_node_catches_up_from_a_snapshot()
         dir: dir.path().to_path_buf(),
         nodes: BTreeMap::new(),
         extra: Vec::new(),
+        routes: None,
     };
     for id in NODES {
         let a = extra(id, "a,b,c");

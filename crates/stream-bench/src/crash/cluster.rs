@@ -1,5 +1,7 @@
 //! The clustered mode: three RAFT nodes (`--clustered`, each with its own FILE store),
-//! attached to a core NATS server. Each round, under load, one fault at a random moment:
+//! attached to a core NATS server (`-ns`), or with `--embedded` each embedding its own NATS
+//! server routed with the core's (the RAFT RPCs then use local connections); the clients
+//! always use the core server. Each round, under load, one fault at a random moment:
 //! `kill -9` of the leader or of a follower, or a pause (SIGSTOP, then SIGCONT after up to
 //! 3 s: a partition stand-in) of the leader or of a follower. The time from the fault to
 //! the first PubAck is measured (for leader faults: the election plus the new leader's
@@ -19,7 +21,10 @@ use super::check::check_channels;
 use super::durable::resume_durable;
 use super::ha::Prober;
 use super::round;
-use super::server::{Server, kill9, monitor_get, signal, start_core, start_member, term};
+use super::server::{
+    Server, kill9, monitor_get, signal, start_core, start_core_routed, start_embedded_member,
+    start_member, term,
+};
 use super::{Outcome, Setup};
 use crate::CrashArgs;
 
@@ -29,6 +34,8 @@ struct Cluster {
     core: String,
     nodes: Vec<Option<Server>>,
     starts: usize,
+    /// `--embedded`: the core's route port.
+    routes: Option<u16>,
 }
 
 impl Cluster {
@@ -51,9 +58,21 @@ impl Cluster {
         .map(String::from)
         .to_vec();
         let log = setup.work.join(format!("node-{id}.{}.log", self.starts));
-        let s = start_member(a, &self.core, &args, log, "Cluster node", setup.wait)
-            .await
-            .with_context(|| format!("node {id}"))?;
+        let s = match &self.routes {
+            None => start_member(a, &self.core, &args, log, "Cluster node", setup.wait).await,
+            Some(route) => {
+                start_embedded_member(
+                    a,
+                    (&self.core, *route),
+                    &args,
+                    log,
+                    "Cluster node",
+                    setup.wait,
+                )
+                .await
+            }
+        }
+        .with_context(|| format!("node {id}"))?;
         self.nodes[i] = Some(s);
         Ok(())
     }
@@ -124,12 +143,18 @@ pub(super) async fn run(
         bail!("the cluster mode runs on the FILE store (each node has its own)");
     }
     let wait = setup.wait;
-    let mut core = start_core(a, &setup.work, wait).await?;
+    let (mut core, routes) = if a.embedded {
+        let (core, route) = start_core_routed(a, &setup.work, wait).await?;
+        (core, Some(route))
+    } else {
+        (start_core(a, &setup.work, wait).await?, None)
+    };
     let addr = core.addr.clone();
     let mut cl = Cluster {
         core: addr.clone(),
         nodes: vec![None, None, None],
         starts: 0,
+        routes,
     };
     for i in 0..NODES.len() {
         cl.start_node(a, setup, i).await?;

@@ -64,6 +64,58 @@ pub(super) async fn start_core(
     work: &Path,
     wait: Duration,
 ) -> anyhow::Result<Server> {
+    start_core_plain(a, work, wait).await
+}
+
+/// Like [`start_core`], also listening for routes (on a port of the OS's choosing): the
+/// server and that port.
+pub(super) async fn start_core_routed(
+    a: &CrashArgs,
+    work: &Path,
+    wait: Duration,
+) -> anyhow::Result<(Server, u16)> {
+    let args: Vec<String> = [
+        "-a",
+        "127.0.0.1",
+        "-p",
+        "-1",
+        "--cluster",
+        "nats://127.0.0.1:-1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let log = work.join("core-nats.log");
+    let s = spawn(
+        &a.nats_bin,
+        &args,
+        log.clone(),
+        "Listening for client connections on ",
+        wait,
+    )
+    .await?;
+    let deadline = Instant::now() + wait;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(port) = text
+            .split("Listening for route connections on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|hp| hp.rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok())
+        {
+            return Ok((s, port));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the core server logged no route port; log {}",
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn start_core_plain(a: &CrashArgs, work: &Path, wait: Duration) -> anyhow::Result<Server> {
     let args: Vec<String> = ["-a", "127.0.0.1", "-p", "-1"].map(String::from).to_vec();
     spawn(
         &a.nats_bin,
@@ -87,6 +139,34 @@ pub(super) async fn start_member(
 ) -> anyhow::Result<Server> {
     let mut args: Vec<String> = ["-cid", &a.cluster, "-ns"].map(String::from).to_vec();
     args.push(format!("nats://{core}"));
+    args.extend(["-mm", "0", "-mb", "0", "-m", "-1"].map(String::from));
+    args.extend(extra.iter().cloned());
+    args.extend(a.server_arg.iter().cloned());
+    let mut s = spawn(&a.server_bin, &args, log, until, wait).await?;
+    s.addr = core.to_string();
+    Ok(s)
+}
+
+/// A streaming server embedding its NATS server, routed to the core's route port
+/// (`core_route`; the servers gossip the rest of the full mesh); its `addr` is the core's
+/// (`core`), where the clients stay when it dies.
+pub(super) async fn start_embedded_member(
+    a: &CrashArgs,
+    (core, core_route): (&str, u16),
+    extra: &[String],
+    log: PathBuf,
+    until: &str,
+    wait: Duration,
+) -> anyhow::Result<Server> {
+    let mut args: Vec<String> = ["-cid", &a.cluster, "-a", "127.0.0.1", "-p", "-1"]
+        .map(String::from)
+        .to_vec();
+    args.extend([
+        "--cluster".into(),
+        "nats://127.0.0.1:-1".into(),
+        "--routes".into(),
+        format!("nats://127.0.0.1:{core_route}"),
+    ]);
     args.extend(["-mm", "0", "-mb", "0", "-m", "-1"].map(String::from));
     args.extend(extra.iter().cloned());
     args.extend(a.server_arg.iter().cloned());

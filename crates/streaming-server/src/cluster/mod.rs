@@ -1,6 +1,8 @@
 //! Clustered mode (`--clustered`): 3 or 5 nodes replicate every store change through RAFT
 //! (`rnats-streaming-raft`, openraft), carried over core NATS on connections of their own
-//! (control: votes and heartbeats; data: appends and snapshots), never the clients'.
+//! (control: votes and heartbeats; data: appends and snapshots), never the clients': local
+//! connections to the node's embedded NATS server ([`local_rpc`]), or client connections to
+//! the server given with `-ns`.
 //!
 //! ```text
 //! every node:  store ◀── StoreMachine.apply(committed entry) ◀── RAFT log ◀── leader
@@ -19,8 +21,10 @@
 //! has nothing to undo: what it accepted but could not commit never reached any store.
 
 mod fetch;
+mod local_rpc;
 mod machine;
 mod membership;
+mod transport;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +32,9 @@ use std::sync::Arc;
 use rnats_streaming::store::Store;
 use rnats_streaming::store::crypto::LogSealer;
 use rnats_streaming_raft::{NatsServer, NatsTransport, Replicator, Role};
+
+use self::local_rpc::LocalTransport;
+use self::transport::RaftTransport;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
@@ -42,6 +49,7 @@ use crate::status::{RaftView, Status};
 /// A running cluster node.
 pub(crate) struct ClusterNode {
     replicator: Arc<Replicator>,
+    transport: Arc<RaftTransport>,
     rpc: Option<NatsServer>,
     watcher: JoinHandle<()>,
     stop: watch::Sender<bool>,
@@ -97,13 +105,32 @@ impl ClusterNode {
         let sealer = crypto_options(opts)
             .map_err(fail)?
             .map(|c| Arc::new(LogSealer::new(&c)));
-        let control = side.client(opts, "raft").await.map_err(fail)?;
+        // Snapshot fetches and membership requests (rare) go on a client connection; the
+        // RPCs on local connections when the NATS server is embedded.
         let data = side.client(opts, "raft_data").await.map_err(fail)?;
-        let transport = Arc::new(NatsTransport::new(
-            control.clone(),
-            data.clone(),
-            opts.cluster_id.clone(),
-        ));
+        let mut raft_conns = vec![data.clone()];
+        let transport = match &side.embedded {
+            Some(h) => {
+                let cid = opts.cluster_id.clone();
+                let open = |what: &str| h.connect_local(&format!("_NSS-{cid}-{what}"));
+                match LocalTransport::new(&opts.cluster_id, open) {
+                    Ok(t) => RaftTransport::Local(t),
+                    Err(e) => {
+                        return Err(fail(StartError::Nats(format!("RAFT transport: {e}"))));
+                    }
+                }
+            }
+            None => {
+                let control = side.client(opts, "raft").await.map_err(fail)?;
+                raft_conns.push(control.clone());
+                RaftTransport::Nats(NatsTransport::new(
+                    control,
+                    data.clone(),
+                    opts.cluster_id.clone(),
+                ))
+            }
+        };
+        let transport = Arc::new(transport);
         let fetcher = fetch::Fetcher::new(data.clone(), &opts.cluster_id);
         let machine = machine::StoreMachine::new(
             store.clone(),
@@ -134,11 +161,12 @@ impl ClusterNode {
         let watcher = tokio::spawn(node.watch_leadership(stop_rx));
         Ok(ClusterNode {
             replicator,
-            rpc: Some(rpc),
+            transport,
+            rpc,
             watcher,
             stop,
             store,
-            raft_conns: vec![control, data],
+            raft_conns,
             engine_nc,
         })
     }
@@ -152,6 +180,7 @@ impl ClusterNode {
         }
         self.replicator.shutdown().await;
         drop(self.rpc.take());
+        self.transport.close();
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         for c in &self.raft_conns {
