@@ -20,8 +20,9 @@ pub(crate) struct StoreMachine {
     applier: Applier,
     sealer: Option<Arc<LogSealer>>,
     fetcher: Fetcher,
-    /// The store fsyncs its flushes (`cluster_sync`): applies are not short work then.
-    syncs: bool,
+    /// Applies only write the page cache (a FILE store without `cluster_sync`): they may run
+    /// on the async worker itself.
+    short: bool,
 }
 
 impl StoreMachine {
@@ -29,14 +30,14 @@ impl StoreMachine {
         store: Arc<dyn Store>,
         sealer: Option<Arc<LogSealer>>,
         fetcher: Fetcher,
-        syncs: bool,
+        short: bool,
     ) -> StoreMachine {
         StoreMachine {
             store,
             applier: Applier::new(),
             sealer,
             fetcher,
-            syncs,
+            short,
         }
     }
 }
@@ -60,8 +61,7 @@ impl Machine for StoreMachine {
     }
 
     fn short_applies(&self) -> bool {
-        // Writes to the page cache only (a memory store is refused when clustered).
-        !self.syncs
+        self.short
     }
 
     fn snapshot(&mut self) -> Result<Bytes, MachineError> {

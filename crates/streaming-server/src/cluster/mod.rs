@@ -132,12 +132,12 @@ impl ClusterNode {
         };
         let transport = Arc::new(transport);
         let fetcher = fetch::Fetcher::new(data.clone(), &opts.cluster_id);
-        let machine = machine::StoreMachine::new(
-            store.clone(),
-            sealer.clone(),
-            fetcher,
-            opts.clustering.raft.sync,
-        );
+        // Applies are short only for a FILE store that does not fsync (page-cache writes);
+        // an SQL store's are database round trips.
+        let short_applies = opts.store_type == rnats_streaming::store::StoreKind::File
+            && !opts.clustering.raft.sync;
+        let machine =
+            machine::StoreMachine::new(store.clone(), sealer.clone(), fetcher, short_applies);
         let replicator = match Replicator::start(ropts, machine, transport.clone()).await {
             Ok(r) => Arc::new(r),
             Err(e) => return Err(fail(StartError::Cluster(e.to_string()))),
