@@ -436,9 +436,11 @@ async fn node_client_through_a_leader_kill() {
     if !node_available() {
         return;
     }
-    let (_core, url) = core_nats().await;
+    // Embedded servers routed to the core the client uses: the RAFT RPCs on local
+    // connections (the other cluster tests cover the `-ns` transport).
+    let (_core, url, route) = core_nats_routed().await;
     let dir = tempfile::tempdir().unwrap();
-    let cl = Cluster::start(url.clone(), dir.path().to_path_buf()).await;
+    let cl = Cluster::start_embedded(url.clone(), dir.path().to_path_buf(), route).await;
     let leader = cl.leader(Duration::from_secs(15)).await.expect("a leader");
     let pid = cl.nodes[leader].child.id().to_string();
     let u = url.clone();

@@ -144,10 +144,7 @@ impl Elector {
             return refuse;
         }
         if req.last_log < local.last_log {
-            if !st.urgent {
-                st.urgent = true;
-                self.urgent.notify_one();
-            }
+            self.set_urgent(&mut st);
             return refuse;
         }
         PreVoteReply {
@@ -160,7 +157,13 @@ impl Elector {
     /// run this node's own pre-vote at once.
     pub fn refused_shorter_log(&self, now: Instant) {
         let mut st = self.state.lock();
-        if self.leaderless(&st, now) && !st.urgent {
+        if self.leaderless(&st, now) {
+            self.set_urgent(&mut st);
+        }
+    }
+
+    fn set_urgent(&self, st: &mut State) {
+        if !st.urgent {
             st.urgent = true;
             self.urgent.notify_one();
         }
